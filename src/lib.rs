@@ -1,0 +1,29 @@
+//! vmkit: reusable crates for building KVM virtual machine monitors on x86-64.
+//!
+//! This facade re-exports every vmkit crate under a short name, for VMMs that want the whole
+//! kit; a VMM that needs one layer depends on that crate alone (`cargo tree -p vmkit-serial`
+//! shows how little it pulls in).
+//!
+//! | module | crate | what it owns |
+//! |---|---|---|
+//! | [`kvm`] | vmkit-kvm | system / VM / vCPU handles, the exit enum, kicks, the KVM memory listener |
+//! | [`memory`] | vmkit-memory | guest RAM, the region tree, flat views, memory listeners, dirty bitmaps |
+//! | [`hw`] | vmkit-hw | interrupt-line and clock traits shared by the device models |
+//! | [`serial`] | vmkit-serial | the 16550A UART |
+//! | [`i8259`] | vmkit-i8259 | the 8259A PIC pair |
+//! | [`i8254`] | vmkit-i8254 | the 8254 PIT |
+//! | [`pcglue`] | vmkit-pcglue | i8042 reset, POST port, CMOS/RTC, debug-exit |
+//!
+//! ```
+//! assert_eq!(vmkit::serial::COM1_BASE, 0x3f8);
+//! assert_eq!(vmkit::i8259::PIC_MASTER_BASE, 0x20);
+//! ```
+#![forbid(unsafe_code)]
+
+pub use vmkit_hw as hw;
+pub use vmkit_i8254 as i8254;
+pub use vmkit_i8259 as i8259;
+pub use vmkit_kvm as kvm;
+pub use vmkit_memory as memory;
+pub use vmkit_pcglue as pcglue;
+pub use vmkit_serial as serial;

@@ -1,0 +1,29 @@
+//! The examples run against real KVM and print what they should.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use vmkit_testutil::require_kvm;
+
+/// `cargo test` builds the examples next to the test binaries' directory.
+fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>");
+    profile_dir.join("examples").join(name)
+}
+
+#[test]
+fn hello_prints_the_greeting_exactly() {
+    require_kvm!();
+    let output = Command::new(example("hello"))
+        .output()
+        .expect("run the hello example");
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "Hello from a vmkit guest!\n"
+    );
+}
