@@ -13,6 +13,7 @@
 //! | [`i8259`] | vmkit-i8259 | the 8259A PIC pair |
 //! | [`i8254`] | vmkit-i8254 | the 8254 PIT |
 //! | [`pcglue`] | vmkit-pcglue | i8042 reset, POST port, CMOS/RTC, debug-exit |
+//! | [`object`] | vmkit-object | QOM-like types, properties, the composition tree, realize |
 //!
 //! ```
 //! assert_eq!(vmkit::serial::COM1_BASE, 0x3f8);
@@ -25,5 +26,6 @@ pub use vmkit_i8254 as i8254;
 pub use vmkit_i8259 as i8259;
 pub use vmkit_kvm as kvm;
 pub use vmkit_memory as memory;
+pub use vmkit_object as object;
 pub use vmkit_pcglue as pcglue;
 pub use vmkit_serial as serial;
