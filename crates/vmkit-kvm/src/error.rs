@@ -49,6 +49,12 @@ pub enum Error {
         /// The kernel's error.
         source: vmm_sys_util::errno::Error,
     },
+    /// KVM_SET_MSRS stopped at an MSR it does not accept.
+    #[error("KVM rejected MSR {index:#x} (unknown to this host, or a value it does not allow)")]
+    MsrRejected {
+        /// The first MSR index KVM refused.
+        index: u32,
+    },
     /// The kvm_run mapping holds exit data the crate cannot trust.
     #[error("malformed KVM exit data: {0}")]
     MalformedExit(&'static str),

@@ -277,11 +277,8 @@ impl Vcpu {
             .map_err(Error::ioctl("KVM_SET_MSRS"))?;
         let wanted = msrs.as_slice().len();
         if written != wanted {
-            let rejected = msrs.as_slice().get(written).map_or(0, |e| e.index);
-            return Err(Error::Ioctl {
-                op: "KVM_SET_MSRS (KVM rejected an MSR; its index is in the errno slot)",
-                source: errno::Error::new(i32::try_from(rejected).unwrap_or(i32::MAX)),
-            });
+            let index = msrs.as_slice().get(written).map_or(0, |e| e.index);
+            return Err(Error::MsrRejected { index });
         }
         Ok(())
     }

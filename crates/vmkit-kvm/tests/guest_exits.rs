@@ -495,3 +495,73 @@ fn capabilities_and_host_lists() {
     let err = KvmSystem::open_path("/nonexistent/kvm").unwrap_err();
     assert!(err.to_string().contains("/nonexistent/kvm"), "{err}");
 }
+
+#[test]
+fn vcpu_state_round_trips() {
+    require_kvm!();
+    let kvm = KvmSystem::open().unwrap();
+    let vm = kvm.create_vm().unwrap();
+    vm.create_irqchip().unwrap();
+    let vcpu = vm.create_vcpu(0).unwrap();
+
+    // CPUID: what KVM supports goes in and comes back.
+    let supported = kvm.supported_cpuid().unwrap();
+    vcpu.set_cpuid(&supported).unwrap();
+    let readback = vcpu.cpuid(supported.as_slice().len()).unwrap();
+    assert_eq!(readback.as_slice().len(), supported.as_slice().len());
+
+    // MSRs: IA32_SYSENTER_CS (0x174) is plain storage.
+    let mut msrs = kvm_bindings::Msrs::from_entries(&[kvm_bindings::kvm_msr_entry {
+        index: 0x174,
+        data: 0x10,
+        ..Default::default()
+    }])
+    .unwrap();
+    vcpu.set_msrs(&msrs).unwrap();
+    msrs.as_mut_slice()[0].data = 0;
+    assert_eq!(vcpu.get_msrs(&mut msrs).unwrap(), 1);
+    assert_eq!(msrs.as_slice()[0].data, 0x10);
+
+    // FPU: the x87 control word.
+    let mut fpu = vcpu.fpu().unwrap();
+    fpu.fcw = 0x27f;
+    vcpu.set_fpu(&fpu).unwrap();
+    assert_eq!(vcpu.fpu().unwrap().fcw, 0x27f);
+
+    // LAPIC: the task-priority register at 0x80.
+    let mut lapic = vcpu.lapic().unwrap();
+    lapic.regs[0x80] = 0x20;
+    vcpu.set_lapic(&lapic).unwrap();
+    assert_eq!(vcpu.lapic().unwrap().regs[0x80], 0x20);
+
+    // MP state: the boot vCPU is runnable; it can be halted.
+    assert_eq!(
+        vcpu.mp_state().unwrap().mp_state,
+        kvm_bindings::KVM_MP_STATE_RUNNABLE
+    );
+    vcpu.set_mp_state(kvm_bindings::kvm_mp_state {
+        mp_state: kvm_bindings::KVM_MP_STATE_HALTED,
+    })
+    .unwrap();
+    assert_eq!(
+        vcpu.mp_state().unwrap().mp_state,
+        kvm_bindings::KVM_MP_STATE_HALTED
+    );
+
+    // vCPU events: nothing pending on a fresh vCPU; setting them back is accepted.
+    let events = vcpu.vcpu_events().unwrap();
+    assert_eq!(events.exception.injected, 0);
+    vcpu.set_vcpu_events(&events).unwrap();
+
+    // An MSR KVM does not know is refused with the index named.
+    let bogus = kvm_bindings::Msrs::from_entries(&[kvm_bindings::kvm_msr_entry {
+        index: 0xdead_0000,
+        data: 1,
+        ..Default::default()
+    }])
+    .unwrap();
+    assert!(matches!(
+        vcpu.set_msrs(&bogus),
+        Err(Error::MsrRejected { index: 0xdead_0000 })
+    ));
+}
