@@ -1,12 +1,14 @@
-//! The smallest vmkit VMM: guest RAM from an address space, one vCPU, a 16550A on COM1, and a
-//! built-in real-mode guest that prints a greeting through the UART and halts.
+//! The smallest vmkit VMM: guest RAM from an address space, one vCPU, a 16550A on COM1 on the
+//! port bus, and a built-in real-mode guest that prints a greeting through the UART and halts.
 //!
 //! Run: `cargo run --release --example hello`
 
 use std::io::Write;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use vm_memory::{Bytes, GuestAddress};
+use vmkit::bus::PioBus;
+use vmkit::bus::PioRange;
 use vmkit::hw::{MonotonicClock, NullLine};
 use vmkit::kvm::{KvmMemoryListener, KvmSystem, VcpuExit};
 use vmkit::memory::AddressSpace;
@@ -62,20 +64,35 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     regs.rflags = 0x2;
     vcpu.set_regs(&regs)?;
 
-    // COM1: a polling guest needs no interrupt line.
-    let mut com1 = Serial::new(NullLine, MonotonicClock::new(), std::io::stdout());
-    let com1_ports = COM1_BASE..COM1_BASE + PORT_RANGE_LEN;
+    // COM1 on the port bus (a polling guest needs no interrupt line). Unassigned ports read
+    // all ones and swallow writes, as on a PC.
+    let com1 = Serial::new(NullLine, MonotonicClock::new(), std::io::stdout());
+    let pio = PioBus::new();
+    pio.insert(
+        PioRange::new(COM1_BASE, PORT_RANGE_LEN)?,
+        "com1",
+        Arc::new(Mutex::new(com1)),
+    )?;
+    // The vCPU thread's own view of the bus: dispatch without touching shared counters.
+    let mut ports = pio.handle();
 
     loop {
         match vcpu.run()? {
-            VcpuExit::IoOut { port, data, .. } if com1_ports.contains(&port) => {
-                com1.write(u64::from(port - COM1_BASE), data)
+            // `rep outs`/`rep ins` hand over several transfers of `size` bytes at once.
+            VcpuExit::IoOut {
+                port, size, data, ..
+            } => {
+                for transfer in data.chunks(usize::from(size)) {
+                    ports.write(port, transfer);
+                }
             }
-            VcpuExit::IoIn { port, data, .. } if com1_ports.contains(&port) => {
-                com1.read(u64::from(port - COM1_BASE), data)
+            VcpuExit::IoIn {
+                port, size, data, ..
+            } => {
+                for transfer in data.chunks_mut(usize::from(size)) {
+                    ports.read(port, transfer);
+                }
             }
-            VcpuExit::IoIn { data, .. } => data.fill(0xff), // unassigned port
-            VcpuExit::IoOut { .. } => {}                    // unassigned port
             VcpuExit::Hlt => break,
             other => return Err(format!("unexpected exit: {other:?}").into()),
         }

@@ -8,6 +8,7 @@
 //! |---|---|---|
 //! | [`kvm`] | vmkit-kvm | system / VM / vCPU handles, the exit enum, kicks, the KVM memory listener |
 //! | [`memory`] | vmkit-memory | guest RAM, the region tree, flat views, memory listeners, dirty bitmaps |
+//! | [`bus`] | vmkit-bus | PIO and MMIO buses: the path from an exit to a device |
 //! | [`hw`] | vmkit-hw | interrupt-line and clock traits shared by the device models |
 //! | [`serial`] | vmkit-serial | the 16550A UART |
 //! | [`i8259`] | vmkit-i8259 | the 8259A PIC pair |
@@ -21,6 +22,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub use vmkit_bus as bus;
 pub use vmkit_hw as hw;
 pub use vmkit_i8254 as i8254;
 pub use vmkit_i8259 as i8259;
