@@ -183,24 +183,41 @@ fn triple_fault_is_a_shutdown_exit() {
     }
 }
 
-/// Runs `vcpu` on its own thread: the first `out` says the guest reached its wait; then it
-/// runs until `Interrupted` and reports how long that took after the guest started waiting.
-fn run_until_kicked(mut vcpu: Vcpu, started: mpsc::Sender<()>, done: mpsc::Sender<String>) {
+/// Runs a guest whose first `out 0x10` says it reached its endless wait (a spin loop or an
+/// in-kernel halt) on its own thread; checks it is still inside `KVM_RUN` after `wait`, kicks
+/// it, and returns how long it took to come out with `Interrupted`.
+fn kick_after_wait(code: &[u8], irqchip: bool, wait: Duration) -> Duration {
+    let (_vm, mut vcpu, _ram) = real_mode_guest(code, SlotFlags::default(), irqchip);
+    let kicker = vcpu.kicker().unwrap();
+    let (started_tx, started_rx) = mpsc::channel();
+    let (done_tx, done_rx) = mpsc::channel();
     std::thread::spawn(move || {
         match vcpu.run() {
-            Ok(VcpuExit::IoOut { port: 0x10, .. }) => started.send(()).unwrap(),
-            other => {
-                done.send(format!("first exit was {other:?}")).unwrap();
-                return;
-            }
+            Ok(VcpuExit::IoOut { port: 0x10, .. }) => started_tx.send(()).unwrap(),
+            other => panic!("first exit was {other:?}"),
         }
         let outcome = match vcpu.run() {
             Ok(VcpuExit::Interrupted) => "interrupted".to_string(),
             Ok(other) => format!("unexpected exit {other:?}"),
             Err(e) => format!("run failed: {e}"),
         };
-        done.send(outcome).unwrap();
+        done_tx.send(outcome).unwrap();
     });
+    started_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("guest started");
+    std::thread::sleep(wait);
+    assert!(
+        done_rx.try_recv().is_err(),
+        "the vCPU must stay in KVM_RUN until kicked"
+    );
+    let kicked_at = Instant::now();
+    kicker.kick().unwrap();
+    let outcome = done_rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("kick was not honoured");
+    assert_eq!(outcome, "interrupted");
+    kicked_at.elapsed()
 }
 
 #[test]
@@ -212,25 +229,8 @@ fn kick_stops_a_vcpu_spinning_in_the_guest() {
         a.set_label(&mut spin)?;
         a.jmp(spin)
     });
-    let (_vm, vcpu, _ram) = real_mode_guest(&code, SlotFlags::default(), false);
-    let kicker = vcpu.kicker().unwrap();
-    let (started_tx, started_rx) = mpsc::channel();
-    let (done_tx, done_rx) = mpsc::channel();
-    run_until_kicked(vcpu, started_tx, done_tx);
-    started_rx
-        .recv_timeout(Duration::from_secs(10))
-        .expect("guest started");
-    std::thread::sleep(Duration::from_millis(50));
-    let kicked_at = Instant::now();
-    kicker.kick().unwrap();
-    let outcome = done_rx
-        .recv_timeout(Duration::from_secs(5))
-        .expect("kick was not honoured");
-    assert_eq!(outcome, "interrupted");
-    eprintln!(
-        "spinning vCPU left KVM_RUN {:?} after the kick",
-        kicked_at.elapsed()
-    );
+    let latency = kick_after_wait(&code, false, Duration::from_millis(50));
+    eprintln!("spinning vCPU left KVM_RUN {latency:?} after the kick");
 }
 
 #[test]
@@ -243,24 +243,8 @@ fn kick_wakes_a_vcpu_halted_in_the_kernel() {
         a.hlt()?;
         a.hlt()
     });
-    let (_vm, vcpu, _ram) = real_mode_guest(&code, SlotFlags::default(), true);
-    let kicker = vcpu.kicker().unwrap();
-    let (started_tx, started_rx) = mpsc::channel();
-    let (done_tx, done_rx) = mpsc::channel();
-    run_until_kicked(vcpu, started_tx, done_tx);
-    started_rx
-        .recv_timeout(Duration::from_secs(10))
-        .expect("guest started");
-    std::thread::sleep(Duration::from_millis(100));
-    assert!(
-        done_rx.try_recv().is_err(),
-        "the halted vCPU must stay in KVM_RUN until kicked"
-    );
-    kicker.kick().unwrap();
-    let outcome = done_rx
-        .recv_timeout(Duration::from_secs(5))
-        .expect("kick was not honoured");
-    assert_eq!(outcome, "interrupted");
+    let latency = kick_after_wait(&code, true, Duration::from_millis(100));
+    eprintln!("halted vCPU left KVM_RUN {latency:?} after the kick");
 }
 
 #[test]
