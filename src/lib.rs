@@ -14,6 +14,7 @@
 //! | [`i8259`] | vmkit-i8259 | the 8259A PIC pair |
 //! | [`i8254`] | vmkit-i8254 | the 8254 PIT |
 //! | [`pcglue`] | vmkit-pcglue | i8042 reset, POST port, CMOS/RTC, debug-exit |
+//! | [`pc`] | vmkit-pc | the pc machine: memory map and e820, `-bios` firmware mapping, boot CPU state |
 //! | [`object`] | vmkit-object | QOM-like types, properties, the composition tree, realize |
 //!
 //! ```
@@ -29,5 +30,6 @@ pub use vmkit_i8259 as i8259;
 pub use vmkit_kvm as kvm;
 pub use vmkit_memory as memory;
 pub use vmkit_object as object;
+pub use vmkit_pc as pc;
 pub use vmkit_pcglue as pcglue;
 pub use vmkit_serial as serial;

@@ -16,11 +16,12 @@ use crate::vcpu::Vcpu;
 /// Host and guest page size KVM slots are aligned to.
 pub const PAGE_SIZE: u64 = 4096;
 
-/// Where QEMU and Firecracker put the TSS KVM needs on Intel hosts (three pages below 4 GiB
-/// minus 256 KiB of BIOS). Must not overlap guest RAM or MMIO.
-pub const DEFAULT_TSS_ADDRESS: u64 = 0xfffb_d000;
-/// The EPT identity-map page, just below the TSS.
-pub const DEFAULT_IDENTITY_MAP_ADDRESS: u64 = 0xfffb_c000;
+/// Where QEMU puts the three-page TSS KVM needs on Intel hosts: inside the PCI hole, below
+/// the 16 MiB that a firmware image ending at 4 GiB may occupy. Must not overlap guest RAM,
+/// ROM or MMIO.
+pub const DEFAULT_TSS_ADDRESS: u64 = 0xfeff_d000;
+/// The EPT identity-map page, just below the TSS (as QEMU).
+pub const DEFAULT_IDENTITY_MAP_ADDRESS: u64 = 0xfeff_c000;
 
 /// Flags of a memory slot.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]

@@ -1,0 +1,128 @@
+//! The crate's error type.
+
+use std::path::PathBuf;
+
+/// Errors of the pc machine builder. Each says what was wrong and, where it helps, what the
+/// accepted values are.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The RAM size is zero.
+    #[error("RAM size is zero: the pc machine needs at least 1 MiB of RAM")]
+    RamSizeZero,
+    /// The RAM size is not a whole number of 4 KiB pages.
+    #[error("RAM size {size:#x} bytes is not a multiple of 4 KiB")]
+    RamSizeUnaligned {
+        /// The requested size.
+        size: u64,
+    },
+    /// The RAM size is below the minimum.
+    #[error("RAM size {size:#x} bytes is too small: the pc machine needs at least {min:#x} bytes (1 MiB)")]
+    RamSizeTooSmall {
+        /// The requested size.
+        size: u64,
+        /// The minimum.
+        min: u64,
+    },
+    /// The RAM size is above the maximum.
+    #[error("RAM size {size:#x} bytes is too large: the pc machine supports at most {max:#x} bytes (1 TiB)")]
+    RamSizeTooLarge {
+        /// The requested size.
+        size: u64,
+        /// The maximum.
+        max: u64,
+    },
+    /// A firmware image has no bytes.
+    #[error("firmware image{} is empty", describe(path))]
+    FirmwareEmpty {
+        /// The file it came from, if any.
+        path: Option<PathBuf>,
+    },
+    /// A firmware image's size is not a multiple of 4 KiB.
+    #[error(
+        "firmware image{} is {size:#x} bytes, not a multiple of 4 KiB",
+        describe(path)
+    )]
+    FirmwareUnaligned {
+        /// The file it came from, if any.
+        path: Option<PathBuf>,
+        /// Its size.
+        size: u64,
+    },
+    /// A firmware image is larger than the pc machine can map below 4 GiB.
+    #[error(
+        "firmware image{} is {size:#x} bytes, larger than the {max:#x}-byte (16 MiB) maximum",
+        describe(path)
+    )]
+    FirmwareTooLarge {
+        /// The file it came from, if any.
+        path: Option<PathBuf>,
+        /// Its size.
+        size: u64,
+        /// The maximum.
+        max: u64,
+    },
+    /// The firmware file could not be read.
+    #[error("cannot read firmware image {}: {source}", path.display())]
+    FirmwareFile {
+        /// The file.
+        path: PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// Two e820 entries would overlap.
+    #[error("e820 entry [{addr:#x}, +{size:#x}) overlaps the existing entry [{other_addr:#x}, +{other_size:#x})")]
+    E820Overlap {
+        /// Start of the new entry.
+        addr: u64,
+        /// Size of the new entry.
+        size: u64,
+        /// Start of the entry it overlaps.
+        other_addr: u64,
+        /// Size of the entry it overlaps.
+        other_size: u64,
+    },
+    /// An e820 entry is empty or runs past the end of the 64-bit address space.
+    #[error(
+        "invalid e820 entry [{addr:#x}, +{size:#x}): it must be non-empty and end at or below 2^64"
+    )]
+    E820Invalid {
+        /// Start of the entry.
+        addr: u64,
+        /// Size of the entry.
+        size: u64,
+    },
+    /// A real-mode entry point cannot be reached from real mode.
+    #[error("real-mode entry point {addr:#x} is not below 1 MiB")]
+    RealModeAddress {
+        /// The requested address.
+        addr: u64,
+    },
+    /// The long-mode page-table configuration is unusable.
+    #[error("invalid page-table setup: {0}")]
+    PageTables(String),
+    /// The boot tables could not be written to guest memory (no RAM there?).
+    #[error("cannot write the {what} to guest memory at {addr:#x}: {source}")]
+    GuestMemory {
+        /// What was being written.
+        what: &'static str,
+        /// Where.
+        addr: u64,
+        /// vm-memory's error.
+        source: vm_memory::GuestMemoryError,
+    },
+    /// A region operation of the address space failed.
+    #[error(transparent)]
+    Memory(#[from] vmkit_memory::Error),
+    /// A KVM operation failed.
+    #[error(transparent)]
+    Kvm(#[from] vmkit_kvm::Error),
+}
+
+fn describe(path: &Option<PathBuf>) -> String {
+    path.as_ref()
+        .map(|p| format!(" {}", p.display()))
+        .unwrap_or_default()
+}
+
+/// The crate's result type.
+pub type Result<T> = std::result::Result<T, Error>;
