@@ -116,6 +116,23 @@ pub enum Error {
     /// A KVM operation failed.
     #[error(transparent)]
     Kvm(#[from] vmkit_kvm::Error),
+    /// Wiring an ISA device failed.
+    #[error(transparent)]
+    Isa(#[from] vmkit_isa::Error),
+    /// Creating or configuring an object failed (e.g. a bad `-device` option).
+    #[error(transparent)]
+    Object(#[from] vmkit_object::Error),
+    /// A flat binary could not be read.
+    #[error("cannot read flat binary {}: {source}", path.display())]
+    FlatFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The machine configuration is inconsistent.
+    #[error("{0}")]
+    Config(String),
 }
 
 fn describe(path: &Option<PathBuf>) -> String {

@@ -61,13 +61,15 @@
 //! Not here yet (later layers): device wiring through the buses and object registry, Linux
 //! boot (zero page, command line, initrd), CPUID/MSR setup, MP and ACPI tables.
 
-#![forbid(unsafe_code)]
+// The one unsafe block registers the KVM memory listener (see machine.rs).
+#![deny(unsafe_code)]
 
 pub mod boot;
 mod e820;
 mod error;
 pub mod firmware;
 pub mod layout;
+pub mod machine;
 
 pub use boot::{
     long_mode_at, long_mode_at_with, protected_mode_32_at, real_mode_at, real_mode_segment_at,
@@ -77,3 +79,4 @@ pub use e820::{E820Entry, E820Map, E820Type};
 pub use error::{Error, Result};
 pub use firmware::{load_firmware, map_firmware, Firmware, FirmwareLayout};
 pub use layout::{build_memory, configure_kvm_pages, MemoryLayout, RamRange, RamRegions};
+pub use machine::{BootSource, FlatMode, IrqchipMode, PcConfig, PcMachine};

@@ -1,0 +1,393 @@
+//! The `pc` machine: memory, firmware or a flat binary, vCPUs, and the ISA devices wired by
+//! type name through the object registry, in either interrupt model (QEMU's `pc_init1`).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use kvm_bindings::{kvm_mp_state, KVM_MP_STATE_RUNNABLE, KVM_MP_STATE_UNINITIALIZED};
+use vm_memory::{Bytes, GuestAddress, GuestAddressSpace, GuestMemoryAtomic};
+use vmkit_bus::{MmioBus, PioBus};
+use vmkit_hw::{Clock, MonotonicClock};
+use vmkit_isa::{
+    add_pc_isa_devices, register_isa_types, IsaConfig, IsaContext, IsaDevices, KernelIrqRouter,
+    MachineEvents, SerialBackend, UserspacePic,
+};
+use vmkit_kvm::{KvmMemoryListener, KvmSystem, Vcpu, Vm};
+use vmkit_memory::{AddressSpace, GuestMemoryView};
+use vmkit_object::{Context, ObjectTree, Registry, TypeInfo};
+use vmkit_pcglue::CmosMemoryLayout;
+
+use crate::boot;
+use crate::error::{Error, Result};
+use crate::firmware::{load_firmware, map_firmware};
+use crate::layout::{configure_kvm_pages, MemoryLayout, PCI_HOLE_START};
+
+/// Which interrupt controllers and timer run where.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IrqchipMode {
+    /// KVM's PIC/IOAPIC/LAPIC (`KVM_CREATE_IRQCHIP`) and PIT (`KVM_CREATE_PIT2`).
+    #[default]
+    Kernel,
+    /// vmkit's i8259 pair and i8254 in the VMM; interrupts injected with `KVM_INTERRUPT`.
+    User,
+}
+
+/// CPU mode a flat binary starts in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlatMode {
+    /// Real mode.
+    Real,
+    /// 64-bit mode with identity paging of the first 4 GiB.
+    Long,
+}
+
+/// What the boot vCPU runs.
+#[derive(Debug, Clone)]
+pub enum BootSource {
+    /// A firmware image file, mapped as QEMU's `-bios` does; start at the reset vector.
+    FirmwareFile(PathBuf),
+    /// A firmware image in memory.
+    Firmware(Vec<u8>),
+    /// A flat binary copied to `addr` (and again on every reset), entered at `entry`.
+    Flat {
+        /// The bytes.
+        image: Vec<u8>,
+        /// Guest physical load address.
+        addr: u64,
+        /// Entry point.
+        entry: u64,
+        /// CPU mode at entry.
+        mode: FlatMode,
+    },
+}
+
+impl BootSource {
+    /// A flat binary read from `path`.
+    pub fn flat_file(
+        path: impl Into<PathBuf>,
+        addr: u64,
+        entry: u64,
+        mode: FlatMode,
+    ) -> Result<Self> {
+        let path = path.into();
+        let image = std::fs::read(&path).map_err(|source| Error::FlatFile {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(BootSource::Flat {
+            image,
+            addr,
+            entry,
+            mode,
+        })
+    }
+}
+
+/// The abstract type of machines.
+pub const TYPE_MACHINE: &str = "machine";
+/// The `pc` machine type (the object at `/machine`).
+pub const TYPE_PC: &str = "pc";
+
+/// The stack pointer given to flat binaries in 64-bit mode: the top of conventional memory,
+/// below the EBDA.
+pub const FLAT_STACK_TOP: u64 = 0x9_f000;
+
+/// Configuration of a `pc` machine.
+pub struct PcConfig {
+    /// Guest RAM in bytes.
+    pub ram_size: u64,
+    /// Number of vCPUs (more than one needs the in-kernel irqchip).
+    pub smp: usize,
+    /// The interrupt model.
+    pub irqchip: IrqchipMode,
+    /// What runs.
+    pub boot: BootSource,
+    /// COM1's backend (`None`: COM1 exists but its output is discarded).
+    pub com1: Option<SerialBackend>,
+    /// `-device` option texts, created after the standard devices.
+    pub devices: Vec<String>,
+}
+
+impl std::fmt::Debug for PcConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PcConfig")
+            .field("ram_size", &self.ram_size)
+            .field("smp", &self.smp)
+            .field("irqchip", &self.irqchip)
+            .field("com1", &self.com1.is_some())
+            .field("devices", &self.devices)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A built `pc` machine: everything a runtime needs to run it.
+pub struct PcMachine {
+    /// The VM.
+    pub vm: Arc<Vm>,
+    /// Guest physical memory (its KVM listener keeps the slots in sync).
+    pub memory: AddressSpace,
+    /// The memory layout.
+    pub layout: MemoryLayout,
+    /// The port bus.
+    pub pio: PioBus,
+    /// The MMIO bus.
+    pub mmio: MmioBus,
+    /// The object registry with the ISA device types.
+    pub registry: Registry,
+    /// The composition tree (`/machine/...`).
+    pub tree: ObjectTree,
+    /// The standard ISA devices.
+    pub isa: IsaDevices,
+    /// Device timers (serviced by the runtime's host timer).
+    pub timers: vmkit_isa::DeviceTimers,
+    /// The userspace PIC pair (userspace model).
+    pub pic: Option<Arc<UserspacePic>>,
+    /// The vCPUs, boot processor first (taken by the runtime).
+    pub vcpus: Vec<Vcpu>,
+    /// The monotonic clock devices use.
+    pub clock: MonotonicClock,
+    boot: Arc<BootSource>,
+    guest_memory: GuestMemoryAtomic<GuestMemoryView>,
+}
+
+impl std::fmt::Debug for PcMachine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PcMachine")
+            .field("layout", &self.layout)
+            .field("vcpus", &self.vcpus.len())
+            .field("userspace_pic", &self.pic.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Puts a vCPU in its power-on state for `boot`: the boot processor at the firmware reset
+/// vector or the flat binary's entry; application processors waiting for INIT/SIPI.
+fn set_boot_state(
+    vcpu: &Vcpu,
+    index: usize,
+    boot: &BootSource,
+    memory: &GuestMemoryAtomic<GuestMemoryView>,
+) -> Result<()> {
+    if index != 0 {
+        vcpu.set_mp_state(kvm_mp_state {
+            mp_state: KVM_MP_STATE_UNINITIALIZED,
+        })?;
+        return boot::reset_vector(vcpu);
+    }
+    match boot {
+        BootSource::FirmwareFile(_) | BootSource::Firmware(_) => boot::reset_vector(vcpu)?,
+        BootSource::Flat {
+            entry,
+            mode: FlatMode::Real,
+            ..
+        } => boot::real_mode_at(vcpu, *entry)?,
+        BootSource::Flat {
+            entry,
+            mode: FlatMode::Long,
+            ..
+        } => {
+            let snapshot = memory.memory();
+            boot::long_mode_at(vcpu, &*snapshot, *entry, FLAT_STACK_TOP)?;
+        }
+    }
+    vcpu.set_mp_state(kvm_mp_state {
+        mp_state: KVM_MP_STATE_RUNNABLE,
+    })?;
+    Ok(())
+}
+
+/// Sets the CPUID KVM supports, with the hypervisor bit and this vCPU's APIC id.
+fn set_cpuid(kvm: &KvmSystem, vcpu: &Vcpu, index: usize, count: usize) -> Result<()> {
+    let mut cpuid = kvm.supported_cpuid()?;
+    for entry in cpuid.as_mut_slice() {
+        match entry.function {
+            1 => {
+                entry.ecx |= 1 << 31; // running under a hypervisor
+                entry.ebx = (entry.ebx & 0x0000_ffff)
+                    | ((u32::try_from(count).unwrap_or(255).min(255)) << 16)
+                    | ((u32::try_from(index).unwrap_or(255) & 0xff) << 24);
+            }
+            0xb | 0x1f => entry.edx = u32::try_from(index).unwrap_or(u32::MAX),
+            _ => {}
+        }
+    }
+    vcpu.set_cpuid(&cpuid)?;
+    Ok(())
+}
+
+impl PcMachine {
+    /// Builds the machine; the guest's reset and exit requests go to `events`.
+    pub fn build(
+        kvm: &KvmSystem,
+        config: PcConfig,
+        events: Arc<dyn MachineEvents>,
+    ) -> Result<Self> {
+        if config.smp == 0 || config.smp > 255 {
+            return Err(Error::Config(format!(
+                "-smp {}: the pc machine takes 1 to 255 vCPUs",
+                config.smp
+            )));
+        }
+        if config.smp > 1 && config.irqchip == IrqchipMode::User {
+            return Err(Error::Config(
+                "-smp above 1 needs -irqchip kernel: vmkit has no userspace local APIC to start \
+                 application processors"
+                    .into(),
+            ));
+        }
+        let layout = MemoryLayout::new(config.ram_size)?;
+        let vm = Arc::new(kvm.create_vm()?);
+        configure_kvm_pages(&vm)?;
+        if config.irqchip == IrqchipMode::Kernel {
+            vm.create_irqchip()?;
+            vm.create_pit2()?;
+        }
+
+        let mut memory = AddressSpace::new("system");
+        layout.map_into(&mut memory)?;
+        let boot = config.boot;
+        match &boot {
+            BootSource::FirmwareFile(path) => {
+                load_firmware(&mut memory, path)?;
+            }
+            BootSource::Firmware(image) => {
+                map_firmware(&mut memory, image)?;
+            }
+            BootSource::Flat { .. } => {}
+        }
+        #[allow(unsafe_code)]
+        // SAFETY: the listener is registered with this address space and never called directly.
+        let listener = unsafe { KvmMemoryListener::new(Arc::clone(&vm), u32::MAX) };
+        memory.register_listener(Box::new(listener))?;
+        let guest_memory = memory.guest_memory();
+        load_flat(&boot, &guest_memory)?;
+
+        let pio = PioBus::new();
+        let mmio = MmioBus::new();
+        let clock = MonotonicClock::new();
+        let shared_clock: Arc<dyn Clock> = Arc::new(clock);
+        let (mut context, pic) = match config.irqchip {
+            IrqchipMode::Kernel => (
+                IsaContext::kernel(
+                    pio.clone(),
+                    Arc::new(KernelIrqRouter::new(Arc::clone(&vm))),
+                    Arc::clone(&shared_clock),
+                    events,
+                ),
+                None,
+            ),
+            IrqchipMode::User => {
+                let pic = Arc::new(UserspacePic::new());
+                (
+                    IsaContext::userspace(
+                        pio.clone(),
+                        Arc::clone(&pic),
+                        Arc::clone(&shared_clock),
+                        events,
+                    ),
+                    Some(pic),
+                )
+            }
+        };
+        context.ram = CmosMemoryLayout::split(config.ram_size, PCI_HOLE_START);
+        let mut isa_config = IsaConfig::default();
+        match config.com1 {
+            Some(backend) => {
+                context.serial_backends.insert("serial0".into(), backend);
+            }
+            None => isa_config.serial[0] = None,
+        }
+
+        let registry = Registry::new();
+        register_isa_types(&registry)?;
+        registry.register(
+            TypeInfo::new(TYPE_MACHINE)
+                .parent("container")
+                .abstract_type()
+                .description("a machine: the root of /machine"),
+        )?;
+        registry.register(
+            TypeInfo::new(TYPE_PC)
+                .parent(TYPE_MACHINE)
+                .description("Standard PC (i440FX-era ISA devices, no PCI yet)"),
+        )?;
+        let tree = ObjectTree::new(&registry)?;
+        tree.set_machine(&registry.new_object(TYPE_PC)?)?;
+        let isa = add_pc_isa_devices(&tree, &mut context, &isa_config)?;
+        for device in &config.devices {
+            tree.device_add_with(device, &mut Context::new(&mut context))?;
+        }
+        let timers = context.timers.clone();
+
+        let mut vcpus = Vec::with_capacity(config.smp);
+        for index in 0..config.smp {
+            let vcpu = vm.create_vcpu(index as u64)?;
+            set_cpuid(kvm, &vcpu, index, config.smp)?;
+            set_boot_state(&vcpu, index, &boot, &guest_memory)?;
+            vcpus.push(vcpu);
+        }
+
+        Ok(Self {
+            vm,
+            memory,
+            layout,
+            pio,
+            mmio,
+            registry,
+            tree,
+            isa,
+            timers,
+            pic,
+            vcpus,
+            clock,
+            boot: Arc::new(boot),
+            guest_memory,
+        })
+    }
+
+    /// A function that puts vCPU `index` back into its power-on state (for the runtime to
+    /// call on the vCPU's own thread after a machine reset).
+    pub fn reset_cpu_fn(&self) -> impl Fn(&Vcpu, usize) -> Result<()> + Send + Sync + 'static {
+        let boot = Arc::clone(&self.boot);
+        let memory = self.guest_memory.clone();
+        move |vcpu, index| set_boot_state(vcpu, index, &boot, &memory)
+    }
+
+    /// A function that resets the devices and reloads a flat binary, as a machine reset does
+    /// (call with every vCPU stopped).
+    pub fn reset_devices_fn(&self) -> impl FnMut() + Send + 'static {
+        let tree = self.tree.clone();
+        let pic = self.pic.clone();
+        let boot = Arc::clone(&self.boot);
+        let memory = self.guest_memory.clone();
+        move || {
+            if let Ok(machine) = tree.machine() {
+                machine.reset_tree();
+            }
+            if let Some(pic) = &pic {
+                pic.reset();
+            }
+            let _ = load_flat(&boot, &memory);
+        }
+    }
+
+    /// Guest memory (RAM and ROM by guest physical address).
+    pub fn guest_memory(&self) -> &GuestMemoryAtomic<GuestMemoryView> {
+        &self.guest_memory
+    }
+}
+
+fn load_flat(boot: &BootSource, memory: &GuestMemoryAtomic<GuestMemoryView>) -> Result<()> {
+    if let BootSource::Flat { image, addr, .. } = boot {
+        memory
+            .memory()
+            .write_slice(image, GuestAddress(*addr))
+            .map_err(|e| {
+                Error::Config(format!(
+                    "the flat binary ({} bytes) does not fit in RAM at {addr:#x}: {e}",
+                    image.len()
+                ))
+            })?;
+    }
+    Ok(())
+}
