@@ -1,0 +1,232 @@
+//! From options to a running `pc` machine: the library form of what the `vmkit` binary does.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use vm_memory::{Bytes, GuestAddress, GuestAddressSpace};
+use vmkit_bus::PioRange;
+use vmkit_hw::IrqLine;
+use vmkit_isa::{MachineEvents, SerialBackend, SerialHandle, UserspacePic};
+use vmkit_kvm::KvmSystem;
+use vmkit_pc::{BootSource, FlatMode, IrqchipMode, PcConfig, PcMachine};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use crate::builtin::{builtin_message, BUILTIN_CODE, BUILTIN_ENTRY, BUILTIN_MESSAGE_ADDR};
+use crate::cli::{self, IrqchipOption, Options, SerialOption};
+use crate::console::SerialInput;
+use crate::control::{Controller, ExitReason, MachineEvent};
+use crate::error::{Error, Result};
+use crate::runtime::{MachineParts, RunOptions, SetWaker, Vmm};
+use crate::timer::HostTimer;
+use crate::vcpu::InterruptController;
+
+/// RAM of the built-in guest's machine.
+pub const BUILTIN_RAM: u64 = 16 << 20;
+
+/// The options `vmkit` uses with no arguments: the built-in guest on COM1, ended by its
+/// i8042 reset under `-no-reboot`.
+pub fn builtin_options() -> (Options, BootSource) {
+    let mut image = BUILTIN_CODE.to_vec();
+    image.resize((BUILTIN_MESSAGE_ADDR - BUILTIN_ENTRY) as usize, 0);
+    image.extend_from_slice(&builtin_message());
+    let options = Options {
+        ram_size: BUILTIN_RAM,
+        no_reboot: true,
+        ..Options::default()
+    };
+    let boot = BootSource::Flat {
+        image,
+        addr: BUILTIN_ENTRY,
+        entry: BUILTIN_ENTRY,
+        mode: FlatMode::Real,
+    };
+    (options, boot)
+}
+
+/// Where the boot source comes from when options name one (`-bios`, `-flat`).
+pub fn boot_source(options: &Options) -> Result<BootSource> {
+    if options.kernel.is_some() {
+        return Err(Error::Machine(
+            "vmkit: -kernel: Linux boot is not available yet; use -bios or -flat".into(),
+        ));
+    }
+    if let Some(path) = &options.bios {
+        return Ok(BootSource::FirmwareFile(path.clone()));
+    }
+    if let Some(flat) = &options.flat {
+        let mode = match flat.mode {
+            cli::FlatMode::Real => FlatMode::Real,
+            cli::FlatMode::Long => FlatMode::Long,
+        };
+        return BootSource::flat_file(&flat.path, flat.addr, flat.entry, mode)
+            .map_err(|e| Error::Machine(format!("vmkit: -flat: {e}")));
+    }
+    Err(Error::Machine(
+        "vmkit: nothing to run: give -bios FILE or -flat FILE (or no options for the built-in guest)"
+            .into(),
+    ))
+}
+
+/// Guest reset and exit requests from devices, posted to the controller.
+struct ControllerEvents(Arc<Controller>);
+
+impl MachineEvents for ControllerEvents {
+    fn reset_requested(&self) {
+        self.0.post(MachineEvent::Reset);
+    }
+
+    fn exit_requested(&self, status: u32) {
+        self.0
+            .post(MachineEvent::Exit(ExitReason::DebugExit { status }));
+    }
+}
+
+/// An interrupt line that writes an eventfd on each rising edge (for epoll).
+struct EventFdLine {
+    fd: EventFd,
+    level: AtomicBool,
+}
+
+impl IrqLine for EventFdLine {
+    fn set_level(&self, high: bool) {
+        let was_high = self.level.swap(high, Ordering::AcqRel);
+        if high && !was_high {
+            let _ = self.fd.write(1);
+        }
+    }
+}
+
+struct SerialConsoleInput(SerialHandle);
+
+impl SerialInput for SerialConsoleInput {
+    fn enqueue(&mut self, bytes: &[u8]) -> usize {
+        self.0.enqueue_input(bytes)
+    }
+}
+
+struct PicInput(Arc<UserspacePic>);
+
+impl InterruptController for PicInput {
+    fn interrupt_pending(&self) -> bool {
+        self.0.intr_pending()
+    }
+
+    fn acknowledge(&self) -> Option<u8> {
+        self.0.acknowledge()
+    }
+}
+
+/// Extra devices a library user puts on the port bus before the machine starts.
+pub type ExtraPioDevice = (PioRange, String, Arc<vmkit_bus::PioDevice>);
+
+/// Builds the `pc` machine for `options` running `boot`, and starts it.
+pub fn start_pc(
+    options: &Options,
+    boot: BootSource,
+    run: RunOptions,
+    extra_pio: Vec<ExtraPioDevice>,
+) -> Result<Vmm> {
+    let kvm = KvmSystem::open()?;
+    let controller = Arc::new(Controller::new()?);
+
+    let room_fd = EventFd::new(EFD_NONBLOCK).map_err(Error::EventFd)?;
+    let com1 = match &options.serial {
+        SerialOption::Stdio => {
+            let line = EventFdLine {
+                fd: room_fd.try_clone().map_err(Error::EventFd)?,
+                level: AtomicBool::new(false),
+            };
+            Some(SerialBackend {
+                output: Box::new(std::io::stdout()) as Box<dyn Write + Send>,
+                rx_room: Some(Arc::new(line)),
+            })
+        }
+        SerialOption::File(path) => {
+            let file = std::fs::File::create(path).map_err(|source| {
+                Error::Machine(format!("vmkit: -serial file:{}: {source}", path.display()))
+            })?;
+            Some(SerialBackend::new(file))
+        }
+        SerialOption::None => None,
+    };
+    let stdio_console = options.serial == SerialOption::Stdio;
+
+    let config = PcConfig {
+        ram_size: options.ram_size,
+        smp: options.smp,
+        irqchip: match options.irqchip {
+            IrqchipOption::Kernel => IrqchipMode::Kernel,
+            IrqchipOption::User => IrqchipMode::User,
+        },
+        boot,
+        com1,
+        devices: options.devices.clone(),
+    };
+    let mut machine = PcMachine::build(
+        &kvm,
+        config,
+        Arc::new(ControllerEvents(Arc::clone(&controller))),
+    )
+    .map_err(|e| Error::Machine(format!("vmkit: {e}")))?;
+    for (range, name, device) in extra_pio {
+        machine
+            .pio
+            .insert(range, name, device)
+            .map_err(|e| Error::Machine(format!("vmkit: {e}")))?;
+    }
+
+    let timer = Arc::new(HostTimer::new(machine.clock)?);
+    let notify_timer = Arc::clone(&timer);
+    machine
+        .timers
+        .set_notifier(Arc::new(move |deadline| notify_timer.arm_at(deadline)));
+    let timers = machine.timers.clone();
+
+    let console_input = if stdio_console {
+        let handle = machine
+            .isa
+            .serial_handle(0)
+            .map_err(|e| Error::Machine(format!("vmkit: COM1: {e}")))?;
+        Some((
+            Box::new(SerialConsoleInput(handle)) as Box<dyn SerialInput>,
+            room_fd,
+        ))
+    } else {
+        None
+    };
+
+    let memory = machine.guest_memory().clone();
+    let reset_cpu = machine.reset_cpu_fn();
+    let pic = machine.pic.clone();
+    let parts = MachineParts {
+        vcpus: std::mem::take(&mut machine.vcpus),
+        pio: machine.pio.clone(),
+        mmio: machine.mmio.clone(),
+        interrupt_controller: pic
+            .clone()
+            .map(|pic| Arc::new(PicInput(pic)) as Arc<dyn InterruptController>),
+        reset_cpu: Arc::new(move |vcpu, index| reset_cpu(vcpu, index).map_err(|e| e.to_string())),
+        reset_devices: Box::new(machine.reset_devices_fn()),
+        service_timers: Box::new(move || timers.service()),
+        timer,
+        console_input,
+        memory: Arc::new(move |gpa: u64, buf: &mut [u8]| {
+            memory.memory().read_slice(buf, GuestAddress(gpa)).is_ok()
+        }),
+        set_boot_cpu_waker: pic.map(|pic| {
+            Box::new(move |waker: crate::runtime::Waker| pic.set_waker(waker)) as SetWaker
+        }),
+        keep_alive: vec![Box::new(machine)],
+    };
+    Vmm::start(
+        controller,
+        parts,
+        RunOptions {
+            no_reboot: options.no_reboot,
+            start_paused: options.start_paused,
+            stdin_console: run.stdin_console && stdio_console,
+            handle_signals: run.handle_signals,
+        },
+    )
+}

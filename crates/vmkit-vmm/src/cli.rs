@@ -1,0 +1,393 @@
+//! The `vmkit` command line: QEMU's option spelling for what vmkit supports.
+
+use std::path::PathBuf;
+
+/// Default RAM, as QEMU's pc machine: 128 MiB.
+pub const DEFAULT_RAM: u64 = 128 << 20;
+
+/// Where COM1's output (and input) goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SerialOption {
+    /// The terminal: stdout for output, stdin for input.
+    Stdio,
+    /// Output appended to a file; no input.
+    File(PathBuf),
+    /// Not connected.
+    None,
+}
+
+/// Which interrupt controllers run where.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IrqchipOption {
+    /// KVM's in-kernel PIC/IOAPIC/LAPIC and PIT.
+    Kernel,
+    /// vmkit's i8259 and i8254 in the VMM.
+    User,
+}
+
+/// How a flat binary starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlatMode {
+    /// 16-bit real mode, CS:IP derived from the entry address.
+    Real,
+    /// 64-bit mode with identity paging.
+    Long,
+}
+
+/// A flat binary loaded at an address (`-flat PATH[,addr=A][,entry=E][,mode=real|long]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlatOption {
+    /// The file.
+    pub path: PathBuf,
+    /// Load address.
+    pub addr: u64,
+    /// Entry point (defaults to the load address).
+    pub entry: u64,
+    /// CPU mode at entry.
+    pub mode: FlatMode,
+}
+
+/// Everything the command line asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    /// `-m`: RAM in bytes.
+    pub ram_size: u64,
+    /// `-smp`: vCPUs.
+    pub smp: usize,
+    /// `-bios`: firmware image.
+    pub bios: Option<PathBuf>,
+    /// `-flat`: a flat binary.
+    pub flat: Option<FlatOption>,
+    /// `-kernel`.
+    pub kernel: Option<PathBuf>,
+    /// `-initrd`.
+    pub initrd: Option<PathBuf>,
+    /// `-append`.
+    pub append: Option<String>,
+    /// `-serial`.
+    pub serial: SerialOption,
+    /// `-device`, in order.
+    pub devices: Vec<String>,
+    /// `-no-reboot`.
+    pub no_reboot: bool,
+    /// `-S`.
+    pub start_paused: bool,
+    /// `-irqchip`.
+    pub irqchip: IrqchipOption,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            ram_size: DEFAULT_RAM,
+            smp: 1,
+            bios: None,
+            flat: None,
+            kernel: None,
+            initrd: None,
+            append: None,
+            serial: SerialOption::Stdio,
+            devices: Vec::new(),
+            no_reboot: false,
+            start_paused: false,
+            irqchip: IrqchipOption::Kernel,
+        }
+    }
+}
+
+/// What the command line means.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Print [`USAGE`] and exit 0.
+    Help,
+    /// Run the built-in guest (no arguments at all).
+    BuiltinGuest,
+    /// Run the configured machine.
+    Run(Box<Options>),
+}
+
+/// A command-line error, naming the option.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("vmkit: {option}: {reason}")]
+pub struct CliError {
+    /// The option at fault.
+    pub option: String,
+    /// What is wrong and what is expected.
+    pub reason: String,
+}
+
+fn error(option: &str, reason: impl Into<String>) -> CliError {
+    CliError {
+        option: option.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// The `--help` text.
+pub const USAGE: &str = "\
+usage: vmkit [options]
+
+With no options, vmkit runs a small built-in guest that greets on COM1 and ends.
+
+Machine:
+  -m SIZE              RAM size: a number of MiB, or with a suffix K, M, G, T (default 128M)
+  -smp N               number of vCPUs (default 1)
+  -irqchip kernel|user interrupt controllers and PIT in KVM (default) or in vmkit
+  -no-reboot           end vmkit when the guest resets instead of rebooting
+  -S                   do not start the vCPUs (stay in prelaunch)
+
+Guest:
+  -bios FILE           firmware image, mapped to end at 4 GiB, reset vector start
+  -flat FILE[,addr=A][,entry=E][,mode=real|long]
+                       a flat binary loaded at A (default 0x1000), started at E in real
+                       mode (default) or 64-bit mode with identity paging
+  -kernel FILE, -initrd FILE, -append CMDLINE
+                       Linux boot (not available yet)
+
+Devices:
+  -serial stdio|file:PATH|none
+                       COM1 backend (default stdio; on a terminal, Ctrl-A x quits)
+  -device DRIVER[,prop=value,...]
+                       add a device, e.g. isa-serial,iobase=0x2f8,irq=3 or
+                       isa-debug-exit,iobase=0x501,iosize=2
+  -h, --help           this text
+";
+
+/// Parses a size as QEMU does: plain numbers are MiB; suffixes K, M, G, T (also with B/iB).
+pub fn parse_size(option: &str, text: &str) -> Result<u64, CliError> {
+    let trimmed = text.trim();
+    let split = trimmed
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(trimmed.len());
+    let (digits, suffix) = trimmed.split_at(split);
+    let value: u64 = digits
+        .parse()
+        .map_err(|_| error(option, format!("'{text}' is not a size (try 512M or 2G)")))?;
+    let shift = match suffix
+        .to_ascii_uppercase()
+        .trim_end_matches("IB")
+        .trim_end_matches('B')
+    {
+        "" | "M" => 20,
+        "K" => 10,
+        "G" => 30,
+        "T" => 40,
+        _ => return Err(error(option, format!("unknown size suffix in '{text}'"))),
+    };
+    value
+        .checked_mul(1u64 << shift)
+        .filter(|bytes| *bytes > 0)
+        .ok_or_else(|| error(option, format!("'{text}' is zero or too large")))
+}
+
+fn parse_number(option: &str, text: &str) -> Result<u64, CliError> {
+    let parsed = match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => text.parse(),
+    };
+    parsed.map_err(|_| error(option, format!("'{text}' is not a number")))
+}
+
+fn parse_flat(text: &str) -> Result<FlatOption, CliError> {
+    let mut parts = text.split(',');
+    let path = parts
+        .next()
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| error("-flat", "needs a file"))?;
+    let mut flat = FlatOption {
+        path: PathBuf::from(path),
+        addr: 0x1000,
+        entry: u64::MAX,
+        mode: FlatMode::Real,
+    };
+    for part in parts {
+        let (key, value) = part
+            .split_once('=')
+            .ok_or_else(|| error("-flat", format!("'{part}' is not key=value")))?;
+        match key {
+            "addr" => flat.addr = parse_number("-flat addr", value)?,
+            "entry" => flat.entry = parse_number("-flat entry", value)?,
+            "mode" => {
+                flat.mode = match value {
+                    "real" => FlatMode::Real,
+                    "long" => FlatMode::Long,
+                    _ => return Err(error("-flat mode", format!("'{value}': use real or long"))),
+                }
+            }
+            _ => return Err(error("-flat", format!("unknown parameter '{key}'"))),
+        }
+    }
+    if flat.entry == u64::MAX {
+        flat.entry = flat.addr;
+    }
+    Ok(flat)
+}
+
+/// Parses the arguments after the program name.
+pub fn parse<I, S>(args: I) -> Result<Command, CliError>
+where
+    I: IntoIterator<Item = S>,
+    S: Into<String>,
+{
+    let args: Vec<String> = args.into_iter().map(Into::into).collect();
+    if args.is_empty() {
+        return Ok(Command::BuiltinGuest);
+    }
+    let mut options = Options::default();
+    let mut iter = args.into_iter();
+    while let Some(arg) = iter.next() {
+        // QEMU accepts --opt as -opt.
+        let name = if arg.starts_with("--") && arg != "--help" {
+            arg[1..].to_string()
+        } else {
+            arg.clone()
+        };
+        let mut value = |what: &str| {
+            iter.next()
+                .ok_or_else(|| error(&name, format!("needs {what}")))
+        };
+        match name.as_str() {
+            "-h" | "-help" | "--help" => return Ok(Command::Help),
+            "-m" => options.ram_size = parse_size("-m", &value("a size")?)?,
+            "-smp" => {
+                let text = value("a vCPU count")?;
+                let count = text
+                    .split(',')
+                    .next()
+                    .and_then(|n| n.strip_prefix("cpus=").unwrap_or(n).parse::<usize>().ok())
+                    .filter(|n| (1..=255).contains(n))
+                    .ok_or_else(|| error("-smp", format!("'{text}': expected 1 to 255")))?;
+                options.smp = count;
+            }
+            "-bios" => options.bios = Some(PathBuf::from(value("a file")?)),
+            "-flat" => options.flat = Some(parse_flat(&value("a file")?)?),
+            "-kernel" => options.kernel = Some(PathBuf::from(value("a file")?)),
+            "-initrd" => options.initrd = Some(PathBuf::from(value("a file")?)),
+            "-append" => options.append = Some(value("a command line")?),
+            "-serial" => {
+                let text = value("stdio, file:PATH or none")?;
+                options.serial = match text.as_str() {
+                    "stdio" => SerialOption::Stdio,
+                    "none" | "null" => SerialOption::None,
+                    other => match other.strip_prefix("file:") {
+                        Some(path) if !path.is_empty() => SerialOption::File(PathBuf::from(path)),
+                        _ => {
+                            return Err(error(
+                                "-serial",
+                                format!("'{text}': use stdio, file:PATH or none"),
+                            ))
+                        }
+                    },
+                };
+            }
+            "-device" => options.devices.push(value("a device description")?),
+            "-no-reboot" => options.no_reboot = true,
+            "-S" => options.start_paused = true,
+            "-irqchip" => {
+                let text = value("kernel or user")?;
+                options.irqchip = match text.as_str() {
+                    "kernel" | "on" => IrqchipOption::Kernel,
+                    "user" | "off" => IrqchipOption::User,
+                    _ => return Err(error("-irqchip", format!("'{text}': use kernel or user"))),
+                };
+            }
+            other => return Err(error(other, "unknown option (see vmkit --help)")),
+        }
+    }
+    if options.bios.is_some() && options.flat.is_some() {
+        return Err(error("-flat", "cannot be combined with -bios"));
+    }
+    if options.initrd.is_some() && options.kernel.is_none() {
+        return Err(error("-initrd", "needs -kernel"));
+    }
+    if options.append.is_some() && options.kernel.is_none() {
+        return Err(error("-append", "needs -kernel"));
+    }
+    Ok(Command::Run(Box::new(options)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(args: &[&str]) -> Options {
+        match parse(args.iter().copied()).unwrap() {
+            Command::Run(options) => *options,
+            other => panic!("expected Run, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn no_arguments_means_the_builtin_guest() {
+        assert_eq!(parse(Vec::<String>::new()).unwrap(), Command::BuiltinGuest);
+        assert_eq!(parse(["--help"]).unwrap(), Command::Help);
+        assert_eq!(parse(["-m", "64", "-h"]).unwrap(), Command::Help);
+    }
+
+    #[test]
+    fn sizes_as_qemu_reads_them() {
+        assert_eq!(parse_size("-m", "256").unwrap(), 256 << 20);
+        assert_eq!(parse_size("-m", "2G").unwrap(), 2 << 30);
+        assert_eq!(parse_size("-m", "512M").unwrap(), 512 << 20);
+        assert_eq!(parse_size("-m", "64MiB").unwrap(), 64 << 20);
+        assert_eq!(parse_size("-m", "1024k").unwrap(), 1 << 20);
+        for bad in ["", "x", "0", "12Q", "99999999999T"] {
+            let err = parse_size("-m", bad).unwrap_err();
+            assert_eq!(err.option, "-m", "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_full_command_line() {
+        let options = run(&[
+            "-m",
+            "1G",
+            "-smp",
+            "2",
+            "-flat",
+            "guest.bin,addr=0x2000,mode=long",
+            "-serial",
+            "file:/tmp/out",
+            "-device",
+            "isa-serial,iobase=0x2f8,irq=3",
+            "-device",
+            "isa-debug-exit",
+            "-no-reboot",
+            "-S",
+            "-irqchip",
+            "user",
+        ]);
+        assert_eq!(options.ram_size, 1 << 30);
+        assert_eq!(options.smp, 2);
+        let flat = options.flat.unwrap();
+        assert_eq!(
+            (flat.addr, flat.entry, flat.mode),
+            (0x2000, 0x2000, FlatMode::Long)
+        );
+        assert_eq!(options.serial, SerialOption::File("/tmp/out".into()));
+        assert_eq!(options.devices.len(), 2);
+        assert!(options.no_reboot && options.start_paused);
+        assert_eq!(options.irqchip, IrqchipOption::User);
+    }
+
+    #[test]
+    fn errors_name_the_option() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["-m"], "-m"),
+            (&["-smp", "0"], "-smp"),
+            (&["-smp", "lots"], "-smp"),
+            (&["-serial", "pty"], "-serial"),
+            (&["-irqchip", "split"], "-irqchip"),
+            (&["-flat", "a.bin,mode=protected"], "-flat mode"),
+            (&["-flat", "a.bin,addr=zz"], "-flat addr"),
+            (&["-frobnicate"], "-frobnicate"),
+            (&["-initrd", "x"], "-initrd"),
+            (&["-bios", "a", "-flat", "b"], "-flat"),
+        ];
+        for (args, option) in cases {
+            let err = parse(args.iter().copied()).unwrap_err();
+            assert_eq!(&err.option, option, "{args:?}: {err}");
+            assert!(err.to_string().starts_with("vmkit: "), "{err}");
+        }
+    }
+}

@@ -1,0 +1,429 @@
+//! The running VM: vCPU threads plus the main loop (event-manager epoll over the controller's
+//! events, the device timer, console input and its flow control).
+
+use std::os::fd::AsRawFd;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use event_manager::{EventManager, EventOps, EventSet, Events, MutEventSubscriber, SubscriberOps};
+use vmkit_bus::{MmioBus, PioBus};
+use vmkit_kvm::Vcpu;
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::console::{ConsoleAction, SerialInput, StdinConsole};
+use crate::control::{Controller, ExitReason, MachineEvent, RunState};
+use crate::dump::GuestMemoryReader;
+use crate::error::{Error, Result};
+use crate::signals;
+use crate::timer::HostTimer;
+use crate::vcpu::{HaltWaiter, InterruptController, ResetCpuFn, VcpuRunner, VcpuStats};
+
+/// A function that wakes a vCPU (kick plus halt wake-up).
+pub type Waker = Arc<dyn Fn() + Send + Sync>;
+
+/// Hands the boot vCPU's [`Waker`] to the machine's interrupt controller.
+pub type SetWaker = Box<dyn FnOnce(Waker) + Send>;
+
+/// A built machine, ready to run: what [`Vmm::start`] needs from a machine builder (such as
+/// the `pc` machine) or from a user assembling their own.
+pub struct MachineParts {
+    /// The vCPUs, boot processor first, in their initial state.
+    pub vcpus: Vec<Vcpu>,
+    /// The port bus every vCPU dispatches to.
+    pub pio: PioBus,
+    /// The MMIO bus every vCPU dispatches to.
+    pub mmio: MmioBus,
+    /// The userspace interrupt controller feeding the boot vCPU, if the machine uses one.
+    pub interrupt_controller: Option<Arc<dyn InterruptController>>,
+    /// Sets a vCPU's reset state (on its own thread) after a machine reset.
+    pub reset_cpu: Arc<ResetCpuFn>,
+    /// Resets the devices (all vCPUs are parked while it runs).
+    pub reset_devices: Box<dyn FnMut() + Send>,
+    /// Services device timers whose deadline passed; returns the next deadline.
+    pub service_timers: Box<dyn FnMut() -> Option<u64> + Send>,
+    /// The host timer devices arm.
+    pub timer: Arc<HostTimer>,
+    /// Console input: the UART that takes stdin, and the eventfd it signals when it has room.
+    pub console_input: Option<(Box<dyn SerialInput>, EventFd)>,
+    /// Guest memory, for diagnostics.
+    pub memory: Arc<dyn GuestMemoryReader>,
+    /// Called once with a function that wakes the boot vCPU (kick + halt wake-up); the machine
+    /// hands it to its interrupt controller's output.
+    pub set_boot_cpu_waker: Option<SetWaker>,
+    /// Whatever must live as long as the VM runs (the machine's memory, devices...).
+    pub keep_alive: Vec<Box<dyn std::any::Any + Send>>,
+}
+
+/// How the VM runs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    /// A guest reset ends the VM instead (`-no-reboot`).
+    pub no_reboot: bool,
+    /// Stay in prelaunch until resumed (`-S`).
+    pub start_paused: bool,
+    /// Feed stdin to the console UART (and, on a terminal, raw mode and Ctrl-A escapes).
+    pub stdin_console: bool,
+    /// End on SIGINT/SIGTERM (installs the handler).
+    pub handle_signals: bool,
+}
+
+/// Exit counts of the whole VM.
+#[derive(Debug, Clone)]
+pub struct ExitStats {
+    /// Per vCPU: (exit kind name, count) for every kind seen.
+    pub per_vcpu: Vec<Vec<(&'static str, u64)>>,
+    /// Port bus counters, per device range.
+    pub pio: vmkit_bus::BusStats,
+    /// MMIO bus counters, per device range.
+    pub mmio: vmkit_bus::BusStats,
+}
+
+/// A running VM: start, pause, resume, reset, stop, wait for its end.
+pub struct Vmm {
+    controller: Arc<Controller>,
+    vcpu_threads: Vec<JoinHandle<()>>,
+    main_thread: Option<JoinHandle<Result<()>>>,
+    stats: Vec<Arc<VcpuStats>>,
+    pio: PioBus,
+    mmio: MmioBus,
+    // Dropped after every thread has finished.
+    keep_alive: Vec<Box<dyn std::any::Any + Send>>,
+}
+
+impl std::fmt::Debug for Vmm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vmm")
+            .field("state", &self.controller.state())
+            .field("vcpus", &self.vcpu_threads.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Vmm {
+    /// Starts the vCPU threads and the main loop. The vCPUs run at once unless
+    /// `options.start_paused`.
+    pub fn start(
+        controller: Arc<Controller>,
+        parts: MachineParts,
+        options: RunOptions,
+    ) -> Result<Self> {
+        let MachineParts {
+            vcpus,
+            pio,
+            mmio,
+            interrupt_controller,
+            reset_cpu,
+            reset_devices,
+            service_timers,
+            timer,
+            console_input,
+            memory,
+            set_boot_cpu_waker,
+            keep_alive,
+        } = parts;
+        if vcpus.is_empty() {
+            return Err(Error::Machine("a machine needs at least one vCPU".into()));
+        }
+        if options.handle_signals {
+            signals::install_termination_handler().map_err(|source| Error::Host {
+                what: "installing SIGINT/SIGTERM handlers",
+                source,
+            })?;
+        }
+        if controller.state() != RunState::Prelaunch {
+            return Err(Error::InvalidState {
+                action: "start",
+                state: controller.state(),
+            });
+        }
+        controller.set_vcpu_count(vcpus.len());
+        let mut runners = Vec::with_capacity(vcpus.len());
+        let mut stats = Vec::with_capacity(vcpus.len());
+        for (index, vcpu) in vcpus.into_iter().enumerate() {
+            let halt = Arc::new(HaltWaiter::default());
+            let kicker = vcpu.kicker()?;
+            controller.add_vcpu(kicker.clone(), Arc::clone(&halt));
+            let vcpu_stats = Arc::new(VcpuStats::default());
+            stats.push(Arc::clone(&vcpu_stats));
+            runners.push((
+                VcpuRunner {
+                    vcpu,
+                    index,
+                    pio: pio.handle(),
+                    mmio: mmio.handle(),
+                    pic: if index == 0 {
+                        interrupt_controller.clone()
+                    } else {
+                        None
+                    },
+                    controller: Arc::clone(&controller),
+                    stats: vcpu_stats,
+                    halt: Arc::clone(&halt),
+                    reset_cpu: Arc::clone(&reset_cpu),
+                    memory: Arc::clone(&memory),
+                },
+                kicker,
+                halt,
+            ));
+        }
+        if let (Some(set_waker), Some((_, kicker, halt))) = (set_boot_cpu_waker, runners.first()) {
+            let kicker = kicker.clone();
+            let halt = Arc::clone(halt);
+            set_waker(Arc::new(move || {
+                halt.wake();
+                let _ = kicker.kick();
+            }));
+        }
+
+        let mut vcpu_threads = Vec::with_capacity(runners.len());
+        for (runner, _, _) in runners {
+            let name = format!("vmkit-vcpu{}", runner.index);
+            let thread = std::thread::Builder::new()
+                .name(name.clone())
+                .spawn(move || runner.run())
+                .map_err(|source| Error::Thread { name, source })?;
+            vcpu_threads.push(thread);
+        }
+
+        let main = MainLoop {
+            controller: Arc::clone(&controller),
+            timer,
+            service_timers,
+            reset_devices: Arc::new(Mutex::new(reset_devices)),
+            console: console_input
+                .map(|(input, room)| (StdinConsole::new_if(options.stdin_console, input), room)),
+            no_reboot: options.no_reboot,
+            stdin_registered: false,
+        };
+        let main_thread = std::thread::Builder::new()
+            .name("vmkit-main".into())
+            .spawn(move || main.run())
+            .map_err(|source| Error::Thread {
+                name: "vmkit-main".into(),
+                source,
+            })?;
+
+        let vmm = Self {
+            controller,
+            vcpu_threads,
+            main_thread: Some(main_thread),
+            stats,
+            pio,
+            mmio,
+            keep_alive,
+        };
+        if !options.start_paused {
+            vmm.controller.resume()?;
+        }
+        Ok(vmm)
+    }
+
+    /// The run-state machine, for pause/resume/reset from other threads.
+    pub fn controller(&self) -> &Arc<Controller> {
+        &self.controller
+    }
+
+    /// The current run state.
+    pub fn state(&self) -> RunState {
+        self.controller.state()
+    }
+
+    /// Exit counters so far.
+    pub fn exit_stats(&self) -> ExitStats {
+        ExitStats {
+            per_vcpu: self.stats.iter().map(|s| s.snapshot()).collect(),
+            pio: self.pio.stats(),
+            mmio: self.mmio.stats(),
+        }
+    }
+
+    /// Ends the VM from the host side.
+    pub fn stop(&self, why: &str) {
+        self.controller
+            .shutdown(ExitReason::HostRequest(why.to_string()));
+    }
+
+    /// Waits until the VM ends and every thread has finished; returns why it ended.
+    pub fn wait(mut self) -> Result<ExitReason> {
+        let main_result = match self.main_thread.take() {
+            Some(thread) => thread
+                .join()
+                .unwrap_or_else(|_| Err(Error::Machine("the main loop thread panicked".into()))),
+            None => Ok(()),
+        };
+        for thread in self.vcpu_threads.drain(..) {
+            let _ = thread.join();
+        }
+        main_result?;
+        self.keep_alive.clear();
+        Ok(self
+            .controller
+            .exit_reason()
+            .unwrap_or(ExitReason::HostRequest("stopped".into())))
+    }
+}
+
+impl StdinConsole {
+    fn new_if(enabled: bool, input: Box<dyn SerialInput>) -> Option<Self> {
+        enabled.then(|| StdinConsole::new(input))
+    }
+}
+
+const DATA_CONTROL: u32 = 1;
+const DATA_TIMER: u32 = 2;
+const DATA_STDIN: u32 = 3;
+const DATA_ROOM: u32 = 4;
+
+type ResetDevices = Arc<Mutex<Box<dyn FnMut() + Send>>>;
+
+struct MainLoop {
+    controller: Arc<Controller>,
+    timer: Arc<HostTimer>,
+    service_timers: Box<dyn FnMut() -> Option<u64> + Send>,
+    reset_devices: ResetDevices,
+    console: Option<(Option<StdinConsole>, EventFd)>,
+    no_reboot: bool,
+    stdin_registered: bool,
+}
+
+impl MainLoop {
+    fn run(self) -> Result<()> {
+        let controller = Arc::clone(&self.controller);
+        let mut manager: EventManager<Arc<Mutex<dyn MutEventSubscriber + Send>>> =
+            EventManager::new().map_err(|e| Error::Host {
+                what: "creating the main loop's epoll",
+                source: std::io::Error::other(format!("{e:?}")),
+            })?;
+        manager.add_subscriber(Arc::new(Mutex::new(self)));
+        loop {
+            // Signals interrupt the wait; the timeout bounds how late one is noticed.
+            let _ = manager.run_with_timeout(100);
+            if let Some(signal) = signals::termination_requested() {
+                controller.shutdown(ExitReason::HostRequest(format!(
+                    "terminated by signal {signal}"
+                )));
+            }
+            if matches!(
+                controller.state(),
+                RunState::Shutdown | RunState::InternalError
+            ) {
+                controller.wait_vcpus_exited();
+                return Ok(());
+            }
+        }
+    }
+
+    fn handle_events(&mut self) {
+        for event in self.controller.take_events() {
+            match event {
+                MachineEvent::Reset if self.no_reboot => {
+                    self.controller.shutdown(ExitReason::ResetWithNoReboot)
+                }
+                MachineEvent::Reset => {
+                    let reset_devices = Arc::clone(&self.reset_devices);
+                    let _ = self.controller.reset(|| {
+                        let mut reset = reset_devices.lock().unwrap_or_else(|e| e.into_inner());
+                        (*reset)();
+                    });
+                    // Device deadlines restart after a reset.
+                    if let Some(next) = (self.service_timers)() {
+                        self.timer.arm_at(next);
+                    }
+                }
+                MachineEvent::Exit(reason) => self.controller.shutdown(reason),
+            }
+        }
+    }
+
+    fn console_mut(&mut self) -> Option<&mut StdinConsole> {
+        self.console
+            .as_mut()
+            .and_then(|(console, _)| console.as_mut())
+    }
+
+    fn update_stdin_interest(&mut self, ops: &mut EventOps) {
+        let wants = self.console_mut().is_some_and(|c| c.wants_input());
+        let stdin = std::io::stdin();
+        if wants && !self.stdin_registered {
+            if ops
+                .add(Events::with_data(&stdin, DATA_STDIN, EventSet::IN))
+                .is_ok()
+            {
+                self.stdin_registered = true;
+            }
+        } else if !wants && self.stdin_registered {
+            let _ = ops.remove(Events::with_data(&stdin, DATA_STDIN, EventSet::IN));
+            self.stdin_registered = false;
+        }
+    }
+}
+
+struct RawFdRef(i32);
+
+impl AsRawFd for RawFdRef {
+    fn as_raw_fd(&self) -> i32 {
+        self.0
+    }
+}
+
+impl MutEventSubscriber for MainLoop {
+    fn init(&mut self, ops: &mut EventOps) {
+        let _ = ops.add(Events::with_data(
+            self.controller.event_fd(),
+            DATA_CONTROL,
+            EventSet::IN,
+        ));
+        let _ = ops.add(Events::with_data(
+            &RawFdRef(self.timer.raw_fd()),
+            DATA_TIMER,
+            EventSet::IN,
+        ));
+        if let Some((_, room)) = &self.console {
+            let _ = ops.add(Events::with_data(room, DATA_ROOM, EventSet::IN));
+        }
+        self.update_stdin_interest(ops);
+        // Devices may have deadlines from before the loop existed.
+        if let Some(next) = (self.service_timers)() {
+            self.timer.arm_at(next);
+        }
+    }
+
+    fn process(&mut self, events: Events, ops: &mut EventOps) {
+        match events.data() {
+            DATA_CONTROL => self.handle_events(),
+            DATA_TIMER => {
+                self.timer.expired();
+                if let Some(next) = (self.service_timers)() {
+                    self.timer.arm_at(next);
+                }
+            }
+            DATA_STDIN => {
+                if events.event_set().contains(EventSet::HANG_UP)
+                    && !events.event_set().contains(EventSet::IN)
+                {
+                    let _ = ops.remove(events);
+                    self.stdin_registered = false;
+                    return;
+                }
+                let action = self
+                    .console_mut()
+                    .map_or(ConsoleAction::None, |c| c.on_stdin_readable());
+                if action == ConsoleAction::Quit {
+                    self.controller
+                        .shutdown(ExitReason::HostRequest("Ctrl-A x".into()));
+                }
+                self.update_stdin_interest(ops);
+            }
+            DATA_ROOM => {
+                if let Some((_, room)) = &self.console {
+                    let _ = room.read();
+                }
+                if let Some(console) = self.console_mut() {
+                    console.flush();
+                }
+                self.update_stdin_interest(ops);
+            }
+            _ => {}
+        }
+    }
+}
