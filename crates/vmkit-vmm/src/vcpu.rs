@@ -90,6 +90,34 @@ impl VcpuStats {
     }
 }
 
+/// Userspace model: inject when the guest can take it, else ask for an interrupt window.
+#[inline]
+fn inject_pending(
+    vcpu: &mut Vcpu,
+    index: usize,
+    pic: &dyn InterruptController,
+    window_requested: &mut bool,
+) {
+    if pic.interrupt_pending() {
+        if vcpu.ready_for_interrupt_injection() && vcpu.interrupt_flag() {
+            if let Some(vector) = pic.acknowledge() {
+                if let Err(e) = vcpu.inject_interrupt(vector) {
+                    eprintln!("vmkit: vCPU {index}: injecting vector {vector:#x} failed: {e}");
+                }
+            }
+        }
+        // Ask again while anything is left: the window opens after this injection.
+        let want = pic.interrupt_pending();
+        if want != *window_requested {
+            vcpu.set_request_interrupt_window(want);
+            *window_requested = want;
+        }
+    } else if *window_requested {
+        vcpu.set_request_interrupt_window(false);
+        *window_requested = false;
+    }
+}
+
 /// Everything one vCPU thread needs.
 pub struct VcpuRunner {
     pub(crate) vcpu: Vcpu,
@@ -122,8 +150,8 @@ impl VcpuRunner {
                     }
                 }
             }
-            if let Some(pic) = self.pic.clone() {
-                self.inject_pending(pic.as_ref(), &mut window_requested);
+            if let Some(pic) = self.pic.as_deref() {
+                inject_pending(&mut self.vcpu, self.index, pic, &mut window_requested);
             }
             let exit = match self.vcpu.run() {
                 Ok(exit) => exit,
@@ -182,38 +210,23 @@ impl VcpuRunner {
                     self.wait_for_request();
                 }
                 other => {
-                    let what = format!("{other:?}");
+                    let what = match &other {
+                        VcpuExit::InternalError(e) => format!(
+                            "KVM internal error: {} (suberror {}), data {:x?}",
+                            e.suberror_name(),
+                            e.suberror,
+                            e.data()
+                        ),
+                        VcpuExit::FailEntry { hardware_reason, cpu } => format!(
+                            "VM entry failed: hardware reason {hardware_reason:#x} on host CPU {cpu}"
+                        ),
+                        other => format!("unhandled exit {other:?}"),
+                    };
                     let text =
                         describe_exit_failure(&self.vcpu, self.index, &what, self.memory.as_ref());
                     self.fail(text);
                 }
             }
-        }
-    }
-
-    /// Userspace model: inject when the guest can take it, else ask for an interrupt window.
-    #[inline]
-    fn inject_pending(&mut self, pic: &dyn InterruptController, window_requested: &mut bool) {
-        if pic.interrupt_pending() {
-            if self.vcpu.ready_for_interrupt_injection() && self.vcpu.interrupt_flag() {
-                if let Some(vector) = pic.acknowledge() {
-                    if let Err(e) = self.vcpu.inject_interrupt(vector) {
-                        eprintln!(
-                            "vmkit: vCPU {}: injecting vector {vector:#x} failed: {e}",
-                            self.index
-                        );
-                    }
-                }
-            }
-            // Ask again while anything is left: the window opens after this injection.
-            let want = pic.interrupt_pending();
-            if want != *window_requested {
-                self.vcpu.set_request_interrupt_window(want);
-                *window_requested = want;
-            }
-        } else if *window_requested {
-            self.vcpu.set_request_interrupt_window(false);
-            *window_requested = false;
         }
     }
 

@@ -1,0 +1,117 @@
+//! Shared pieces of the `vmkit` binary's end-to-end tests: tiny guests written here with an
+//! assembler, run through the real binary on real KVM.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub use vmkit_testutil::iced_x86::code_asm::*;
+pub use vmkit_testutil::{assemble, require_kvm};
+
+/// Load address and entry of every real-mode test guest.
+pub const ENTRY: u64 = 0x1000;
+
+/// Writes `bytes` to a fresh file under the target directory and returns its path.
+pub fn guest_file(name: &str, bytes: &[u8]) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("vmkit-guests");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{name}-{}.bin", std::process::id()));
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+/// Assembles a 16-bit guest at [`ENTRY`].
+pub fn real_mode_guest(build: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>) -> Vec<u8> {
+    assemble(16, ENTRY, build)
+}
+
+/// Emits: print the byte in AL on COM1 (polling LSR.THRE); clobbers DX and AH.
+pub fn emit_putc(a: &mut CodeAssembler) -> Result<(), IcedError> {
+    let mut wait = a.create_label();
+    a.mov(ah, al)?;
+    a.mov(dx, 0x3fdu32)?;
+    a.set_label(&mut wait)?;
+    a.in_(al, dx)?;
+    a.test(al, 0x20)?;
+    a.jz(wait)?;
+    a.mov(al, ah)?;
+    a.mov(dx, 0x3f8u32)?;
+    a.out(dx, al)
+}
+
+/// Emits: exit through isa-debug-exit at 0x501 with the byte in AL (status (AL << 1) | 1).
+pub fn emit_debug_exit(a: &mut CodeAssembler) -> Result<(), IcedError> {
+    let mut halt = a.create_label();
+    a.mov(dx, 0x501u32)?;
+    a.out(dx, al)?;
+    a.set_label(&mut halt)?;
+    a.hlt()?;
+    a.jmp(halt)
+}
+
+/// The `vmkit` binary.
+pub fn vmkit() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_vmkit"));
+    command.stdin(Stdio::null());
+    command
+}
+
+/// Runs `command` with `input` on stdin, failing the test if it takes longer than `limit`.
+pub fn run_with_input(mut command: Command, input: &[u8], limit: Duration) -> (Output, Duration) {
+    let start = Instant::now();
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start vmkit");
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+        // Keep stdin open until vmkit exits: EOF is not an instruction to stop.
+        std::thread::sleep(Duration::from_secs(60));
+    });
+    drop(writer);
+    let output = wait_with_limit(child, limit);
+    (output, start.elapsed())
+}
+
+/// Runs `command` (stdin closed), failing the test if it takes longer than `limit`.
+pub fn run(mut command: Command, limit: Duration) -> (Output, Duration) {
+    let start = Instant::now();
+    let child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start vmkit");
+    let output = wait_with_limit(child, limit);
+    (output, start.elapsed())
+}
+
+fn wait_with_limit(child: std::process::Child, limit: Duration) -> Output {
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(output) => output.expect("wait for vmkit"),
+        Err(_) => {
+            let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+            panic!("vmkit did not finish within {limit:?}");
+        }
+    }
+}
+
+/// stdout as text.
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// stderr as text.
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
