@@ -15,6 +15,8 @@
 //! | [`i8254`] | vmkit-i8254 | the 8254 PIT |
 //! | [`pcglue`] | vmkit-pcglue | i8042 reset, POST port, CMOS/RTC, debug-exit |
 //! | [`pc`] | vmkit-pc | the pc machine: memory map and e820, `-bios` firmware mapping, boot CPU state |
+//! | [`isa`] | vmkit-isa | ISA device types, IRQ routing for both interrupt models, device timers |
+//! | [`vmm`] | vmkit-vmm | vCPU threads, run states, the main loop, the `vmkit` binary |
 //! | [`object`] | vmkit-object | QOM-like types, properties, the composition tree, realize |
 //!
 //! ```
@@ -27,9 +29,11 @@ pub use vmkit_bus as bus;
 pub use vmkit_hw as hw;
 pub use vmkit_i8254 as i8254;
 pub use vmkit_i8259 as i8259;
+pub use vmkit_isa as isa;
 pub use vmkit_kvm as kvm;
 pub use vmkit_memory as memory;
 pub use vmkit_object as object;
 pub use vmkit_pc as pc;
 pub use vmkit_pcglue as pcglue;
 pub use vmkit_serial as serial;
+pub use vmkit_vmm as vmm;

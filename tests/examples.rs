@@ -27,3 +27,22 @@ fn hello_prints_the_greeting_exactly() {
         "Hello from a vmkit guest!\n"
     );
 }
+
+#[test]
+fn userspace_pic_counts_1000_ticks_and_reports_exits() {
+    require_kvm!();
+    let output = Command::new(example("userspace_pic"))
+        .output()
+        .expect("run the userspace_pic example");
+    assert!(output.status.success(), "{output:?}");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.starts_with("..........\n"), "{text}");
+    assert!(text.contains("DebugExit { status: 1 }"), "{text}");
+    // One `hlt` exit per tick at least: the guest slept between the 1000 interrupts.
+    let hlt = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("hlt"))
+        .and_then(|n| n.trim().parse::<u64>().ok())
+        .expect("an hlt count");
+    assert!(hlt >= 1000, "{text}");
+}

@@ -184,7 +184,7 @@ impl Controller {
             let _ = kicker.kick();
         }
         for waiter in self.wakers.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-            waiter.wake();
+            let _ = waiter.wake();
         }
     }
 
@@ -351,6 +351,17 @@ impl Controller {
                     return VcpuAction::Run;
                 }
             }
+        }
+    }
+
+    /// Blocks until the machine has ended, and says why.
+    pub fn wait_until_ended(&self) -> ExitReason {
+        let mut shared = self.lock();
+        loop {
+            if let Some(reason) = shared.exit.clone() {
+                return reason;
+            }
+            shared = self.changed.wait(shared).unwrap_or_else(|e| e.into_inner());
         }
     }
 

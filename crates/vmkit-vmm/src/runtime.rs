@@ -170,8 +170,10 @@ impl Vmm {
             let kicker = kicker.clone();
             let halt = Arc::clone(halt);
             set_waker(Arc::new(move || {
-                halt.wake();
-                let _ = kicker.kick();
+                // A vCPU asleep in `hlt` only needs waking; one in the guest needs a kick.
+                if !halt.wake() {
+                    let _ = kicker.kick();
+                }
             }));
         }
 

@@ -4,7 +4,7 @@
 //! over RCU tables, counters are per vCPU, and requests from the controller are one relaxed
 //! atomic load per iteration. Only a device's own lock is taken, by the device access itself.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 use vmkit_bus::{MmioHandle, PioHandle};
@@ -31,15 +31,18 @@ pub type ResetCpuFn = dyn Fn(&Vcpu, usize) -> Result<(), String> + Send + Sync;
 #[derive(Debug, Default)]
 pub struct HaltWaiter {
     woken: Mutex<bool>,
+    sleeping: AtomicBool,
     cv: Condvar,
 }
 
 impl HaltWaiter {
-    /// Wakes the vCPU if it sleeps in `hlt`; remembered if it is about to.
-    pub fn wake(&self) {
+    /// Wakes the vCPU if it sleeps in `hlt` (remembered if it is about to). Returns whether
+    /// it was asleep: then it is not inside `KVM_RUN` and needs no kick.
+    pub fn wake(&self) -> bool {
         let mut woken = self.woken.lock().unwrap_or_else(|e| e.into_inner());
         *woken = true;
         self.cv.notify_all();
+        self.sleeping.load(Ordering::SeqCst)
     }
 
     /// Sleeps until `ready()` holds, re-checking after every wake.
@@ -48,9 +51,11 @@ impl HaltWaiter {
         loop {
             if ready() {
                 *woken = false;
+                self.sleeping.store(false, Ordering::SeqCst);
                 return;
             }
             if !*woken {
+                self.sleeping.store(true, Ordering::SeqCst);
                 woken = self.cv.wait(woken).unwrap_or_else(|e| e.into_inner());
             }
             *woken = false;
