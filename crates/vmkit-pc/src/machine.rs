@@ -315,6 +315,11 @@ impl PcMachine {
         tree.set_machine(&registry.new_object(TYPE_PC)?)?;
         let isa = add_pc_isa_devices(&tree, &mut context, &isa_config)?;
         for device in &config.devices {
+            if let Some(slot) = replaced_com_port(device)? {
+                // As QEMU's defaults give way to explicit ports: an isa-serial placed on
+                // COM2-COM4 replaces the unconnected default there.
+                tree.remove(&format!("/machine/peripheral/com{}", slot + 1))?;
+            }
             tree.device_add_with(device, &mut Context::new(&mut context))?;
         }
         let timers = context.timers.clone();
@@ -375,6 +380,34 @@ impl PcMachine {
     pub fn guest_memory(&self) -> &GuestMemoryAtomic<GuestMemoryView> {
         &self.guest_memory
     }
+}
+
+/// Standard COM port bases, COM1 first.
+const COM_BASES: [u64; 4] = [0x3f8, 0x2f8, 0x3e8, 0x2e8];
+
+/// For `-device isa-serial,...` on a standard COM2-COM4 base (or `index=1..3`), the slot
+/// (1-3) whose unconnected default port it replaces. COM1 is the console and is not replaced:
+/// a second device there is refused as an overlap.
+fn replaced_com_port(device: &str) -> Result<Option<usize>> {
+    let options = vmkit_object::ObjectOptions::parse(device)?;
+    if options.type_name != vmkit_isa::devices::TYPE_ISA_SERIAL {
+        return Ok(None);
+    }
+    let number = |text: &str| match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => text.parse().ok(),
+    };
+    for (key, value) in &options.properties {
+        let slot = match key.as_str() {
+            "iobase" => number(value).and_then(|base| COM_BASES.iter().position(|b| *b == base)),
+            "index" => number(value).and_then(|i| usize::try_from(i).ok()).filter(|i| *i < 4),
+            _ => None,
+        };
+        if let Some(slot) = slot.filter(|slot| *slot > 0) {
+            return Ok(Some(slot));
+        }
+    }
+    Ok(None)
 }
 
 fn load_flat(boot: &BootSource, memory: &GuestMemoryAtomic<GuestMemoryView>) -> Result<()> {
