@@ -22,21 +22,7 @@ fn pit_guest(target: u16) -> Vec<u8> {
         a.mov(word_ptr(8 * 4), handler as u32)?;
         a.mov(word_ptr(8 * 4 + 2), 0)?;
         // 8259A initialisation, as a BIOS does (ICW1..ICW4), then mask all but IRQ0.
-        for (port, value) in [
-            (0x20u8, 0x11u8),
-            (0x21, 0x08),
-            (0x21, 0x04),
-            (0x21, 0x01),
-            (0xa0, 0x11),
-            (0xa1, 0x70),
-            (0xa1, 0x02),
-            (0xa1, 0x01),
-            (0x21, 0xfe),
-            (0xa1, 0xff),
-        ] {
-            a.mov(al, value as u32)?;
-            a.out(port as u32, al)?;
-        }
+        emit_pic_init(a, 0xfe)?;
         // 8254 channel 0: LSB then MSB, mode 2, count 1193 (1 kHz).
         a.mov(al, 0x34)?;
         a.out(0x43, al)?;

@@ -85,21 +85,7 @@ fn interrupt_echo_guest(count: u8) -> Vec<u8> {
         a.mov(byte_ptr(0x600), 0)?;
         a.mov(word_ptr(0x0c * 4), handler as u32)?;
         a.mov(word_ptr(0x0c * 4 + 2), 0)?;
-        for (port, value) in [
-            (0x20u32, 0x11u32),
-            (0x21, 0x08),
-            (0x21, 0x04),
-            (0x21, 0x01),
-            (0xa0, 0x11),
-            (0xa1, 0x70),
-            (0xa1, 0x02),
-            (0xa1, 0x01),
-            (0x21, 0xef), // IRQ4 only
-            (0xa1, 0xff),
-        ] {
-            a.mov(al, value)?;
-            a.out(port, al)?;
-        }
+        emit_pic_init(a, 0xef)?;
         // UART: FIFO on with trigger 1, receive-data interrupt on, OUT2 (the PC's IRQ gate).
         for (port, value) in [(0x3fau32, 0x07u32), (0x3f9, 0x01), (0x3fc, 0x0b)] {
             a.mov(dx, port)?;

@@ -41,6 +41,27 @@ pub fn emit_putc(a: &mut CodeAssembler) -> Result<(), IcedError> {
     a.out(dx, al)
 }
 
+/// Emits: the 8259A initialisation a BIOS performs (ICW1-ICW4 on both chips, vector bases
+/// 0x08 and 0x70), then the master mask `master_mask` and the slave fully masked.
+pub fn emit_pic_init(a: &mut CodeAssembler, master_mask: u8) -> Result<(), IcedError> {
+    for (port, value) in [
+        (0x20u32, 0x11u32),
+        (0x21, 0x08),
+        (0x21, 0x04),
+        (0x21, 0x01),
+        (0xa0, 0x11),
+        (0xa1, 0x70),
+        (0xa1, 0x02),
+        (0xa1, 0x01),
+        (0x21, u32::from(master_mask)),
+        (0xa1, 0xff),
+    ] {
+        a.mov(al, value)?;
+        a.out(port, al)?;
+    }
+    Ok(())
+}
+
 /// Emits: exit through isa-debug-exit at 0x501 with the byte in AL (status (AL << 1) | 1).
 pub fn emit_debug_exit(a: &mut CodeAssembler) -> Result<(), IcedError> {
     let mut halt = a.create_label();
