@@ -82,7 +82,7 @@ thread_local! {
 }
 
 /// The calling thread's kernel thread id, cached per thread.
-pub(crate) fn current_thread_id() -> i32 {
+pub fn current_thread_id() -> i32 {
     THREAD_ID.with(|cached| {
         let tid = cached.get();
         if tid != 0 {

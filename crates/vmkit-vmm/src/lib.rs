@@ -58,5 +58,8 @@ pub mod vcpu;
 
 pub use control::{Controller, ExitReason, MachineEvent, RunState};
 pub use error::{Error, Result};
-pub use runtime::{ExitStats, MachineParts, RunOptions, Vmm};
+pub use runtime::{
+    ExitStats, MachineEventObserver, MachineParts, MainLoopAdditions, MainLoopExtension,
+    MainLoopSubscriber, RunOptions, Vmm, VmmHandle,
+};
 pub use vcpu::{HaltWaiter, InterruptController, VcpuStats};

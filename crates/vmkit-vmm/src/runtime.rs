@@ -67,6 +67,72 @@ pub struct RunOptions {
     pub handle_signals: bool,
 }
 
+/// Additions to the main loop.
+#[derive(Default)]
+pub struct MainLoopAdditions {
+    /// Subscribers built once the VM handle exists.
+    pub extensions: Vec<MainLoopExtension>,
+    /// Observers of guest-caused machine events.
+    pub observers: Vec<MachineEventObserver>,
+}
+
+/// A subscriber for the main loop's event manager (e.g. a control socket).
+pub type MainLoopSubscriber = Arc<Mutex<dyn MutEventSubscriber + Send>>;
+
+/// Builds main-loop subscribers once the VM's handle exists (so they can control it).
+pub type MainLoopExtension = Box<dyn FnOnce(&VmmHandle) -> Vec<MainLoopSubscriber> + Send>;
+
+/// Observes what the guest does to the machine (reset, exit), on the main-loop thread,
+/// before the runtime acts on it. Must not block.
+pub type MachineEventObserver = Box<dyn FnMut(&MachineEvent) + Send>;
+
+/// A cloneable handle on a running VM: its run-state machine and its counters.
+#[derive(Clone)]
+pub struct VmmHandle {
+    controller: Arc<Controller>,
+    stats: Vec<Arc<VcpuStats>>,
+    pio: PioBus,
+    mmio: MmioBus,
+    thread_ids: Arc<Mutex<Vec<i32>>>,
+}
+
+impl std::fmt::Debug for VmmHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VmmHandle")
+            .field("state", &self.controller.state())
+            .finish_non_exhaustive()
+    }
+}
+
+impl VmmHandle {
+    /// The run-state machine.
+    pub fn controller(&self) -> &Arc<Controller> {
+        &self.controller
+    }
+
+    /// Exit counters so far.
+    pub fn exit_stats(&self) -> ExitStats {
+        ExitStats {
+            per_vcpu: self.stats.iter().map(|s| s.snapshot()).collect(),
+            pio: self.pio.stats(),
+            mmio: self.mmio.stats(),
+        }
+    }
+
+    /// Number of vCPUs.
+    pub fn vcpu_count(&self) -> usize {
+        self.stats.len()
+    }
+
+    /// The host thread id of each vCPU thread (0 until it has started).
+    pub fn vcpu_thread_ids(&self) -> Vec<i32> {
+        self.thread_ids
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
 /// Exit counts of the whole VM.
 #[derive(Debug, Clone)]
 pub struct ExitStats {
@@ -83,9 +149,7 @@ pub struct Vmm {
     controller: Arc<Controller>,
     vcpu_threads: Vec<JoinHandle<()>>,
     main_thread: Option<JoinHandle<Result<()>>>,
-    stats: Vec<Arc<VcpuStats>>,
-    pio: PioBus,
-    mmio: MmioBus,
+    handle: VmmHandle,
     // Dropped after every thread has finished.
     keep_alive: Vec<Box<dyn std::any::Any + Send>>,
 }
@@ -106,6 +170,16 @@ impl Vmm {
         controller: Arc<Controller>,
         parts: MachineParts,
         options: RunOptions,
+    ) -> Result<Self> {
+        Self::start_with(controller, parts, options, MainLoopAdditions::default())
+    }
+
+    /// [`Vmm::start`] with extra main-loop subscribers and observers (e.g. a control socket).
+    pub fn start_with(
+        controller: Arc<Controller>,
+        parts: MachineParts,
+        options: RunOptions,
+        additions: MainLoopAdditions,
     ) -> Result<Self> {
         let MachineParts {
             vcpus,
@@ -177,17 +251,43 @@ impl Vmm {
             }));
         }
 
+        let thread_ids = Arc::new(Mutex::new(vec![0; runners.len()]));
+        let handle = VmmHandle {
+            controller: Arc::clone(&controller),
+            stats: stats.clone(),
+            pio: pio.clone(),
+            mmio: mmio.clone(),
+            thread_ids: Arc::clone(&thread_ids),
+        };
         let mut vcpu_threads = Vec::with_capacity(runners.len());
         for (runner, _, _) in runners {
             let name = format!("vmkit-vcpu{}", runner.index);
+            let ids = Arc::clone(&thread_ids);
             let thread = std::thread::Builder::new()
                 .name(name.clone())
-                .spawn(move || runner.run())
+                .spawn(move || {
+                    let tid = vmkit_kvm::kick::current_thread_id();
+                    if let Some(slot) = ids
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .get_mut(runner.index)
+                    {
+                        *slot = tid;
+                    }
+                    runner.run()
+                })
                 .map_err(|source| Error::Thread { name, source })?;
             vcpu_threads.push(thread);
         }
 
+        let extra_subscribers: Vec<MainLoopSubscriber> = additions
+            .extensions
+            .into_iter()
+            .flat_map(|extension| extension(&handle))
+            .collect();
         let main = MainLoop {
+            observers: additions.observers,
+            extra_subscribers,
             controller: Arc::clone(&controller),
             timer,
             service_timers,
@@ -209,9 +309,7 @@ impl Vmm {
             controller,
             vcpu_threads,
             main_thread: Some(main_thread),
-            stats,
-            pio,
-            mmio,
+            handle,
             keep_alive,
         };
         if !options.start_paused {
@@ -232,11 +330,12 @@ impl Vmm {
 
     /// Exit counters so far.
     pub fn exit_stats(&self) -> ExitStats {
-        ExitStats {
-            per_vcpu: self.stats.iter().map(|s| s.snapshot()).collect(),
-            pio: self.pio.stats(),
-            mmio: self.mmio.stats(),
-        }
+        self.handle.exit_stats()
+    }
+
+    /// A cloneable handle for other threads.
+    pub fn handle(&self) -> VmmHandle {
+        self.handle.clone()
     }
 
     /// Ends the VM from the host side.
@@ -279,6 +378,8 @@ const DATA_ROOM: u32 = 4;
 type ResetDevices = Arc<Mutex<Box<dyn FnMut() + Send>>>;
 
 struct MainLoop {
+    observers: Vec<MachineEventObserver>,
+    extra_subscribers: Vec<MainLoopSubscriber>,
     controller: Arc<Controller>,
     timer: Arc<HostTimer>,
     service_timers: Box<dyn FnMut() -> Option<u64> + Send>,
@@ -289,14 +390,18 @@ struct MainLoop {
 }
 
 impl MainLoop {
-    fn run(self) -> Result<()> {
+    fn run(mut self) -> Result<()> {
         let controller = Arc::clone(&self.controller);
+        let extra = std::mem::take(&mut self.extra_subscribers);
         let mut manager: EventManager<Arc<Mutex<dyn MutEventSubscriber + Send>>> =
             EventManager::new().map_err(|e| Error::Host {
                 what: "creating the main loop's epoll",
                 source: std::io::Error::other(format!("{e:?}")),
             })?;
         manager.add_subscriber(Arc::new(Mutex::new(self)));
+        for subscriber in extra {
+            manager.add_subscriber(subscriber);
+        }
         loop {
             // Signals interrupt the wait; the timeout bounds how late one is noticed.
             let _ = manager.run_with_timeout(100);
@@ -317,6 +422,9 @@ impl MainLoop {
 
     fn handle_events(&mut self) {
         for event in self.controller.take_events() {
+            for observer in &mut self.observers {
+                observer(&event);
+            }
             match event {
                 MachineEvent::Reset if self.no_reboot => {
                     self.controller.shutdown(ExitReason::ResetWithNoReboot)
