@@ -1,0 +1,62 @@
+//! The trait a VMM implements so QMP commands can act on it.
+
+use serde_json::Value;
+use vmkit_object::ObjectTree;
+
+use crate::protocol::{CpuInfoFast, QmpError, StatusInfo};
+
+/// What QMP commands do to the VMM. The VMM implements it; the server calls it from the
+/// main-loop thread, one command at a time. Object-safe: the server holds a
+/// `Box<dyn QmpBackend>`.
+///
+/// Events: the server itself announces the effect of successful state-changing commands
+/// (`STOP`, `RESUME`, `RESET`, `POWERDOWN`, `SHUTDOWN`), so implementations must not
+/// broadcast those again; guest-caused events go through
+/// [`QmpServer::broadcast_event`](crate::QmpServer::broadcast_event) or a
+/// [`QmpEventSender`](crate::QmpEventSender).
+pub trait QmpBackend: Send {
+    /// `query-status`: the current run state.
+    fn query_status(&mut self) -> StatusInfo;
+
+    /// `stop`: pause every vCPU, returning once they are paused. Stopping a paused VM
+    /// succeeds and changes nothing.
+    fn stop(&mut self) -> Result<(), QmpError>;
+
+    /// `cont`: resume the vCPUs, or start them from `prelaunch`. Continuing a running VM
+    /// succeeds and changes nothing.
+    fn cont(&mut self) -> Result<(), QmpError>;
+
+    /// `system_reset`: reset the machine as the reset button does (the run state is
+    /// kept: a paused VM stays paused).
+    fn system_reset(&mut self) -> Result<(), QmpError>;
+
+    /// `system_powerdown`: press the power button. The default refuses with the reason a
+    /// machine without ACPI has: nothing in the guest would see the press.
+    fn system_powerdown(&mut self) -> Result<(), QmpError> {
+        Err(QmpError::generic(
+            "system_powerdown is not supported: this machine has no ACPI power button; \
+             use 'quit' to stop the VMM or 'system_reset' to reset the guest",
+        ))
+    }
+
+    /// `quit`: end the VMM. Called after the reply and the `SHUTDOWN` event have been
+    /// queued (and written, if the client's socket accepted them): the VMM should leave
+    /// its main loop soon, not exit the process from inside this call.
+    fn quit(&mut self);
+
+    /// `query-cpus-fast`: one record per vCPU.
+    fn query_cpus_fast(&mut self) -> Vec<CpuInfoFast>;
+
+    /// `query-exits` (vmkit's own command): VM-exit counts, e.g. per reason and per vCPU
+    /// and per port / MMIO range since start. Any JSON value; the default is `{}`.
+    fn query_exits(&mut self) -> Value {
+        Value::Object(serde_json::Map::new())
+    }
+
+    /// The QOM composition tree behind `qom-list`, `qom-get`, `qom-set` and (through
+    /// [`ObjectTree::registry`]) `qom-list-types`; `None` (the default) makes those
+    /// commands fail with a clear error.
+    fn object_tree(&self) -> Option<&ObjectTree> {
+        None
+    }
+}
