@@ -94,6 +94,7 @@ pub struct VmmHandle {
     pio: PioBus,
     mmio: MmioBus,
     thread_ids: Arc<Mutex<Vec<i32>>>,
+    reset_devices: ResetDevices,
 }
 
 impl std::fmt::Debug for VmmHandle {
@@ -117,6 +118,16 @@ impl VmmHandle {
             pio: self.pio.stats(),
             mmio: self.mmio.stats(),
         }
+    }
+
+    /// Resets the machine from the host side (devices, then every vCPU), as QMP's
+    /// `system_reset`; a paused machine stays paused.
+    pub fn system_reset(&self) -> Result<()> {
+        let reset_devices = Arc::clone(&self.reset_devices);
+        self.controller.reset(|| {
+            let mut reset = reset_devices.lock().unwrap_or_else(|e| e.into_inner());
+            (*reset)();
+        })
     }
 
     /// Number of vCPUs.
@@ -252,7 +263,9 @@ impl Vmm {
         }
 
         let thread_ids = Arc::new(Mutex::new(vec![0; runners.len()]));
+        let reset_devices: ResetDevices = Arc::new(Mutex::new(reset_devices));
         let handle = VmmHandle {
+            reset_devices: Arc::clone(&reset_devices),
             controller: Arc::clone(&controller),
             stats: stats.clone(),
             pio: pio.clone(),
@@ -287,11 +300,12 @@ impl Vmm {
             .collect();
         let main = MainLoop {
             observers: additions.observers,
+            shared_observers: None,
             extra_subscribers,
             controller: Arc::clone(&controller),
             timer,
             service_timers,
-            reset_devices: Arc::new(Mutex::new(reset_devices)),
+            handle: handle.clone(),
             console: console_input
                 .map(|(input, room)| (StdinConsole::new_if(options.stdin_console, input), room)),
             no_reboot: options.no_reboot,
@@ -379,11 +393,12 @@ type ResetDevices = Arc<Mutex<Box<dyn FnMut() + Send>>>;
 
 struct MainLoop {
     observers: Vec<MachineEventObserver>,
+    shared_observers: Option<Arc<Mutex<Vec<MachineEventObserver>>>>,
     extra_subscribers: Vec<MainLoopSubscriber>,
     controller: Arc<Controller>,
     timer: Arc<HostTimer>,
     service_timers: Box<dyn FnMut() -> Option<u64> + Send>,
-    reset_devices: ResetDevices,
+    handle: VmmHandle,
     console: Option<(Option<StdinConsole>, EventFd)>,
     no_reboot: bool,
     stdin_registered: bool,
@@ -393,6 +408,8 @@ impl MainLoop {
     fn run(mut self) -> Result<()> {
         let controller = Arc::clone(&self.controller);
         let extra = std::mem::take(&mut self.extra_subscribers);
+        let observers = Arc::new(Mutex::new(std::mem::take(&mut self.observers)));
+        self.shared_observers = Some(Arc::clone(&observers));
         let mut manager: EventManager<Arc<Mutex<dyn MutEventSubscriber + Send>>> =
             EventManager::new().map_err(|e| Error::Host {
                 what: "creating the main loop's epoll",
@@ -406,9 +423,18 @@ impl MainLoop {
             // Signals interrupt the wait; the timeout bounds how late one is noticed.
             let _ = manager.run_with_timeout(100);
             if let Some(signal) = signals::termination_requested() {
-                controller.shutdown(ExitReason::HostRequest(format!(
-                    "terminated by signal {signal}"
-                )));
+                if controller.exit_reason().is_none() {
+                    let reason = ExitReason::HostRequest(format!("terminated by signal {signal}"));
+                    let event = MachineEvent::Exit(reason.clone());
+                    for observer in observers
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .iter_mut()
+                    {
+                        observer(&event);
+                    }
+                    controller.shutdown(reason);
+                }
             }
             if matches!(
                 controller.state(),
@@ -422,19 +448,21 @@ impl MainLoop {
 
     fn handle_events(&mut self) {
         for event in self.controller.take_events() {
-            for observer in &mut self.observers {
-                observer(&event);
+            if let Some(observers) = &self.shared_observers {
+                for observer in observers
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .iter_mut()
+                {
+                    observer(&event);
+                }
             }
             match event {
                 MachineEvent::Reset if self.no_reboot => {
                     self.controller.shutdown(ExitReason::ResetWithNoReboot)
                 }
                 MachineEvent::Reset => {
-                    let reset_devices = Arc::clone(&self.reset_devices);
-                    let _ = self.controller.reset(|| {
-                        let mut reset = reset_devices.lock().unwrap_or_else(|e| e.into_inner());
-                        (*reset)();
-                    });
+                    let _ = self.handle.system_reset();
                     // Device deadlines restart after a reset.
                     if let Some(next) = (self.service_timers)() {
                         self.timer.arm_at(next);

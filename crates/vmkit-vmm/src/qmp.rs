@@ -1,0 +1,208 @@
+//! The QMP control socket wired to a running VM: vmkit-qmp's server with a backend that drives
+//! the run-state machine, the exit counters and the object tree.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use serde_json::{json, Value};
+use vmkit_object::ObjectTree;
+use vmkit_qmp::{
+    CpuInfoFast, CpuProps, QmpBackend, QmpError, QmpEvent, QmpEventSender, QmpServer,
+    RunState as QmpRunState, ShutdownCause, StatusInfo,
+};
+
+use crate::control::{ExitReason, MachineEvent, RunState};
+use crate::error::{Error, Result};
+use crate::runtime::{MachineEventObserver, MainLoopAdditions, MainLoopSubscriber, VmmHandle};
+
+/// The VM as QMP commands see it. The handle is filled in when the VM starts; the server
+/// serves no command before that.
+struct VmmBackend {
+    handle: Arc<OnceLock<VmmHandle>>,
+    tree: Option<ObjectTree>,
+}
+
+impl VmmBackend {
+    fn vm(&self) -> std::result::Result<&VmmHandle, QmpError> {
+        self.handle
+            .get()
+            .ok_or_else(|| QmpError::generic("the VM is not started yet"))
+    }
+}
+
+fn qmp_error(e: Error) -> QmpError {
+    QmpError::generic(e.to_string())
+}
+
+impl QmpBackend for VmmBackend {
+    fn query_status(&mut self) -> StatusInfo {
+        let state = match self.handle.get().map(|vm| vm.controller().state()) {
+            None | Some(RunState::Prelaunch) => QmpRunState::Prelaunch,
+            Some(RunState::Running) => QmpRunState::Running,
+            Some(RunState::Paused) => QmpRunState::Paused,
+            Some(RunState::Shutdown) => QmpRunState::Shutdown,
+            Some(RunState::InternalError) => QmpRunState::InternalError,
+        };
+        StatusInfo::new(state)
+    }
+
+    fn stop(&mut self) -> std::result::Result<(), QmpError> {
+        self.vm()?.controller().pause().map_err(qmp_error)
+    }
+
+    fn cont(&mut self) -> std::result::Result<(), QmpError> {
+        self.vm()?.controller().resume().map_err(qmp_error)
+    }
+
+    fn system_reset(&mut self) -> std::result::Result<(), QmpError> {
+        self.vm()?.system_reset().map_err(qmp_error)
+    }
+
+    fn quit(&mut self) {
+        if let Some(vm) = self.handle.get() {
+            vm.controller()
+                .shutdown(ExitReason::HostRequest("QMP quit".into()));
+        }
+    }
+
+    fn query_cpus_fast(&mut self) -> Vec<CpuInfoFast> {
+        let Some(vm) = self.handle.get() else {
+            return Vec::new();
+        };
+        vm.vcpu_thread_ids()
+            .into_iter()
+            .enumerate()
+            .map(|(index, tid)| CpuInfoFast {
+                cpu_index: index as u64,
+                qom_path: format!("/machine/unattached/device[{index}]"),
+                thread_id: i64::from(tid),
+                props: CpuProps {
+                    node_id: None,
+                    socket_id: Some(0),
+                    die_id: Some(0),
+                    core_id: Some(index as u64),
+                    thread_id: Some(0),
+                },
+            })
+            .collect()
+    }
+
+    fn query_exits(&mut self) -> Value {
+        let Some(vm) = self.handle.get() else {
+            return json!({});
+        };
+        let stats = vm.exit_stats();
+        let vcpus: Vec<Value> = stats
+            .per_vcpu
+            .iter()
+            .enumerate()
+            .map(|(index, counts)| {
+                let exits: serde_json::Map<String, Value> = counts
+                    .iter()
+                    .map(|(kind, n)| ((*kind).to_string(), json!(n)))
+                    .collect();
+                json!({"cpu-index": index, "exits": exits})
+            })
+            .collect();
+        let bus = |bus: &vmkit_bus::BusStats| {
+            json!({
+                "accesses": bus.accesses,
+                "unassigned-reads": bus.unassigned_reads,
+                "unassigned-writes": bus.unassigned_writes,
+                "split": bus.split,
+                "ranges": bus.ranges.iter().map(|r| json!({
+                    "name": r.name.to_string(),
+                    "base": r.base,
+                    "last": r.last,
+                    "reads": r.reads,
+                    "writes": r.writes,
+                })).collect::<Vec<_>>(),
+            })
+        };
+        json!({"vcpus": vcpus, "pio": bus(&stats.pio), "mmio": bus(&stats.mmio)})
+    }
+
+    fn object_tree(&self) -> Option<&ObjectTree> {
+        self.tree.as_ref()
+    }
+}
+
+/// A bound QMP socket, ready to join a VM's main loop.
+pub struct QmpAttachment {
+    server: Arc<Mutex<QmpServer>>,
+    handle: Arc<OnceLock<VmmHandle>>,
+    events: QmpEventSender,
+    no_reboot: bool,
+}
+
+impl std::fmt::Debug for QmpAttachment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QmpAttachment").finish_non_exhaustive()
+    }
+}
+
+impl QmpAttachment {
+    /// Binds the socket at `path` (owner-only permissions; removed when the VM ends).
+    pub fn bind(path: &Path, tree: Option<ObjectTree>, no_reboot: bool) -> Result<Self> {
+        let handle = Arc::new(OnceLock::new());
+        let backend = VmmBackend {
+            handle: Arc::clone(&handle),
+            tree,
+        };
+        let server = QmpServer::bind(path, Box::new(backend))
+            .map_err(|e| Error::Machine(format!("vmkit: -qmp unix:{}: {e}", path.display())))?;
+        let events = server.event_sender();
+        Ok(Self {
+            server: Arc::new(Mutex::new(server)),
+            handle,
+            events,
+            no_reboot,
+        })
+    }
+
+    /// Blocks until a client connects (`wait=on`).
+    pub fn wait_for_client(&self) -> Result<()> {
+        let mut server = self.server.lock().unwrap_or_else(|e| e.into_inner());
+        server.wait_for_client(None).map_err(|e| {
+            Error::Machine(format!("vmkit: -qmp: waiting for a client failed: {e}"))
+        })?;
+        Ok(())
+    }
+
+    /// Adds the server to `additions`: it joins the main loop, and guest resets and exits
+    /// become QMP events.
+    pub fn attach(self, additions: &mut MainLoopAdditions) {
+        let Self {
+            server,
+            handle,
+            events,
+            no_reboot,
+        } = self;
+        additions.extensions.push(Box::new(move |vm: &VmmHandle| {
+            let _ = handle.set(vm.clone());
+            vec![server as MainLoopSubscriber]
+        }));
+        let observer: MachineEventObserver = Box::new(move |event: &MachineEvent| {
+            let qmp_event = match event {
+                MachineEvent::Reset if no_reboot => QmpEvent::Shutdown(ShutdownCause::GuestReset),
+                MachineEvent::Reset => QmpEvent::Reset(ShutdownCause::GuestReset),
+                MachineEvent::Exit(ExitReason::DebugExit { .. } | ExitReason::PowerOff) => {
+                    QmpEvent::Shutdown(ShutdownCause::GuestShutdown)
+                }
+                MachineEvent::Exit(ExitReason::ResetWithNoReboot) => {
+                    QmpEvent::Shutdown(ShutdownCause::GuestReset)
+                }
+                MachineEvent::Exit(ExitReason::InternalError(_)) => {
+                    QmpEvent::Shutdown(ShutdownCause::HostError)
+                }
+                MachineEvent::Exit(ExitReason::HostRequest(why)) if why.contains("signal") => {
+                    QmpEvent::Shutdown(ShutdownCause::HostSignal)
+                }
+                MachineEvent::Exit(ExitReason::HostRequest(_)) => return,
+            };
+            // After the VM ended the server may be gone: nothing left to tell.
+            let _ = events.send(qmp_event);
+        });
+        additions.observers.push(observer);
+    }
+}
