@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every vmkit check: formatting, clippy (warnings denied), all tests, and the docs.
-# Sets up what a fresh machine lacks first. KVM tests run when /dev/kvm works; with
+# Sets up what a fresh machine lacks first (toolchain components, the test kernel). KVM tests run when /dev/kvm works; with
 # VMKIT_REQUIRE_KVM=1 (as CI sets) an unusable /dev/kvm fails them instead of skipping.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +15,21 @@ cargo fmt --all --check
 
 echo "== cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
+
+# The real Linux kernel the Linux boot test boots (Debian's cloud kernel, cached outside the
+# tree; nothing is downloaded once it is there). VMKIT_TEST_KERNEL set by the caller wins.
+echo "== scripts/fetch-kernel.sh"
+if [[ -z "${VMKIT_TEST_KERNEL:-}" ]]; then
+    if kernel="$(./scripts/fetch-kernel.sh)"; then
+        export VMKIT_TEST_KERNEL="$kernel"
+    elif [[ "${VMKIT_REQUIRE_KVM:-0}" == 1 ]]; then
+        echo "scripts/fetch-kernel.sh failed: the real-kernel boot test needs its kernel" >&2
+        exit 1
+    else
+        echo "warning: no test kernel: the real-kernel boot test will be skipped" >&2
+    fi
+fi
+echo "VMKIT_TEST_KERNEL=${VMKIT_TEST_KERNEL:-}"
 
 echo "== cargo test --workspace"
 cargo test --workspace

@@ -130,6 +130,76 @@ pub enum Error {
         /// Why.
         source: std::io::Error,
     },
+    /// A kernel or initrd file could not be read.
+    #[error("cannot read the {what} {}: {source}", path.display())]
+    LinuxFile {
+        /// "kernel" or "initrd".
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// The kernel image is corrupt, truncated or of a kind vmkit cannot boot.
+    #[error("kernel {}: {reason}", path.display())]
+    KernelImage {
+        /// The file (or a name for an image given in memory).
+        path: PathBuf,
+        /// What is wrong, with the offsets and sizes involved.
+        reason: String,
+    },
+    /// The kernel command line is longer than the kernel accepts.
+    #[error(
+        "-append: the kernel command line is {len} bytes, over the limit of {limit} bytes ({origin})"
+    )]
+    CmdlineTooLong {
+        /// Length of the command line in bytes (without the terminating NUL).
+        len: usize,
+        /// The most bytes accepted.
+        limit: u64,
+        /// Where the limit comes from (e.g. the kernel's `cmdline_size` field).
+        origin: String,
+    },
+    /// The kernel does not fit in the machine's RAM.
+    #[error(
+        "kernel {}: needs RAM up to {needed_end:#x} ({what}) but RAM below the PCI hole ends at \
+         {ram_end:#x}: give the machine at least -m {min_mib}M",
+        path.display()
+    )]
+    KernelTooLarge {
+        /// The kernel file.
+        path: PathBuf,
+        /// One past the highest address the kernel needs.
+        needed_end: u64,
+        /// Why it needs that much (load address and size).
+        what: String,
+        /// One past the last RAM address below 4 GiB.
+        ram_end: u64,
+        /// The smallest `-m` (MiB) that fits.
+        min_mib: u64,
+    },
+    /// The initrd does not fit between the kernel and the highest address it may use.
+    #[error(
+        "initrd {}: {size:#x} bytes do not fit between the kernel's end at {kernel_end:#x} and \
+         {limit:#x}, the lower of the kernel's initrd_addr_max and the end of RAM below 4 GiB \
+         ({room:#x} bytes free): use a smaller initrd or more RAM (-m)",
+        path.display()
+    )]
+    InitrdTooLarge {
+        /// The initrd file.
+        path: PathBuf,
+        /// Its size.
+        size: u64,
+        /// One past the kernel's last byte (page-aligned).
+        kernel_end: u64,
+        /// One past the highest address the initrd may occupy.
+        limit: u64,
+        /// Bytes available between the two.
+        room: u64,
+    },
+    /// The guest CPU (CPUID, `-cpu` features, boot MSRs, MP table) could not be set up.
+    #[error(transparent)]
+    Cpu(#[from] vmkit_cpu::Error),
     /// The machine configuration is inconsistent.
     #[error("{0}")]
     Config(String),

@@ -1,4 +1,4 @@
-//! The `pc` machine of vmkit, first part: memory map, firmware mapping and boot CPU state.
+//! The `pc` machine of vmkit: memory map, firmware mapping, Linux boot and boot CPU state.
 //!
 //! This crate lays out a PC the way QEMU's `pc` machine does and puts a vCPU in the state a
 //! guest expects at its first instruction. It builds on [`vmkit_memory::AddressSpace`] (the
@@ -57,9 +57,14 @@
 //! assert!(matches!(vcpu.run()?, VcpuExit::Hlt));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//! - [`linux`]: Linux boot ([`LinuxBoot`], [`load_linux`]): bzImage or ELF vmlinux, initrd
+//!   and command line as the x86 boot protocol (64-bit entry, zero page) or PVH describes
+//!   them; the bzImage optionally decompressed on the host ([`KernelDecompress::Host`]).
+//! - [`machine`]: the whole `pc` machine ([`PcMachine::build`]): memory, the boot source
+//!   ([`BootSource`]), vCPUs with vmkit-cpu's CPUID ([`CpuModel`]) and boot MSRs, the MP table
+//!   for Linux, and the ISA devices in either interrupt model.
 //!
-//! Not here yet (later layers): device wiring through the buses and object registry, Linux
-//! boot (zero page, command line, initrd), CPUID/MSR setup, MP and ACPI tables.
+//! Not here yet: ACPI tables.
 
 // The one unsafe block registers the KVM memory listener (see machine.rs).
 #![deny(unsafe_code)]
@@ -69,6 +74,7 @@ mod e820;
 mod error;
 pub mod firmware;
 pub mod layout;
+pub mod linux;
 pub mod machine;
 
 pub use boot::{
@@ -79,4 +85,9 @@ pub use e820::{E820Entry, E820Map, E820Type};
 pub use error::{Error, Result};
 pub use firmware::{load_firmware, map_firmware, Firmware, FirmwareLayout};
 pub use layout::{build_memory, configure_kvm_pages, MemoryLayout, RamRange, RamRegions};
+pub use linux::{
+    load_linux, set_linux_entry, KernelDecompress, KernelFormat, LinuxBoot, LinuxEntry, LoadedLinux,
+};
 pub use machine::{BootSource, FlatMode, IrqchipMode, PcConfig, PcMachine};
+/// The `-cpu` model [`PcConfig::cpu`] takes (from vmkit-cpu).
+pub use vmkit_cpu::CpuModel;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use kvm_bindings::{kvm_mp_state, KVM_MP_STATE_RUNNABLE, KVM_MP_STATE_UNINITIALIZED};
 use vm_memory::{Bytes, GuestAddress, GuestAddressSpace, GuestMemoryAtomic};
 use vmkit_bus::{MmioBus, PioBus};
+use vmkit_cpu::{boot_msrs, build_cpuid, write_mptable, CpuModel};
 use vmkit_hw::{Clock, MonotonicClock};
 use vmkit_isa::{
     add_pc_isa_devices, register_isa_types, IsaConfig, IsaContext, IsaDevices, KernelIrqRouter,
@@ -21,6 +22,7 @@ use crate::boot;
 use crate::error::{Error, Result};
 use crate::firmware::{load_firmware, map_firmware};
 use crate::layout::{configure_kvm_pages, MemoryLayout, PCI_HOLE_START};
+use crate::linux::{self, LinuxBoot, LoadedLinux};
 
 /// Which interrupt controllers and timer run where.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -48,6 +50,9 @@ pub enum BootSource {
     FirmwareFile(PathBuf),
     /// A firmware image in memory.
     Firmware(Vec<u8>),
+    /// A Linux kernel booted as the x86 boot protocol or PVH describes (see
+    /// [`crate::linux`]); loaded again on every reset.
+    Linux(Box<LinuxBoot>),
     /// A flat binary copied to `addr` (and again on every reset), entered at `entry`.
     Flat {
         /// The bytes.
@@ -98,6 +103,8 @@ pub struct PcConfig {
     pub ram_size: u64,
     /// Number of vCPUs (more than one needs the in-kernel irqchip).
     pub smp: usize,
+    /// The guest CPU: `host` (KVM's supported CPUID) with `-cpu` feature edits.
+    pub cpu: CpuModel,
     /// The interrupt model.
     pub irqchip: IrqchipMode,
     /// What runs.
@@ -113,6 +120,7 @@ impl std::fmt::Debug for PcConfig {
         f.debug_struct("PcConfig")
             .field("ram_size", &self.ram_size)
             .field("smp", &self.smp)
+            .field("cpu", &self.cpu)
             .field("irqchip", &self.irqchip)
             .field("com1", &self.com1.is_some())
             .field("devices", &self.devices)
@@ -147,6 +155,9 @@ pub struct PcMachine {
     /// The monotonic clock devices use.
     pub clock: MonotonicClock,
     boot: Arc<BootSource>,
+    linux: Option<LoadedLinux>,
+    /// Where the Linux MP table goes on reset: the vCPU count (Linux on the in-kernel irqchip).
+    mptable_cpus: Option<usize>,
     guest_memory: GuestMemoryAtomic<GuestMemoryView>,
 }
 
@@ -161,13 +172,18 @@ impl std::fmt::Debug for PcMachine {
 }
 
 /// Puts a vCPU in its power-on state for `boot`: the boot processor at the firmware reset
-/// vector or the flat binary's entry; application processors waiting for INIT/SIPI.
+/// vector, the flat binary's entry or the kernel's entry (`linux`, what was loaded);
+/// application processors waiting for INIT/SIPI.
 fn set_boot_state(
     vcpu: &Vcpu,
     index: usize,
     boot: &BootSource,
+    linux: Option<&LoadedLinux>,
     memory: &GuestMemoryAtomic<GuestMemoryView>,
 ) -> Result<()> {
+    // The MSRs a boot expects (and a reset restores): syscall MSRs and TSC at 0, fast
+    // strings, MTRRs on with write-back default.
+    vcpu.set_msrs(&boot_msrs()?)?;
     if index != 0 {
         vcpu.set_mp_state(kvm_mp_state {
             mp_state: KVM_MP_STATE_UNINITIALIZED,
@@ -176,6 +192,10 @@ fn set_boot_state(
     }
     match boot {
         BootSource::FirmwareFile(_) | BootSource::Firmware(_) => boot::reset_vector(vcpu)?,
+        BootSource::Linux(_) => match linux {
+            Some(loaded) => linux::set_linux_entry(vcpu, loaded)?,
+            None => return Err(Error::Config("the Linux kernel was not loaded".into())),
+        },
         BootSource::Flat {
             entry,
             mode: FlatMode::Real,
@@ -196,22 +216,18 @@ fn set_boot_state(
     Ok(())
 }
 
-/// Sets the CPUID KVM supports, with the hypervisor bit and this vCPU's APIC id.
-fn set_cpuid(kvm: &KvmSystem, vcpu: &Vcpu, index: usize, count: usize) -> Result<()> {
-    let mut cpuid = kvm.supported_cpuid()?;
-    for entry in cpuid.as_mut_slice() {
-        match entry.function {
-            1 => {
-                entry.ecx |= 1 << 31; // running under a hypervisor
-                entry.ebx = (entry.ebx & 0x0000_ffff)
-                    | ((u32::try_from(count).unwrap_or(255).min(255)) << 16)
-                    | ((u32::try_from(index).unwrap_or(255) & 0xff) << 24);
-            }
-            0xb | 0x1f => entry.edx = u32::try_from(index).unwrap_or(u32::MAX),
-            _ => {}
-        }
-    }
-    vcpu.set_cpuid(&cpuid)?;
+/// Sets vCPU `index`'s CPUID (vmkit-cpu: KVM's supported set, the `-smp` topology, this
+/// vCPU's APIC id, the hypervisor leaves and `model`'s feature edits).
+fn set_cpuid(
+    supported: &kvm_bindings::CpuId,
+    model: &CpuModel,
+    vcpu: &Vcpu,
+    index: usize,
+    count: usize,
+) -> Result<()> {
+    let index = u32::try_from(index).unwrap_or(u32::MAX);
+    let count = u32::try_from(count).unwrap_or(u32::MAX);
+    vcpu.set_cpuid(&build_cpuid(supported, model, index, count)?)?;
     Ok(())
 }
 
@@ -253,7 +269,7 @@ impl PcMachine {
             BootSource::Firmware(image) => {
                 map_firmware(&mut memory, image)?;
             }
-            BootSource::Flat { .. } => {}
+            BootSource::Flat { .. } | BootSource::Linux(_) => {}
         }
         #[allow(unsafe_code)]
         // SAFETY: the listener is registered with this address space and never called directly.
@@ -261,6 +277,7 @@ impl PcMachine {
         memory.register_listener(Box::new(listener))?;
         let guest_memory = memory.guest_memory();
         load_flat(&boot, &guest_memory)?;
+        let linux = load_kernel(&boot, &layout, &guest_memory)?;
 
         let pio = PioBus::new();
         let mmio = MmioBus::new();
@@ -324,11 +341,19 @@ impl PcMachine {
         }
         let timers = context.timers.clone();
 
+        // Linux finds the application processors and the IOAPIC in the MP table; with the
+        // userspace irqchip there is no IOAPIC or local APIC to describe.
+        let mptable_cpus =
+            (linux.is_some() && config.irqchip == IrqchipMode::Kernel).then_some(config.smp);
+        if let Some(cpus) = mptable_cpus {
+            write_linux_mptable(&guest_memory, cpus)?;
+        }
+        let supported_cpuid = kvm.supported_cpuid()?;
         let mut vcpus = Vec::with_capacity(config.smp);
         for index in 0..config.smp {
             let vcpu = vm.create_vcpu(index as u64)?;
-            set_cpuid(kvm, &vcpu, index, config.smp)?;
-            set_boot_state(&vcpu, index, &boot, &guest_memory)?;
+            set_cpuid(&supported_cpuid, &config.cpu, &vcpu, index, config.smp)?;
+            set_boot_state(&vcpu, index, &boot, linux.as_ref(), &guest_memory)?;
             vcpus.push(vcpu);
         }
 
@@ -346,6 +371,8 @@ impl PcMachine {
             vcpus,
             clock,
             boot: Arc::new(boot),
+            linux,
+            mptable_cpus,
             guest_memory,
         })
     }
@@ -354,17 +381,20 @@ impl PcMachine {
     /// call on the vCPU's own thread after a machine reset).
     pub fn reset_cpu_fn(&self) -> impl Fn(&Vcpu, usize) -> Result<()> + Send + Sync + 'static {
         let boot = Arc::clone(&self.boot);
+        let linux = self.linux;
         let memory = self.guest_memory.clone();
-        move |vcpu, index| set_boot_state(vcpu, index, &boot, &memory)
+        move |vcpu, index| set_boot_state(vcpu, index, &boot, linux.as_ref(), &memory)
     }
 
-    /// A function that resets the devices and reloads a flat binary, as a machine reset does
-    /// (call with every vCPU stopped).
+    /// A function that resets the devices and reloads a flat binary or Linux kernel, as a
+    /// machine reset does (call with every vCPU stopped).
     pub fn reset_devices_fn(&self) -> impl FnMut() + Send + 'static {
         let tree = self.tree.clone();
         let pic = self.pic.clone();
         let boot = Arc::clone(&self.boot);
         let memory = self.guest_memory.clone();
+        let layout = self.layout;
+        let mptable_cpus = self.mptable_cpus;
         move || {
             if let Ok(machine) = tree.machine() {
                 machine.reset_tree();
@@ -372,8 +402,18 @@ impl PcMachine {
             if let Some(pic) = &pic {
                 pic.reset();
             }
+            // Both loaded once at build time: loading the same bytes again cannot fail.
             let _ = load_flat(&boot, &memory);
+            let _ = load_kernel(&boot, &layout, &memory);
+            if let Some(cpus) = mptable_cpus {
+                let _ = write_linux_mptable(&memory, cpus);
+            }
         }
+    }
+
+    /// Where the Linux kernel, initrd and boot data went, for a [`BootSource::Linux`] machine.
+    pub fn linux(&self) -> Option<&LoadedLinux> {
+        self.linux.as_ref()
     }
 
     /// Guest memory (RAM and ROM by guest physical address).
@@ -400,7 +440,9 @@ fn replaced_com_port(device: &str) -> Result<Option<usize>> {
     for (key, value) in &options.properties {
         let slot = match key.as_str() {
             "iobase" => number(value).and_then(|base| COM_BASES.iter().position(|b| *b == base)),
-            "index" => number(value).and_then(|i| usize::try_from(i).ok()).filter(|i| *i < 4),
+            "index" => number(value)
+                .and_then(|i| usize::try_from(i).ok())
+                .filter(|i| *i < 4),
             _ => None,
         };
         if let Some(slot) = slot.filter(|slot| *slot > 0) {
@@ -422,5 +464,24 @@ fn load_flat(boot: &BootSource, memory: &GuestMemoryAtomic<GuestMemoryView>) -> 
                 ))
             })?;
     }
+    Ok(())
+}
+
+fn load_kernel(
+    boot: &BootSource,
+    layout: &MemoryLayout,
+    memory: &GuestMemoryAtomic<GuestMemoryView>,
+) -> Result<Option<LoadedLinux>> {
+    match boot {
+        BootSource::Linux(linux) => linux::load_linux(&*memory.memory(), layout, linux).map(Some),
+        _ => Ok(None),
+    }
+}
+
+/// The MP table a Linux guest reads to find the application processors and the IOAPIC
+/// (vmkit-cpu), in the EBDA, where Linux looks for it. Firmware builds its own.
+fn write_linux_mptable(memory: &GuestMemoryAtomic<GuestMemoryView>, cpus: usize) -> Result<()> {
+    let cpus = u32::try_from(cpus).unwrap_or(u32::MAX);
+    write_mptable(&*memory.memory(), cpus)?;
     Ok(())
 }

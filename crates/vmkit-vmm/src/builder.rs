@@ -9,15 +9,18 @@ use vmkit_bus::PioRange;
 use vmkit_hw::IrqLine;
 use vmkit_isa::{MachineEvents, SerialBackend, SerialHandle, UserspacePic};
 use vmkit_kvm::KvmSystem;
-use vmkit_pc::{BootSource, FlatMode, IrqchipMode, PcConfig, PcMachine};
+use vmkit_pc::{
+    BootSource, CpuModel, FlatMode, IrqchipMode, KernelDecompress, LinuxBoot, MemoryLayout,
+    PcConfig, PcMachine,
+};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::builtin::{builtin_message, BUILTIN_CODE, BUILTIN_ENTRY, BUILTIN_MESSAGE_ADDR};
-use crate::cli::{self, IrqchipOption, Options, SerialOption};
+use crate::cli::{self, IrqchipOption, KernelDecompressOption, Options, SerialOption};
 use crate::console::SerialInput;
 use crate::control::{Controller, ExitReason, MachineEvent};
 use crate::error::{Error, Result};
-use crate::runtime::{MachineParts, RunOptions, SetWaker, Vmm};
+use crate::runtime::{MachineParts, MainLoopAdditions, RunOptions, SetWaker, Vmm};
 use crate::timer::HostTimer;
 use crate::vcpu::InterruptController;
 
@@ -44,12 +47,29 @@ pub fn builtin_options() -> (Options, BootSource) {
     (options, boot)
 }
 
-/// Where the boot source comes from when options name one (`-bios`, `-flat`).
+/// Where the boot source comes from when options name one (`-kernel`, `-bios`, `-flat`).
+///
+/// A Linux kernel is read and checked here, before any KVM setup: a missing or corrupt
+/// file, a command line over the kernel's limit, or a kernel or initrd that does not fit in
+/// `-m` RAM is reported with the file and the limit.
 pub fn boot_source(options: &Options) -> Result<BootSource> {
-    if options.kernel.is_some() {
-        return Err(Error::Machine(
-            "vmkit: -kernel: Linux boot is not available yet; use -bios or -flat".into(),
-        ));
+    if let Some(kernel) = &options.kernel {
+        let decompress = match options.kernel_decompress {
+            KernelDecompressOption::Guest => KernelDecompress::Guest,
+            KernelDecompressOption::Host => KernelDecompress::Host,
+        };
+        let fail = |e: vmkit_pc::Error| Error::Machine(format!("vmkit: {e}"));
+        let linux = LinuxBoot::from_files(
+            kernel,
+            options.initrd.as_deref(),
+            options.append.as_deref().unwrap_or_default(),
+            decompress,
+        )
+        .map_err(fail)?;
+        linux
+            .plan(&MemoryLayout::new(options.ram_size).map_err(fail)?)
+            .map_err(fail)?;
+        return Ok(BootSource::Linux(Box::new(linux)));
     }
     if let Some(path) = &options.bios {
         return Ok(BootSource::FirmwareFile(path.clone()));
@@ -63,7 +83,8 @@ pub fn boot_source(options: &Options) -> Result<BootSource> {
             .map_err(|e| Error::Machine(format!("vmkit: -flat: {e}")));
     }
     Err(Error::Machine(
-        "vmkit: nothing to run: give -bios FILE or -flat FILE (or no options for the built-in guest)"
+        "vmkit: nothing to run: give -kernel FILE, -bios FILE or -flat FILE (or no options for \
+         the built-in guest)"
             .into(),
     ))
 }
@@ -152,9 +173,12 @@ pub fn start_pc(
     };
     let stdio_console = options.serial == SerialOption::Stdio;
 
+    let cpu = CpuModel::parse(&options.cpu.to_text())
+        .map_err(|e| Error::Machine(format!("vmkit: -cpu: {e}")))?;
     let config = PcConfig {
         ram_size: options.ram_size,
         smp: options.smp,
+        cpu,
         irqchip: match options.irqchip {
             IrqchipOption::Kernel => IrqchipMode::Kernel,
             IrqchipOption::User => IrqchipMode::User,
@@ -199,6 +223,21 @@ pub fn start_pc(
     let memory = machine.guest_memory().clone();
     let reset_cpu = machine.reset_cpu_fn();
     let pic = machine.pic.clone();
+    // QMP: bind before the guest starts; with wait=on, hold it until a client connects.
+    let qmp = match &options.qmp {
+        Some(qmp) => {
+            let attachment = crate::qmp::QmpAttachment::bind(
+                &qmp.path,
+                Some(machine.tree.clone()),
+                options.no_reboot,
+            )?;
+            if qmp.wait {
+                attachment.wait_for_client()?;
+            }
+            Some(attachment)
+        }
+        None => None,
+    };
     let parts = MachineParts {
         vcpus: std::mem::take(&mut machine.vcpus),
         pio: machine.pio.clone(),
@@ -219,7 +258,11 @@ pub fn start_pc(
         }),
         keep_alive: vec![Box::new(machine)],
     };
-    Vmm::start(
+    let mut additions = MainLoopAdditions::default();
+    if let Some(qmp) = qmp {
+        qmp.attach(&mut additions);
+    }
+    Vmm::start_with(
         controller,
         parts,
         RunOptions {
@@ -228,5 +271,6 @@ pub fn start_pc(
             stdin_console: run.stdin_console && stdio_console,
             handle_signals: run.handle_signals,
         },
+        additions,
     )
 }

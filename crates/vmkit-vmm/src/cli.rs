@@ -47,6 +47,65 @@ pub struct FlatOption {
     pub mode: FlatMode,
 }
 
+/// Where a bzImage's compressed payload is decompressed (`-kernel-decompress`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KernelDecompressOption {
+    /// By the kernel itself in the guest, as on real hardware and in QEMU (the default).
+    #[default]
+    Guest,
+    /// By vmkit on the host; the extracted vmlinux is entered at its 64-bit entry point.
+    Host,
+}
+
+/// The QMP control socket (`-qmp unix:PATH,server=on[,wait=on|off]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QmpOption {
+    /// The Unix socket vmkit listens on.
+    pub path: PathBuf,
+    /// Wait for a client to connect before the guest starts (QEMU's default: on).
+    pub wait: bool,
+}
+
+/// One `+feature`/`-feature` (or `feature=on|off`) of `-cpu`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CpuFeatureOption {
+    /// The feature's name as QEMU spells it (e.g. `xsave`, `cx16`).
+    pub name: String,
+    /// Added (`true`) or removed (`false`).
+    pub enabled: bool,
+}
+
+/// The CPU model and feature changes (`-cpu host[,+feat|-feat|feat=on|feat=off...]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CpuOption {
+    /// The model: `host` (what KVM supports on this host) is the only one.
+    pub model: String,
+    /// Feature changes, in order (a later one wins).
+    pub features: Vec<CpuFeatureOption>,
+}
+
+impl CpuOption {
+    /// The option as `-cpu` text in vmkit-cpu's syntax, e.g. `host,-xsave,+x2apic`.
+    pub fn to_text(&self) -> String {
+        let mut text = self.model.clone();
+        for feature in &self.features {
+            text.push(',');
+            text.push(if feature.enabled { '+' } else { '-' });
+            text.push_str(&feature.name);
+        }
+        text
+    }
+}
+
+impl Default for CpuOption {
+    fn default() -> Self {
+        Self {
+            model: "host".into(),
+            features: Vec::new(),
+        }
+    }
+}
+
 /// Everything the command line asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Options {
@@ -64,6 +123,12 @@ pub struct Options {
     pub initrd: Option<PathBuf>,
     /// `-append`.
     pub append: Option<String>,
+    /// `-kernel-decompress`.
+    pub kernel_decompress: KernelDecompressOption,
+    /// `-cpu`.
+    pub cpu: CpuOption,
+    /// `-qmp`.
+    pub qmp: Option<QmpOption>,
     /// `-serial`.
     pub serial: SerialOption,
     /// `-device`, in order.
@@ -86,6 +151,9 @@ impl Default for Options {
             kernel: None,
             initrd: None,
             append: None,
+            kernel_decompress: KernelDecompressOption::Guest,
+            cpu: CpuOption::default(),
+            qmp: None,
             serial: SerialOption::Stdio,
             devices: Vec::new(),
             no_reboot: false,
@@ -132,6 +200,9 @@ With no options, vmkit runs a small built-in guest that greets on COM1 and ends.
 Machine:
   -m SIZE              RAM size: a number of MiB, or with a suffix K, M, G, T (default 128M)
   -smp N               number of vCPUs (default 1)
+  -cpu host[,+FEAT|-FEAT|FEAT=on|FEAT=off...]
+                       the CPUID KVM supports here, with features added or removed
+                       (e.g. host,-xsave,-cx16)
   -irqchip kernel|user interrupt controllers and PIT in KVM (default) or in vmkit
   -no-reboot           end vmkit when the guest resets instead of rebooting
   -S                   do not start the vCPUs (stay in prelaunch)
@@ -141,8 +212,12 @@ Guest:
   -flat FILE[,addr=A][,entry=E][,mode=real|long]
                        a flat binary loaded at A (default 0x1000), started at E in real
                        mode (default) or 64-bit mode with identity paging
-  -kernel FILE, -initrd FILE, -append CMDLINE
-                       Linux boot (not available yet)
+  -kernel FILE         boot Linux: a bzImage, or an ELF vmlinux (PVH entry if it has one)
+  -initrd FILE         initial ramdisk for -kernel
+  -append CMDLINE      kernel command line (e.g. \"console=ttyS0 earlyprintk=serial\")
+  -kernel-decompress guest|host
+                       who decompresses a bzImage: the kernel itself (default) or vmkit,
+                       which then enters the extracted vmlinux at startup_64
 
 Devices:
   -serial stdio|file:PATH|none
@@ -150,6 +225,10 @@ Devices:
   -device DRIVER[,prop=value,...]
                        add a device, e.g. isa-serial,iobase=0x2f8,irq=3 or
                        isa-debug-exit,iobase=0x501,iosize=2
+
+Control:
+  -qmp unix:PATH,server=on[,wait=on|off]
+                       QMP control socket (wait=on, the default, waits for a client)
   -h, --help           this text
 ";
 
@@ -223,6 +302,93 @@ fn parse_flat(text: &str) -> Result<FlatOption, CliError> {
     Ok(flat)
 }
 
+fn parse_on_off(option: &str, value: &str) -> Result<bool, CliError> {
+    match value {
+        "on" | "yes" | "true" => Ok(true),
+        "off" | "no" | "false" => Ok(false),
+        _ => Err(error(option, format!("'{value}': use on or off"))),
+    }
+}
+
+/// Parses `-qmp unix:PATH,server=on[,wait=on|off]` (also QEMU's older `server` and
+/// `nowait` spellings).
+pub fn parse_qmp(text: &str) -> Result<QmpOption, CliError> {
+    let mut parts = text.split(',');
+    let target = parts.next().unwrap_or_default();
+    let path = match target.strip_prefix("unix:") {
+        Some(path) if !path.is_empty() => PathBuf::from(path),
+        Some(_) => return Err(error("-qmp", "unix: needs a socket path")),
+        None => {
+            return Err(error(
+                "-qmp",
+                format!("'{target}': only unix:PATH sockets are supported"),
+            ))
+        }
+    };
+    let mut server = false;
+    let mut wait = true;
+    for part in parts {
+        match part.split_once('=') {
+            Some(("server", value)) => server = parse_on_off("-qmp server", value)?,
+            Some(("wait", value)) => wait = parse_on_off("-qmp wait", value)?,
+            None if part == "server" => server = true,
+            None if part == "nowait" => wait = false,
+            _ => return Err(error("-qmp", format!("unknown parameter '{part}'"))),
+        }
+    }
+    if !server {
+        return Err(error(
+            "-qmp",
+            "vmkit only listens for QMP clients: add server=on",
+        ));
+    }
+    Ok(QmpOption { path, wait })
+}
+
+/// Parses `-cpu host[,+FEAT|-FEAT|FEAT=on|FEAT=off|FEAT...]` (`max` is taken as `host`).
+/// Feature names are checked when the machine is built.
+pub fn parse_cpu(text: &str) -> Result<CpuOption, CliError> {
+    let mut parts = text.split(',');
+    let model = match parts.next().unwrap_or_default() {
+        "host" | "max" => "host",
+        other => {
+            return Err(error(
+                "-cpu",
+                format!("model '{other}': only host (what KVM supports here) is available"),
+            ))
+        }
+    };
+    let valid_name = |name: &str| {
+        !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    };
+    let mut features = Vec::new();
+    for part in parts {
+        let (name, enabled) = if let Some(name) = part.strip_prefix('+') {
+            (name, true)
+        } else if let Some(name) = part.strip_prefix('-') {
+            (name, false)
+        } else if let Some((name, value)) = part.split_once('=') {
+            (name, parse_on_off(&format!("-cpu {name}"), value)?)
+        } else {
+            (part, true)
+        };
+        if !valid_name(name) {
+            return Err(error("-cpu", format!("'{part}': not a feature name")));
+        }
+        features.push(CpuFeatureOption {
+            name: name.to_string(),
+            enabled,
+        });
+    }
+    Ok(CpuOption {
+        model: model.to_string(),
+        features,
+    })
+}
+
 /// Parses the arguments after the program name.
 pub fn parse<I, S>(args: I) -> Result<Command, CliError>
 where
@@ -234,6 +400,7 @@ where
         return Ok(Command::BuiltinGuest);
     }
     let mut options = Options::default();
+    let mut kernel_decompress_given = false;
     let mut iter = args.into_iter();
     while let Some(arg) = iter.next() {
         // QEMU accepts --opt as -opt.
@@ -264,6 +431,22 @@ where
             "-kernel" => options.kernel = Some(PathBuf::from(value("a file")?)),
             "-initrd" => options.initrd = Some(PathBuf::from(value("a file")?)),
             "-append" => options.append = Some(value("a command line")?),
+            "-kernel-decompress" => {
+                let text = value("guest or host")?;
+                options.kernel_decompress = match text.as_str() {
+                    "guest" => KernelDecompressOption::Guest,
+                    "host" => KernelDecompressOption::Host,
+                    _ => {
+                        return Err(error(
+                            "-kernel-decompress",
+                            format!("'{text}': use guest or host"),
+                        ))
+                    }
+                };
+                kernel_decompress_given = true;
+            }
+            "-cpu" => options.cpu = parse_cpu(&value("a CPU model")?)?,
+            "-qmp" => options.qmp = Some(parse_qmp(&value("unix:PATH,server=on")?)?),
             "-serial" => {
                 let text = value("stdio, file:PATH or none")?;
                 options.serial = match text.as_str() {
@@ -302,6 +485,12 @@ where
     }
     if options.append.is_some() && options.kernel.is_none() {
         return Err(error("-append", "needs -kernel"));
+    }
+    if kernel_decompress_given && options.kernel.is_none() {
+        return Err(error("-kernel-decompress", "needs -kernel"));
+    }
+    if options.kernel.is_some() && (options.bios.is_some() || options.flat.is_some()) {
+        return Err(error("-kernel", "cannot be combined with -bios or -flat"));
     }
     Ok(Command::Run(Box::new(options)))
 }
@@ -371,6 +560,97 @@ mod tests {
     }
 
     #[test]
+    fn linux_boot_options() {
+        let options = run(&[
+            "-kernel",
+            "bzImage",
+            "-initrd",
+            "initrd.img",
+            "-append",
+            "console=ttyS0 reboot=k",
+            "-kernel-decompress",
+            "host",
+        ]);
+        assert_eq!(options.kernel, Some(PathBuf::from("bzImage")));
+        assert_eq!(options.initrd, Some(PathBuf::from("initrd.img")));
+        assert_eq!(options.append.as_deref(), Some("console=ttyS0 reboot=k"));
+        assert_eq!(options.kernel_decompress, KernelDecompressOption::Host);
+        let options = run(&["-kernel", "vmlinux"]);
+        assert_eq!(options.kernel_decompress, KernelDecompressOption::Guest);
+        assert_eq!(options.append, None);
+    }
+
+    #[test]
+    fn qmp_sockets_in_qemu_syntax() {
+        let qmp = |text: &str| run(&["-qmp", text]).qmp.unwrap();
+        assert_eq!(
+            qmp("unix:/tmp/q.sock,server=on,wait=off"),
+            QmpOption {
+                path: "/tmp/q.sock".into(),
+                wait: false
+            }
+        );
+        // QEMU waits for the client unless told not to; the old spellings work too.
+        assert!(qmp("unix:/tmp/q.sock,server=on").wait);
+        assert!(qmp("unix:/tmp/q.sock,server,wait=on").wait);
+        assert!(!qmp("unix:q.sock,server,nowait").wait);
+        assert_eq!(run(&["-m", "64"]).qmp, None);
+        for (text, option, why) in [
+            ("tcp:localhost:4444,server=on", "-qmp", "only unix:PATH"),
+            ("unix:,server=on", "-qmp", "socket path"),
+            ("unix:/tmp/q.sock", "-qmp", "server=on"),
+            ("unix:/tmp/q.sock,server=off", "-qmp", "server=on"),
+            (
+                "unix:/tmp/q.sock,server=on,wait=maybe",
+                "-qmp wait",
+                "on or off",
+            ),
+            (
+                "unix:/tmp/q.sock,server=on,telnet",
+                "-qmp",
+                "unknown parameter 'telnet'",
+            ),
+        ] {
+            let err = parse(["-qmp", text]).unwrap_err();
+            assert_eq!(err.option, option, "{text}: {err}");
+            assert!(err.reason.contains(why), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn cpu_model_and_feature_edits() {
+        let cpu = run(&["-cpu", "host,-xsave,+x2apic,cx16=off,avx=on,pdpe1gb"]).cpu;
+        assert_eq!(cpu.model, "host");
+        let edits: Vec<(&str, bool)> = cpu
+            .features
+            .iter()
+            .map(|f| (f.name.as_str(), f.enabled))
+            .collect();
+        assert_eq!(
+            edits,
+            [
+                ("xsave", false),
+                ("x2apic", true),
+                ("cx16", false),
+                ("avx", true),
+                ("pdpe1gb", true)
+            ]
+        );
+        assert_eq!(cpu.to_text(), "host,-xsave,+x2apic,-cx16,+avx,+pdpe1gb");
+        assert_eq!(run(&["-m", "64"]).cpu, CpuOption::default());
+        assert_eq!(run(&["-cpu", "max"]).cpu.to_text(), "host");
+        for (text, option) in [
+            ("qemu64", "-cpu"),
+            ("host,+", "-cpu"),
+            ("host,-x y", "-cpu"),
+            ("host,xsave=maybe", "-cpu xsave"),
+        ] {
+            let err = parse(["-cpu", text]).unwrap_err();
+            assert_eq!(err.option, option, "{text}: {err}");
+        }
+    }
+
+    #[test]
     fn errors_name_the_option() {
         let cases: &[(&[&str], &str)] = &[
             (&["-m"], "-m"),
@@ -383,6 +663,16 @@ mod tests {
             (&["-frobnicate"], "-frobnicate"),
             (&["-initrd", "x"], "-initrd"),
             (&["-bios", "a", "-flat", "b"], "-flat"),
+            (&["-kernel", "k", "-flat", "b"], "-kernel"),
+            (&["-kernel", "k", "-bios", "b"], "-kernel"),
+            (&["-kernel-decompress", "host"], "-kernel-decompress"),
+            (
+                &["-kernel", "k", "-kernel-decompress", "maybe"],
+                "-kernel-decompress",
+            ),
+            (&["-append", "quiet"], "-append"),
+            (&["-qmp"], "-qmp"),
+            (&["-cpu"], "-cpu"),
         ];
         for (args, option) in cases {
             let err = parse(args.iter().copied()).unwrap_err();
