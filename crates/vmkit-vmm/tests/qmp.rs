@@ -1,0 +1,334 @@
+//! The QMP control socket of the `vmkit` binary, driven as a QMP client would on real KVM.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+
+/// Prints '.' on COM1 forever.
+fn chatty_guest() -> PathBuf {
+    let guest = real_mode_guest(|a| {
+        let mut again = a.create_label();
+        a.set_label(&mut again)?;
+        a.mov(al, b'.' as u32)?;
+        emit_putc(a)?;
+        a.jmp(again)
+    });
+    guest_file("qmp-chatty", &guest)
+}
+
+fn scratch(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()))
+}
+
+struct Client {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+    events: Vec<Value>,
+}
+
+impl Client {
+    fn connect(path: &Path) -> Self {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let stream = loop {
+            match UnixStream::connect(path) {
+                Ok(stream) => break stream,
+                Err(e) if Instant::now() < deadline => {
+                    let _ = e;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => panic!("cannot connect to {}: {e}", path.display()),
+            }
+        };
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        Self {
+            reader: BufReader::new(stream.try_clone().unwrap()),
+            writer: stream,
+            events: Vec::new(),
+        }
+    }
+
+    fn read(&mut self) -> Value {
+        let mut line = String::new();
+        self.reader
+            .read_line(&mut line)
+            .expect("a line from the server");
+        assert!(!line.is_empty(), "the server closed the connection");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad JSON {line:?}: {e}"))
+    }
+
+    fn send_raw(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).unwrap();
+    }
+
+    /// Sends a command and returns its reply, keeping events that arrive meanwhile.
+    fn execute(&mut self, command: Value) -> Value {
+        self.send_raw(format!("{command}\n").as_bytes());
+        self.reply()
+    }
+
+    fn reply(&mut self) -> Value {
+        loop {
+            let message = self.read();
+            if message.get("event").is_some() {
+                self.events.push(message);
+            } else {
+                return message;
+            }
+        }
+    }
+
+    /// Sends `bytes`, then a marker command, and returns the error classes the server sent
+    /// before the marker's reply (a bad input may produce several errors, or none if it is
+    /// dropped with the connection kept).
+    fn errors_for(&mut self, bytes: &[u8]) -> Vec<String> {
+        self.send_raw(bytes);
+        self.send_raw(b"\n{\"execute\": \"query-status\", \"id\": \"sync\"}\n");
+        let mut classes = Vec::new();
+        loop {
+            let reply = self.reply();
+            if reply["id"] == "sync" {
+                assert_eq!(reply["return"]["status"], "running", "{reply}");
+                return classes;
+            }
+            classes.push(reply["error"]["class"].as_str().unwrap_or("?").to_string());
+        }
+    }
+
+    /// Waits for the event `name` (already received or yet to come).
+    fn event(&mut self, name: &str) -> Value {
+        if let Some(i) = self.events.iter().position(|e| e["event"] == name) {
+            return self.events.remove(i);
+        }
+        loop {
+            let message = self.read();
+            if message["event"] == name {
+                return message;
+            }
+            self.events.push(message);
+        }
+    }
+}
+
+fn file_len(path: &Path) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+/// The vmkit child, killed if the test fails before it ends (no orphan keeps a core busy).
+struct VmkitProcess(Child);
+
+impl Drop for VmkitProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+fn start_vmkit(socket: &Path, out: &Path, wait: &str) -> VmkitProcess {
+    let child = vmkit()
+        .arg("-flat")
+        .arg(chatty_guest())
+        .arg("-qmp")
+        .arg(format!("unix:{},server=on,wait={wait}", socket.display()))
+        .arg("-serial")
+        .arg(format!("file:{}", out.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start vmkit");
+    VmkitProcess(child)
+}
+
+#[test]
+fn a_qmp_session_controls_the_vm() {
+    require_kvm!();
+    let socket = scratch("qmp.sock");
+    let out = scratch("qmp.out");
+    let mut child = start_vmkit(&socket, &out, "off");
+    let mut client = Client::connect(&socket);
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "owner-only socket");
+
+    let greeting = client.read();
+    assert!(greeting["QMP"]["version"]["qemu"].is_object(), "{greeting}");
+    let early = client.execute(json!({"execute": "query-status"}));
+    assert_eq!(early["error"]["class"], "CommandNotFound", "{early}");
+    assert_eq!(
+        client.execute(json!({"execute": "qmp_capabilities"})),
+        json!({"return": {}})
+    );
+
+    let status = client.execute(json!({"execute": "query-status", "id": 7}));
+    assert_eq!(status["id"], 7);
+    assert_eq!(status["return"]["status"], "running", "{status}");
+
+    // stop: STOP event, output pauses.
+    let reply = client.execute(json!({"execute": "stop"}));
+    assert_eq!(reply, json!({"return": {}}));
+    client.event("STOP");
+    let paused_at = file_len(&out);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        file_len(&out),
+        paused_at,
+        "serial output pauses while stopped"
+    );
+    let status = client.execute(json!({"execute": "query-status"}));
+    assert_eq!(status["return"]["status"], "paused");
+
+    // cont: RESUME event, output continues.
+    assert_eq!(
+        client.execute(json!({"execute": "cont"})),
+        json!({"return": {}})
+    );
+    client.event("RESUME");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(file_len(&out) > paused_at, "serial output resumes");
+
+    // system_reset: RESET event; the guest keeps running.
+    assert_eq!(
+        client.execute(json!({"execute": "system_reset"})),
+        json!({"return": {}})
+    );
+    let reset = client.event("RESET");
+    assert_eq!(reset["data"]["guest"], false, "{reset}");
+
+    // QOM: COM1's iobase, then a type listing.
+    let iobase = client.execute(json!({"execute": "qom-get",
+        "arguments": {"path": "/machine/peripheral/com1", "property": "iobase"}}));
+    assert_eq!(iobase["return"], 0x3f8, "{iobase}");
+    let types = client.execute(json!({"execute": "qom-list-types",
+        "arguments": {"implements": "isa-device"}}));
+    let names: Vec<&str> = types["return"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert!(
+        names.contains(&"isa-serial") && names.contains(&"i8042"),
+        "{types}"
+    );
+
+    // query-cpus-fast and query-exits.
+    let cpus = client.execute(json!({"execute": "query-cpus-fast"}));
+    assert_eq!(cpus["return"][0]["cpu-index"], 0, "{cpus}");
+    assert!(
+        cpus["return"][0]["thread-id"].as_i64().unwrap() > 0,
+        "{cpus}"
+    );
+    let exits = client.execute(json!({"execute": "query-exits"}));
+    assert!(
+        exits["return"]["vcpus"][0]["exits"]["io-out"]
+            .as_u64()
+            .unwrap()
+            > 0,
+        "{exits}"
+    );
+    let com1 = exits["return"]["pio"]["ranges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["base"] == 0x3f8)
+        .cloned()
+        .expect("COM1 in query-exits");
+    assert!(com1["writes"].as_u64().unwrap() > 0);
+
+    // Bad input never kills the VMM or the connection: each gets QEMU's error class.
+    assert_eq!(client.errors_for(b"{\"execute\": }"), ["GenericError"]);
+    assert_eq!(client.errors_for(b"[1, 2]"), ["GenericError"]);
+    assert_eq!(client.errors_for(b"{\"arguments\": {}}"), ["GenericError"]);
+    assert_eq!(
+        client.errors_for(b"{\"execute\": \"frobnicate\"}"),
+        ["CommandNotFound"]
+    );
+    assert_eq!(
+        client.errors_for(b"{\"execute\": \"qom-get\", \"arguments\": {\"path\": \"/machine\"}}"),
+        ["GenericError"]
+    );
+    assert_eq!(
+        client.errors_for(b"{\"execute\": \"stop\", \"arguments\": {\"now\": true}}"),
+        ["GenericError"]
+    );
+    let mut big = vec![b' '; 10 << 20];
+    big[0] = b'"';
+    big.push(b'"');
+    let errors = client.errors_for(&big);
+    assert!(
+        !errors.is_empty() && errors.iter().all(|c| c == "GenericError"),
+        "{errors:?}"
+    );
+    // A second client that disconnects mid-command does not disturb anything.
+    {
+        let mut other = Client::connect(&socket);
+        other.read();
+        other.send_raw(b"{\"execute\": \"qmp_capab");
+    }
+    let before = file_len(&out);
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        file_len(&out) > before,
+        "the guest kept running through the bad input"
+    );
+    let status = client.execute(json!({"execute": "query-status"}));
+    assert_eq!(status["return"]["status"], "running");
+
+    // quit: reply, SHUTDOWN, exit 0, socket removed.
+    assert_eq!(
+        client.execute(json!({"execute": "quit"})),
+        json!({"return": {}})
+    );
+    let shutdown = client.event("SHUTDOWN");
+    assert_eq!(shutdown["data"]["reason"], "host-qmp-quit", "{shutdown}");
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "vmkit did not quit"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0));
+    assert!(!socket.exists(), "the socket file is removed on exit");
+    let _ = std::fs::remove_file(out);
+}
+
+#[test]
+fn wait_on_holds_the_guest_until_a_client_connects() {
+    require_kvm!();
+    let socket = scratch("qmp-wait.sock");
+    let out = scratch("qmp-wait.out");
+    let mut child = start_vmkit(&socket, &out, "on");
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(
+        file_len(&out),
+        0,
+        "no guest output before a client connects"
+    );
+    let mut client = Client::connect(&socket);
+    client.read();
+    client.execute(json!({"execute": "qmp_capabilities"}));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while file_len(&out) == 0 {
+        assert!(Instant::now() < deadline, "the guest never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    client.execute(json!({"execute": "quit"}));
+    let status = child.0.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    let _ = std::fs::remove_file(out);
+}
