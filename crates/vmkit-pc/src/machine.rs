@@ -7,7 +7,7 @@ use std::sync::Arc;
 use kvm_bindings::{kvm_mp_state, KVM_MP_STATE_RUNNABLE, KVM_MP_STATE_UNINITIALIZED};
 use vm_memory::{Bytes, GuestAddress, GuestAddressSpace, GuestMemoryAtomic};
 use vmkit_bus::{MmioBus, PioBus};
-use vmkit_cpu::{boot_msrs, build_cpuid, write_mptable, CpuModel};
+use vmkit_cpu::{boot_msrs, build_cpuid, write_acpi_tables, write_mptable, CpuModel};
 use vmkit_hw::{Clock, MonotonicClock};
 use vmkit_isa::{
     add_pc_isa_devices, register_isa_types, IsaConfig, IsaContext, IsaDevices, KernelIrqRouter,
@@ -21,7 +21,9 @@ use vmkit_pcglue::CmosMemoryLayout;
 use crate::boot;
 use crate::error::{Error, Result};
 use crate::firmware::{load_firmware, map_firmware};
-use crate::layout::{configure_kvm_pages, MemoryLayout, PCI_HOLE_START};
+use crate::layout::{
+    configure_kvm_pages, MemoryLayout, BIOS_AREA_START, HIGH_MEMORY_START, PCI_HOLE_START,
+};
 use crate::linux::{self, LinuxBoot, LoadedLinux};
 
 /// Which interrupt controllers and timer run where.
@@ -269,6 +271,16 @@ impl PcMachine {
             BootSource::Firmware(image) => {
                 map_firmware(&mut memory, image)?;
             }
+            BootSource::Linux(_) if config.irqchip == IrqchipMode::Kernel => {
+                // Backing for the ACPI tables Linux finds by scanning the BIOS area (e820
+                // already reports it reserved); a ROM, as the guest has no reason to write it.
+                let size = HIGH_MEMORY_START - BIOS_AREA_START;
+                memory.transaction(|space| {
+                    let tables = space.new_rom(ACPI_REGION_NAME, size)?;
+                    let root = space.root();
+                    space.add_subregion(root, BIOS_AREA_START, tables)
+                })?;
+            }
             BootSource::Flat { .. } | BootSource::Linux(_) => {}
         }
         #[allow(unsafe_code)]
@@ -341,8 +353,9 @@ impl PcMachine {
         }
         let timers = context.timers.clone();
 
-        // Linux finds the application processors and the IOAPIC in the MP table; with the
-        // userspace irqchip there is no IOAPIC or local APIC to describe.
+        // Linux finds the application processors and the IOAPIC in the MP table or, when
+        // built without MP table support, in the ACPI MADT; with the userspace irqchip there
+        // is no IOAPIC or local APIC to describe.
         let mptable_cpus =
             (linux.is_some() && config.irqchip == IrqchipMode::Kernel).then_some(config.smp);
         if let Some(cpus) = mptable_cpus {
@@ -478,10 +491,17 @@ fn load_kernel(
     }
 }
 
+/// Name of the ROM region holding the ACPI tables of a Linux boot.
+const ACPI_REGION_NAME: &str = "pc.acpi-tables";
+
 /// The MP table a Linux guest reads to find the application processors and the IOAPIC
-/// (vmkit-cpu), in the EBDA, where Linux looks for it. Firmware builds its own.
+/// (vmkit-cpu), in the EBDA, where Linux looks for it, and the same CPUs and IOAPIC as ACPI
+/// tables in the BIOS area, for kernels built without MP table support. Firmware builds its
+/// own.
 fn write_linux_mptable(memory: &GuestMemoryAtomic<GuestMemoryView>, cpus: usize) -> Result<()> {
+    let snapshot = memory.memory();
+    write_acpi_tables(&*snapshot, cpus)?;
     let cpus = u32::try_from(cpus).unwrap_or(u32::MAX);
-    write_mptable(&*memory.memory(), cpus)?;
+    write_mptable(&*snapshot, cpus)?;
     Ok(())
 }

@@ -440,8 +440,9 @@ fn terminate(child: &mut Child) -> Option<i32> {
 }
 
 /// Boots `kernel` with `extra` options until the "Memory:" line, then stops vmkit; checks the
-/// banner, the e820 map vmkit built for `ram` bytes, and the command line.
-fn boot_real_kernel(name: &str, kernel: &Path, ram: u64, extra: &[&str]) {
+/// banner, the e820 map vmkit built for `ram` bytes, the command line, and that the log
+/// contains each of `expected`.
+fn boot_real_kernel(name: &str, kernel: &Path, ram: u64, extra: &[&str], expected: &[&str]) {
     let serial = guest_file(name, b"");
     let started = Instant::now();
     let mut child = vmkit()
@@ -496,6 +497,9 @@ fn boot_real_kernel(name: &str, kernel: &Path, ram: u64, extra: &[&str]) {
         text.lines().any(|line| line.contains("] Memory: ")),
         "no Memory: line within 5 minutes ({elapsed:?}):\n{text}\n{err}"
     );
+    for line in expected {
+        assert!(text.contains(line), "missing '{line}':\n{text}");
+    }
 }
 
 #[test]
@@ -505,8 +509,15 @@ fn real_kernel_prints_banner_e820_command_line_and_memory() {
     let Some(kernel) = real_kernel(test) else {
         return;
     };
-    // The unmodified path: the bzImage decompresses itself in the guest.
-    boot_real_kernel("linux-real", &kernel, 128 * MIB, &[]);
+    // The unmodified path: the bzImage decompresses itself in the guest. Two vCPUs: the
+    // Debian kernel has no MP table support, so it finds the second one only in the ACPI MADT.
+    boot_real_kernel(
+        "linux-real",
+        &kernel,
+        128 * MIB,
+        &["-smp", "2"],
+        &["ACPI: APIC ", "smpboot: Allowing 2 CPUs"],
+    );
 }
 
 /// Not in the default run (one real boot is enough there):
@@ -531,5 +542,6 @@ fn real_kernel_with_host_decompression_and_two_vcpus() {
             "-cpu",
             "host,-cx16",
         ],
+        &["smpboot: Allowing 2 CPUs"],
     );
 }
