@@ -88,7 +88,9 @@ pub use class::{Class, ClassData, Context, InitFn, LifecycleFn, ParentHook, Pare
 pub use error::{Error, Result};
 pub use object::{Lifecycle, Object, ObjectType, Typed, WeakObject};
 pub use options::ObjectOptions;
-pub use property::{PropertyDef, PropertyGetter, PropertyInfo, PropertyKind, PropertySetter};
+pub use property::{
+    parse_integer, PropertyDef, PropertyGetter, PropertyInfo, PropertyKind, PropertySetter,
+};
 pub use registry::{Registry, TypeInfo, TypeSummary, TYPE_CONTAINER, TYPE_INTERFACE, TYPE_OBJECT};
 pub use tree::ObjectTree;
 

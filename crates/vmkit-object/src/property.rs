@@ -594,8 +594,15 @@ fn describe_json(value: &Value) -> String {
     }
 }
 
-/// Parses `[-](0x<hex>|0b<bin>|<dec>)` into an i128 (the magnitude fits in a u64).
-pub(crate) fn parse_integer(text: &str) -> Option<i128> {
+/// Parses `[-](0x<hex>|0b<bin>|<dec>)` into an i128 (the magnitude fits in a u64): the
+/// number syntax of option text, for callers that must read numbers exactly as properties do.
+///
+/// ```
+/// assert_eq!(vmkit_object::parse_integer("0x2f8"), Some(0x2f8));
+/// assert_eq!(vmkit_object::parse_integer("0b11"), Some(3));
+/// assert_eq!(vmkit_object::parse_integer("+1"), None);
+/// ```
+pub fn parse_integer(text: &str) -> Option<i128> {
     let (negative, magnitude) = match text.strip_prefix('-') {
         Some(rest) => (true, rest),
         None => (false, text),

@@ -446,10 +446,8 @@ fn replaced_com_port(device: &str) -> Result<Option<usize>> {
     if options.type_name != vmkit_isa::devices::TYPE_ISA_SERIAL {
         return Ok(None);
     }
-    let number = |text: &str| match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
-        Some(hex) => u64::from_str_radix(hex, 16).ok(),
-        None => text.parse().ok(),
-    };
+    // Read numbers exactly as the property itself will.
+    let number = |text: &str| vmkit_object::parse_integer(text).and_then(|n| u64::try_from(n).ok());
     for (key, value) in &options.properties {
         let slot = match key.as_str() {
             "iobase" => number(value).and_then(|base| COM_BASES.iter().position(|b| *b == base)),

@@ -260,11 +260,10 @@ pub fn parse_size(option: &str, text: &str) -> Result<u64, CliError> {
 }
 
 fn parse_number(option: &str, text: &str) -> Result<u64, CliError> {
-    let parsed = match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
-        Some(hex) => u64::from_str_radix(hex, 16),
-        None => text.parse(),
-    };
-    parsed.map_err(|_| error(option, format!("'{text}' is not a number")))
+    // The same number syntax as -device properties.
+    vmkit_object::parse_integer(text)
+        .and_then(|n| u64::try_from(n).ok())
+        .ok_or_else(|| error(option, format!("'{text}' is not a number")))
 }
 
 fn parse_flat(text: &str) -> Result<FlatOption, CliError> {

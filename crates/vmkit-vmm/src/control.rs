@@ -122,13 +122,12 @@ pub struct Controller {
 impl Controller {
     /// A controller in [`RunState::Prelaunch`]; the runtime sets the vCPU count when it starts.
     pub fn new() -> Result<Self> {
-        let vcpus = 0;
         Ok(Self {
             // vCPUs start parked until `start`.
             request: AtomicU32::new(REQUEST_PAUSE),
             shared: Mutex::new(Shared {
                 state: RunState::Prelaunch,
-                vcpus,
+                vcpus: 0,
                 parked: 0,
                 reset_generation: 0,
                 exit: None,

@@ -299,15 +299,18 @@ impl Vmm {
             .flat_map(|extension| extension(&handle))
             .collect();
         let main = MainLoop {
-            observers: additions.observers,
-            shared_observers: None,
+            observers: Arc::new(Mutex::new(additions.observers)),
             extra_subscribers,
             controller: Arc::clone(&controller),
             timer,
             service_timers,
             handle: handle.clone(),
-            console: console_input
-                .map(|(input, room)| (StdinConsole::new_if(options.stdin_console, input), room)),
+            console: console_input.map(|(input, room)| {
+                (
+                    options.stdin_console.then(|| StdinConsole::new(input)),
+                    room,
+                )
+            }),
             no_reboot: options.no_reboot,
             stdin_registered: false,
         };
@@ -378,12 +381,6 @@ impl Vmm {
     }
 }
 
-impl StdinConsole {
-    fn new_if(enabled: bool, input: Box<dyn SerialInput>) -> Option<Self> {
-        enabled.then(|| StdinConsole::new(input))
-    }
-}
-
 const DATA_CONTROL: u32 = 1;
 const DATA_TIMER: u32 = 2;
 const DATA_STDIN: u32 = 3;
@@ -392,8 +389,8 @@ const DATA_ROOM: u32 = 4;
 type ResetDevices = Arc<Mutex<Box<dyn FnMut() + Send>>>;
 
 struct MainLoop {
-    observers: Vec<MachineEventObserver>,
-    shared_observers: Option<Arc<Mutex<Vec<MachineEventObserver>>>>,
+    /// Shared with the loop in [`MainLoop::run`], which reports termination by signal.
+    observers: Arc<Mutex<Vec<MachineEventObserver>>>,
     extra_subscribers: Vec<MainLoopSubscriber>,
     controller: Arc<Controller>,
     timer: Arc<HostTimer>,
@@ -408,8 +405,7 @@ impl MainLoop {
     fn run(mut self) -> Result<()> {
         let controller = Arc::clone(&self.controller);
         let extra = std::mem::take(&mut self.extra_subscribers);
-        let observers = Arc::new(Mutex::new(std::mem::take(&mut self.observers)));
-        self.shared_observers = Some(Arc::clone(&observers));
+        let observers = Arc::clone(&self.observers);
         let mut manager: EventManager<Arc<Mutex<dyn MutEventSubscriber + Send>>> =
             EventManager::new().map_err(|e| Error::Host {
                 what: "creating the main loop's epoll",
@@ -448,14 +444,13 @@ impl MainLoop {
 
     fn handle_events(&mut self) {
         for event in self.controller.take_events() {
-            if let Some(observers) = &self.shared_observers {
-                for observer in observers
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .iter_mut()
-                {
-                    observer(&event);
-                }
+            for observer in self
+                .observers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter_mut()
+            {
+                observer(&event);
             }
             match event {
                 MachineEvent::Reset if self.no_reboot => {

@@ -239,17 +239,14 @@ impl VcpuRunner {
     /// the guest would take arrives or the controller wants something.
     fn halt_until_interrupt(&mut self) {
         let interrupts_enabled = self.vcpu.interrupt_flag();
-        let pic = self.pic.clone();
-        let controller = Arc::clone(&self.controller);
         self.halt.wait_until(|| {
-            controller.has_request()
-                || (interrupts_enabled && pic.as_ref().is_some_and(|p| p.interrupt_pending()))
+            self.controller.has_request()
+                || (interrupts_enabled && self.pic.as_ref().is_some_and(|p| p.interrupt_pending()))
         });
     }
 
     fn wait_for_request(&self) {
-        let controller = Arc::clone(&self.controller);
-        self.halt.wait_until(|| controller.has_request());
+        self.halt.wait_until(|| self.controller.has_request());
     }
 
     /// Stops the machine with an internal error and waits to be told to exit.
