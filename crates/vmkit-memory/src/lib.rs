@@ -85,6 +85,6 @@ pub use dirty::DirtyBitmap;
 pub use error::{Error, ListenerError, ListenerResult, Result};
 pub use flat::{FlatRange, Section, SectionKind};
 pub use listener::{ListenerEvent, MemoryListener, RecordingListener};
-pub use region::{RegionId, RegionKind, PAGE_SIZE};
+pub use region::{RegionAccess, RegionId, RegionKind, PAGE_SIZE};
 pub use snapshot::{BackingRef, GuestMemoryView};
 pub use space::{AddressSpace, ListenerId};

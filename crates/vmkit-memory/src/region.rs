@@ -89,6 +89,44 @@ impl Backing {
     }
 }
 
+/// Bounds-checked access to one RAM/ROM region's backing memory, whether or not the region
+/// is mapped. Cheap to clone and `Send + Sync`, so a device path on a vCPU thread can hold
+/// one: a chipset that sends writes to RAM while reads still come from ROM (the i440FX's
+/// write-only PAM mode) writes through it. Writes are not dirty-logged.
+#[derive(Clone, Debug)]
+pub struct RegionAccess {
+    name: Arc<str>,
+    backing: Arc<Backing>,
+}
+
+impl RegionAccess {
+    /// The region's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The region's size in bytes.
+    pub fn size(&self) -> u64 {
+        self.backing.len()
+    }
+
+    /// Copies `data` into the region at `offset`; an access past the end is refused whole.
+    pub fn write(&self, offset: u64, data: &[u8]) -> Result<()> {
+        self.backing
+            .access_slice(&self.name, offset, data.len())?
+            .copy_from(data);
+        Ok(())
+    }
+
+    /// Fills `data` from the region at `offset`; an access past the end is refused whole.
+    pub fn read(&self, offset: u64, data: &mut [u8]) -> Result<()> {
+        self.backing
+            .access_slice(&self.name, offset, data.len())?
+            .copy_to(data);
+        Ok(())
+    }
+}
+
 #[derive(Clone, Debug)]
 pub(crate) struct Child {
     pub(crate) id: RegionId,
@@ -541,6 +579,15 @@ impl RegionTree {
         }
         self.nodes.remove(&id);
         Ok(())
+    }
+
+    /// A handle on `id`'s backing memory (see [`RegionAccess`]).
+    pub(crate) fn access(&self, id: RegionId) -> Result<RegionAccess> {
+        let node = self.node(id)?;
+        Ok(RegionAccess {
+            name: Arc::clone(&node.name),
+            backing: Arc::clone(self.backing(id)?),
+        })
     }
 
     pub(crate) fn write(&self, id: RegionId, offset: u64, data: &[u8]) -> Result<()> {

@@ -9,7 +9,7 @@ use crate::dirty::DirtyBitmap;
 use crate::error::{Error, ListenerError, Result};
 use crate::flat::{diff, Op, Section};
 use crate::listener::MemoryListener;
-use crate::region::{NodeKind, RegionId, RegionKind, RegionTree, PAGE_SIZE};
+use crate::region::{NodeKind, RegionAccess, RegionId, RegionKind, RegionTree, PAGE_SIZE};
 use crate::snapshot::{self, GuestMemoryView};
 
 /// Identifies a registered listener.
@@ -484,6 +484,11 @@ impl AddressSpace {
     /// firmware into a ROM).
     pub fn write_region(&self, region: RegionId, offset: u64, data: &[u8]) -> Result<()> {
         self.tree.write(region, offset, data)
+    }
+
+    /// A cloneable handle that reads and writes a RAM/ROM region's memory, mapped or not.
+    pub fn region_access(&self, region: RegionId) -> Result<RegionAccess> {
+        self.tree.access(region)
     }
 
     /// Reads a RAM/ROM region's memory at `offset` into `data`.

@@ -616,3 +616,19 @@ fn drop_deletes_every_section_for_listeners() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn region_access_reaches_unmapped_ram_and_refuses_out_of_range() {
+    let mut space = AddressSpace::new("system");
+    let ram = space.new_ram("ram", 0x2000).unwrap();
+    let access = space.region_access(ram).unwrap();
+    assert_eq!((access.name(), access.size()), ("ram", 0x2000));
+    access.write(0x1ffe, &[1, 2]).unwrap();
+    let mut back = [0u8; 2];
+    space.read_region(ram, 0x1ffe, &mut back).unwrap();
+    assert_eq!(back, [1, 2]);
+    assert!(access.write(0x1fff, &[1, 2]).is_err());
+    assert!(access.read(u64::MAX, &mut back).is_err());
+    let container = space.new_container("c", 0x1000).unwrap();
+    assert!(space.region_access(container).is_err());
+}

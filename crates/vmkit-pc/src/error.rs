@@ -113,6 +113,9 @@ pub enum Error {
     /// A region operation of the address space failed.
     #[error(transparent)]
     Memory(#[from] vmkit_memory::Error),
+    /// Mapping a device on the port or MMIO bus failed (an overlap names both devices).
+    #[error(transparent)]
+    Bus(#[from] vmkit_bus::Error),
     /// A KVM operation failed.
     #[error(transparent)]
     Kvm(#[from] vmkit_kvm::Error),

@@ -76,6 +76,7 @@ pub mod firmware;
 pub mod layout;
 pub mod linux;
 pub mod machine;
+pub mod pam;
 
 pub use boot::{
     long_mode_at, long_mode_at_with, protected_mode_32_at, real_mode_at, real_mode_segment_at,
