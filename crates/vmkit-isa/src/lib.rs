@@ -95,8 +95,9 @@ pub mod timers;
 pub use devices::{
     add_pc_isa_devices, cmos_handle, pit_handle, post_handle, register_isa_types, serial_handle,
     InterruptModel, IsaCmos, IsaConfig, IsaContext, IsaDevices, IsaI8042, IsaPit, IsaSerial,
-    MachineEvents, RecordingEvents, SerialBackend, SerialHandle, SharedBuffer, TYPE_DEBUG_EXIT,
-    TYPE_I8042, TYPE_I8254, TYPE_I8259, TYPE_ISA_DEVICE, TYPE_ISA_SERIAL, TYPE_PORT80, TYPE_RTC,
+    MachineEvents, RecordingEvents, SerialBackend, SerialHandle, SharedBuffer, TYPE_DEBUGCON,
+    TYPE_DEBUG_EXIT, TYPE_I8042, TYPE_I8254, TYPE_I8259, TYPE_ISA_DEVICE, TYPE_ISA_SERIAL,
+    TYPE_PORT80, TYPE_RTC,
 };
 pub use irq::{
     IrqRouter, IsaIrqLine, KernelIrqRouter, PicIntr, RecordingRouter, UserspacePic, Waker,

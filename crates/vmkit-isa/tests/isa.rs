@@ -128,6 +128,7 @@ fn every_type_is_registered_with_its_properties() {
         TYPE_RTC,
         TYPE_PORT80,
         TYPE_DEBUG_EXIT,
+        TYPE_DEBUGCON,
     ] {
         assert!(
             names.iter().any(|n| n == expected),
@@ -685,4 +686,29 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn isa_debugcon_writes_to_its_chardev_and_reads_back() {
+    let mut rig = Rig::new(true);
+    let log = SharedBuffer::new();
+    rig.ctx
+        .serial_backends
+        .insert("d".into(), SerialBackend::new(log.clone()));
+    rig.add("isa-debugcon,iobase=0x402,chardev=d").unwrap();
+    for b in b"Found QEMU fw_cfg\n" {
+        rig.out(0x402, *b);
+    }
+    assert_eq!(log.text(), "Found QEMU fw_cfg\n");
+    assert_eq!(rig.inb(0x402), 0xe9);
+    assert_eq!(rig.owner(0x402).map(|o| o.0), Some(0x402));
+    // The default port and readback, QEMU's: 0xe9 / 0xe9; a custom readback.
+    rig.add("isa-debugcon,readback=0x42").unwrap();
+    assert_eq!(rig.inb(0xe9), 0x42);
+    // The backend serves one device.
+    let err = rig
+        .add("isa-debugcon,iobase=0x403,chardev=d")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("'d'"), "{err}");
 }

@@ -64,11 +64,13 @@
 pub mod calendar;
 pub mod cmos;
 pub mod debug_exit;
+pub mod debugcon;
 pub mod i8042;
 pub mod post;
 
 pub use cmos::{Cmos, CmosMemoryLayout};
 pub use debug_exit::{DebugExit, ExitFn, ExitRequest, RecordingExit};
+pub use debugcon::DebugCon;
 pub use i8042::I8042;
 pub use post::PostPort;
 

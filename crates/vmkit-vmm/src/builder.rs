@@ -101,6 +101,10 @@ impl MachineEvents for ControllerEvents {
         self.0
             .post(MachineEvent::Exit(ExitReason::DebugExit { status }));
     }
+
+    fn poweroff_requested(&self) {
+        self.0.post(MachineEvent::Exit(ExitReason::PowerOff));
+    }
 }
 
 /// An interrupt line that writes an eventfd on each rising edge (for epoll).

@@ -5,15 +5,16 @@ use std::sync::{Arc, Mutex};
 
 use vmkit_hw::{Clock, IrqLine, WallClock};
 use vmkit_object::{Object, PropertyDef, TypeInfo};
+use vmkit_pcglue::debugcon::{DEBUGCON_DEFAULT_PORT, DEBUGCON_DEFAULT_READBACK};
 use vmkit_pcglue::{
-    Cmos, DebugExit, ExitRequest, PostPort, CMOS_INDEX_PORT, DEBUG_EXIT_DEFAULT_PORT,
+    Cmos, DebugCon, DebugExit, ExitRequest, PostPort, CMOS_INDEX_PORT, DEBUG_EXIT_DEFAULT_PORT,
     DEBUG_EXIT_DEFAULT_SIZE, I8042, I8042_AUX_IRQ, I8042_COMMAND_PORT, I8042_DATA_PORT,
     I8042_KBD_IRQ, POST_PORT,
 };
 
 use super::{
-    fixed, hook_error, isa_context, map_ranges, IsaContext, MachineEvents, TYPE_DEBUG_EXIT,
-    TYPE_I8042, TYPE_ISA_DEVICE, TYPE_PORT80, TYPE_RTC,
+    fixed, hook_error, isa_context, map_ranges, IsaContext, MachineEvents, TYPE_DEBUGCON,
+    TYPE_DEBUG_EXIT, TYPE_I8042, TYPE_ISA_DEVICE, TYPE_PORT80, TYPE_RTC,
 };
 use crate::irq::{lock, IsaIrqLine};
 use crate::timers::Locked;
@@ -118,6 +119,23 @@ fn realize_debug_exit(object: &Object, ctx: &IsaContext) -> Result<()> {
     Ok(())
 }
 
+fn realize_debugcon(object: &Object, ctx: &mut IsaContext) -> Result<()> {
+    let port = u16::try_from(object.get_u64("iobase")?).unwrap_or(u16::MAX);
+    let readback = u8::try_from(object.get_u64("readback")?).unwrap_or(u8::MAX);
+    let chardev = match object.get_property("chardev")? {
+        vmkit_object::Value::String(id) if !id.is_empty() => Some(id),
+        _ => None,
+    };
+    let backend = ctx.take_backend(chardev.as_deref())?;
+    let device = DebugCon::new(port, readback, backend.output);
+    map_ranges(
+        object,
+        ctx,
+        &[(port, vmkit_pcglue::debugcon::DEBUGCON_PORT_LEN)],
+        Arc::new(Locked(Arc::new(Mutex::new(device)))),
+    )
+}
+
 /// The CMOS / RTC model of a realized `mc146818rtc` object (e.g. to read or set the
 /// guest's clock offset).
 ///
@@ -168,6 +186,27 @@ fn glue_type<S: Default + Send + 'static>(
 
 pub(super) fn type_infos() -> Vec<TypeInfo> {
     vec![
+        TypeInfo::new(TYPE_DEBUGCON)
+            .parent(TYPE_ISA_DEVICE)
+            .description("QEMU's debug console: bytes written to the port go to a chardev")
+            .property(
+                PropertyDef::uint("iobase", 0..=0xffff)
+                    .default(u64::from(DEBUGCON_DEFAULT_PORT))
+                    .description("the port (SeaBIOS logs to 0x402)"),
+            )
+            .property(
+                PropertyDef::uint("readback", 0..=0xff)
+                    .default(u64::from(DEBUGCON_DEFAULT_READBACK))
+                    .description("what a read of the port returns"),
+            )
+            .property(
+                PropertyDef::string("chardev")
+                    .description("id of the character backend; none: output is discarded"),
+            )
+            .realize(|object, ctx, parent| {
+                parent.call(object, ctx)?;
+                realize_debugcon(object, isa_context(ctx)?).map_err(hook_error)
+            }),
         glue_type::<Model<IsaI8042>>(
             TYPE_I8042,
             "8042 keyboard controller: CPU reset (0xFE), A20, no keyboard attached",

@@ -67,6 +67,8 @@ pub const TYPE_RTC: &str = "mc146818rtc";
 pub const TYPE_PORT80: &str = "port80";
 /// QEMU's `isa-debug-exit`.
 pub const TYPE_DEBUG_EXIT: &str = "isa-debug-exit";
+/// QEMU's debug console (SeaBIOS logs to port 0x402 through it).
+pub const TYPE_DEBUGCON: &str = "isa-debugcon";
 
 /// What happens to the machine as a whole, reported by devices.
 ///
@@ -77,6 +79,9 @@ pub trait MachineEvents: Send + Sync {
     fn reset_requested(&self);
     /// The guest asked the VMM to exit with `status` (isa-debug-exit: `(value << 1) | 1`).
     fn exit_requested(&self, status: u32);
+    /// The guest powered the machine off (ACPI S5: SLP_EN with the S5 sleep type). The
+    /// default does nothing, for users whose machine has no ACPI power management.
+    fn poweroff_requested(&self) {}
 }
 
 /// [`MachineEvents`] that only counts: for tests, or a VMM that polls after each exit.
@@ -403,6 +408,30 @@ fn unwire(object: &Object) -> vmkit_object::Result<()> {
 }
 
 /// The context of a realize hook, or a clear error if the caller passed something else.
+impl IsaContext {
+    /// Takes the backend a device's `chardev=ID` names (each backend serves one device);
+    /// no id gives a sink that discards output.
+    pub(crate) fn take_backend(&mut self, chardev: Option<&str>) -> Result<SerialBackend> {
+        let Some(id) = chardev else {
+            return Ok(SerialBackend::sink());
+        };
+        self.serial_backends
+            .remove(id)
+            .ok_or_else(|| Error::UnknownChardev {
+                id: id.to_owned(),
+                available: {
+                    let mut ids: Vec<_> = self.serial_backends.keys().cloned().collect();
+                    ids.sort();
+                    if ids.is_empty() {
+                        "none".into()
+                    } else {
+                        ids.join(", ")
+                    }
+                },
+            })
+    }
+}
+
 fn isa_context<'c>(ctx: &'c mut Context<'_>) -> vmkit_object::Result<&'c mut IsaContext> {
     ctx.try_get::<IsaContext>().ok_or_else(|| {
         vmkit_object::Error::failed(

@@ -157,24 +157,7 @@ fn realize(object: &Object, ctx: &mut IsaContext) -> Result<()> {
     };
     let (index, iobase, irq) = object.with_state::<SerialState, _>(|s| resolve(s, ctx))??;
     let line = IsaIrqLine::new(Arc::clone(&ctx.irq), irq)?;
-    let backend = match &chardev {
-        None => SerialBackend::sink(),
-        Some(id) => ctx
-            .serial_backends
-            .remove(id)
-            .ok_or_else(|| Error::UnknownChardev {
-                id: id.clone(),
-                available: {
-                    let mut ids: Vec<_> = ctx.serial_backends.keys().cloned().collect();
-                    ids.sort();
-                    if ids.is_empty() {
-                        "none".into()
-                    } else {
-                        ids.join(", ")
-                    }
-                },
-            })?,
-    };
+    let backend = ctx.take_backend(chardev.as_deref())?;
     let rx_room = backend.rx_room.clone();
     let mut uart = Serial::new(line, Arc::clone(&ctx.clock), backend.output);
     if let Some(room) = &rx_room {
