@@ -10,6 +10,17 @@ if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 
     rustup component add rustfmt clippy
 fi
 
+# Debian packages the tests use: SeaBIOS (the firmware QEMU boots; the chipset test boots it).
+need_packages=()
+[[ -f /usr/share/seabios/bios.bin ]] || need_packages+=(seabios)
+if ((${#need_packages[@]})); then
+    echo "== apt-get install ${need_packages[*]}"
+    as_root=()
+    [[ "$(id -u)" == 0 ]] || as_root=(sudo)
+    "${as_root[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get install -y -qq "${need_packages[@]}"
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all --check
 

@@ -173,6 +173,25 @@ impl std::fmt::Debug for PcMachine {
     }
 }
 
+/// A registry with every type a `pc` machine uses: the machine types and the devices
+/// `-device` can add (for `-device help`, `-machine help` and QMP introspection).
+pub fn pc_registry() -> Result<Registry> {
+    let registry = Registry::new();
+    register_isa_types(&registry)?;
+    registry.register(
+        TypeInfo::new(TYPE_MACHINE)
+            .parent("container")
+            .abstract_type()
+            .description("a machine: the root of /machine"),
+    )?;
+    registry.register(
+        TypeInfo::new(TYPE_PC)
+            .parent(TYPE_MACHINE)
+            .description("Standard PC (i440FX + PIIX, 1996)"),
+    )?;
+    Ok(registry)
+}
+
 /// Puts a vCPU in its power-on state for `boot`: the boot processor at the firmware reset
 /// vector, the flat binary's entry or the kernel's entry (`linux`, what was loaded);
 /// application processors waiting for INIT/SIPI.
@@ -327,19 +346,7 @@ impl PcMachine {
             None => isa_config.serial[0] = None,
         }
 
-        let registry = Registry::new();
-        register_isa_types(&registry)?;
-        registry.register(
-            TypeInfo::new(TYPE_MACHINE)
-                .parent("container")
-                .abstract_type()
-                .description("a machine: the root of /machine"),
-        )?;
-        registry.register(
-            TypeInfo::new(TYPE_PC)
-                .parent(TYPE_MACHINE)
-                .description("Standard PC (i440FX-era ISA devices, no PCI yet)"),
-        )?;
+        let registry = pc_registry()?;
         let tree = ObjectTree::new(&registry)?;
         tree.set_machine(&registry.new_object(TYPE_PC)?)?;
         let isa = add_pc_isa_devices(&tree, &mut context, &isa_config)?;

@@ -168,6 +168,15 @@ impl Default for Options {
 pub enum Command {
     /// Print [`USAGE`] and exit 0.
     Help,
+    /// Print the version and exit 0 (`-version`).
+    Version,
+    /// List the machine types (`-machine help`).
+    MachineHelp,
+    /// List the CPU models and feature names (`-cpu help`).
+    CpuHelp,
+    /// List the device types (`-device help`) or, with a driver, its properties
+    /// (`-device DRIVER,help`).
+    DeviceHelp(Option<String>),
     /// Run the built-in guest (no arguments at all).
     BuiltinGuest,
     /// Run the configured machine.
@@ -230,6 +239,9 @@ Control:
   -qmp unix:PATH,server=on[,wait=on|off]
                        QMP control socket (wait=on, the default, waits for a client)
   -h, --help           this text
+  -version             vmkit's version
+  -machine help | -cpu help | -device help | -device DRIVER,help
+                       list machine types, CPU features, devices, a device's properties
 ";
 
 /// Parses a size as QEMU does: plain numbers are MiB; suffixes K, M, G, T (also with B/iB).
@@ -414,6 +426,24 @@ where
         };
         match name.as_str() {
             "-h" | "-help" | "--help" => return Ok(Command::Help),
+            "-version" | "--version" => return Ok(Command::Version),
+            "-machine" | "-M" => {
+                let text = value("a machine type")?;
+                let machine = text.split(',').next().unwrap_or_default();
+                match machine {
+                    "help" | "?" => return Ok(Command::MachineHelp),
+                    "pc" | "" => {}
+                    other if other.starts_with("type=pc") => {}
+                    other => {
+                        return Err(error(
+                            "-machine",
+                            format!(
+                                "'{other}': unsupported machine type (-machine help lists them)"
+                            ),
+                        ))
+                    }
+                }
+            }
             "-m" => options.ram_size = parse_size("-m", &value("a size")?)?,
             "-smp" => {
                 let text = value("a vCPU count")?;
@@ -444,7 +474,13 @@ where
                 };
                 kernel_decompress_given = true;
             }
-            "-cpu" => options.cpu = parse_cpu(&value("a CPU model")?)?,
+            "-cpu" => {
+                let text = value("a CPU model")?;
+                if text == "help" || text == "?" {
+                    return Ok(Command::CpuHelp);
+                }
+                options.cpu = parse_cpu(&text)?;
+            }
             "-qmp" => options.qmp = Some(parse_qmp(&value("unix:PATH,server=on")?)?),
             "-serial" => {
                 let text = value("stdio, file:PATH or none")?;
@@ -462,7 +498,18 @@ where
                     },
                 };
             }
-            "-device" => options.devices.push(value("a device description")?),
+            "-device" => {
+                let text = value("a device description")?;
+                if text == "help" || text == "?" {
+                    return Ok(Command::DeviceHelp(None));
+                }
+                let mut parts = text.split(',');
+                let driver = parts.next().unwrap_or_default().to_string();
+                if parts.any(|p| p == "help" || p == "?") {
+                    return Ok(Command::DeviceHelp(Some(driver)));
+                }
+                options.devices.push(text);
+            }
             "-no-reboot" => options.no_reboot = true,
             "-S" => options.start_paused = true,
             "-irqchip" => {
@@ -510,6 +557,27 @@ mod tests {
         assert_eq!(parse(Vec::<String>::new()).unwrap(), Command::BuiltinGuest);
         assert_eq!(parse(["--help"]).unwrap(), Command::Help);
         assert_eq!(parse(["-m", "64", "-h"]).unwrap(), Command::Help);
+    }
+
+    #[test]
+    fn qemu_introspection_options() {
+        assert_eq!(parse(["-version"]).unwrap(), Command::Version);
+        assert_eq!(parse(["-machine", "help"]).unwrap(), Command::MachineHelp);
+        assert_eq!(parse(["-cpu", "help"]).unwrap(), Command::CpuHelp);
+        assert_eq!(
+            parse(["-device", "help"]).unwrap(),
+            Command::DeviceHelp(None)
+        );
+        assert_eq!(
+            parse(["-device", "isa-serial,help"]).unwrap(),
+            Command::DeviceHelp(Some("isa-serial".into()))
+        );
+        assert!(matches!(
+            parse(["-machine", "pc", "-m", "64"]),
+            Ok(Command::Run(_))
+        ));
+        let err = parse(["-machine", "q35"]).unwrap_err().to_string();
+        assert!(err.contains("unsupported machine type"), "{err}");
     }
 
     #[test]

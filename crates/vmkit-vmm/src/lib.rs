@@ -51,6 +51,7 @@ pub mod console;
 pub mod control;
 pub mod dump;
 mod error;
+pub mod help;
 pub mod qmp;
 pub mod runtime;
 pub mod signals;

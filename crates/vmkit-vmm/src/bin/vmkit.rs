@@ -2,7 +2,7 @@
 
 use vmkit_vmm::builder::{boot_source, builtin_options, start_pc};
 use vmkit_vmm::cli::{self, Command, USAGE};
-use vmkit_vmm::{ExitReason, RunOptions};
+use vmkit_vmm::{help, ExitReason, RunOptions};
 
 fn main() {
     std::process::exit(run());
@@ -13,6 +13,31 @@ fn run() -> i32 {
         Ok(Command::Help) => {
             print!("{USAGE}");
             return 0;
+        }
+        Ok(Command::Version) => {
+            print!("{}", help::version_text());
+            return 0;
+        }
+        Ok(Command::CpuHelp) => {
+            print!("{}", help::cpu_help());
+            return 0;
+        }
+        Ok(command @ (Command::MachineHelp | Command::DeviceHelp(_))) => {
+            let text = match command {
+                Command::DeviceHelp(Some(driver)) => help::device_help(&driver),
+                Command::DeviceHelp(None) => help::device_list(),
+                _ => help::machine_help(),
+            };
+            return match text {
+                Ok(text) => {
+                    print!("{text}");
+                    0
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    1
+                }
+            };
         }
         Ok(Command::BuiltinGuest) => builtin_options(),
         Ok(Command::Run(options)) => match boot_source(&options) {
