@@ -10,6 +10,11 @@
 //! - [`Clock`]: monotonic nanoseconds for timer devices; they report their next deadline in
 //!   the same unit so the VMM can arm a host timer instead of polling.
 //! - [`WallClock`]: seconds since the Unix epoch, for the RTC.
+//! - [`timers`]: the device-timer protocol: a timed model implements [`TimedDevice`]
+//!   (next deadline, update), [`DeviceTimers`] shares one host timer among all of them, and
+//!   the [`Timed`] port-bus adapter reports a moved deadline after each guest access.
+//!   [`Locked`] is the same adapter for untimed devices (poison-tolerant, unlike vm-device's
+//!   `Mutex` blanket impl).
 //!
 //! ```
 //! use std::sync::Arc;
@@ -28,6 +33,10 @@
 //! assert_eq!(clock.now_ns(), 1_500);
 //! ```
 #![forbid(unsafe_code)]
+
+pub mod timers;
+
+pub use timers::{lock, DeviceTimers, Locked, Timed, TimedDevice, TimerId, TimerNotifier};
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;

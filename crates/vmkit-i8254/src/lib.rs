@@ -499,5 +499,19 @@ impl<L: IrqLine, C: Clock> MutDevicePio for Pit<L, C> {
     }
 }
 
+/// The PIT is serviced at the rising edges of OUT0 only (one host timer expiry per period,
+/// not two): IRQ0 is edge-triggered on a PC (the PIIX ELCR cannot make it level), and a late
+/// [`Pit::update`] replays the falling-then-rising pulse, so the PIC sees exactly the edges it
+/// would see if every OUT0 change were serviced.
+impl<L: vmkit_hw::IrqLine, C: vmkit_hw::Clock> vmkit_hw::TimedDevice for Pit<L, C> {
+    fn next_deadline_ns(&self) -> Option<u64> {
+        Pit::next_rising_edge_ns(self)
+    }
+
+    fn update(&mut self) {
+        Pit::update(self);
+    }
+}
+
 #[cfg(test)]
 mod tests;

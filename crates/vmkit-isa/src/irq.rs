@@ -33,9 +33,7 @@ pub const ISA_CASCADE_REDIRECT: u32 = 9;
 
 /// Locks a mutex, recovering the data if a thread panicked while holding it: device state
 /// stays usable (a panic elsewhere is already being reported) rather than poisoning the VM.
-pub(crate) fn lock<T: ?Sized>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
+pub(crate) use vmkit_hw::lock;
 
 /// Receives the level changes of the ISA IRQ lines 0-15.
 ///

@@ -90,7 +90,6 @@
 
 pub mod devices;
 pub mod irq;
-pub mod timers;
 
 pub use devices::{
     add_pc_isa_devices, cmos_handle, pit_handle, post_handle, register_isa_types, serial_handle,
@@ -102,7 +101,11 @@ pub use devices::{
 pub use irq::{
     IrqRouter, IsaIrqLine, KernelIrqRouter, PicIntr, RecordingRouter, UserspacePic, Waker,
 };
-pub use timers::{DeviceTimers, Timed, TimedDevice, TimerId, TimerNotifier};
+/// The device-timer protocol, which lives in vmkit-hw so device crates implement it
+/// themselves; re-exported here for the machine code that wires timers.
+pub use vmkit_hw::timers::{
+    self as timers, DeviceTimers, Locked, Timed, TimedDevice, TimerId, TimerNotifier,
+};
 
 /// Errors of building the ISA layer. Realize hooks report them through
 /// [`vmkit_object::Error`] (wrapped in `RealizeFailed`, with the message kept).

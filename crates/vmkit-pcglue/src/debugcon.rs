@@ -146,7 +146,7 @@ mod tests {
     fn wide_accesses_use_only_offset_zero() {
         let sink = Sink::default();
         let mut con = DebugCon::new(0xe9, 0x42, Box::new(sink.clone()));
-        con.write(0, &[b'a', b'b']);
+        con.write(0, b"ab");
         let mut word = [0u8; 2];
         con.read(0, &mut word);
         assert_eq!(word, [0x42, 0xff]);

@@ -197,6 +197,19 @@ impl FromStr for ComPort {
     }
 }
 
+/// The UART's character timeout (and transmit pacing) runs on the shared device timers.
+impl<L: vmkit_hw::IrqLine, C: vmkit_hw::Clock, W: std::io::Write + Send> vmkit_hw::TimedDevice
+    for Serial<L, C, W>
+{
+    fn next_deadline_ns(&self) -> Option<u64> {
+        Serial::next_deadline_ns(self)
+    }
+
+    fn update(&mut self) {
+        Serial::update(self);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

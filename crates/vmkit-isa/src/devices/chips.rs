@@ -12,8 +12,8 @@ use super::{
     TYPE_I8254, TYPE_I8259, TYPE_ISA_DEVICE,
 };
 use crate::irq::{lock, IsaIrqLine, UserspacePic};
-use crate::timers::{Locked, Timed};
 use crate::{Error, Result};
+use vmkit_hw::timers::{Locked, Timed};
 
 /// The PIT model as the `i8254` device builds it.
 pub type IsaPit = Pit<IsaIrqLine, Arc<dyn Clock>>;

@@ -17,8 +17,8 @@ use super::{
     TYPE_DEBUG_EXIT, TYPE_I8042, TYPE_ISA_DEVICE, TYPE_PORT80, TYPE_RTC,
 };
 use crate::irq::{lock, IsaIrqLine};
-use crate::timers::Locked;
 use crate::{Error, Result};
+use vmkit_hw::timers::Locked;
 
 /// The keyboard controller model as the `i8042` device builds it.
 pub type IsaI8042 = I8042<Arc<dyn IrqLine>>;

@@ -43,8 +43,8 @@ use vmkit_object::{Context, Object, PropertyDef, Registry, TypeInfo};
 use vmkit_pcglue::CmosMemoryLayout;
 
 use crate::irq::{lock, IrqRouter, UserspacePic};
-use crate::timers::{DeviceTimers, TimedDevice, TimerId};
 use crate::{Error, Result};
+use vmkit_hw::timers::{DeviceTimers, TimedDevice, TimerId};
 
 pub use chips::{pit_handle, IsaPit};
 pub use glue::{cmos_handle, post_handle, IsaCmos, IsaI8042};

@@ -12,8 +12,8 @@ use super::{
     TYPE_ISA_DEVICE, TYPE_ISA_SERIAL,
 };
 use crate::irq::{lock, IsaIrqLine};
-use crate::timers::{DeviceTimers, Timed};
 use crate::{Error, Result};
+use vmkit_hw::timers::{DeviceTimers, Timed};
 
 /// The UART model as the `isa-serial` device builds it.
 pub type IsaSerial = Serial<IsaIrqLine, Arc<dyn Clock>, Box<dyn Write + Send>>;

@@ -27,7 +27,7 @@
 //! ```
 //! use std::sync::{Arc, Mutex};
 //! use vmkit_hw::{Clock, ManualClock};
-//! use vmkit_isa::{DeviceTimers, TimedDevice};
+//! use vmkit_hw::timers::{DeviceTimers, TimedDevice};
 //!
 //! /// A device that wants an update every millisecond.
 //! struct Ticker { next: u64, ticks: u32 }
@@ -55,11 +55,15 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
+use crate::Clock;
 use vm_device::bus::{PioAddress, PioAddressOffset};
 use vm_device::{DevicePio, MutDevicePio};
-use vmkit_hw::{Clock, IrqLine};
 
-use crate::irq::lock;
+/// Locks `mutex`, taking the data even if a thread panicked while holding it: a device's
+/// registers stay usable after a panic elsewhere, which is what a VMM wants on a vCPU thread.
+pub fn lock<T: ?Sized>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// A device whose outputs change with time, serviced from the VMM's main loop.
 pub trait TimedDevice: Send {
@@ -69,30 +73,6 @@ pub trait TimedDevice: Send {
 
     /// Brings time-driven state up to date (drives interrupt lines). Harmless when early.
     fn update(&mut self);
-}
-
-/// The PIT is serviced at the rising edges of OUT0 only (one host timer expiry per period,
-/// not two): IRQ0 is edge-triggered on a PC (the PIIX ELCR cannot make it level), and a late
-/// [`Pit::update`](vmkit_i8254::Pit::update) replays the falling-then-rising pulse, so the
-/// PIC sees exactly the edges it would see if every OUT0 change were serviced.
-impl<L: IrqLine, C: Clock> TimedDevice for vmkit_i8254::Pit<L, C> {
-    fn next_deadline_ns(&self) -> Option<u64> {
-        vmkit_i8254::Pit::next_rising_edge_ns(self)
-    }
-
-    fn update(&mut self) {
-        vmkit_i8254::Pit::update(self);
-    }
-}
-
-impl<L: IrqLine, C: Clock, W: std::io::Write + Send> TimedDevice for vmkit_serial::Serial<L, C, W> {
-    fn next_deadline_ns(&self) -> Option<u64> {
-        vmkit_serial::Serial::next_deadline_ns(self)
-    }
-
-    fn update(&mut self) {
-        vmkit_serial::Serial::update(self);
-    }
 }
 
 /// "Make sure the host timer fires no later than this absolute time (ns)".
@@ -362,7 +342,7 @@ impl<D> fmt::Debug for Timed<D> {
 
 /// A port-bus adapter for a device behind a mutex, recovering the lock if a previous access
 /// panicked (vm-device's own `Mutex` adapter would propagate the panic to every vCPU).
-pub(crate) struct Locked<D>(pub(crate) Arc<Mutex<D>>);
+pub struct Locked<D>(pub Arc<Mutex<D>>);
 
 impl<D: MutDevicePio> DevicePio for Locked<D> {
     fn pio_read(&self, base: PioAddress, offset: PioAddressOffset, data: &mut [u8]) {
@@ -377,8 +357,8 @@ impl<D: MutDevicePio> DevicePio for Locked<D> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ManualClock;
     use proptest::prelude::*;
-    use vmkit_hw::ManualClock;
 
     /// A device whose deadline the test sets through "port writes" (8-byte little-endian
     /// absolute time; all ones = none), and which counts updates.
