@@ -3,7 +3,7 @@
 //! Devices drive an [`IsaIrqLine`] (a [`vmkit_hw::IrqLine`] bound to one ISA IRQ); the line
 //! hands every level change to the machine's [`IrqRouter`]:
 //!
-//! - [`KernelIrqRouter`] (in-kernel model, `KVM_CREATE_IRQCHIP`): `KVM_IRQ_LINE` with
+//! - vmkit-pc's `KernelIrqRouter` (in-kernel model, `KVM_CREATE_IRQCHIP`): `KVM_IRQ_LINE` with
 //!   GSI = ISA IRQ. KVM's default routing sends GSIs 0-15 to both its PIC pair and its
 //!   IOAPIC, so the guest may use either.
 //! - [`UserspacePic`] (userspace model, QEMU's `kernel_irqchip=off`): a
@@ -95,65 +95,6 @@ impl fmt::Debug for IsaIrqLine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("IsaIrqLine")
             .field("irq", &self.irq)
-            .finish_non_exhaustive()
-    }
-}
-
-/// The in-kernel interrupt model's router: `KVM_IRQ_LINE` with GSI = ISA IRQ.
-///
-/// With `KVM_CREATE_IRQCHIP`, KVM's default routing feeds GSIs 0-15 to both its PIC pair and
-/// its IOAPIC (pin = GSI), so the same call serves a guest in PIC mode and in APIC mode.
-/// IRQ 2 is passed through as GSI 2 (IOAPIC pin 2); an ISA device should not use it.
-///
-/// A failing ioctl (e.g. no irqchip was created) cannot be reported to the device, which
-/// only drives a pin: it is counted ([`error_count`](Self::error_count)) and the first one
-/// is printed to stderr. Nothing here panics.
-pub struct KernelIrqRouter {
-    vm: Arc<vmkit_kvm::Vm>,
-    errors: AtomicU64,
-    reported: AtomicBool,
-}
-
-impl KernelIrqRouter {
-    /// A router driving the in-kernel irqchip of `vm` (create it first with
-    /// [`vmkit_kvm::Vm::create_irqchip`]).
-    pub fn new(vm: Arc<vmkit_kvm::Vm>) -> Self {
-        Self {
-            vm,
-            errors: AtomicU64::new(0),
-            reported: AtomicBool::new(false),
-        }
-    }
-
-    /// How many `KVM_IRQ_LINE` calls failed.
-    pub fn error_count(&self) -> u64 {
-        self.errors.load(Ordering::Relaxed)
-    }
-
-    /// The VM whose irqchip is driven.
-    pub fn vm(&self) -> &Arc<vmkit_kvm::Vm> {
-        &self.vm
-    }
-}
-
-impl IrqRouter for KernelIrqRouter {
-    fn set_irq(&self, irq: u32, high: bool) {
-        if let Err(e) = self.vm.set_irq_line(irq, high) {
-            self.errors.fetch_add(1, Ordering::Relaxed);
-            if !self.reported.swap(true, Ordering::Relaxed) {
-                eprintln!(
-                    "vmkit-isa: driving ISA IRQ {irq} through KVM_IRQ_LINE failed: {e} \
-                     (was the in-kernel irqchip created?); further failures are only counted"
-                );
-            }
-        }
-    }
-}
-
-impl fmt::Debug for KernelIrqRouter {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KernelIrqRouter")
-            .field("errors", &self.error_count())
             .finish_non_exhaustive()
     }
 }

@@ -4,7 +4,7 @@
 //! know nothing of buses, KVM or threads. This crate puts them into a machine:
 //!
 //! - [`irq`]: where ISA IRQs 0-15 go. An [`IrqRouter`] is either the in-kernel irqchip
-//!   ([`KernelIrqRouter`], `KVM_IRQ_LINE`) or the userspace 8259A pair ([`UserspacePic`],
+//!   (vmkit-pc's `KernelIrqRouter`, `KVM_IRQ_LINE`) or the userspace 8259A pair ([`UserspacePic`],
 //!   whose INT output the vCPU loop polls lock-free and which wakes the vCPU on a rising
 //!   edge). Devices get an [`IsaIrqLine`].
 //! - [`timers`]: every timed model (PIT, UART character timeout) shares the VMM's single
@@ -73,7 +73,8 @@
 //! # Wiring into a VMM
 //!
 //! 1. Pick the model. In-kernel: `vm.create_irqchip()`, `vm.create_pit2()`, then
-//!    `IsaContext::kernel(bus, Arc::new(KernelIrqRouter::new(vm)), clock, events)`.
+//!    `IsaContext::kernel(bus, Arc::new(vmkit_pc::KernelIrqRouter::new(vm)), clock, events)`
+//!    (any [`IrqRouter`]: the router lives next to KVM so this crate needs none).
 //!    Userspace: `IsaContext::userspace(bus, pic, clock, events)` with an
 //!    `Arc<UserspacePic>` the vCPU loop also holds; call [`UserspacePic::set_waker`] with a
 //!    function that kicks the boot vCPU.
@@ -98,9 +99,7 @@ pub use devices::{
     TYPE_DEBUG_EXIT, TYPE_I8042, TYPE_I8254, TYPE_I8259, TYPE_ISA_DEVICE, TYPE_ISA_SERIAL,
     TYPE_PORT80, TYPE_RTC,
 };
-pub use irq::{
-    IrqRouter, IsaIrqLine, KernelIrqRouter, PicIntr, RecordingRouter, UserspacePic, Waker,
-};
+pub use irq::{IrqRouter, IsaIrqLine, PicIntr, RecordingRouter, UserspacePic, Waker};
 /// The device-timer protocol, which lives in vmkit-hw so device crates implement it
 /// themselves; re-exported here for the machine code that wires timers.
 pub use vmkit_hw::timers::{

@@ -1,4 +1,4 @@
-//! The ISA layer end to end, without KVM (except the one `KernelIrqRouter` test): device
+//! The ISA layer end to end, without KVM: device
 //! types created from option text, wired onto a port bus, driven by guest-like port
 //! accesses through the bus.
 
@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use proptest::prelude::*;
 use vmkit_bus::PioBus;
-use vmkit_hw::{Clock, FixedWallClock, IrqLine, ManualClock, RecordingLine};
+use vmkit_hw::{Clock, FixedWallClock, ManualClock, RecordingLine};
 use vmkit_isa::*;
 use vmkit_object::{Context, Object, ObjectTree, Registry};
 use vmkit_pcglue::CmosMemoryLayout;
@@ -626,33 +626,6 @@ fn a_serial_irq_line_shared_by_com1_and_com3_reaches_the_router() {
     assert!(router.level(1), "output buffer full raises IRQ 1");
     assert_eq!(rig.inb(0x60), 0x01);
     assert!(!router.level(1));
-}
-
-#[test]
-fn kernel_irq_router_drives_kvm_irq_lines() {
-    vmkit_testutil::require_kvm!();
-    let kvm = vmkit_kvm::KvmSystem::open().unwrap();
-    let vm = kvm.create_vm().unwrap();
-    vm.create_irqchip().unwrap();
-    let router = Arc::new(KernelIrqRouter::new(Arc::new(vm)));
-    let line = IsaIrqLine::new(router.clone(), 4).unwrap();
-    line.raise();
-    line.lower();
-    line.pulse();
-    router.set_irq(4, true);
-    router.set_irq(4, false);
-    assert_eq!(
-        router.error_count(),
-        0,
-        "KVM_IRQ_LINE succeeded with an irqchip"
-    );
-
-    let direct = KernelIrqRouter::new(Arc::new(kvm.create_vm().unwrap()));
-    direct.set_irq(4, true);
-    // No irqchip on this VM: KVM_IRQ_LINE fails with ENXIO, counted, not fatal.
-    assert_eq!(direct.error_count(), 1);
-    direct.set_irq(4, false);
-    assert_eq!(direct.error_count(), 2);
 }
 
 proptest! {

@@ -73,6 +73,7 @@ pub mod boot;
 mod e820;
 mod error;
 pub mod firmware;
+pub mod irq;
 pub mod layout;
 pub mod linux;
 pub mod machine;
@@ -85,6 +86,7 @@ pub use boot::{
 pub use e820::{E820Entry, E820Map, E820Type};
 pub use error::{Error, Result};
 pub use firmware::{load_firmware, map_firmware, Firmware, FirmwareLayout};
+pub use irq::KernelIrqRouter;
 pub use layout::{build_memory, configure_kvm_pages, MemoryLayout, RamRange, RamRegions};
 pub use linux::{
     load_linux, set_linux_entry, KernelDecompress, KernelFormat, LinuxBoot, LinuxEntry, LoadedLinux,

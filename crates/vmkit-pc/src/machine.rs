@@ -10,8 +10,8 @@ use vmkit_bus::{MmioBus, PioBus};
 use vmkit_cpu::{boot_msrs, build_cpuid, write_acpi_tables, write_mptable, CpuModel};
 use vmkit_hw::{Clock, MonotonicClock};
 use vmkit_isa::{
-    add_pc_isa_devices, register_isa_types, IsaConfig, IsaContext, IsaDevices, KernelIrqRouter,
-    MachineEvents, SerialBackend, UserspacePic,
+    add_pc_isa_devices, register_isa_types, IsaConfig, IsaContext, IsaDevices, MachineEvents,
+    SerialBackend, UserspacePic,
 };
 use vmkit_kvm::{KvmMemoryListener, KvmSystem, Vcpu, Vm};
 use vmkit_memory::{AddressSpace, GuestMemoryView};
@@ -21,6 +21,7 @@ use vmkit_pcglue::CmosMemoryLayout;
 use crate::boot;
 use crate::error::{Error, Result};
 use crate::firmware::{load_firmware, map_firmware};
+use crate::irq::KernelIrqRouter;
 use crate::layout::{
     configure_kvm_pages, MemoryLayout, BIOS_AREA_START, HIGH_MEMORY_START, PCI_HOLE_START,
 };

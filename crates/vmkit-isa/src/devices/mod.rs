@@ -21,7 +21,7 @@
 //! # In-kernel model and port 0x61
 //!
 //! With the in-kernel irqchip the VMM creates KVM's PIT with `KVM_CREATE_PIT2` instead of an
-//! `i8254`. `vmkit_kvm::Vm::create_pit2` passes `KVM_PIT_SPEAKER_DUMMY`, and despite its
+//! `i8254`. vmkit-kvm's `Vm::create_pit2` passes `KVM_PIT_SPEAKER_DUMMY`, and despite its
 //! name that flag makes KVM register its own port-0x61 handler (GATE2, speaker data, the
 //! refresh toggle and OUT2 of its channel 2; accesses to 0x62-0x64 fall through to
 //! userspace). So in that model nothing is mapped at 0x61 here: the port never exits.
@@ -233,7 +233,7 @@ impl fmt::Debug for InterruptModel {
 pub struct IsaContext {
     /// The port bus devices are mapped on.
     pub pio: PioBus,
-    /// Where ISA IRQs 0-15 go (a [`crate::KernelIrqRouter`] or the [`UserspacePic`]).
+    /// Where ISA IRQs 0-15 go (a vmkit-pc's `KernelIrqRouter` or the [`UserspacePic`]).
     pub irq: Arc<dyn IrqRouter>,
     /// Which interrupt model the machine uses.
     pub model: InterruptModel,
@@ -268,7 +268,7 @@ impl IsaContext {
     }
 
     /// A context for the in-kernel model: ISA IRQs go to `router` (a
-    /// [`crate::KernelIrqRouter`]), otherwise as [`userspace`](Self::userspace).
+    /// vmkit-pc's `KernelIrqRouter`), otherwise as [`userspace`](Self::userspace).
     pub fn kernel(
         pio: PioBus,
         router: Arc<dyn IrqRouter>,
