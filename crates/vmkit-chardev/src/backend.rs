@@ -142,38 +142,17 @@ impl Stream {
         }
     }
 
-    fn writer(&self) -> &dyn WriteRef {
-        match self {
-            Stream::Unix(s) => s,
-            Stream::Tcp(s) => s,
-        }
+    fn writer(&self) -> SocketWriter {
+        SocketWriter(self.fd())
     }
 }
 
-/// A stream that writes through a shared reference.
-trait WriteRef {
-    fn write_ref(&self, bytes: &[u8]) -> io::Result<usize>;
-}
+/// Writes to a socket fd with `MSG_NOSIGNAL` (see [`crate::sys::send_nosignal`]).
+struct SocketWriter(RawFd);
 
-impl WriteRef for UnixStream {
-    fn write_ref(&self, bytes: &[u8]) -> io::Result<usize> {
-        let mut s = self;
-        s.write(bytes)
-    }
-}
-
-impl WriteRef for TcpStream {
-    fn write_ref(&self, bytes: &[u8]) -> io::Result<usize> {
-        let mut s = self;
-        s.write(bytes)
-    }
-}
-
-struct RefWriter<'a>(&'a dyn WriteRef);
-
-impl Write for RefWriter<'_> {
+impl Write for SocketWriter {
     fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-        self.0.write_ref(bytes)
+        crate::sys::send_nosignal(self.0, bytes)
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -309,11 +288,7 @@ impl Socket {
             // No client: output is dropped, as QEMU does while disconnected.
             return Ok(());
         };
-        if self
-            .patience
-            .write_all(RefWriter(stream.writer()), bytes)
-            .is_err()
-        {
+        if self.patience.write_all(stream.writer(), bytes).is_err() {
             // The peer is gone; the read side will see it and close the stream.
             conn.broken = true;
         }

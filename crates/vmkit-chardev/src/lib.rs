@@ -95,6 +95,7 @@ pub mod debugcon;
 mod input;
 mod pty;
 mod spec;
+mod sys;
 
 pub use backend::{Chardev, ChardevEvent, ChardevWriter, Input, WRITE_PATIENCE};
 pub use debugcon::{Debugcon, DebugconOutput};
