@@ -49,6 +49,7 @@ pub struct ChardevInput {
     room: EventFd,
     observer: Option<Observer>,
     backlog: Vec<u8>,
+    buf: Vec<u8>,
     registered: bool,
     eof: bool,
 }
@@ -75,6 +76,7 @@ impl ChardevInput {
             room,
             observer: None,
             backlog: Vec::new(),
+            buf: vec![0; READ_CHUNK],
             registered: false,
             eof,
         }
@@ -116,10 +118,9 @@ impl ChardevInput {
 
     /// The input fd is readable: read once and offer what came to the sink.
     pub fn on_readable(&mut self) {
-        let mut buf = vec![0u8; READ_CHUNK];
-        match self.chardev.read(&mut buf) {
+        match self.chardev.read(&mut self.buf) {
             Ok(Input::Data(n)) => {
-                self.backlog.extend_from_slice(&buf[..n]);
+                self.backlog.extend_from_slice(&self.buf[..n]);
                 self.flush();
             }
             Ok(Input::WouldBlock) => {}
