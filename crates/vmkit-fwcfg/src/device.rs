@@ -630,3 +630,654 @@ impl<M: GuestAddressSpace> MutDevicePio for FwCfg<M> {
         self.write(rel, data);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{FW_CFG_KERNEL_CMDLINE, FW_CFG_MACHINE_ID, FW_CFG_NUMA};
+    use std::sync::Arc;
+    use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
+
+    type Mem = GuestMemoryMmap<()>;
+    const RAM_SIZE: usize = 0x10000;
+    const DATA: u64 = 1;
+    const DMA: u64 = 4;
+
+    fn ram() -> Mem {
+        Mem::from_ranges(&[(GuestAddress(0), RAM_SIZE)]).unwrap()
+    }
+
+    fn read_bytes<M: GuestAddressSpace>(dev: &mut FwCfg<M>, n: usize) -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                let mut b = [0u8];
+                dev.read(DATA, &mut b);
+                b[0]
+            })
+            .collect()
+    }
+
+    fn read_item<M: GuestAddressSpace>(dev: &mut FwCfg<M>, key: u16, n: usize) -> Vec<u8> {
+        dev.write(0, &key.to_le_bytes());
+        read_bytes(dev, n)
+    }
+
+    fn put_desc(ram: &Mem, at: u64, control: u32, length: u32, address: u64) {
+        let mut d = Vec::new();
+        d.extend_from_slice(&control.to_be_bytes());
+        d.extend_from_slice(&length.to_be_bytes());
+        d.extend_from_slice(&address.to_be_bytes());
+        ram.write_slice(&d, GuestAddress(at)).unwrap();
+    }
+
+    fn kick<M: GuestAddressSpace>(dev: &mut FwCfg<M>, desc: u64) {
+        dev.write(DMA, &((desc >> 32) as u32).to_be_bytes());
+        dev.write(DMA + 4, &(desc as u32).to_be_bytes());
+    }
+
+    fn control(ram: &Mem, at: u64) -> u32 {
+        let mut b = [0u8; 4];
+        ram.read_slice(&mut b, GuestAddress(at)).unwrap();
+        u32::from_be_bytes(b)
+    }
+
+    fn snapshot(ram: &Mem) -> Vec<u8> {
+        let mut v = vec![0u8; RAM_SIZE];
+        ram.read_slice(&mut v, GuestAddress(0)).unwrap();
+        v
+    }
+
+    #[test]
+    fn signature_reads_byte_by_byte_on_both_ports() {
+        let ram = ram();
+        let mut dev = FwCfg::new(&ram);
+        // After creation the signature is selected.
+        assert_eq!(read_bytes(&mut dev, 4), b"QEMU");
+        dev.write(0, &FW_CFG_SIGNATURE.to_le_bytes());
+        let mut via_selector_port = Vec::new();
+        for _ in 0..4 {
+            let mut b = [0u8];
+            dev.read(0, &mut b); // QEMU's combined region: 1-byte reads return data
+            via_selector_port.push(b[0]);
+        }
+        assert_eq!(via_selector_port, b"QEMU");
+        // A wider read streams that many bytes.
+        dev.select(FW_CFG_SIGNATURE);
+        let mut two = [0u8; 2];
+        dev.read(DATA, &mut two);
+        assert_eq!(&two, b"QE");
+        assert_eq!(dev.offset(), 2);
+    }
+
+    #[test]
+    fn id_and_default_items() {
+        let ram = ram();
+        let mut dev = FwCfg::new(&ram);
+        assert_eq!(read_item(&mut dev, FW_CFG_ID, 4), [3, 0, 0, 0]);
+        assert_eq!(read_item(&mut dev, FW_CFG_UUID, 16), [0; 16]);
+        assert_eq!(read_item(&mut dev, FW_CFG_NOGRAPHIC, 2), [1, 0]);
+        assert_eq!(read_item(&mut dev, FW_CFG_BOOT_MENU, 2), [0, 0]);
+        assert_eq!(read_item(&mut dev, FW_CFG_FILE_DIR, 4), [0, 0, 0, 0]);
+        assert_eq!(dev.item(FW_CFG_FILE_DIR).unwrap().len(), 4);
+    }
+
+    #[test]
+    fn machine_items_have_qemu_widths() {
+        let ram = ram();
+        let mut dev = FwCfg::new(&ram);
+        dev.set_cpus(2, 8);
+        dev.set_ram_size(0x1_2345_6789);
+        dev.set_nographic(false);
+        dev.set_boot_menu(true);
+        dev.set_uuid([0xAB; 16]);
+        assert_eq!(dev.item(FW_CFG_NB_CPUS).unwrap(), [2, 0]);
+        assert_eq!(dev.item(FW_CFG_MAX_CPUS).unwrap(), [8, 0]);
+        assert_eq!(
+            read_item(&mut dev, FW_CFG_RAM_SIZE, 9),
+            [0x89, 0x67, 0x45, 0x23, 1, 0, 0, 0, 0]
+        );
+        assert_eq!(dev.item(FW_CFG_NOGRAPHIC).unwrap(), [0, 0]);
+        assert_eq!(dev.item(FW_CFG_BOOT_MENU).unwrap(), [1, 0]);
+        assert_eq!(dev.item(FW_CFG_UUID).unwrap(), [0xAB; 16]);
+    }
+
+    #[test]
+    fn past_the_end_reads_zero_and_offset_stops() {
+        let ram = ram();
+        let mut dev = FwCfg::new(&ram);
+        assert_eq!(read_item(&mut dev, FW_CFG_SIGNATURE, 7), b"QEMU\0\0\0");
+        assert_eq!(dev.offset(), 4);
+        // Unknown keys select nothing and read 0.
+        assert_eq!(read_item(&mut dev, 0x1234, 3), [0, 0, 0]);
+        assert_eq!(read_item(&mut dev, FW_CFG_MACHINE_ID, 2), [0, 0]);
+        assert_eq!(dev.offset(), 0);
+    }
+
+    #[test]
+    fn selector_write_rewinds() {
+        let ram = ram();
+        let mut dev = FwCfg::new(&ram);
+        assert_eq!(read_item(&mut dev, FW_CFG_SIGNATURE, 2), b"QE");
+        assert_eq!(read_item(&mut dev, FW_CFG_SIGNATURE, 4), b"QEMU");
+        assert_eq!(read_item(&mut dev, FW_CFG_ID, 1), [3]);
+        assert_eq!(dev.selector(), FW_CFG_ID);
+        assert_eq!(dev.offset(), 1);
+    }
+
+    #[test]
+    fn data_writes_and_byte_selector_writes_are_ignored() {
+        let ram = ram();
+        let mut dev = FwCfg::new(&ram);
+        dev.write(0, &FW_CFG_ID.to_le_bytes());
+        dev.write(DATA, &[0x55]);
+        dev.write(0, &[0x00]); // 1-byte write at the selector: a data write in QEMU
+        dev.write(DATA, &[1, 2]);
+        assert_eq!(dev.selector(), FW_CFG_ID);
+        assert_eq!(dev.offset(), 0);
+        assert_eq!(read_bytes(&mut dev, 4), [3, 0, 0, 0]);
+        // Undecoded offsets.
+        dev.write(2, &[0, 0]);
+        dev.write(12, &[0; 4]);
+        assert_eq!(dev.selector(), FW_CFG_ID);
+        let mut b = [0u8; 2];
+        dev.read(2, &mut b);
+        assert_eq!(b, [0xFF, 0xFF]);
+    }
+
+    #[test]
+    fn write_channel_bit_is_ignored_for_reads() {
+        let ram = ram();
+        let mut dev = FwCfg::new(&ram);
+        assert_eq!(
+            read_item(&mut dev, FW_CFG_SIGNATURE | FW_CFG_WRITE_CHANNEL, 4),
+            b"QEMU"
+        );
+    }
+
+    #[test]
+    fn arch_local_items() {
+        let ram = ram();
+        let mut dev = FwCfg::new(&ram);
+        dev.add_item(FW_CFG_ARCH_LOCAL | 0x03, vec![9, 8, 7])
+            .unwrap();
+        assert_eq!(read_item(&mut dev, 0x8003, 3), [9, 8, 7]);
+        // 0x8020 is an arch-local item, not a file.
+        dev.add_file("a", vec![1]).unwrap();
+        assert_eq!(read_item(&mut dev, 0x8020, 1), [0]);
+        assert_eq!(read_item(&mut dev, 0x0020, 1), [1]);
+    }
+
+    #[test]
+    fn add_item_rules() {
+        let ram = ram();
+        let mut dev = FwCfg::new(&ram);
+        dev.add_item(FW_CFG_NUMA, vec![1, 2]).unwrap();
+        assert_eq!(
+            dev.add_item(FW_CFG_NUMA, vec![3]),
+            Err(Error::DuplicateItem { key: FW_CFG_NUMA })
+        );
+        assert_eq!(
+            dev.add_item(FW_CFG_SIGNATURE, vec![3]),
+            Err(Error::DuplicateItem { key: 0 })
+        );
+        for key in [FW_CFG_FILE_DIR, FW_CFG_FILE_FIRST, 0x3FFF, 0x4001, 0xC000] {
+            let e = dev.add_item(key, vec![0]).unwrap_err();
+            assert_eq!(e, Error::ReservedKey { key });
+            assert!(e.to_string().contains(&format!("{key:#06x}")));
+        }
+        dev.modify_item(FW_CFG_NUMA, vec![5]).unwrap();
+        assert_eq!(dev.item(FW_CFG_NUMA).unwrap(), [5]);
+    }
+
+    #[test]
+    fn modify_keeps_offset_inside_the_item() {
+        let ram = ram();
+        let mut dev = FwCfg::new(&ram);
+        dev.add_item(FW_CFG_NUMA, vec![1, 2, 3, 4]).unwrap();
+        assert_eq!(read_item(&mut dev, FW_CFG_NUMA, 3), [1, 2, 3]);
+        dev.modify_item(FW_CFG_NUMA, vec![7]).unwrap();
+        assert_eq!(dev.offset(), 1);
+        assert_eq!(read_bytes(&mut dev, 1), [0]);
+    }
+
+    #[test]
+    fn directory_is_sorted_with_selectors_in_name_order() {
+        let ram = ram();
+        let mut dev = FwCfg::new(&ram);
+        assert_eq!(dev.add_file("etc/e820", vec![0; 40]).unwrap(), 0x20);
+        assert_eq!(dev.add_file("bootorder", vec![0; 3]).unwrap(), 0x20);
+        assert_eq!(dev.add_file("genroms/x.bin", vec![1; 5]).unwrap(), 0x22);
+        // QEMU shifts the selectors of files sorting after a new one.
+        assert_eq!(dev.file_selector("etc/e820"), Some(0x21));
+        assert_eq!(dev.file_selector("nope"), None);
+        assert_eq!(
+            dev.file_names().collect::<Vec<_>>(),
+            ["bootorder", "etc/e820", "genroms/x.bin"]
+        );
+        let dir = read_item(&mut dev, FW_CFG_FILE_DIR, 4 + 3 * 64);
+        assert_eq!(&dir[0..4], &[0, 0, 0, 3], "big-endian count");
+        let expect = [
+            ("bootorder", 3u32, 0x20u16),
+            ("etc/e820", 40, 0x21),
+            ("genroms/x.bin", 5, 0x22),
+        ];
+        for (i, (name, size, select)) in expect.iter().enumerate() {
+            let e = &dir[4 + i * 64..4 + (i + 1) * 64];
+            assert_eq!(&e[0..4], &size.to_be_bytes());
+            assert_eq!(&e[4..6], &select.to_be_bytes());
+            assert_eq!(&e[6..8], &[0, 0]);
+            assert_eq!(&e[8..8 + name.len()], name.as_bytes());
+            assert!(e[8 + name.len()..].iter().all(|&b| b == 0));
+        }
+        assert_eq!(read_bytes(&mut dev, 1), [0], "directory ends there");
+    }
+
+    #[test]
+    fn file_select_and_read() {
+        let ram = ram();
+        let mut dev = FwCfg::new(&ram);
+        let sel = dev.add_file("etc/hello", b"hi there".to_vec()).unwrap();
+        assert_eq!(read_item(&mut dev, sel, 10), b"hi there\0\0");
+        dev.modify_file("etc/hello", b"yo".to_vec()).unwrap();
+        assert_eq!(read_item(&mut dev, sel, 3), b"yo\0");
+        assert_eq!(&dev.item(FW_CFG_FILE_DIR).unwrap()[4..8], &[0, 0, 0, 2]);
+        assert_eq!(
+            dev.modify_file("etc/nope", vec![]),
+            Err(Error::NoSuchFile {
+                name: "etc/nope".into()
+            })
+        );
+        // Selectors past the last file read 0.
+        assert_eq!(read_item(&mut dev, sel + 1, 2), [0, 0]);
+    }
+
+    #[test]
+    fn file_name_rules() {
+        let ram = ram();
+        let mut dev = FwCfg::new(&ram);
+        let ok = "n".repeat(55);
+        dev.add_file(&ok, vec![]).unwrap();
+        let long = "n".repeat(56);
+        let e = dev.add_file(&long, vec![]).unwrap_err();
+        assert_eq!(
+            e,
+            Error::FileNameTooLong {
+                name: long.clone(),
+                len: 56,
+                max: 55
+            }
+        );
+        assert!(e.to_string().contains(&long) && e.to_string().contains("55"));
+        let e = dev.add_file(&ok, vec![1]).unwrap_err();
+        assert_eq!(e, Error::DuplicateFile { name: ok.clone() });
+        assert!(e.to_string().contains(&ok));
+        assert!(matches!(
+            dev.add_file("", vec![]),
+            Err(Error::InvalidFileName { .. })
+        ));
+        assert!(matches!(
+            dev.add_file("a\0b", vec![]),
+            Err(Error::InvalidFileName { .. })
+        ));
+        // The 55-byte name fills the field up to its NUL.
+        let dir = dev.item(FW_CFG_FILE_DIR).unwrap();
+        assert_eq!(&dir[12..67], ok.as_bytes());
+        assert_eq!(dir[67], 0);
+    }
+
+    #[test]
+    fn e820_and_bootorder_files() {
+        let ram = ram();
+        let mut dev = FwCfg::new(&ram);
+        let sel = dev
+            .add_e820(&[(0u64, 0x9fc00u64, 1u32), (0xfeff_c000, 0x4000, 2)])
+            .unwrap();
+        let data = read_item(&mut dev, sel, 40);
+        let mut want = Vec::new();
+        for (a, l, t) in [(0u64, 0x9fc00u64, 1u32), (0xfeff_c000, 0x4000, 2)] {
+            want.extend_from_slice(&a.to_le_bytes());
+            want.extend_from_slice(&l.to_le_bytes());
+            want.extend_from_slice(&t.to_le_bytes());
+        }
+        assert_eq!(data, want);
+        let entry = E820Entry {
+            addr: 1,
+            len: 2,
+            kind: 3,
+        };
+        assert!(matches!(
+            dev.add_e820(&[entry]),
+            Err(Error::DuplicateFile { .. })
+        ));
+        dev.add_bootorder(&["/pci@i0cf8/ide@1,1/drive@0/disk@0", "HALT"])
+            .unwrap();
+        let sel = dev.file_selector("bootorder").unwrap();
+        assert_eq!(
+            dev.item(sel).unwrap(),
+            b"/pci@i0cf8/ide@1,1/drive@0/disk@0\nHALT\0"
+        );
+    }
+
+    #[test]
+    fn linux_boot_items() {
+        let ram = ram();
+        let mut dev = FwCfg::new(&ram);
+        let boot = LinuxBoot {
+            setup_addr: 0x10000,
+            setup: vec![0xAA; 0x600],
+            kernel_addr: 0x100000,
+            kernel: vec![0xBB; 0x1234],
+            initrd_addr: 0x7f00000,
+            initrd: vec![0xCC; 10],
+            cmdline_addr: 0x20000,
+            cmdline: "console=ttyS0".into(),
+            entry: None,
+        };
+        dev.add_linux_boot(&boot).unwrap();
+        let le = |v: u32| v.to_le_bytes().to_vec();
+        assert_eq!(dev.item(FW_CFG_SETUP_ADDR).unwrap(), le(0x10000));
+        assert_eq!(dev.item(FW_CFG_SETUP_SIZE).unwrap(), le(0x600));
+        assert_eq!(dev.item(FW_CFG_SETUP_DATA).unwrap(), boot.setup);
+        assert_eq!(dev.item(FW_CFG_KERNEL_ADDR).unwrap(), le(0x100000));
+        assert_eq!(dev.item(FW_CFG_KERNEL_SIZE).unwrap(), le(0x1234));
+        assert_eq!(dev.item(FW_CFG_KERNEL_DATA).unwrap(), boot.kernel);
+        assert_eq!(dev.item(FW_CFG_INITRD_ADDR).unwrap(), le(0x7f00000));
+        assert_eq!(dev.item(FW_CFG_INITRD_SIZE).unwrap(), le(10));
+        assert_eq!(dev.item(FW_CFG_INITRD_DATA).unwrap(), boot.initrd);
+        assert_eq!(dev.item(FW_CFG_CMDLINE_ADDR).unwrap(), le(0x20000));
+        assert_eq!(dev.item(FW_CFG_CMDLINE_SIZE).unwrap(), le(14));
+        assert_eq!(dev.item(FW_CFG_CMDLINE_DATA).unwrap(), b"console=ttyS0\0");
+        assert!(dev.item(FW_CFG_KERNEL_ENTRY).is_none());
+        assert!(dev.item(FW_CFG_KERNEL_CMDLINE).is_none());
+
+        let mut dev = FwCfg::new(&ram);
+        let pvh = LinuxBoot {
+            entry: Some(0x1000000),
+            cmdline: String::new(),
+            ..Default::default()
+        };
+        dev.add_linux_boot(&pvh).unwrap();
+        assert_eq!(dev.item(FW_CFG_KERNEL_ENTRY).unwrap(), le(0x1000000));
+        assert!(dev.item(FW_CFG_INITRD_SIZE).is_none(), "no initrd, no item");
+        assert_eq!(dev.item(FW_CFG_CMDLINE_SIZE).unwrap(), le(1));
+    }
+
+    #[test]
+    fn dma_register_reads_signature() {
+        let ram = ram();
+        let mut dev = FwCfg::new(&ram);
+        let mut sig = [0u8; 8];
+        dev.read(DMA, &mut sig);
+        assert_eq!(&sig, b"QEMU CFG");
+        let mut low = [0u8; 4];
+        dev.read(DMA + 4, &mut low);
+        assert_eq!(&low, b" CFG");
+        let mut past = [0u8; 2];
+        dev.read(DMA + 7, &mut past);
+        assert_eq!(past, [b'G', 0xFF]);
+    }
+
+    #[test]
+    fn dma_select_and_read() {
+        let ram = ram();
+        let mut dev = FwCfg::new(&ram);
+        let sel = dev
+            .add_file("etc/blob", (0..100u8).collect::<Vec<_>>())
+            .unwrap();
+        let ctl = (u32::from(sel) << 16) | FW_CFG_DMA_CTL_SELECT | FW_CFG_DMA_CTL_READ;
+        put_desc(&ram, 0x1000, ctl, 60, 0x2000);
+        kick(&mut dev, 0x1000);
+        assert_eq!(control(&ram, 0x1000), 0);
+        let mut got = [0u8; 60];
+        ram.read_slice(&mut got, GuestAddress(0x2000)).unwrap();
+        assert_eq!(got.to_vec(), (0..60u8).collect::<Vec<_>>());
+        assert_eq!(dev.selector(), sel);
+        assert_eq!(dev.offset(), 60);
+        // The data port continues where DMA stopped.
+        assert_eq!(read_bytes(&mut dev, 2), [60, 61]);
+        // A READ without SELECT continues too, and zero-fills past the end.
+        ram.write_slice(&[0xEE; 50], GuestAddress(0x3000)).unwrap();
+        put_desc(&ram, 0x1000, FW_CFG_DMA_CTL_READ, 50, 0x3000);
+        kick(&mut dev, 0x1000);
+        assert_eq!(control(&ram, 0x1000), 0);
+        let mut got = [0u8; 50];
+        ram.read_slice(&mut got, GuestAddress(0x3000)).unwrap();
+        let mut want: Vec<u8> = (62..100u8).collect();
+        want.resize(50, 0);
+        assert_eq!(got.to_vec(), want);
+        assert_eq!(dev.offset(), 100);
+    }
+
+    #[test]
+    fn dma_skip_then_read() {
+        let ram = ram();
+        let mut dev = FwCfg::new(&ram);
+        let ctl = (u32::from(FW_CFG_SIGNATURE) << 16) | FW_CFG_DMA_CTL_SELECT | FW_CFG_DMA_CTL_SKIP;
+        put_desc(&ram, 0x100, ctl, 2, 0xDEAD_BEEF_0000);
+        let before = snapshot(&ram);
+        kick(&mut dev, 0x100);
+        assert_eq!(control(&ram, 0x100), 0);
+        let mut after = snapshot(&ram);
+        after[0x100..0x104].copy_from_slice(&before[0x100..0x104]);
+        assert_eq!(after, before, "SKIP touches only the control word");
+        assert_eq!(dev.offset(), 2);
+        put_desc(&ram, 0x100, FW_CFG_DMA_CTL_READ, 2, 0x200);
+        kick(&mut dev, 0x100);
+        assert_eq!(
+            ram.read_obj::<[u8; 2]>(GuestAddress(0x200)).unwrap(),
+            *b"MU"
+        );
+        // Skipping past the end stops at the end.
+        put_desc(&ram, 0x100, FW_CFG_DMA_CTL_SKIP, 1000, 0);
+        kick(&mut dev, 0x100);
+        assert_eq!(control(&ram, 0x100), 0);
+        assert_eq!(dev.offset(), 4);
+    }
+
+    #[test]
+    fn dma_single_64_bit_write_and_select_only() {
+        let ram = ram();
+        let mut dev = FwCfg::new(&ram);
+        put_desc(
+            &ram,
+            0x800,
+            (u32::from(FW_CFG_ID) << 16) | FW_CFG_DMA_CTL_SELECT,
+            4,
+            0x900,
+        );
+        ram.write_slice(&[0x77; 4], GuestAddress(0x900)).unwrap();
+        dev.write(DMA, &0x800u64.to_be_bytes());
+        assert_eq!(control(&ram, 0x800), 0);
+        assert_eq!(dev.selector(), FW_CFG_ID, "SELECT alone selects");
+        assert_eq!(
+            ram.read_obj::<u32>(GuestAddress(0x900)).unwrap(),
+            0x7777_7777
+        );
+        assert_eq!(read_bytes(&mut dev, 1), [3]);
+    }
+
+    #[test]
+    fn dma_invalid_selection_reads_zeros() {
+        let ram = ram();
+        let mut dev = FwCfg::new(&ram);
+        ram.write_slice(&[0x77; 8], GuestAddress(0x900)).unwrap();
+        put_desc(
+            &ram,
+            0x800,
+            (0x2345 << 16) | FW_CFG_DMA_CTL_SELECT | FW_CFG_DMA_CTL_READ,
+            8,
+            0x900,
+        );
+        kick(&mut dev, 0x800);
+        assert_eq!(control(&ram, 0x800), 0);
+        assert_eq!(ram.read_obj::<u64>(GuestAddress(0x900)).unwrap(), 0);
+    }
+
+    #[test]
+    fn dma_write_is_refused() {
+        let ram = ram();
+        let mut dev = FwCfg::new(&ram);
+        ram.write_slice(b"XXXX", GuestAddress(0x900)).unwrap();
+        put_desc(
+            &ram,
+            0x800,
+            FW_CFG_DMA_CTL_SELECT | FW_CFG_DMA_CTL_WRITE,
+            4,
+            0x900,
+        );
+        kick(&mut dev, 0x800);
+        assert_eq!(control(&ram, 0x800), FW_CFG_DMA_CTL_ERROR);
+        assert_eq!(read_item(&mut dev, FW_CFG_SIGNATURE, 4), b"QEMU");
+        put_desc(&ram, 0x800, FW_CFG_DMA_CTL_WRITE, 0, 0x900);
+        kick(&mut dev, 0x800);
+        assert_eq!(
+            control(&ram, 0x800),
+            0,
+            "an empty write has nothing to refuse"
+        );
+    }
+
+    #[test]
+    fn dma_buffer_outside_ram_fails_without_writing() {
+        let ram = ram();
+        let mut dev = FwCfg::new(&ram);
+        let end = RAM_SIZE as u64;
+        for (address, length) in [
+            (end - 2, 4),            // straddles the end of RAM
+            (end, 1),                // just past it
+            (u64::MAX - 1, 4),       // wraps the address space
+            (0x1_0000_0000_0000, 1), // far away
+        ] {
+            put_desc(
+                &ram,
+                0x40,
+                FW_CFG_DMA_CTL_SELECT | FW_CFG_DMA_CTL_READ,
+                length,
+                address,
+            );
+            let before = snapshot(&ram);
+            kick(&mut dev, 0x40);
+            assert_eq!(
+                control(&ram, 0x40),
+                FW_CFG_DMA_CTL_ERROR,
+                "{address:#x}+{length}"
+            );
+            let mut after = snapshot(&ram);
+            after[0x40..0x44].copy_from_slice(&before[0x40..0x44]);
+            assert_eq!(after, before);
+            assert_eq!(dev.offset(), 0, "a failed transfer consumes nothing");
+        }
+    }
+
+    #[test]
+    fn dma_descriptor_outside_ram() {
+        let ram = ram();
+        let mut dev = FwCfg::new(&ram);
+        let before = snapshot(&ram);
+        kick(&mut dev, 0x1_0000); // just past RAM: nothing to read, nothing to write back
+        kick(&mut dev, u64::MAX - 3);
+        dev.write(DMA, &u64::MAX.to_be_bytes());
+        assert_eq!(snapshot(&ram), before);
+        // A descriptor straddling the end: ERROR lands in its control word.
+        let at = RAM_SIZE as u64 - 8;
+        kick(&mut dev, at);
+        assert_eq!(control(&ram, at), FW_CFG_DMA_CTL_ERROR);
+        assert_eq!(dev.selector(), FW_CFG_SIGNATURE);
+    }
+
+    #[test]
+    fn dma_length_limit() {
+        let ram = ram();
+        let mut dev = FwCfg::new(&ram);
+        dev.set_max_dma_len(16);
+        assert_eq!(dev.max_dma_len(), 16);
+        put_desc(&ram, 0x40, FW_CFG_DMA_CTL_READ, 17, 0x100);
+        kick(&mut dev, 0x40);
+        assert_eq!(control(&ram, 0x40), FW_CFG_DMA_CTL_ERROR);
+        put_desc(&ram, 0x40, FW_CFG_DMA_CTL_SKIP, 17, 0x100);
+        kick(&mut dev, 0x40);
+        assert_eq!(control(&ram, 0x40), FW_CFG_DMA_CTL_ERROR);
+        put_desc(&ram, 0x40, FW_CFG_DMA_CTL_READ, 16, 0x100);
+        kick(&mut dev, 0x40);
+        assert_eq!(control(&ram, 0x40), 0);
+    }
+
+    #[test]
+    fn dma_across_adjacent_regions() {
+        let ram =
+            Mem::from_ranges(&[(GuestAddress(0), 0x1000), (GuestAddress(0x1000), 0x1000)]).unwrap();
+        let mut dev = FwCfg::new(&ram);
+        put_desc(&ram, 0x0, FW_CFG_DMA_CTL_READ, 4, 0xFFE);
+        kick(&mut dev, 0);
+        let mut b = [0u8; 4];
+        ram.read_slice(&mut b, GuestAddress(0xFFE)).unwrap();
+        assert_eq!(&b, b"QEMU");
+        assert_eq!(control(&ram, 0), 0);
+    }
+
+    #[test]
+    fn reset_selects_signature_and_clears_dma_address() {
+        let ram = ram();
+        let mut dev = FwCfg::new(&ram);
+        assert_eq!(read_item(&mut dev, FW_CFG_ID, 2), [3, 0]);
+        dev.write(DMA, &1u32.to_be_bytes()); // high half: 0x1_0000_0000
+        dev.reset();
+        assert_eq!((dev.selector(), dev.offset()), (FW_CFG_SIGNATURE, 0));
+        put_desc(&ram, 0x40, FW_CFG_DMA_CTL_READ, 4, 0x100);
+        dev.write(DMA + 4, &0x40u32.to_be_bytes());
+        assert_eq!(control(&ram, 0x40), 0, "the stale high half is gone");
+        assert_eq!(
+            ram.read_obj::<[u8; 4]>(GuestAddress(0x100)).unwrap(),
+            *b"QEMU"
+        );
+    }
+
+    #[test]
+    fn works_with_arc_and_atomic_memory() {
+        let mem = Arc::new(ram());
+        let mut dev = FwCfg::new(mem.clone());
+        put_desc(&mem, 0x40, FW_CFG_DMA_CTL_READ, 4, 0x100);
+        kick(&mut dev, 0x40);
+        assert_eq!(
+            mem.read_obj::<[u8; 4]>(GuestAddress(0x100)).unwrap(),
+            *b"QEMU"
+        );
+
+        let atomic = GuestMemoryAtomic::new(ram());
+        let mut dev = FwCfg::new(atomic.clone());
+        put_desc(&atomic.memory(), 0x40, FW_CFG_DMA_CTL_READ, 4, 0x100);
+        kick(&mut dev, 0x40);
+        assert_eq!(
+            atomic
+                .memory()
+                .read_obj::<[u8; 4]>(GuestAddress(0x100))
+                .unwrap(),
+            *b"QEMU"
+        );
+    }
+
+    #[test]
+    fn pio_bus_uses_absolute_ports() {
+        let ram = ram();
+        let mut dev = FwCfg::new(&ram);
+        assert_eq!(dev.io_base(), 0x510);
+        MutDevicePio::pio_write(&mut dev, PioAddress(0x510), 0, &FW_CFG_ID.to_le_bytes());
+        let mut b = [0u8];
+        MutDevicePio::pio_read(&mut dev, PioAddress(0x510), 1, &mut b);
+        assert_eq!(b, [3]);
+        let mut sig = [0u8; 4];
+        MutDevicePio::pio_read(&mut dev, PioAddress(0x514), 0, &mut sig);
+        assert_eq!(&sig, b"QEMU");
+        MutDevicePio::pio_read(&mut dev, PioAddress(0x100), 0, &mut b);
+        assert_eq!(b, [0xFF]);
+        dev.set_io_base(0x600);
+        MutDevicePio::pio_write(
+            &mut dev,
+            PioAddress(0x600),
+            0,
+            &FW_CFG_SIGNATURE.to_le_bytes(),
+        );
+        MutDevicePio::pio_read(&mut dev, PioAddress(0x601), 0, &mut b);
+        assert_eq!(b, [b'Q']);
+    }
+}
