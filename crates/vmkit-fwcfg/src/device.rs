@@ -240,7 +240,7 @@ impl<M: GuestAddressSpace> FwCfg<M> {
 
     /// Adds file `name` to the directory and returns its selector.
     ///
-    /// Names are at most [`FW_CFG_MAX_FILE_NAME`] bytes (55 plus the NUL of the 56-byte
+    /// Names are at most [`FW_CFG_MAX_FILE_NAME`](crate::FW_CFG_MAX_FILE_NAME) bytes (55 plus the NUL of the 56-byte
     /// field), non-empty and without NUL; duplicates are refused. Files are kept sorted by
     /// name and numbered from [`FW_CFG_FILE_FIRST`] in that order, as QEMU does for current
     /// machine types: adding a name that sorts earlier shifts the selectors of the files
