@@ -11,9 +11,10 @@
 //! | 4..12 | any | read | the DMA signature `"QEMU CFG"` |
 //!
 //! As in QEMU's x86 "combined" control/data region, any 1-byte read of offset 0 or 1 returns a
-//! data byte and any 1-byte write there is a (discarded) data write. Reads wider than a byte
-//! stream that many data bytes. Offsets 2, 3 and beyond 12 are not decoded: reads return 0xFF,
-//! writes are ignored.
+//! data byte and any 1-byte write there is a (discarded) data write. QEMU's region accepts no
+//! wider reads there, so a 2- or 4-byte read of offset 0 or 1 returns zeros and consumes no
+//! data (the firmware and Linux read the data port with `inb` / `rep insb`). Offsets 2, 3 and
+//! beyond 12 are not decoded: reads return 0xFF, writes are ignored.
 //!
 //! # DMA
 //!
@@ -52,6 +53,8 @@ const DMA_OFFSET: u64 = 4;
 const DMA_DESCRIPTOR_LEN: usize = 16;
 /// Size of one file directory entry.
 const DIR_ENTRY_LEN: usize = 64;
+/// Longest item QEMU accepts (`len < UINT32_MAX`).
+const MAX_ITEM_LEN: u32 = u32::MAX - 1;
 
 /// One `etc/e820` entry: `{ u64 address; u64 length; u32 type }`, packed little-endian.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -191,11 +194,11 @@ impl<M: GuestAddressSpace> FwCfg<M> {
     }
 
     fn check_len(what: &str, len: usize) -> Result<(), Error> {
-        if u32::try_from(len).is_err() {
+        if len > MAX_ITEM_LEN as usize {
             return Err(Error::ItemTooLarge {
                 item: what.to_string(),
                 len,
-                max: u32::MAX,
+                max: MAX_ITEM_LEN,
             });
         }
         Ok(())
@@ -204,7 +207,7 @@ impl<M: GuestAddressSpace> FwCfg<M> {
     /// Adds item `key` (below [`FW_CFG_FILE_DIR`], or arch-local `0x8000 | n`).
     ///
     /// Refuses keys already present (use [`modify_item`](Self::modify_item)), the write
-    /// channel bit, the directory and file selectors, and data longer than `u32::MAX`.
+    /// channel bit, the directory and file selectors, and data of `u32::MAX` bytes or more (as QEMU).
     pub fn add_item(&mut self, key: u16, data: impl Into<Vec<u8>>) -> Result<(), Error> {
         Self::check_key(key)?;
         if self.items.contains_key(&key) {
@@ -370,16 +373,13 @@ impl<M: GuestAddressSpace> FwCfg<M> {
     }
 
     /// Adds the direct Linux boot items (see [`LinuxBoot`]). All addresses and sizes are
-    /// `u32` LE. Fails without changing anything if a blob is longer than `u32::MAX`.
+    /// `u32` LE. Fails without changing anything if a blob has `u32::MAX` bytes or more.
     pub fn add_linux_boot(&mut self, boot: &LinuxBoot) -> Result<(), Error> {
         let mut cmdline = boot.cmdline.clone().into_bytes();
         cmdline.push(0);
         let len32 = |what: &str, len: usize| {
-            u32::try_from(len).map_err(|_| Error::ItemTooLarge {
-                item: what.to_string(),
-                len,
-                max: u32::MAX,
-            })
+            Self::check_len(what, len)?;
+            Ok::<u32, Error>(len as u32)
         };
         let setup_size = len32("setup data", boot.setup.len())?;
         let kernel_size = len32("kernel data", boot.kernel.len())?;
@@ -476,11 +476,8 @@ impl<M: GuestAddressSpace> FwCfg<M> {
     /// A guest read of `data.len()` bytes at `offset` from the base port.
     pub fn read(&mut self, offset: u64, data: &mut [u8]) {
         match offset {
-            0 | 1 => {
-                for b in data.iter_mut() {
-                    *b = self.next_data_byte();
-                }
-            }
+            0 | 1 if data.len() == 1 => data[0] = self.next_data_byte(),
+            0 | 1 => data.fill(0),
             _ => {
                 for (i, b) in data.iter_mut().enumerate() {
                     let sig_index = offset
@@ -701,12 +698,16 @@ mod tests {
             via_selector_port.push(b[0]);
         }
         assert_eq!(via_selector_port, b"QEMU");
-        // A wider read streams that many bytes.
+        // QEMU accepts only byte reads of the data port: a wider read returns 0, consumes nothing.
         dev.select(FW_CFG_SIGNATURE);
-        let mut two = [0u8; 2];
+        let mut two = [0xFFu8; 2];
         dev.read(DATA, &mut two);
-        assert_eq!(&two, b"QE");
-        assert_eq!(dev.offset(), 2);
+        assert_eq!(two, [0, 0]);
+        let mut four = [0xFFu8; 4];
+        dev.read(0, &mut four);
+        assert_eq!(four, [0; 4]);
+        assert_eq!(dev.offset(), 0);
+        assert_eq!(read_bytes(&mut dev, 1), b"Q");
     }
 
     #[test]

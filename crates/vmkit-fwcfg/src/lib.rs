@@ -221,7 +221,7 @@ pub enum Error {
         item: String,
         /// Its length.
         len: usize,
-        /// `u32::MAX`.
+        /// `u32::MAX - 1` (QEMU asserts `len < UINT32_MAX`).
         max: u32,
     },
     /// ALLOCATE with an alignment that is not a power of two.

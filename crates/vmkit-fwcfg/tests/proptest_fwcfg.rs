@@ -231,8 +231,18 @@ proptest! {
             match &op {
                 Op::Select(k) => dev.write(0, &k.to_le_bytes()),
                 Op::Read { offset, len } => {
-                    let mut buf = vec![0u8; *len];
+                    let item = dev.item(dev.selector()).unwrap_or(&[]).to_vec();
+                    let at = dev.offset() as usize;
+                    let mut buf = vec![0xAAu8; *len];
                     dev.read(*offset, &mut buf);
+                    match (*offset, *len) {
+                        (0 | 1, 1) => {
+                            prop_assert_eq!(buf[0], item.get(at).copied().unwrap_or(0));
+                            prop_assert_eq!(dev.offset() as usize, (at + 1).min(item.len().max(at)));
+                        }
+                        (0 | 1, _) => prop_assert!(buf.iter().all(|&b| b == 0)),
+                        _ => prop_assert_eq!(dev.offset() as usize, at),
+                    }
                 }
                 Op::Write { offset, data } => {
                     match (*offset, data.len()) {
