@@ -147,6 +147,7 @@ pub fn run_scaling(image: Vec<u8>, vcpus: usize) -> Result<ScalingRun> {
         boot: BootSource::Firmware(image),
         com1: None,
         devices: vec![debug_exit_device()],
+        chardevs: Vec::new(),
     };
     let mut machine = PcMachine::build(
         &kvm,

@@ -116,6 +116,9 @@ pub struct PcConfig {
     pub com1: Option<SerialBackend>,
     /// `-device` option texts, created after the standard devices.
     pub devices: Vec<String>,
+    /// Character backends by chardev id, for devices with `chardev=ID` (`isa-serial`,
+    /// `isa-debugcon`).
+    pub chardevs: Vec<(String, SerialBackend)>,
 }
 
 impl std::fmt::Debug for PcConfig {
@@ -339,6 +342,9 @@ impl PcMachine {
             }
         };
         context.ram = CmosMemoryLayout::split(config.ram_size, PCI_HOLE_START);
+        for (id, backend) in config.chardevs {
+            context.serial_backends.insert(id, backend);
+        }
         let mut isa_config = IsaConfig::default();
         match config.com1 {
             Some(backend) => {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use vm_memory::{Bytes, GuestAddress, GuestAddressSpace};
 use vmkit_bus::PioRange;
+use vmkit_chardev::{Chardev, ChardevInput};
 use vmkit_hw::IrqLine;
 use vmkit_isa::{MachineEvents, SerialBackend, SerialHandle, UserspacePic};
 use vmkit_kvm::KvmSystem;
@@ -156,7 +157,28 @@ pub fn start_pc(
     let controller = Arc::new(Controller::new()?);
 
     let room_fd = EventFd::new(EFD_NONBLOCK).map_err(Error::EventFd)?;
+    let chardevs = open_chardevs(options)?;
+    let mut backends = Vec::new();
+    let mut inputs = Vec::new();
+    for (id, chardev) in &chardevs {
+        let room = EventFd::new(EFD_NONBLOCK).map_err(Error::EventFd)?;
+        let line = EventFdLine {
+            fd: room.try_clone().map_err(Error::EventFd)?,
+            level: AtomicBool::new(false),
+        };
+        let backend = SerialBackend::new(chardev.writer()).with_rx_room(Arc::new(line));
+        backends.push((id.clone(), backend));
+        if chardev.has_input() {
+            inputs.push((id.clone(), Arc::clone(chardev), room));
+        }
+    }
     let com1 = match &options.serial {
+        SerialOption::Chardev(id) => {
+            let index = backends.iter().position(|(b, _)| b == id).ok_or_else(|| {
+                Error::Machine(format!("vmkit: -serial chardev:{id}: no such -chardev"))
+            })?;
+            Some(backends.remove(index).1)
+        }
         SerialOption::Stdio => {
             let line = EventFdLine {
                 fd: room_fd.try_clone().map_err(Error::EventFd)?,
@@ -189,7 +211,11 @@ pub fn start_pc(
         },
         boot,
         com1,
-        devices: options.devices.clone(),
+        devices: debugcon_device(options)
+            .into_iter()
+            .chain(options.devices.iter().cloned())
+            .collect(),
+        chardevs: backends,
     };
     let mut machine = PcMachine::build(
         &kvm,
@@ -225,6 +251,7 @@ pub fn start_pc(
     };
 
     let memory = machine.guest_memory().clone();
+    let machine_tree = machine.tree.clone();
     let reset_cpu = machine.reset_cpu_fn();
     let pic = machine.pic.clone();
     // QMP: bind before the guest starts; with wait=on, hold it until a client connects.
@@ -263,6 +290,7 @@ pub fn start_pc(
         keep_alive: vec![Box::new(machine)],
     };
     let mut additions = MainLoopAdditions::default();
+    attach_chardev_inputs(&machine_tree, &options.serial, inputs, &mut additions)?;
     if let Some(qmp) = qmp {
         qmp.attach(&mut additions);
     }
@@ -277,4 +305,102 @@ pub fn start_pc(
         },
         additions,
     )
+}
+
+/// Opens every `-chardev` (and the chardevs `-serial`/`-debugcon` short forms describe)
+/// before the guest starts; a server with `wait=on` waits here for its client, as QEMU.
+fn open_chardevs(options: &Options) -> Result<Vec<(String, Arc<Chardev>)>> {
+    let mut opened = Vec::new();
+    for spec in &options.chardevs {
+        let chardev =
+            Chardev::open_shared(spec).map_err(|e| Error::Machine(format!("vmkit: {e}")))?;
+        if chardev.wants_wait() {
+            eprintln!(
+                "vmkit: waiting for connection on: disconnected:{}",
+                chardev.describe()
+            );
+            chardev
+                .wait_for_client(None)
+                .map_err(|e| Error::Machine(format!("vmkit: {e}")))?;
+        }
+        opened.push((spec.id.clone(), chardev));
+    }
+    Ok(opened)
+}
+
+/// `-debugcon ID`: QEMU's `isa-debugcon` at its default port 0xE9 on that chardev.
+fn debugcon_device(options: &Options) -> Option<String> {
+    options
+        .debugcon
+        .as_ref()
+        .map(|id| format!("isa-debugcon,chardev={id}"))
+}
+
+/// Feeds each input-capable chardev to the UART that uses it (COM1 for `-serial`, or an
+/// `isa-serial` with `chardev=ID`), through the main loop, with the UART's flow control.
+fn attach_chardev_inputs(
+    tree: &vmkit_object::ObjectTree,
+    serial: &SerialOption,
+    inputs: Vec<(String, Arc<Chardev>, EventFd)>,
+    additions: &mut MainLoopAdditions,
+) -> Result<()> {
+    let mut subscribers: Vec<crate::runtime::MainLoopSubscriber> = Vec::new();
+    for (id, chardev, room) in inputs {
+        let Some(handle) = serial_using(tree, serial, &id)? else {
+            continue; // an output-only user (isa-debugcon) or none
+        };
+        let input = ChardevInput::new(
+            chardev,
+            move |bytes: &[u8]| handle.enqueue_input(bytes),
+            room,
+        );
+        subscribers.push(Arc::new(std::sync::Mutex::new(input)));
+    }
+    if !subscribers.is_empty() {
+        additions
+            .extensions
+            .push(Box::new(move |_vm: &crate::runtime::VmmHandle| subscribers));
+    }
+    Ok(())
+}
+
+/// The UART whose backend is chardev `id`, if any.
+fn serial_using(
+    tree: &vmkit_object::ObjectTree,
+    serial: &SerialOption,
+    id: &str,
+) -> Result<Option<SerialHandle>> {
+    let fail = |e: &dyn std::fmt::Display| Error::Machine(format!("vmkit: chardev {id}: {e}"));
+    if *serial == SerialOption::Chardev(id.to_owned()) {
+        let com1 = tree
+            .resolve("/machine/peripheral/com1")
+            .map_err(|e| fail(&e))?;
+        return vmkit_isa::serial_handle(&com1)
+            .map(Some)
+            .map_err(|e| fail(&e));
+    }
+    for container in ["/machine/peripheral", "/machine/peripheral-anon"] {
+        let Ok(children) = tree.list(container) else {
+            continue;
+        };
+        for child in children
+            .iter()
+            .filter(|c| c.type_name.starts_with("child<"))
+        {
+            let path = format!("{container}/{}", child.name);
+            let Ok(object) = tree.resolve(&path) else {
+                continue;
+            };
+            let uses_it = matches!(
+                object.get_property("chardev"),
+                Ok(vmkit_object::Value::String(ref c)) if c == id
+            );
+            if uses_it {
+                if let Ok(handle) = vmkit_isa::serial_handle(&object) {
+                    return Ok(Some(handle));
+                }
+            }
+        }
+    }
+    Ok(None)
 }

@@ -14,6 +14,9 @@ pub enum SerialOption {
     File(PathBuf),
     /// Not connected.
     None,
+    /// A `-chardev` (by id, `chardev:ID`) or a chardev the short form described (`unix:`,
+    /// `tcp:`, `pty`, ...), opened as `serial0`.
+    Chardev(String),
 }
 
 /// Which interrupt controllers run where.
@@ -133,6 +136,11 @@ pub struct Options {
     pub serial: SerialOption,
     /// `-device`, in order.
     pub devices: Vec<String>,
+    /// `-chardev`, plus the chardevs the `-serial`/`-debugcon` short forms describe
+    /// (`serial0`, `debugcon`), in order.
+    pub chardevs: Vec<vmkit_chardev::ChardevSpec>,
+    /// `-debugcon`: the chardev id of an `isa-debugcon` at port 0xE9.
+    pub debugcon: Option<String>,
     /// `-no-reboot`.
     pub no_reboot: bool,
     /// `-S`.
@@ -156,6 +164,8 @@ impl Default for Options {
             qmp: None,
             serial: SerialOption::Stdio,
             devices: Vec::new(),
+            chardevs: Vec::new(),
+            debugcon: None,
             no_reboot: false,
             start_paused: false,
             irqchip: IrqchipOption::Kernel,
@@ -229,8 +239,14 @@ Guest:
                        which then enters the extracted vmlinux at startup_64
 
 Devices:
-  -serial stdio|file:PATH|none
+  -chardev BACKEND,id=ID[,...]
+                       a character device: null, stdio, file,path=P, pty,
+                       socket,path=P|host=H,port=N[,server=on][,wait=off]
+  -serial stdio|file:PATH|none|pty|unix:PATH[,server,nowait]|tcp:HOST:PORT[,...]|chardev:ID
                        COM1 backend (default stdio; on a terminal, Ctrl-A x quits)
+  -debugcon BACKEND    QEMU's debug console (isa-debugcon) at port 0xE9 on a backend as
+                       -serial takes; -device isa-debugcon,iobase=0x402,chardev=ID for
+                       SeaBIOS's log port
   -device DRIVER[,prop=value,...]
                        add a device, e.g. isa-serial,iobase=0x2f8,irq=3 or
                        isa-debug-exit,iobase=0x501,iosize=2
@@ -356,6 +372,38 @@ pub fn parse_qmp(text: &str) -> Result<QmpOption, CliError> {
     Ok(QmpOption { path, wait })
 }
 
+/// Parses `-serial`: `stdio`, `file:PATH` and `none`/`null` as before, any other QEMU short
+/// form (`unix:PATH[,server,nowait]`, `tcp:HOST:PORT[,...]`, `pty`) as a chardev `serial0`,
+/// and `chardev:ID`.
+fn parse_serial(
+    text: &str,
+    chardevs: &mut vmkit_chardev::ChardevSet,
+) -> Result<SerialOption, CliError> {
+    use vmkit_chardev::{Backend, LegacyBackend};
+    let legacy = vmkit_chardev::parse_legacy_backend_for("-serial", text)
+        .map_err(|e| error("-serial", e.to_string()))?;
+    Ok(match legacy {
+        LegacyBackend::None => SerialOption::None,
+        LegacyBackend::Chardev(spec) => match spec.backend {
+            Backend::Stdio { .. } => SerialOption::Stdio,
+            Backend::Null => SerialOption::None,
+            Backend::File { path, .. } => SerialOption::File(path),
+            _ => {
+                let id = chardevs
+                    .resolve("-serial", LegacyBackend::Chardev(spec), "serial0")
+                    .map_err(|e| error("-serial", e.to_string()))?;
+                SerialOption::Chardev(id.unwrap_or_default())
+            }
+        },
+        LegacyBackend::Ref(id) => {
+            chardevs
+                .resolve("-serial", LegacyBackend::Ref(id.clone()), "serial0")
+                .map_err(|e| error("-serial", e.to_string()))?;
+            SerialOption::Chardev(id)
+        }
+    })
+}
+
 /// Parses `-cpu host[,+FEAT|-FEAT|FEAT=on|FEAT=off|FEAT...]` (`max` is taken as `host`).
 /// Feature names are checked when the machine is built.
 pub fn parse_cpu(text: &str) -> Result<CpuOption, CliError> {
@@ -412,6 +460,9 @@ where
     }
     let mut options = Options::default();
     let mut kernel_decompress_given = false;
+    let mut chardevs = vmkit_chardev::ChardevSet::new();
+    let mut serial_text: Option<String> = None;
+    let mut debugcon_text: Option<String> = None;
     let mut iter = args.into_iter();
     while let Some(arg) = iter.next() {
         // QEMU accepts --opt as -opt.
@@ -482,22 +533,14 @@ where
                 options.cpu = parse_cpu(&text)?;
             }
             "-qmp" => options.qmp = Some(parse_qmp(&value("unix:PATH,server=on")?)?),
-            "-serial" => {
-                let text = value("stdio, file:PATH or none")?;
-                options.serial = match text.as_str() {
-                    "stdio" => SerialOption::Stdio,
-                    "none" | "null" => SerialOption::None,
-                    other => match other.strip_prefix("file:") {
-                        Some(path) if !path.is_empty() => SerialOption::File(PathBuf::from(path)),
-                        _ => {
-                            return Err(error(
-                                "-serial",
-                                format!("'{text}': use stdio, file:PATH or none"),
-                            ))
-                        }
-                    },
-                };
+            "-serial" => serial_text = Some(value("a character backend")?),
+            "-chardev" => {
+                let text = value("a character device")?;
+                chardevs
+                    .add_text(&text)
+                    .map_err(|e| error("-chardev", e.to_string()))?;
             }
+            "-debugcon" => debugcon_text = Some(value("a character backend")?),
             "-device" => {
                 let text = value("a device description")?;
                 if text == "help" || text == "?" {
@@ -523,6 +566,18 @@ where
             other => return Err(error(other, "unknown option (see vmkit --help)")),
         }
     }
+    // After every -chardev, so chardev:ID may name one given later on the line, as QEMU.
+    if let Some(text) = serial_text {
+        options.serial = parse_serial(&text, &mut chardevs)?;
+    }
+    if let Some(text) = debugcon_text {
+        let legacy = vmkit_chardev::parse_legacy_backend_for("-debugcon", &text)
+            .map_err(|e| error("-debugcon", e.to_string()))?;
+        options.debugcon = chardevs
+            .resolve("-debugcon", legacy, "debugcon")
+            .map_err(|e| error("-debugcon", e.to_string()))?;
+    }
+    options.chardevs = chardevs.iter().cloned().collect();
     if options.bios.is_some() && options.flat.is_some() {
         return Err(error("-flat", "cannot be combined with -bios"));
     }
@@ -557,6 +612,34 @@ mod tests {
         assert_eq!(parse(Vec::<String>::new()).unwrap(), Command::BuiltinGuest);
         assert_eq!(parse(["--help"]).unwrap(), Command::Help);
         assert_eq!(parse(["-m", "64", "-h"]).unwrap(), Command::Help);
+    }
+
+    #[test]
+    fn chardevs_serial_short_forms_and_debugcon() {
+        let options = run(&[
+            "-chardev",
+            "file,id=d,path=/tmp/log",
+            "-debugcon",
+            "chardev:d",
+            "-serial",
+            "unix:/tmp/s,server,nowait",
+        ]);
+        assert_eq!(options.debugcon.as_deref(), Some("d"));
+        assert_eq!(options.serial, SerialOption::Chardev("serial0".into()));
+        let ids: Vec<_> = options.chardevs.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(ids, ["d", "serial0"]);
+        // chardev:ID may name a -chardev given later on the line.
+        let options = run(&["-serial", "chardev:c", "-chardev", "null,id=c"]);
+        assert_eq!(options.serial, SerialOption::Chardev("c".into()));
+        assert_eq!(
+            run(&["-serial", "file:/x"]).serial,
+            SerialOption::File("/x".into())
+        );
+        assert_eq!(run(&["-serial", "null"]).serial, SerialOption::None);
+        let options = run(&["-debugcon", "file:/tmp/d"]);
+        assert_eq!(options.debugcon.as_deref(), Some("debugcon"));
+        let err = parse(["-chardev", "null,id=a", "-chardev", "null,id=a"]).unwrap_err();
+        assert_eq!(err.option, "-chardev");
     }
 
     #[test]
@@ -723,7 +806,9 @@ mod tests {
             (&["-m"], "-m"),
             (&["-smp", "0"], "-smp"),
             (&["-smp", "lots"], "-smp"),
-            (&["-serial", "pty"], "-serial"),
+            (&["-serial", "bogus:x"], "-serial"),
+            (&["-serial", "chardev:nope"], "-serial"),
+            (&["-chardev", "socket,id=c0"], "-chardev"),
             (&["-irqchip", "split"], "-irqchip"),
             (&["-flat", "a.bin,mode=protected"], "-flat mode"),
             (&["-flat", "a.bin,addr=zz"], "-flat addr"),
