@@ -1,0 +1,210 @@
+//! PCI for KVM VMMs, shaped after QEMU's `hw/pci`: configuration space, a bus that maps
+//! BARs, and the PC's configuration mechanism #1.
+//!
+//! - [`ConfigSpace`]: the 256-byte type-0 header of one function with write and
+//!   write-1-to-clear masks, BARs (I/O, 32-bit and 64-bit memory, prefetchable) that size as
+//!   hardware does, the expansion ROM BAR, a capability list, and decoding of where each
+//!   region sits now ([`ConfigSpace::bar_mapping`]).
+//! - [`PciDevice`]: the trait a function implements; only the config-space accessors are
+//!   required.
+//! - [`PciBus`]: functions by [`DevFn`], configuration reads and writes, and region
+//!   bookkeeping: after every write (and on reset) it diffs what each function decodes with
+//!   what it had mapped and calls a [`RegionMapper`].
+//! - [`PciHost`]: the 0xCF8/0xCFC configuration mechanism #1 as a vm-device PIO device, with
+//!   PIIX3's reset control register at 0xCF9.
+//! - [`BusRegionMapper`]: a [`RegionMapper`] that maps regions on vmkit-bus
+//!   [`PioBus`](vmkit_bus::PioBus)/[`MmioBus`](vmkit_bus::MmioBus).
+//! - [`intx_swizzle`]: which PIRQ line a slot's INTx pin reaches.
+//!
+//! No KVM, no threads: a VMM wires the host on its PIO bus and the mapper on its buses.
+//!
+//! ```
+//! use vmkit_pci::{BarDef, BarKind, ConfigSpace, Mapping, RegionIndex};
+//! use vmkit_bus::Space;
+//!
+//! let mut cfg = ConfigSpace::new(0x1af4, 0x1000, 0x02, 0x00, 0x00, 0x00);
+//! cfg.add_bar(0, BarDef { kind: BarKind::Io, size: 0x20, prefetchable: false })?;
+//!
+//! // Sizing: write all ones, read back the size mask (bit 0 = I/O).
+//! cfg.write(0x10, &0xffff_ffffu32.to_le_bytes());
+//! assert_eq!(cfg.dword(0x10), 0xffff_ffe1);
+//!
+//! // Place it at 0xc000 and enable I/O decode in the command register.
+//! cfg.write(0x10, &0xc000u32.to_le_bytes());
+//! assert_eq!(cfg.bar_mapping(RegionIndex::Bar(0)), None, "decode still off");
+//! cfg.write(0x04, &1u16.to_le_bytes());
+//! assert_eq!(
+//!     cfg.bar_mapping(RegionIndex::Bar(0)),
+//!     Some(Mapping { space: Space::Pio, addr: 0xc000, size: 0x20 })
+//! );
+//! # Ok::<(), vmkit_pci::Error>(())
+//! ```
+#![forbid(unsafe_code)]
+
+pub mod config;
+mod device;
+
+use std::fmt;
+
+pub use config::ConfigSpace;
+pub use device::PciDevice;
+
+/// A device and function number on bus 0: `device << 3 | function`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DevFn(pub u8);
+
+impl DevFn {
+    /// Device `dev` (0..=31), function `func` (0..=7); higher bits are dropped.
+    pub const fn new(dev: u8, func: u8) -> Self {
+        DevFn(((dev & 0x1f) << 3) | (func & 0x7))
+    }
+
+    /// The device (slot) number, 0..=31.
+    pub const fn device(self) -> u8 {
+        self.0 >> 3
+    }
+
+    /// The function number, 0..=7.
+    pub const fn function(self) -> u8 {
+        self.0 & 0x7
+    }
+}
+
+impl fmt::Display for DevFn {
+    /// `bus:device.function` as lspci prints it, e.g. `00:01.3`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "00:{:02x}.{}", self.device(), self.function())
+    }
+}
+
+/// The kind of a base address register.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BarKind {
+    /// I/O space (BAR bit 0 = 1).
+    Io,
+    /// 32-bit memory space.
+    Mem32,
+    /// 64-bit memory space (takes two BAR slots).
+    Mem64,
+}
+
+impl fmt::Display for BarKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BarKind::Io => "I/O",
+            BarKind::Mem32 => "32-bit memory",
+            BarKind::Mem64 => "64-bit memory",
+        })
+    }
+}
+
+/// A BAR a device declares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BarDef {
+    /// I/O, 32-bit or 64-bit memory.
+    pub kind: BarKind,
+    /// Size in bytes, a power of two.
+    pub size: u64,
+    /// Prefetchable memory (BAR bit 3); memory BARs only.
+    pub prefetchable: bool,
+}
+
+/// A region a PCI function decodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RegionIndex {
+    /// BAR 0..=5.
+    Bar(u8),
+    /// The expansion ROM.
+    Rom,
+    /// A device-defined window outside the BARs (chipset registers such as PIIX4's PMBA).
+    Custom(u8),
+}
+
+impl fmt::Display for RegionIndex {
+    /// `bar0`..`bar5`, `rom`, `custom0`...
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RegionIndex::Bar(i) => write!(f, "bar{i}"),
+            RegionIndex::Rom => f.write_str("rom"),
+            RegionIndex::Custom(i) => write!(f, "custom{i}"),
+        }
+    }
+}
+
+/// Where a region is decoded: address space, base and size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mapping {
+    /// Port I/O or memory.
+    pub space: vmkit_bus::Space,
+    /// First address.
+    pub addr: u64,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// Errors of PCI configuration (guest accesses never fail).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// BAR index past 5 (or a 64-bit BAR at 5, which needs slot 6 for its upper dword).
+    #[error("BAR index {index} cannot hold a {kind} BAR: BARs are 0..=5 and a 64-bit BAR takes two slots (0..=4)")]
+    BarIndexOutOfRange {
+        /// Requested index.
+        index: u8,
+        /// Requested kind.
+        kind: BarKind,
+    },
+    /// A BAR slot already holds a BAR (or the upper half of a 64-bit one).
+    #[error("BAR {index} cannot be declared: slot {slot} is already taken by another BAR")]
+    BarSlotInUse {
+        /// Requested index.
+        index: u8,
+        /// The taken slot.
+        slot: u8,
+    },
+    /// BAR size not a power of two or outside the kind's limits.
+    #[error("BAR {index}: {kind} size {size:#x} must be a power of two in {min:#x}..={max:#x}")]
+    InvalidBarSize {
+        /// Requested index.
+        index: u8,
+        /// Requested kind.
+        kind: BarKind,
+        /// Requested size.
+        size: u64,
+        /// Smallest allowed size.
+        min: u64,
+        /// Largest allowed size.
+        max: u64,
+    },
+    /// An I/O BAR was declared prefetchable.
+    #[error("BAR {index}: an I/O BAR cannot be prefetchable (bit 3 is an address bit there)")]
+    PrefetchableIoBar {
+        /// Requested index.
+        index: u8,
+    },
+    /// The expansion ROM BAR was declared twice.
+    #[error("the expansion ROM BAR (0x30) is already declared")]
+    RomBarInUse,
+    /// ROM size not a power of two or outside the limits.
+    #[error("expansion ROM size {size:#x} must be a power of two in {min:#x}..={max:#x}")]
+    InvalidRomSize {
+        /// Requested size.
+        size: u64,
+        /// Smallest allowed size.
+        min: u64,
+        /// Largest allowed size.
+        max: u64,
+    },
+    /// A capability does not fit in the 256-byte configuration space.
+    #[error("capability {id:#04x} of {len} bytes does not fit at offset {offset:#x}: configuration space ends at 0x100")]
+    NoRoomForCapability {
+        /// Capability ID.
+        id: u8,
+        /// Its length including the ID and next-pointer bytes.
+        len: usize,
+        /// Where it would have gone.
+        offset: u16,
+    },
+}
+
+/// Result of this crate's fallible operations.
+pub type Result<T> = std::result::Result<T, Error>;
