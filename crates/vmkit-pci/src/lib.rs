@@ -41,13 +41,36 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod bus;
 pub mod config;
 mod device;
+mod host;
+mod mapper;
 
 use std::fmt;
 
+pub use bus::{MapError, PciBus, RegionMapper, SharedPciDevice};
 pub use config::ConfigSpace;
 pub use device::PciDevice;
+pub use host::{
+    PciHost, ResetCallback, CONFIG_ADDRESS_MASK, CONFIG_ENABLE, RCR_RESET_CPU, RCR_SYSTEM_RESET,
+};
+pub use mapper::{region_name, BusRegionMapper};
+
+/// Which of the four PIRQ lines (0 = PIRQA .. 3 = PIRQD) interrupt pin `pin` (1 = INTA# ..
+/// 4 = INTD#, the interrupt pin register's value) of the function at `devfn` drives, or
+/// `None` for pin 0 (no interrupt) or an invalid pin.
+///
+/// This is the rotation of the PCI-to-PCI bridge specification as the PC's PIIX routing
+/// applies it and QEMU's `pc` machine and SeaBIOS compute it: `(slot - 1 + pin - 1) mod 4`,
+/// so slot 1 INTA# is PIRQA, slot 2 INTA# is PIRQB and slot 0 INTA# is PIRQD.
+pub fn intx_swizzle(devfn: DevFn, pin: u8) -> Option<u8> {
+    if !(1..=4).contains(&pin) {
+        return None;
+    }
+    // slot + 3 is slot - 1 modulo 4, without underflow for slot 0.
+    Some((devfn.device() + 3 + (pin - 1)) & 3)
+}
 
 /// A device and function number on bus 0: `device << 3 | function`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -203,6 +226,12 @@ pub enum Error {
         len: usize,
         /// Where it would have gone.
         offset: u16,
+    },
+    /// A function is already plugged in at that device/function number.
+    #[error("PCI slot {devfn} is already occupied: pick a free device/function number")]
+    DevFnInUse {
+        /// The occupied slot.
+        devfn: DevFn,
     },
 }
 
