@@ -120,6 +120,33 @@ enum BarSlot {
 /// read-only by default (a real function's unimplemented registers read 0 and ignore
 /// writes); a chipset function opens its registers with
 /// [`set_write_mask_byte`](Self::set_write_mask_byte).
+///
+/// ```
+/// use vmkit_bus::Space;
+/// use vmkit_pci::{BarDef, BarKind, ConfigSpace, Mapping, RegionIndex};
+///
+/// let mut cfg = ConfigSpace::new(0x1af4, 0x1000, 0x02, 0x00, 0x00, 0x00);
+/// cfg.add_bar(0, BarDef { kind: BarKind::Io, size: 0x20, prefetchable: false })?;
+///
+/// // Sizing: write all ones, read back the size mask (bit 0 = I/O).
+/// cfg.write(0x10, &0xffff_ffffu32.to_le_bytes());
+/// assert_eq!(cfg.dword(0x10), 0xffff_ffe1);
+///
+/// // Place it at 0xc000 and enable I/O decode in the command register.
+/// cfg.write(0x10, &0xc000u32.to_le_bytes());
+/// assert_eq!(cfg.bar_mapping(RegionIndex::Bar(0)), None, "decode still off");
+/// cfg.write(0x04, &1u16.to_le_bytes());
+/// assert_eq!(
+///     cfg.bar_mapping(RegionIndex::Bar(0)),
+///     Some(Mapping { space: Space::Pio, addr: 0xc000, size: 0x20 })
+/// );
+///
+/// // A capability: ID, next pointer, body; the list starts at 0x34.
+/// let at = cfg.add_capability(0x09, &[0x03, 0x00])?;
+/// assert_eq!((at, cfg.byte(0x34)), (0x40, 0x40));
+/// assert_eq!(cfg.capabilities(), vec![(0x09, 0x40)]);
+/// # Ok::<(), vmkit_pci::Error>(())
+/// ```
 #[derive(Clone, PartialEq, Eq)]
 pub struct ConfigSpace {
     data: [u8; CONFIG_SPACE_SIZE],

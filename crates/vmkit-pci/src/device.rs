@@ -7,6 +7,9 @@ use crate::{ConfigSpace, Mapping, RegionIndex};
 ///
 /// Only [`config`](Self::config) and [`config_mut`](Self::config_mut) are required; the rest
 /// default to plain configuration-space behaviour. Guest accesses must never panic.
+///
+/// The bus calls these methods with the function's mutex held (and, for configuration
+/// accesses, the bus's own lock), so they must not call back into the [`PciBus`](crate::PciBus).
 pub trait PciDevice: Send {
     /// The function's configuration space.
     fn config(&self) -> &ConfigSpace;

@@ -16,28 +16,67 @@
 //!   [`PioBus`](vmkit_bus::PioBus)/[`MmioBus`](vmkit_bus::MmioBus).
 //! - [`intx_swizzle`]: which PIRQ line a slot's INTx pin reaches.
 //!
-//! No KVM, no threads: a VMM wires the host on its PIO bus and the mapper on its buses.
+//! No KVM, no threads: a VMM puts the host on its PIO bus and hands the mapper its buses.
+//!
+//! # Behaviour, after QEMU's `hw/pci/pci.c` and `hw/pci-host/i440fx.c`
+//!
+//! - Writable: the command register's I/O, memory, bus-master and INTx-disable bits, cache
+//!   line size, interrupt line, BAR and ROM address bits above the size; status error bits
+//!   are write-1-to-clear; everything else in the header is read-only, and bytes 0x40..=0xff
+//!   are read-only until the device opens them.
+//! - A BAR decodes only while its space's command bit is set, its address is not 0 and its
+//!   range neither wraps nor leaves the space (I/O past port 0xffff; 32-bit memory and the
+//!   ROM reaching 0xffff_ffff, which is where an all-ones sizing write leaves them; 64-bit
+//!   memory reaching `u64::MAX`). The ROM also needs its enable bit.
+//! - The bus remaps after every configuration write and on reset, unmapping before mapping.
+//!   A region that cannot be mapped (it overlaps another bus entry) stays unmapped and is
+//!   reported through [`PciBus::take_map_errors`]; later configuration writes retry it.
+//! - Function 1..=7 of a device whose function 0 is absent is absent; absent functions read
+//!   all ones and drop writes.
+//!
+//! # Example: a machine's PCI wiring
 //!
 //! ```
-//! use vmkit_pci::{BarDef, BarKind, ConfigSpace, Mapping, RegionIndex};
-//! use vmkit_bus::Space;
+//! use std::sync::{Arc, Mutex};
+//! use vmkit_bus::{Dispatch, MmioBus, PioBus, PioRange};
+//! use vmkit_pci::{BarDef, BarKind, BusRegionMapper, ConfigSpace, DevFn, PciBus, PciDevice, PciHost, RegionIndex};
 //!
-//! let mut cfg = ConfigSpace::new(0x1af4, 0x1000, 0x02, 0x00, 0x00, 0x00);
-//! cfg.add_bar(0, BarDef { kind: BarKind::Io, size: 0x20, prefetchable: false })?;
+//! /// A function with one 16-port I/O BAR that reads back its offset.
+//! struct Echo(ConfigSpace);
+//! impl PciDevice for Echo {
+//!     fn config(&self) -> &ConfigSpace { &self.0 }
+//!     fn config_mut(&mut self) -> &mut ConfigSpace { &mut self.0 }
+//!     fn region_read(&mut self, _region: RegionIndex, offset: u64, data: &mut [u8]) {
+//!         data.fill(offset as u8);
+//!     }
+//! }
 //!
-//! // Sizing: write all ones, read back the size mask (bit 0 = I/O).
-//! cfg.write(0x10, &0xffff_ffffu32.to_le_bytes());
-//! assert_eq!(cfg.dword(0x10), 0xffff_ffe1);
+//! let (pio, mmio) = (PioBus::new(), MmioBus::new());
+//! let pci = PciBus::with_mapper(Arc::new(BusRegionMapper::new(pio.clone(), mmio.clone())));
+//! let mut cfg = ConfigSpace::new(0x1b36, 0x0005, 0xff, 0x00, 0x00, 0x00);
+//! cfg.add_bar(0, BarDef { kind: BarKind::Io, size: 16, prefetchable: false })?;
+//! pci.add(DevFn::new(3, 0), Arc::new(Mutex::new(Echo(cfg))))?;
 //!
-//! // Place it at 0xc000 and enable I/O decode in the command register.
-//! cfg.write(0x10, &0xc000u32.to_le_bytes());
-//! assert_eq!(cfg.bar_mapping(RegionIndex::Bar(0)), None, "decode still off");
-//! cfg.write(0x04, &1u16.to_le_bytes());
-//! assert_eq!(
-//!     cfg.bar_mapping(RegionIndex::Bar(0)),
-//!     Some(Mapping { space: Space::Pio, addr: 0xc000, size: 0x20 })
-//! );
-//! # Ok::<(), vmkit_pci::Error>(())
+//! // Mechanism #1 at 0xCF8..=0xCFF; 0xCF9 writes with bit 2 set request a reset.
+//! let host = PciHost::with_reset(pci.clone(), Box::new(|hard| println!("reset, hard={hard}")));
+//! pio.insert(PioRange::new(PciHost::BASE, PciHost::LEN)?, "/machine/i440fx/pci-conf", Arc::new(Mutex::new(host)))?;
+//!
+//! // The guest programs BAR0 of 00:03.0 and turns on I/O decode.
+//! let select = |reg: u32| pio.write(0xcf8, &(0x8000_0000 | 3 << 11 | reg).to_le_bytes());
+//! select(0x10);
+//! pio.write(0xcfc, &0xc000u32.to_le_bytes());
+//! select(0x04);
+//! pio.write(0xcfc, &1u16.to_le_bytes());
+//!
+//! let mut byte = [0u8];
+//! assert_eq!(pio.read(0xc00a, &mut byte), Dispatch::Handled);
+//! assert_eq!(byte, [0x0a]);
+//! assert_eq!(&*pio.lookup(0xc000).unwrap().1, "/machine/pci/00:03.0/bar0");
+//!
+//! // Machine reset: functions back to power-on, BARs unmapped.
+//! pci.reset();
+//! assert_eq!(pio.read(0xc00a, &mut byte), Dispatch::Unassigned);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 #![forbid(unsafe_code)]
 
