@@ -447,3 +447,36 @@ fn custom_windows_map_like_bars() {
     assert_eq!(m.inb(0xb001), 0x01);
     assert_eq!(hits.load(Ordering::Relaxed), 2);
 }
+
+#[test]
+fn mem64_bar_above_4g_and_rom_dispatch_on_mmio() {
+    let m = machine();
+    let d2 = DevFn::new(2, 0);
+    m.select(d2, 0x18);
+    m.outl(0xcfc, 0xffff_ffff);
+    assert_eq!(m.inl(0xcfc), 0xffff_c00c);
+    m.select(d2, 0x1c);
+    m.outl(0xcfc, 0xffff_ffff);
+    assert_eq!(m.inl(0xcfc), 0xffff_ffff);
+    m.outl(0xcfc, 0x8);
+    m.select(d2, 0x18);
+    m.outl(0xcfc, 0x0);
+    m.select(d2, 0x30);
+    m.outl(0xcfc, 0xfeb0_0001);
+    m.select(d2, 0x04);
+    m.outw(0xcfc, 0x0002);
+    let (range, name) = m.mmio.lookup(0x8_0000_3fff).unwrap();
+    assert_eq!((range.base(), range.size()), (0x8_0000_0000, 0x4000));
+    assert_eq!(&*name, "/machine/pci/00:02.0/bar2");
+    let mut b = [0u8; 8];
+    assert_eq!(m.mmio.read(0x8_0000_0001, &mut b), Dispatch::Handled);
+    assert_eq!(b, [0x03; 8], "offset 1 + region 2");
+    assert_eq!(
+        &*m.mmio.lookup(0xfeb0_ffff).unwrap().1,
+        "/machine/pci/00:02.0/rom"
+    );
+    let mut one = [0u8; 1];
+    m.mmio.read(0xfeb0_0002, &mut one);
+    assert_eq!(one, [0x12], "offset 2 + ROM's 0x10");
+    assert!(m.mmio.lookup(0xfeb1_0000).is_none());
+}
