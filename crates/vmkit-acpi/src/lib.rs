@@ -63,3 +63,37 @@ pub(crate) fn checksum(bytes: &[u8]) -> u8 {
         .fold(0u8, |sum, byte| sum.wrapping_add(*byte))
         .wrapping_neg()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checksum_makes_bytes_sum_to_zero() {
+        let bytes = [1u8, 2, 250, 7];
+        let sum = bytes
+            .iter()
+            .fold(checksum(&bytes), |s, b| s.wrapping_add(*b));
+        assert_eq!(sum, 0);
+        assert_eq!(checksum(&[]), 0);
+    }
+
+    #[test]
+    fn pirq_swizzle_is_piix3s() {
+        // PIIX3: slot 1 INTA is PIRQA, slot 2 INTA PIRQB, slot 0 INTA PIRQD.
+        assert_eq!(dsdt::pirq_link(1, 0), 0);
+        assert_eq!(dsdt::pirq_link(2, 0), 1);
+        assert_eq!(dsdt::pirq_link(0, 0), 3);
+        assert_eq!(dsdt::pirq_link(3, 3), 1);
+        for slot in 0..32 {
+            let links: Vec<_> = (0..4).map(|pin| dsdt::pirq_link(slot, pin)).collect();
+            let mut sorted = links.clone();
+            sorted.sort_unstable();
+            assert_eq!(
+                sorted,
+                [0, 1, 2, 3],
+                "slot {slot}: each pin on its own link"
+            );
+        }
+    }
+}
