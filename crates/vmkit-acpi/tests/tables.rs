@@ -459,31 +459,30 @@ fn iasl_disassembles_the_dsdt_when_installed() {
         return;
     };
     assert!(version.status.success() || !version.stdout.is_empty());
-    let (tables, _) = linked_qemu_pc(2);
     let dir = std::env::temp_dir().join(format!("vmkit-acpi-iasl-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let o = &tables.offsets;
-    let dsdt = &tables.tables[o.dsdt.start as usize..o.dsdt.end as usize];
-    std::fs::write(dir.join("dsdt.dat"), dsdt).unwrap();
-    let out = Command::new("iasl")
-        .current_dir(&dir)
-        .args(["-d", "dsdt.dat"])
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "iasl -d failed: {text}");
-    let dsl = std::fs::read_to_string(dir.join("dsdt.dsl")).unwrap();
-    for needle in [
-        "Device (PCI0)",
-        "Name (_PRT",
-        "Device (LNKA)",
-        "Name (\\_S5",
-    ] {
-        assert!(
-            dsl.contains(needle),
-            "{needle} missing from the disassembly"
-        );
+    let configs = [
+        (PcAcpiConfig::qemu_pc(2, 0x800_0000), true),
+        (PcAcpiConfig::without_chipset(2), false),
+    ];
+    for (config, pci) in configs {
+        let tables = build_pc_tables(&config).unwrap();
+        let o = &tables.offsets;
+        let dsdt = &tables.tables[o.dsdt.start as usize..o.dsdt.end as usize];
+        std::fs::write(dir.join("dsdt.dat"), dsdt).unwrap();
+        let out = Command::new("iasl")
+            .current_dir(&dir)
+            .args(["-d", "dsdt.dat"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "iasl -d failed: {text}");
+        let dsl = std::fs::read_to_string(dir.join("dsdt.dsl")).unwrap();
+        assert!(dsl.contains("Name (\\_S5"), "no \\_S5 in the disassembly");
+        for needle in ["Device (PCI0)", "Name (_PRT", "Device (LNKA)"] {
+            assert_eq!(dsl.contains(needle), pci, "{needle} in the disassembly");
+        }
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
