@@ -36,67 +36,6 @@ pub enum Error {
         /// KVM's limit.
         max: usize,
     },
-    /// The MP table cannot describe that many CPUs (APIC ids are one byte and one id goes to
-    /// the IOAPIC).
-    #[error("the MP table supports at most {max} vCPUs, {requested} requested")]
-    TooManyCpus {
-        /// vCPUs requested.
-        requested: u32,
-        /// Largest supported count.
-        max: u32,
-    },
-    /// The MP table does not fit in the area given for it.
-    #[error(
-        "MP table for {cpus} vCPUs needs {needed} bytes but only {available} are available at {start:#x}"
-    )]
-    NoRoom {
-        /// vCPUs requested.
-        cpus: u32,
-        /// Bytes the table needs.
-        needed: u64,
-        /// Bytes in the area.
-        available: u64,
-        /// Start of the area.
-        start: u64,
-    },
-    /// Writing into guest memory failed.
-    #[error("cannot write the MP table at guest address {addr:#x}: {reason}")]
-    GuestMemory {
-        /// Guest physical address of the write.
-        addr: u64,
-        /// What guest memory reported.
-        reason: String,
-    },
-    /// The ACPI tables do not fit in the area given for them.
-    #[error(
-        "ACPI tables for {cpus} vCPUs need {needed} bytes but only {available} are available at {start:#x}"
-    )]
-    AcpiNoRoom {
-        /// vCPUs requested.
-        cpus: u32,
-        /// Bytes the tables need.
-        needed: u64,
-        /// Bytes in the area.
-        available: u64,
-        /// Start of the area.
-        start: u64,
-    },
-    /// The ACPI area does not start on a 16-byte boundary (the RSDP must).
-    #[error("the ACPI area must start on a 16-byte boundary, {start:#x} does not")]
-    AcpiMisaligned {
-        /// Start of the area.
-        start: u64,
-    },
-    /// Writing the ACPI tables into guest memory failed.
-    #[error(
-        "cannot write the ACPI tables at guest address {addr:#x}: {reason} (the VMM must back the area with memory)"
-    )]
-    AcpiGuestMemory {
-        /// Guest physical address of the write.
-        addr: u64,
-        /// What guest memory reported.
-        reason: String,
-    },
 }
 
 /// The crate's result type.

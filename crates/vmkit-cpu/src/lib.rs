@@ -8,10 +8,8 @@
 //!   depends on it ([`features::DEPENDENCIES`]): `-xsave` takes AVX, AVX2, AVX-512,
 //!   OSXSAVE, PKU and the XSAVE leaf 0xD with it.
 //! - [`boot_msrs`]: the MSRs a Linux boot expects, for KVM_SET_MSRS.
-//! - [`write_mptable`]: the MultiProcessor Specification 1.4 table (CPUs, IOAPIC, ISA IRQ
-//!   routing) written into guest memory.
-//! - [`write_acpi_tables`]: minimal ACPI tables (RSDP, XSDT, FADT, DSDT, MADT) listing the
-//!   same CPUs and IOAPIC, for kernels that only read ACPI.
+//!
+//! The MP table and the ACPI tables that describe the CPUs to the guest are in vmkit-acpi.
 //!
 //! The crate makes no KVM calls: the VMM passes in the supported CPUID and applies the
 //! results (`vcpu.set_cpuid2(&cpuid)`, `vcpu.set_msrs(&msrs)`).
@@ -42,19 +40,15 @@
 //! ```
 #![forbid(unsafe_code)]
 
-pub mod acpi;
 mod cpuid;
 mod error;
 pub mod features;
-pub mod mptable;
 pub mod msrs;
 
-pub use acpi::{write_acpi_tables, write_acpi_tables_at, AcpiTables};
 pub use cpuid::{
     build_cpuid, has_feature, Vendor, FALLBACK_BRAND, HYPERVISOR_LEAF, KVM_FEATURES_LEAF,
     KVM_SIGNATURE,
 };
 pub use error::{Error, Result};
 pub use features::{CpuModel, Feature, Register};
-pub use mptable::{write_mptable, write_mptable_with, Irq0Pin, MpTableConfig};
 pub use msrs::{boot_msr_entries, boot_msrs};

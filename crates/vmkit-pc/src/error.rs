@@ -200,9 +200,12 @@ pub enum Error {
         /// Bytes available between the two.
         room: u64,
     },
-    /// The guest CPU (CPUID, `-cpu` features, boot MSRs, MP table) could not be set up.
+    /// The guest CPU (CPUID, `-cpu` features, boot MSRs) could not be set up.
     #[error(transparent)]
     Cpu(#[from] vmkit_cpu::Error),
+    /// The MP table or the ACPI tables could not be built or written.
+    #[error(transparent)]
+    Acpi(#[from] vmkit_acpi::Error),
     /// The machine configuration is inconsistent.
     #[error("{0}")]
     Config(String),

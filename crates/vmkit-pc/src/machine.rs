@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use kvm_bindings::{kvm_mp_state, KVM_MP_STATE_RUNNABLE, KVM_MP_STATE_UNINITIALIZED};
 use vm_memory::{Bytes, GuestAddress, GuestAddressSpace, GuestMemoryAtomic};
+use vmkit_acpi::{build_pc_tables, write_mptable_to_ebda, PcAcpiConfig};
 use vmkit_bus::{MmioBus, PioBus};
-use vmkit_cpu::{boot_msrs, build_cpuid, write_acpi_tables, write_mptable, CpuModel};
+use vmkit_cpu::{boot_msrs, build_cpuid, CpuModel};
 use vmkit_hw::{Clock, MonotonicClock};
 use vmkit_isa::{
     add_pc_isa_devices, register_isa_types, IsaConfig, IsaContext, IsaDevices, MachineEvents,
@@ -506,14 +507,15 @@ fn load_kernel(
 /// Name of the ROM region holding the ACPI tables of a Linux boot.
 const ACPI_REGION_NAME: &str = "pc.acpi-tables";
 
-/// The MP table a Linux guest reads to find the application processors and the IOAPIC
-/// (vmkit-cpu), in the EBDA, where Linux looks for it, and the same CPUs and IOAPIC as ACPI
-/// tables in the BIOS area, for kernels built without MP table support. Firmware builds its
-/// own.
+/// The MP table a Linux guest reads to find the application processors and the IOAPIC, in
+/// the EBDA, where Linux looks for it, and the same CPUs and IOAPIC as ACPI tables in the
+/// BIOS area, for kernels built without MP table support (vmkit-acpi). The machine has no
+/// PM device, PCI or HPET yet and keeps KVM's default IRQ routing. Firmware builds its own.
 fn write_linux_mptable(memory: &GuestMemoryAtomic<GuestMemoryView>, cpus: usize) -> Result<()> {
     let snapshot = memory.memory();
-    write_acpi_tables(&*snapshot, cpus)?;
+    let acpi_cpus = u8::try_from(cpus).unwrap_or(u8::MAX);
+    build_pc_tables(&PcAcpiConfig::without_chipset(acpi_cpus))?.write_to_bios_area(&*snapshot)?;
     let cpus = u32::try_from(cpus).unwrap_or(u32::MAX);
-    write_mptable(&*snapshot, cpus)?;
+    write_mptable_to_ebda(&*snapshot, cpus)?;
     Ok(())
 }

@@ -6,13 +6,13 @@
 //! configuration table right after it. The default area is the EBDA's first (and base
 //! memory's last) KiB, 0x9fc00-0xa0000, one of the places Linux scans for "_MP_"; the
 //! machine's e820 map must report it reserved. 1 KiB holds the table for up to 40 vCPUs;
-//! [`write_mptable_with`] takes a larger area.
+//! [`write_mptable_at`] takes a larger area.
 
 use std::ops::Range;
 
 use vm_memory::{Bytes, GuestAddress};
 
-use crate::{Error, Result};
+use crate::{checksum, Error, Result};
 
 /// Default start of the MP table: the EBDA start, 639 KiB.
 pub const MPTABLE_START: u64 = 0x9_fc00;
@@ -121,18 +121,19 @@ fn config_table_len(config: &MpTableConfig) -> u64 {
         + SMALL_ENTRY_LEN * small_entries(config)
 }
 
-/// Writes the MP table for `num_cpus` vCPUs at [`MPTABLE_START`] with KVM's default IRQ
-/// routing; returns the guest-physical range it occupies.
-pub fn write_mptable<M>(memory: &M, num_cpus: u32) -> Result<Range<u64>>
+/// Writes the MP table for `num_cpus` vCPUs into the EBDA ([`MPTABLE_START`]) with KVM's
+/// default IRQ routing; returns the guest-physical range it occupies.
+pub fn write_mptable_to_ebda<M>(memory: &M, num_cpus: u32) -> Result<Range<u64>>
 where
     M: Bytes<GuestAddress> + ?Sized,
     M::E: std::fmt::Display,
 {
-    write_mptable_with(memory, &MpTableConfig::new(num_cpus))
+    write_mptable_at(memory, &MpTableConfig::new(num_cpus))
 }
 
-/// Writes the MP table as `config` says; returns the guest-physical range it occupies.
-pub fn write_mptable_with<M>(memory: &M, config: &MpTableConfig) -> Result<Range<u64>>
+/// Writes the MP table into the area `config` gives; returns the guest-physical range it
+/// occupies.
+pub fn write_mptable_at<M>(memory: &M, config: &MpTableConfig) -> Result<Range<u64>>
 where
     M: Bytes<GuestAddress> + ?Sized,
     M::E: std::fmt::Display,
@@ -142,6 +143,7 @@ where
     memory
         .write_slice(&bytes, GuestAddress(start))
         .map_err(|e| Error::GuestMemory {
+            what: "MP table",
             addr: start,
             reason: e.to_string(),
         })?;
@@ -163,19 +165,20 @@ pub fn build_mptable(config: &MpTableConfig) -> Result<Vec<u8>> {
     // The configuration table pointer is 32-bit.
     let fits_32bit = start.checked_add(needed).is_some_and(|end| end <= 1 << 32);
     if needed > available || !fits_32bit {
-        return Err(Error::NoRoom {
+        return Err(Error::MpTableNoRoom {
             cpus,
             needed,
             available,
             start,
         });
     }
-    let config_addr = u32::try_from(start + FLOATING_POINTER_LEN).map_err(|_| Error::NoRoom {
-        cpus,
-        needed,
-        available,
-        start,
-    })?;
+    let config_addr =
+        u32::try_from(start + FLOATING_POINTER_LEN).map_err(|_| Error::MpTableNoRoom {
+            cpus,
+            needed,
+            available,
+            start,
+        })?;
     // Checked above: cpus <= 254, so the id and the lengths fit their fields.
     let ioapic_id = cpus as u8;
     let table_len = config_table_len(config) as u16;
@@ -237,12 +240,4 @@ pub fn build_mptable(config: &MpTableConfig) -> Result<Vec<u8>> {
     bytes[10] = checksum(&bytes);
     bytes.extend_from_slice(&table);
     Ok(bytes)
-}
-
-/// The byte that makes `bytes` sum to 0 mod 256.
-fn checksum(bytes: &[u8]) -> u8 {
-    bytes
-        .iter()
-        .fold(0u8, |sum, byte| sum.wrapping_add(*byte))
-        .wrapping_neg()
 }

@@ -1,9 +1,8 @@
-//! The MP table parsed back from guest memory by an independent parser, and the boot MSRs.
+//! The MP table parsed back from guest memory by an independent parser.
 
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
-use vmkit_cpu::mptable::{mptable_size, MAX_CPUS, MPTABLE_END, MPTABLE_START};
-use vmkit_cpu::msrs::*;
-use vmkit_cpu::{boot_msrs, write_mptable, write_mptable_with, Error, Irq0Pin, MpTableConfig};
+use vmkit_acpi::mptable::{mptable_size, MAX_CPUS, MPTABLE_END, MPTABLE_START};
+use vmkit_acpi::{write_mptable_at, write_mptable_to_ebda, Error, Irq0Pin, MpTableConfig};
 
 fn memory(size: usize) -> GuestMemoryMmap {
     GuestMemoryMmap::from_ranges(&[(GuestAddress(0), size)]).unwrap()
@@ -105,7 +104,7 @@ fn parse(mem: &GuestMemoryMmap, scan: std::ops::Range<u64>) -> Parsed {
 fn mp_table_for_1_2_4_and_40_cpus() {
     for n in [1u32, 2, 4, 40] {
         let mem = memory(1 << 20);
-        let range = write_mptable(&mem, n).unwrap();
+        let range = write_mptable_to_ebda(&mem, n).unwrap();
         assert_eq!(range.start, MPTABLE_START);
         assert_eq!(
             range.end - range.start,
@@ -140,7 +139,7 @@ fn irq0_on_pin2_routing() {
         irq0_pin: Irq0Pin::Pin2,
         ..MpTableConfig::new(2)
     };
-    write_mptable_with(&mem, &config).unwrap();
+    write_mptable_at(&mem, &config).unwrap();
     let p = parse(&mem, 0x9_fc00..0xa_0000);
     assert_eq!(p.io_ints.len(), 15);
     assert_eq!(p.io_ints[0], (0, 0, 2, 2));
@@ -154,18 +153,18 @@ fn irq0_on_pin2_routing() {
 fn mp_table_limits() {
     let mem = memory(1 << 20);
     for n in [0, MAX_CPUS + 1, 1000] {
-        let err = write_mptable(&mem, n).unwrap_err();
+        let err = write_mptable_to_ebda(&mem, n).unwrap_err();
         assert!(
             matches!(err, Error::TooManyCpus { max: 254, .. }),
             "{n}: {err}"
         );
     }
     // 41 CPUs no longer fit in the EBDA's KiB...
-    let err = write_mptable(&mem, 41).unwrap_err();
+    let err = write_mptable_to_ebda(&mem, 41).unwrap_err();
     assert!(
         matches!(
             err,
-            Error::NoRoom {
+            Error::MpTableNoRoom {
                 cpus: 41,
                 available: 1024,
                 ..
@@ -178,7 +177,7 @@ fn mp_table_limits() {
         area: 0xf_0000..0x10_0000,
         ..MpTableConfig::new(MAX_CPUS)
     };
-    let range = write_mptable_with(&mem, &config).unwrap();
+    let range = write_mptable_at(&mem, &config).unwrap();
     let p = parse(&mem, range.clone());
     assert_eq!(p.cpus.len(), 254);
     assert_eq!(p.ioapics[0].0, 254);
@@ -188,7 +187,7 @@ fn mp_table_limits() {
         ..MpTableConfig::new(2)
     };
     assert!(matches!(
-        write_mptable_with(&mem, &config),
+        write_mptable_at(&mem, &config),
         Err(Error::GuestMemory {
             addr: 0x20_0000,
             ..
@@ -200,43 +199,7 @@ fn mp_table_limits() {
         ..MpTableConfig::new(1)
     };
     assert!(matches!(
-        write_mptable_with(&mem, &config),
-        Err(Error::NoRoom { .. })
+        write_mptable_at(&mem, &config),
+        Err(Error::MpTableNoRoom { .. })
     ));
-}
-
-#[test]
-fn boot_msrs_contents() {
-    let msrs = boot_msrs().unwrap();
-    let get = |index| {
-        msrs.as_slice()
-            .iter()
-            .find(|e| e.index == index)
-            .unwrap_or_else(|| panic!("MSR {index:#x} missing"))
-            .data
-    };
-    for zero in [
-        MSR_IA32_SYSENTER_CS,
-        MSR_IA32_SYSENTER_ESP,
-        MSR_IA32_SYSENTER_EIP,
-        MSR_STAR,
-        MSR_LSTAR,
-        MSR_CSTAR,
-        MSR_SYSCALL_MASK,
-        MSR_KERNEL_GS_BASE,
-        MSR_IA32_TSC,
-    ] {
-        assert_eq!(get(zero), 0, "{zero:#x}");
-    }
-    assert_eq!(get(MSR_IA32_MISC_ENABLE) & 1, 1, "fast strings");
-    assert_eq!(
-        get(MSR_MTRR_DEF_TYPE),
-        0x806,
-        "MTRRs on, write-back default"
-    );
-    assert_eq!(msrs.as_slice().len(), 11);
-    let mut indices: Vec<_> = msrs.as_slice().iter().map(|e| e.index).collect();
-    indices.sort_unstable();
-    indices.dedup();
-    assert_eq!(indices.len(), 11, "no duplicates");
 }
