@@ -416,6 +416,13 @@ fn images(exits: u32) -> Result<Vec<Images>> {
 
 /// Runs the benchmark and returns the report.
 pub fn run(options: &Options) -> Result<String> {
+    if let Some(bios) = &options.seabios {
+        let vmkit = locate_vmkit(options.vmkit.as_deref()).map_err(Error::Usage)?;
+        let qemu = qemu_version(&options.qemu)
+            .ok()
+            .map(|_| options.qemu.as_path());
+        return crate::firmware::run(&vmkit, qemu, bios, options.runs);
+    }
     let mut report = String::new();
     let load_before = load_average();
     let exits = options.exits;

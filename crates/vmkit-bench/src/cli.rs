@@ -24,6 +24,9 @@ options:
   --runs R          runs per figure; the report shows median (min..max) (default 5)
   --only WHICH      only one of: raw, vmkit, qemu
   --quick           small N and 2 runs: a smoke test, not a measurement
+  --seabios         instead: time Debian's SeaBIOS from process start to its boot step,
+                    vmkit vs QEMU on the same command line (--runs runs each)
+  --bios PATH       the same with another SeaBIOS image
   --no-scaling      skip the 1-vCPU / 2-vCPU scaling runs
   --vmkit PATH      the vmkit binary (default: `vmkit` next to this binary, built with
                     cargo first when this binary runs from a cargo target directory)
@@ -63,6 +66,8 @@ pub struct Options {
     pub vmkit: Option<PathBuf>,
     /// QEMU binary.
     pub qemu: PathBuf,
+    /// `--seabios [BIOS]`: time SeaBIOS's boot instead of exit dispatch.
+    pub seabios: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -75,6 +80,7 @@ impl Default for Options {
             scaling: true,
             vmkit: None,
             qemu: PathBuf::from("qemu-system-x86_64"),
+            seabios: None,
         }
     }
 }
@@ -133,6 +139,10 @@ where
                 })
             }
             "--quick" => options.quick = true,
+            "--seabios" => {
+                options.seabios = Some(PathBuf::from(crate::firmware::DEFAULT_BIOS));
+            }
+            "--bios" => options.seabios = Some(PathBuf::from(value("--bios")?)),
             "--no-scaling" => options.scaling = false,
             "--vmkit" => options.vmkit = Some(PathBuf::from(value("--vmkit")?)),
             "--qemu" => options.qemu = PathBuf::from(value("--qemu")?),

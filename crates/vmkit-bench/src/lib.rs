@@ -38,6 +38,7 @@
 
 pub mod bench;
 pub mod cli;
+pub mod firmware;
 pub mod guest;
 pub mod inprocess;
 pub mod process;

@@ -116,6 +116,12 @@ pub enum Error {
     /// Mapping a device on the port or MMIO bus failed (an overlap names both devices).
     #[error(transparent)]
     Bus(#[from] vmkit_bus::Error),
+    /// Building the fw_cfg contents failed (a file name or size past fw_cfg's limits).
+    #[error(transparent)]
+    FwCfg(#[from] vmkit_fwcfg::Error),
+    /// Placing a PCI function failed (an occupied slot names it).
+    #[error(transparent)]
+    Pci(#[from] vmkit_pci::Error),
     /// A KVM operation failed.
     #[error(transparent)]
     Kvm(#[from] vmkit_kvm::Error),

@@ -70,9 +70,11 @@
 #![deny(unsafe_code)]
 
 pub mod boot;
+pub mod chipset;
 mod e820;
 mod error;
 pub mod firmware;
+pub mod firmware_cfg;
 pub mod irq;
 pub mod layout;
 pub mod linux;

@@ -2,13 +2,14 @@
 //! type name through the object registry, in either interrupt model (QEMU's `pc_init1`).
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use kvm_bindings::{kvm_mp_state, KVM_MP_STATE_RUNNABLE, KVM_MP_STATE_UNINITIALIZED};
 use vm_memory::{Bytes, GuestAddress, GuestAddressSpace, GuestMemoryAtomic};
 use vmkit_acpi::{build_pc_tables, write_mptable_to_ebda, PcAcpiConfig};
 use vmkit_bus::{MmioBus, PioBus};
 use vmkit_cpu::{boot_msrs, build_cpuid, CpuModel};
+use vmkit_fwcfg::FwCfg;
 use vmkit_hw::{Clock, MonotonicClock};
 use vmkit_isa::{
     add_pc_isa_devices, register_isa_types, IsaConfig, IsaContext, IsaDevices, MachineEvents,
@@ -20,6 +21,7 @@ use vmkit_object::{Context, ObjectTree, Registry, TypeInfo};
 use vmkit_pcglue::CmosMemoryLayout;
 
 use crate::boot;
+use crate::chipset::{pam_segments, Chipset, ChipsetParts};
 use crate::error::{Error, Result};
 use crate::firmware::{load_firmware, map_firmware};
 use crate::irq::KernelIrqRouter;
@@ -27,6 +29,7 @@ use crate::layout::{
     configure_kvm_pages, MemoryLayout, BIOS_AREA_START, HIGH_MEMORY_START, PCI_HOLE_START,
 };
 use crate::linux::{self, LinuxBoot, LoadedLinux};
+use crate::pam::{IsaRom, PamWindows};
 
 /// Which interrupt controllers and timer run where.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -139,8 +142,9 @@ impl std::fmt::Debug for PcConfig {
 pub struct PcMachine {
     /// The VM.
     pub vm: Arc<Vm>,
-    /// Guest physical memory (its KVM listener keeps the slots in sync).
-    pub memory: AddressSpace,
+    /// Guest physical memory (its KVM listener keeps the slots in sync); the i440FX's PAM
+    /// registers change it from vCPU threads.
+    pub memory: Arc<Mutex<AddressSpace>>,
     /// The memory layout.
     pub layout: MemoryLayout,
     /// The port bus.
@@ -166,6 +170,8 @@ pub struct PcMachine {
     /// Where the Linux MP table goes on reset: the vCPU count (Linux on the in-kernel irqchip).
     mptable_cpus: Option<usize>,
     guest_memory: GuestMemoryAtomic<GuestMemoryView>,
+    /// The PCI chipset and fw_cfg.
+    pub chipset: Arc<Chipset>,
 }
 
 impl std::fmt::Debug for PcMachine {
@@ -286,14 +292,15 @@ impl PcMachine {
         }
 
         let mut memory = AddressSpace::new("system");
-        layout.map_into(&mut memory)?;
+        let ram_regions = layout.map_into(&mut memory)?;
         let boot = config.boot;
+        let mut firmware = None;
         match &boot {
             BootSource::FirmwareFile(path) => {
-                load_firmware(&mut memory, path)?;
+                firmware = Some(load_firmware(&mut memory, path)?);
             }
             BootSource::Firmware(image) => {
-                map_firmware(&mut memory, image)?;
+                firmware = Some(map_firmware(&mut memory, image)?);
             }
             BootSource::Linux(_) if config.irqchip == IrqchipMode::Kernel => {
                 // Backing for the ACPI tables Linux finds by scanning the BIOS area (e820
@@ -317,6 +324,23 @@ impl PcMachine {
 
         let pio = PioBus::new();
         let mmio = MmioBus::new();
+        let isa_rom = match firmware {
+            Some(firmware) => Some(IsaRom {
+                base: firmware.layout.isa_base,
+                size: firmware.layout.isa_size,
+                rom: memory.region_access(firmware.rom)?,
+                rom_offset: firmware.layout.isa_offset,
+            }),
+            None => None,
+        };
+        let pam = PamWindows::new(
+            &mut memory,
+            ram_regions.ram,
+            pam_segments(),
+            isa_rom,
+            mmio.clone(),
+        )?;
+        let memory = Arc::new(Mutex::new(memory));
         let clock = MonotonicClock::new();
         let shared_clock: Arc<dyn Clock> = Arc::new(clock);
         let (mut context, pic) = match config.irqchip {
@@ -368,6 +392,38 @@ impl PcMachine {
         }
         let timers = context.timers.clone();
 
+        let mut fw_cfg = FwCfg::new(guest_memory.clone());
+        let cpus = u8::try_from(config.smp).unwrap_or(u8::MAX);
+        let below_4g = u32::try_from(layout.below_4g_size()).unwrap_or(u32::MAX);
+        let mut acpi = PcAcpiConfig::qemu_pc(cpus, below_4g);
+        // Only what this machine has: no HPET yet, no S3/S4, and KVM's default routing
+        // (ISA IRQ 0 on IOAPIC pin 0, so no IRQ0 override in the MADT).
+        acpi.hpet = false;
+        acpi.irq0_to_gsi2 = false;
+        if let Some(pm) = acpi.pm.as_mut() {
+            pm.s3 = false;
+            pm.s4 = false;
+        }
+        crate::firmware_cfg::populate(
+            &mut fw_cfg,
+            &layout,
+            u16::from(cpus),
+            &build_pc_tables(&acpi)?,
+        )?;
+        let chipset = Chipset::new(
+            &ChipsetParts {
+                pio: pio.clone(),
+                mmio: mmio.clone(),
+                memory: Arc::clone(&memory),
+                events: Arc::clone(&context.events),
+                irq: Arc::clone(&context.irq),
+                clock: Arc::clone(&context.clock),
+                pm_setup: needs_pm_setup(&boot),
+            },
+            fw_cfg,
+            pam,
+        )?;
+
         // Linux finds the application processors and the IOAPIC in the MP table or, when
         // built without MP table support, in the ACPI MADT; with the userspace irqchip there
         // is no IOAPIC or local APIC to describe.
@@ -402,6 +458,7 @@ impl PcMachine {
             linux,
             mptable_cpus,
             guest_memory,
+            chipset: Arc::new(chipset),
         })
     }
 
@@ -423,10 +480,12 @@ impl PcMachine {
         let memory = self.guest_memory.clone();
         let layout = self.layout;
         let mptable_cpus = self.mptable_cpus;
+        let chipset = Arc::clone(&self.chipset);
         move || {
             if let Ok(machine) = tree.machine() {
                 machine.reset_tree();
             }
+            chipset.reset();
             if let Some(pic) = &pic {
                 pic.reset();
             }
@@ -518,4 +577,10 @@ fn write_linux_mptable(memory: &GuestMemoryAtomic<GuestMemoryView>, cpus: usize)
     let cpus = u32::try_from(cpus).unwrap_or(u32::MAX);
     write_mptable_to_ebda(&*snapshot, cpus)?;
     Ok(())
+}
+
+/// Whether vmkit must program the PIIX4 PM function as firmware would (PMBA at 0x600, PM
+/// I/O on): for boots without firmware, whose OS reads the FADT's PM blocks directly.
+fn needs_pm_setup(boot: &BootSource) -> bool {
+    !matches!(boot, BootSource::FirmwareFile(_) | BootSource::Firmware(_))
 }

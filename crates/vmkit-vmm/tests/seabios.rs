@@ -1,0 +1,131 @@
+//! Debian's SeaBIOS, unmodified, on vmkit's pc machine: it must find the machine QEMU's pc
+//! is (fw_cfg, the i440FX/PIIX PCI functions, PAM shadowing, PIIX4 PM, ACPI tables) and
+//! reach its boot step, logging through isa-debugcon at 0x402 as under QEMU.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const SEABIOS: &str = "/usr/share/seabios/bios.bin";
+
+/// Runs SeaBIOS until its log contains `until` (or `limit` passes); returns the log and the
+/// time from start until `until` appeared.
+fn boot_seabios(
+    name: &str,
+    extra: &[&str],
+    until: &str,
+    limit: Duration,
+) -> (String, Option<Duration>) {
+    let log = guest_file(name, b"");
+    let mut command = vmkit();
+    command
+        .args([
+            "-bios",
+            SEABIOS,
+            "-m",
+            "128",
+            "-serial",
+            "none",
+            "-no-reboot",
+        ])
+        .arg("-chardev")
+        .arg(format!("file,id=d,path={}", log.display()))
+        .args(["-device", "isa-debugcon,iobase=0x402,chardev=d"])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let start = Instant::now();
+    let mut child = command.spawn().expect("start vmkit");
+    let mut reached = None;
+    while start.elapsed() < limit {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains(until) {
+            reached = Some(start.elapsed());
+            break;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("vmkit ended early ({status}); SeaBIOS log:\n{text}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    (std::fs::read_to_string(&log).unwrap_or_default(), reached)
+}
+
+fn seabios_present() -> bool {
+    if std::path::Path::new(SEABIOS).exists() {
+        return true;
+    }
+    assert!(
+        std::env::var("VMKIT_REQUIRE_KVM").as_deref() != Ok("1"),
+        "{SEABIOS} is missing: install Debian's seabios package (the test command does)"
+    );
+    eprintln!("SKIPPED seabios: {SEABIOS} is missing (apt-get install seabios)");
+    false
+}
+
+#[test]
+fn debian_seabios_finds_qemus_pc_and_reaches_its_boot_step() {
+    require_kvm!();
+    if !seabios_present() {
+        return;
+    }
+    let (log, reached) = boot_seabios(
+        "seabios-1cpu",
+        &[],
+        "Booting from ",
+        Duration::from_secs(60),
+    );
+    assert!(
+        reached.is_some(),
+        "SeaBIOS did not reach its boot step; log:\n{log}"
+    );
+    for line in [
+        "Running on QEMU (i440fx)",
+        "Found QEMU fw_cfg",
+        "QEMU fw_cfg DMA interface supported",
+        "qemu/e820: addr 0x0000000000000000 len 0x0000000008000000 [RAM]",
+        "Moving pm_base to 0x600",
+        "Found 4 PCI devices (max PCI bus is 00)",
+        "PCI: init bdf=00:00.0 id=8086:1237",
+        "PCI: init bdf=00:01.0 id=8086:7000",
+        "PCI: init bdf=00:01.1 id=8086:7010",
+        "PCI: init bdf=00:01.3 id=8086:7113",
+        "Found 1 cpu(s) max supported 1 cpu(s)",
+        "Booting from ",
+    ] {
+        assert!(
+            log.contains(line),
+            "missing {line:?} in the SeaBIOS log:\n{log}"
+        );
+    }
+    assert!(!log.contains("Unable to unlock ram"), "{log}");
+    assert!(!log.contains("No space for init relocation"), "{log}");
+    eprintln!("SeaBIOS reached its boot step in {:?}", reached.unwrap());
+}
+
+#[test]
+fn seabios_counts_every_vcpu_from_fw_cfg() {
+    require_kvm!();
+    if !seabios_present() {
+        return;
+    }
+    let (log, reached) = boot_seabios(
+        "seabios-2cpu",
+        &["-smp", "2"],
+        "Found 2 cpu(s)",
+        Duration::from_secs(60),
+    );
+    assert!(
+        reached.is_some(),
+        "SeaBIOS did not start the second CPU; log:\n{log}"
+    );
+    assert!(
+        log.contains("Found 2 cpu(s) max supported 2 cpu(s)"),
+        "{log}"
+    );
+}
