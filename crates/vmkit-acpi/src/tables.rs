@@ -545,7 +545,7 @@ impl AcpiTables {
             if range.end > bytes.len() || !range.contains(&at) {
                 return Err(Error::FixupOutOfRange {
                     file: sum.file.name(),
-                    offset: sum.start,
+                    offset: sum.offset,
                     len: sum.length,
                     file_len: bytes.len(),
                 });
