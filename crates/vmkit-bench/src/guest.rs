@@ -82,7 +82,7 @@ pub const EXIT_VALUE: u8 = 0x10;
 pub const EXIT_STATUS: i32 = ((EXIT_VALUE as i32) << 1) | 1;
 
 /// The ports the two vCPUs of a scaling guest write (one device each).
-pub const SCALING_PORTS: [u16; 2] = [0x510, 0x518];
+pub const SCALING_PORTS: [u16; 2] = [0x530, 0x538];
 /// The second vCPU writes this port once it is done (unassigned in vmkit; the raw loop ends
 /// that vCPU's thread on it).
 pub const AP_DONE_PORT: u16 = 0x5f0;

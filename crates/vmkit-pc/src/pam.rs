@@ -9,8 +9,9 @@
 //! | RAM | PCI | the RAM alias shown read-only: KVM turns writes into MMIO exits, dropped |
 //! | PCI | RAM | the RAM alias hidden; an MMIO bus entry takes the writes into RAM and answers reads from the ROM |
 //!
-//! The last mode is what SeaBIOS uses while it copies itself from ROM into shadow RAM
-//! (`0x30` in PAM0): it keeps executing from the ROM it is overwriting.
+//! The last mode lets firmware copy a ROM into the RAM behind it while still executing
+//! from the ROM (SeaBIOS instead switches PAM0 to read/write, `0x30`, and runs the copy from
+//! the high flash alias at 0xFFFE0000).
 
 use std::sync::Arc;
 

@@ -261,6 +261,10 @@ pub fn start_pc(
                 &qmp.path,
                 Some(machine.tree.clone()),
                 options.no_reboot,
+                Some({
+                    let chipset = Arc::clone(&machine.chipset);
+                    Arc::new(move || chipset.power_button()) as crate::qmp::PowerButton
+                }),
             )?;
             if qmp.wait {
                 attachment.wait_for_client()?;

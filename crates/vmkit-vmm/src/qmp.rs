@@ -20,7 +20,11 @@ use crate::runtime::{MachineEventObserver, MainLoopAdditions, MainLoopSubscriber
 struct VmmBackend {
     handle: Arc<OnceLock<VmmHandle>>,
     tree: Option<ObjectTree>,
+    power_button: Option<PowerButton>,
 }
+
+/// Presses the machine's ACPI power button.
+pub type PowerButton = Arc<dyn Fn() + Send + Sync>;
 
 impl VmmBackend {
     fn vm(&self) -> std::result::Result<&VmmHandle, QmpError> {
@@ -56,6 +60,20 @@ impl QmpBackend for VmmBackend {
 
     fn system_reset(&mut self) -> std::result::Result<(), QmpError> {
         self.vm()?.system_reset().map_err(qmp_error)
+    }
+
+    fn system_powerdown(&mut self) -> std::result::Result<(), QmpError> {
+        self.vm()?;
+        match &self.power_button {
+            // As QEMU's: the button is pressed; whether the guest powers off is its business.
+            Some(press) => {
+                press();
+                Ok(())
+            }
+            None => Err(QmpError::generic(
+                "system_powerdown is not supported: this machine has no ACPI power button",
+            )),
+        }
     }
 
     fn quit(&mut self) {
@@ -143,11 +161,17 @@ impl std::fmt::Debug for QmpAttachment {
 
 impl QmpAttachment {
     /// Binds the socket at `path` (owner-only permissions; removed when the VM ends).
-    pub fn bind(path: &Path, tree: Option<ObjectTree>, no_reboot: bool) -> Result<Self> {
+    pub fn bind(
+        path: &Path,
+        tree: Option<ObjectTree>,
+        no_reboot: bool,
+        power_button: Option<PowerButton>,
+    ) -> Result<Self> {
         let handle = Arc::new(OnceLock::new());
         let backend = VmmBackend {
             handle: Arc::clone(&handle),
             tree,
+            power_button,
         };
         let server = QmpServer::bind(path, Box::new(backend))
             .map_err(|e| Error::Machine(format!("vmkit: -qmp unix:{}: {e}", path.display())))?;

@@ -437,6 +437,13 @@ impl MainLoop {
                 RunState::Shutdown | RunState::InternalError
             ) {
                 controller.wait_vcpus_exited();
+                // Let subscribers deliver what the ending queued (QMP's SHUTDOWN event for
+                // a guest power-off or reset) before the loop and its sockets go away.
+                for _ in 0..3 {
+                    if manager.run_with_timeout(10).unwrap_or(0) == 0 {
+                        break;
+                    }
+                }
                 return Ok(());
             }
         }

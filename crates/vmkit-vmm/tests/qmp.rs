@@ -332,3 +332,77 @@ fn wait_on_holds_the_guest_until_a_client_connects() {
     assert_eq!(status.code(), Some(0));
     let _ = std::fs::remove_file(out);
 }
+
+/// A guest that enables the ACPI power button, waits for it, and powers off through S5.
+fn power_button_guest() -> PathBuf {
+    let guest = real_mode_guest(|a| {
+        let mut wait = a.create_label();
+        let mut halt = a.create_label();
+        // vmkit programmed the PIIX4 PM block at 0x600, as firmware would.
+        a.mov(dx, 0x602u32)?; // PM1a_EN
+        a.mov(ax, 0x0100u32)?; // PWRBTN_EN
+        a.out(dx, ax)?;
+        a.mov(al, b'R' as u32)?;
+        emit_putc(a)?;
+        a.set_label(&mut wait)?;
+        a.mov(dx, 0x600u32)?; // PM1a_STS
+        a.in_(ax, dx)?;
+        a.test(ax, 0x0100)?;
+        a.jz(wait)?;
+        a.out(dx, ax)?; // write 1 to clear PWRBTN_STS
+        a.mov(al, b'P' as u32)?;
+        emit_putc(a)?;
+        a.mov(dx, 0x604u32)?; // PM1a_CNT: SLP_TYP 0 (S5) | SLP_EN
+        a.mov(ax, 0x2000u32)?;
+        a.out(dx, ax)?;
+        a.set_label(&mut halt)?;
+        a.hlt()?;
+        a.jmp(halt)
+    });
+    guest_file("qmp-power-button", &guest)
+}
+
+#[test]
+fn system_powerdown_presses_the_acpi_button_and_s5_ends_vmkit() {
+    require_kvm!();
+    let socket = scratch("qmp-power.sock");
+    let out = scratch("qmp-power.out");
+    let child = vmkit()
+        .arg("-flat")
+        .arg(power_button_guest())
+        .arg("-qmp")
+        .arg(format!("unix:{},server=on,wait=off", socket.display()))
+        .arg("-serial")
+        .arg(format!("file:{}", out.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start vmkit");
+    let mut child = VmkitProcess(child);
+    let mut client = Client::connect(&socket);
+    client.read();
+    client.execute(json!({"execute": "qmp_capabilities"}));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while file_len(&out) < 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the guest never armed the power button"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let reply = client.execute(json!({"execute": "system_powerdown"}));
+    assert_eq!(reply, json!({"return": {}}));
+    client.event("POWERDOWN");
+    let shutdown = client.event("SHUTDOWN");
+    assert_eq!(
+        shutdown["data"],
+        json!({"guest": true, "reason": "guest-shutdown"})
+    );
+    let status = child.0.wait().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "a guest power-off ends vmkit with 0"
+    );
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "RP");
+}
