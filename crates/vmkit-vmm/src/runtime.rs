@@ -95,6 +95,7 @@ pub struct VmmHandle {
     mmio: MmioBus,
     thread_ids: Arc<Mutex<Vec<i32>>>,
     reset_devices: ResetDevices,
+    memory: Arc<dyn GuestMemoryReader>,
 }
 
 impl std::fmt::Debug for VmmHandle {
@@ -128,6 +129,12 @@ impl VmmHandle {
             let mut reset = reset_devices.lock().unwrap_or_else(|e| e.into_inner());
             (*reset)();
         })
+    }
+
+    /// Reads guest-physical memory at `gpa` into `buf` (RAM and ROM as the guest sees
+    /// them); false if any byte is not backed by memory.
+    pub fn read_guest_memory(&self, gpa: u64, buf: &mut [u8]) -> bool {
+        self.memory.read_guest(gpa, buf)
     }
 
     /// Number of vCPUs.
@@ -271,6 +278,7 @@ impl Vmm {
             pio: pio.clone(),
             mmio: mmio.clone(),
             thread_ids: Arc::clone(&thread_ids),
+            memory: Arc::clone(&memory),
         };
         let mut vcpu_threads = Vec::with_capacity(runners.len());
         for (runner, _, _) in runners {

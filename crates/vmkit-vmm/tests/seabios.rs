@@ -129,3 +129,102 @@ fn seabios_counts_every_vcpu_from_fw_cfg() {
         "{log}"
     );
 }
+
+/// Reads a little-endian u32 of guest memory.
+fn guest_u32(vm: &vmkit_vmm::runtime::VmmHandle, gpa: u64) -> u32 {
+    let mut bytes = [0u8; 4];
+    assert!(
+        vm.read_guest_memory(gpa, &mut bytes),
+        "{gpa:#x} is not memory"
+    );
+    u32::from_le_bytes(bytes)
+}
+
+fn guest_signature(vm: &vmkit_vmm::runtime::VmmHandle, gpa: u64) -> String {
+    let mut bytes = [0u8; 4];
+    assert!(
+        vm.read_guest_memory(gpa, &mut bytes),
+        "{gpa:#x} is not memory"
+    );
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+#[test]
+fn seabios_installs_vmkits_acpi_tables_through_the_table_loader() {
+    require_kvm!();
+    if !seabios_present() {
+        return;
+    }
+    let log = guest_file("seabios-acpi", b"");
+    let mut options = vmkit_vmm::cli::Options {
+        bios: Some(SEABIOS.into()),
+        serial: vmkit_vmm::cli::SerialOption::None,
+        ..Default::default()
+    };
+    options.chardevs.push(
+        vmkit_chardev::ChardevSpec::parse(&format!("file,id=d,path={}", log.display())).unwrap(),
+    );
+    options
+        .devices
+        .push("isa-debugcon,iobase=0x402,chardev=d".into());
+    let boot = vmkit_vmm::builder::boot_source(&options).unwrap();
+    let vmm = vmkit_vmm::builder::start_pc(&options, boot, Default::default(), Vec::new()).unwrap();
+    let start = Instant::now();
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("Booting from ")
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "SeaBIOS did not reach its boot step"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let vm = vmm.handle();
+    // The RSDP, where the table loader's FSEG allocation put it (as Linux scans for it).
+    let rsdp = (0xe_0000u64..0x10_0000)
+        .step_by(16)
+        .find(|&gpa| {
+            let mut sig = [0u8; 8];
+            vm.read_guest_memory(gpa, &mut sig) && &sig == b"RSD PTR "
+        })
+        .expect("an RSDP in 0xE0000-0xFFFFF");
+    let mut rsdp_bytes = [0u8; 20];
+    assert!(vm.read_guest_memory(rsdp, &mut rsdp_bytes));
+    assert_eq!(
+        rsdp_bytes.iter().fold(0u8, |a, b| a.wrapping_add(*b)),
+        0,
+        "RSDP checksum"
+    );
+    let rsdt = u64::from(guest_u32(&vm, rsdp + 16));
+    assert_eq!(guest_signature(&vm, rsdt), "RSDT");
+    let len = u64::from(guest_u32(&vm, rsdt + 4));
+    let mut table = vec![0u8; len as usize];
+    assert!(vm.read_guest_memory(rsdt, &mut table));
+    assert_eq!(
+        table.iter().fold(0u8, |a, b| a.wrapping_add(*b)),
+        0,
+        "RSDT checksum"
+    );
+    let signatures: Vec<String> = (0..(len - 36) / 4)
+        .map(|i| guest_signature(&vm, u64::from(guest_u32(&vm, rsdt + 36 + 4 * i))))
+        .collect();
+    assert!(signatures.contains(&"FACP".to_string()), "{signatures:?}");
+    assert!(signatures.contains(&"APIC".to_string()), "{signatures:?}");
+    let facp = u64::from(guest_u32(
+        &vm,
+        rsdt + 36 + 4 * signatures.iter().position(|s| s == "FACP").unwrap() as u64,
+    ));
+    assert_eq!(
+        guest_signature(&vm, u64::from(guest_u32(&vm, facp + 40))),
+        "DSDT"
+    );
+    assert_eq!(
+        guest_u32(&vm, facp + 56),
+        0x600,
+        "PM1a_EVT_BLK at SeaBIOS's pm_base"
+    );
+    assert_eq!(guest_u32(&vm, facp + 76), 0x608, "PM_TMR_BLK");
+    vmm.stop("test done");
+    let _ = vmm.wait();
+}
