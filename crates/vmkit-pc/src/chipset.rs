@@ -273,3 +273,101 @@ impl vm_device::DevicePio for PmPorts {
         }
     }
 }
+
+/// QEMU's type of the x86 fw_cfg device (`/machine/fw_cfg`).
+pub const TYPE_FW_CFG_IO: &str = "fw_cfg_io";
+/// QEMU's type of the i440FX host (`/machine/i440fx`).
+pub const TYPE_I440FX_PCIHOST: &str = "i440FX-pcihost";
+/// QEMU's type of the i440FX PCI function (00:00.0).
+pub const TYPE_I440FX: &str = "i440FX";
+/// QEMU's type of the PIIX3 ISA bridge (00:01.0).
+pub const TYPE_PIIX3: &str = "PIIX3";
+/// QEMU's type of the PIIX3 IDE function (00:01.1).
+pub const TYPE_PIIX3_IDE: &str = "piix3-ide";
+/// QEMU's type of the PIIX4 PM function (00:01.3).
+pub const TYPE_PIIX4_PM: &str = "PIIX4_PM";
+
+fn fixed_uint(name: &str, value: u64, description: &str) -> vmkit_object::PropertyDef {
+    vmkit_object::PropertyDef::uint(name, 0..=u64::from(u32::MAX))
+        .default(value)
+        .read_only()
+        .description(description)
+}
+
+/// The chipset's object types, with QEMU's names and the properties QEMU shows for them
+/// (read-only here: the chipset is wired when the machine is built, not by these objects).
+pub fn chipset_types() -> Vec<vmkit_object::TypeInfo> {
+    use vmkit_object::{PropertyDef, TypeInfo};
+    let function = |name: &str, description: &str, addr: u64| {
+        TypeInfo::new(name)
+            .parent("container")
+            .description(description)
+            .property(fixed_uint(
+                "addr",
+                addr,
+                "slot and function: (slot << 3) | function",
+            ))
+    };
+    vec![
+        TypeInfo::new(TYPE_FW_CFG_IO)
+            .parent("container")
+            .description("QEMU's firmware configuration interface, x86 I/O ports")
+            .property(fixed_uint(
+                "iobase",
+                u64::from(vmkit_fwcfg::FW_CFG_IO_BASE),
+                "selector port (data at +1)",
+            ))
+            .property(fixed_uint("dma_iobase", 0x514, "DMA address register"))
+            .property(
+                PropertyDef::bool("dma_enabled")
+                    .default(true)
+                    .read_only()
+                    .description("the DMA interface is offered (FW_CFG_ID bit 1)"),
+            ),
+        TypeInfo::new(TYPE_I440FX_PCIHOST)
+            .parent("container")
+            .description("i440FX PCI host: configuration mechanism #1 at 0xCF8/0xCFC"),
+        function(TYPE_I440FX, "Intel 82441FX PMC host bridge (PAM, SMRAM)", 0),
+        function(
+            TYPE_PIIX3,
+            "Intel 82371SB PIIX3 ISA bridge (PIRQ routing)",
+            8,
+        ),
+        function(TYPE_PIIX3_IDE, "Intel 82371SB PIIX3 IDE (no drives)", 9),
+        function(
+            TYPE_PIIX4_PM,
+            "Intel 82371AB PIIX4 power management (ACPI PM1, PM timer, SCI, S5)",
+            11,
+        ),
+    ]
+}
+
+/// Places the chipset's objects as QEMU's pc has them: `/machine/fw_cfg`,
+/// `/machine/i440fx` with the functions under `/machine/i440fx/pci.0`.
+pub fn add_chipset_objects(tree: &vmkit_object::ObjectTree) -> Result<()> {
+    let registry = tree.registry();
+    tree.add("/machine", "fw_cfg", &registry.new_object(TYPE_FW_CFG_IO)?)?;
+    tree.add(
+        "/machine",
+        "i440fx",
+        &registry.new_object(TYPE_I440FX_PCIHOST)?,
+    )?;
+    tree.add(
+        "/machine/i440fx",
+        "pci.0",
+        &registry.new_object("container")?,
+    )?;
+    for (name, type_name) in [
+        ("i440fx", TYPE_I440FX),
+        ("piix3", TYPE_PIIX3),
+        ("piix3-ide", TYPE_PIIX3_IDE),
+        ("piix4-pm", TYPE_PIIX4_PM),
+    ] {
+        tree.add(
+            "/machine/i440fx/pci.0",
+            name,
+            &registry.new_object(type_name)?,
+        )?;
+    }
+    Ok(())
+}

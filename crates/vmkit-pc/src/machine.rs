@@ -195,6 +195,7 @@ pub fn pc_registry() -> Result<Registry> {
             .abstract_type()
             .description("a machine: the root of /machine"),
     )?;
+    registry.register_all(crate::chipset::chipset_types())?;
     registry.register(
         TypeInfo::new(TYPE_PC)
             .parent(TYPE_MACHINE)
@@ -382,6 +383,7 @@ impl PcMachine {
         let tree = ObjectTree::new(&registry)?;
         tree.set_machine(&registry.new_object(TYPE_PC)?)?;
         let isa = add_pc_isa_devices(&tree, &mut context, &isa_config)?;
+        crate::chipset::add_chipset_objects(&tree)?;
         for device in &config.devices {
             if let Some(slot) = replaced_com_port(device)? {
                 // As QEMU's defaults give way to explicit ports: an isa-serial placed on

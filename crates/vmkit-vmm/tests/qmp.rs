@@ -390,6 +390,21 @@ fn system_powerdown_presses_the_acpi_button_and_s5_ends_vmkit() {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
+    // The chipset's objects, where QEMU's pc has them.
+    let iobase = client.execute(json!({"execute": "qom-get",
+        "arguments": {"path": "/machine/fw_cfg", "property": "iobase"}}));
+    assert_eq!(iobase, json!({"return": 0x510}));
+    let dma = client.execute(json!({"execute": "qom-get",
+        "arguments": {"path": "/machine/fw_cfg", "property": "dma_enabled"}}));
+    assert_eq!(dma, json!({"return": true}));
+    let functions = client.execute(json!({"execute": "qom-list",
+        "arguments": {"path": "/machine/i440fx/pci.0"}}));
+    for name in ["i440fx", "piix3", "piix3-ide", "piix4-pm"] {
+        assert!(
+            functions.to_string().contains(&format!("\"{name}\"")),
+            "{functions}"
+        );
+    }
     let reply = client.execute(json!({"execute": "system_powerdown"}));
     assert_eq!(reply, json!({"return": {}}));
     client.event("POWERDOWN");
