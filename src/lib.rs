@@ -18,6 +18,14 @@
 //! | [`isa`] | vmkit-isa | ISA device types, IRQ routing for both interrupt models, device timers |
 //! | [`vmm`] | vmkit-vmm | vCPU threads, run states, the main loop, the `vmkit` binary |
 //! | [`object`] | vmkit-object | QOM-like types, properties, the composition tree, realize |
+//! | [`pci`] | vmkit-pci | PCI config space, BARs, the bus and configuration mechanism #1 |
+//! | [`piix`] | vmkit-piix | the i440FX / PIIX3 / PIIX4 PM chipset functions |
+//! | [`fwcfg`] | vmkit-fwcfg | QEMU's fw_cfg device (items, files, DMA) and table-loader |
+//! | [`acpi`] | vmkit-acpi | the pc machine's ACPI and MP tables (acpi_tables) |
+//! | [`chardev`] | vmkit-chardev | character backends: null, stdio, file, socket, pty |
+//! | [`cpu`] | vmkit-cpu | guest CPUID, `-cpu` feature edits, boot MSRs |
+//! | [`kernel`] | vmkit-kernel | bzImage header, host-side payload decompression |
+//! | [`qmp`] | vmkit-qmp | the QMP protocol and commands over a backend trait |
 //!
 //! ```
 //! assert_eq!(vmkit::serial::COM1_BASE, 0x3f8);
@@ -25,15 +33,23 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub use vmkit_acpi as acpi;
 pub use vmkit_bus as bus;
+pub use vmkit_chardev as chardev;
+pub use vmkit_cpu as cpu;
+pub use vmkit_fwcfg as fwcfg;
 pub use vmkit_hw as hw;
 pub use vmkit_i8254 as i8254;
 pub use vmkit_i8259 as i8259;
 pub use vmkit_isa as isa;
+pub use vmkit_kernel as kernel;
 pub use vmkit_kvm as kvm;
 pub use vmkit_memory as memory;
 pub use vmkit_object as object;
 pub use vmkit_pc as pc;
 pub use vmkit_pcglue as pcglue;
+pub use vmkit_pci as pci;
+pub use vmkit_piix as piix;
+pub use vmkit_qmp as qmp;
 pub use vmkit_serial as serial;
 pub use vmkit_vmm as vmm;

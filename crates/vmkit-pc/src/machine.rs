@@ -396,21 +396,11 @@ impl PcMachine {
 
         let mut fw_cfg = FwCfg::new(guest_memory.clone());
         let cpus = u8::try_from(config.smp).unwrap_or(u8::MAX);
-        let below_4g = u32::try_from(layout.below_4g_size()).unwrap_or(u32::MAX);
-        let mut acpi = PcAcpiConfig::qemu_pc(cpus, below_4g);
-        // Only what this machine has: no HPET yet, no S3/S4, and KVM's default routing
-        // (ISA IRQ 0 on IOAPIC pin 0, so no IRQ0 override in the MADT).
-        acpi.hpet = false;
-        acpi.irq0_to_gsi2 = false;
-        if let Some(pm) = acpi.pm.as_mut() {
-            pm.s3 = false;
-            pm.s4 = false;
-        }
         crate::firmware_cfg::populate(
             &mut fw_cfg,
             &layout,
             u16::from(cpus),
-            &build_pc_tables(&acpi)?,
+            &build_pc_tables(&acpi_config(config.smp, &layout))?,
         )?;
         let chipset = Chipset::new(
             &ChipsetParts {
@@ -432,7 +422,7 @@ impl PcMachine {
         let mptable_cpus =
             (linux.is_some() && config.irqchip == IrqchipMode::Kernel).then_some(config.smp);
         if let Some(cpus) = mptable_cpus {
-            write_linux_mptable(&guest_memory, cpus)?;
+            write_linux_boot_tables(&guest_memory, cpus, &layout)?;
         }
         let supported_cpuid = kvm.supported_cpuid()?;
         let mut vcpus = Vec::with_capacity(config.smp);
@@ -495,7 +485,11 @@ impl PcMachine {
             let _ = load_flat(&boot, &memory);
             let _ = load_kernel(&boot, &layout, &memory);
             if let Some(cpus) = mptable_cpus {
-                let _ = write_linux_mptable(&memory, cpus);
+                if let Err(e) = write_linux_boot_tables(&memory, cpus, &layout) {
+                    // The guest's memory map changed under the tables; Linux will find
+                    // none, which it survives (no SMP), so report it and go on.
+                    eprintln!("vmkit: machine reset: rewriting the MP and ACPI tables: {e}");
+                }
             }
         }
     }
@@ -568,14 +562,35 @@ fn load_kernel(
 /// Name of the ROM region holding the ACPI tables of a Linux boot.
 const ACPI_REGION_NAME: &str = "pc.acpi-tables";
 
-/// The MP table a Linux guest reads to find the application processors and the IOAPIC, in
-/// the EBDA, where Linux looks for it, and the same CPUs and IOAPIC as ACPI tables in the
-/// BIOS area, for kernels built without MP table support (vmkit-acpi). The machine has no
-/// PM device, PCI or HPET yet and keeps KVM's default IRQ routing. Firmware builds its own.
-fn write_linux_mptable(memory: &GuestMemoryAtomic<GuestMemoryView>, cpus: usize) -> Result<()> {
+/// The ACPI description of this machine, as QEMU's pc describes its own, less what vmkit's
+/// pc does not have: no HPET yet, no S3/S4, and KVM's default interrupt routing (ISA IRQ 0
+/// on IOAPIC pin 0, so no IRQ0 override in the MADT).
+fn acpi_config(cpus: usize, layout: &MemoryLayout) -> PcAcpiConfig {
+    let cpus = u8::try_from(cpus).unwrap_or(u8::MAX);
+    let below_4g = u32::try_from(layout.below_4g_size()).unwrap_or(u32::MAX);
+    let mut acpi = PcAcpiConfig::qemu_pc(cpus, below_4g);
+    acpi.hpet = false;
+    acpi.irq0_to_gsi2 = false;
+    if let Some(pm) = acpi.pm.as_mut() {
+        pm.s3 = false;
+        pm.s4 = false;
+    }
+    acpi
+}
+
+/// For Linux booted without firmware, vmkit does what firmware would: the MP table in the
+/// EBDA (where Linux looks for it) and the ACPI tables in the BIOS area (the same tables
+/// firmware gets over fw_cfg: full FADT with the PIIX4 PM blocks vmkit programmed at 0x600,
+/// DSDT with the PCI root and `\_S5`, MADT), the IOAPIC id as in the MP table.
+fn write_linux_boot_tables(
+    memory: &GuestMemoryAtomic<GuestMemoryView>,
+    cpus: usize,
+    layout: &MemoryLayout,
+) -> Result<()> {
     let snapshot = memory.memory();
-    let acpi_cpus = u8::try_from(cpus).unwrap_or(u8::MAX);
-    build_pc_tables(&PcAcpiConfig::without_chipset(acpi_cpus))?.write_to_bios_area(&*snapshot)?;
+    let mut acpi = acpi_config(cpus, layout);
+    acpi.ioapic.id = u8::try_from(cpus).unwrap_or(u8::MAX);
+    build_pc_tables(&acpi)?.write_to_bios_area(&*snapshot)?;
     let cpus = u32::try_from(cpus).unwrap_or(u32::MAX);
     write_mptable_to_ebda(&*snapshot, cpus)?;
     Ok(())
