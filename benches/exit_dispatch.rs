@@ -50,7 +50,7 @@ fn isa_devices(c: &mut Criterion) {
         b.iter(|| handle.write(black_box(0x80), &[0x42]))
     });
     group.bench_function("uart_thr_write", |b| {
-        b.iter(|| handle.write(black_box(0x3f8), &[b'x']))
+        b.iter(|| handle.write(black_box(0x3f8), b"x"))
     });
     group.bench_function("uart_lsr_read", |b| {
         let mut data = [0u8];
