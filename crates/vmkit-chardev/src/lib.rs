@@ -8,7 +8,6 @@
 //! | [`ChardevSet`] | the machine's chardevs by id: duplicates refused, `chardev:ID` resolved |
 //! | [`Chardev`] | an opened backend: [`write`](Chardev::write) for guest output, [`input_fd`](Chardev::input_fd) + [`read`](Chardev::read) for host input, connection events, [`wait_for_client`](Chardev::wait_for_client) |
 //! | [`ChardevInput`] | an event-manager subscriber feeding a chardev's input to a UART without losing bytes |
-//! | [`debugcon`] | the `isa-debugcon` port (0xE9), writing to any [`DebugconOutput`] |
 //!
 //! **Output** never blocks a vCPU for long: a socket without a client drops output (as
 //! QEMU does while disconnected), and a full non-blocking fd is retried for at most
@@ -35,7 +34,6 @@
 //! use event_manager::{EventManager, MutEventSubscriber, SubscriberOps};
 //! use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 //! use vmkit_chardev::{parse_legacy_backend, Chardev, ChardevInput, ChardevSet, LegacyBackend};
-//! use vmkit_chardev::debugcon::Debugcon;
 //!
 //! let dir = std::env::temp_dir().join(format!("vmkit-chardev-doc-{}", std::process::id()));
 //! std::fs::create_dir_all(&dir).unwrap();
@@ -52,11 +50,12 @@
 //! assert_eq!((serial.as_deref(), debugcon.as_deref()), (Some("ser0"), Some("debugcon")));
 //!
 //! let ser0 = Chardev::open_shared(set.get("ser0").unwrap()).unwrap();
-//! let dbg = Chardev::open(set.get("debugcon").unwrap()).unwrap();
+//! let dbg = Chardev::open_shared(set.get("debugcon").unwrap()).unwrap();
 //!
-//! // The debug console writes to its chardev.
-//! let port = Debugcon::new(dbg);
-//! for &b in b"boot\n" { port.write(0, &[b]); }
+//! // A device's output goes to its chardev through `writer()` (any `std::io::Write` sink:
+//! // vmkit's isa-debugcon and UART models take one).
+//! let mut out = dbg.writer();
+//! out.write_all(b"boot\n").unwrap();
 //! assert_eq!(std::fs::read(dir.join("debug.log")).unwrap(), b"boot\n");
 //!
 //! // Serial input: a UART FIFO with room for 4 bytes, and its rx-room eventfd.
@@ -91,14 +90,12 @@
 #![deny(unsafe_code)]
 
 mod backend;
-pub mod debugcon;
 mod input;
 mod pty;
 mod spec;
 mod sys;
 
 pub use backend::{Chardev, ChardevEvent, ChardevWriter, Input, WRITE_PATIENCE};
-pub use debugcon::{Debugcon, DebugconOutput};
 pub use input::{ChardevInput, ChardevSink};
 pub use spec::{
     parse_legacy_backend, parse_legacy_backend_for, Backend, ChardevSet, ChardevSpec,
