@@ -64,7 +64,9 @@
 //!   ([`BootSource`]), vCPUs with vmkit-cpu's CPUID ([`CpuModel`]) and boot MSRs, the MP table
 //!   for Linux, and the ISA devices in either interrupt model.
 //!
-//! Not here yet: ACPI tables.
+//! - [`chipset`]: QEMU's pc chipset on PCI (i440FX, PIIX3, PIIX3 IDE, PIIX4 PM) and fw_cfg;
+//!   [`pam`]: the i440FX's shadow-RAM windows in the region tree; [`firmware_cfg`]: what
+//!   fw_cfg tells firmware (e820, ACPI tables and their table-loader).
 
 // The one unsafe block registers the KVM memory listener (see machine.rs).
 #![deny(unsafe_code)]

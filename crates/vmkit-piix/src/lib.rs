@@ -6,7 +6,7 @@
 //! | function | BDF | id | what it models |
 //! |---|---|---|---|
 //! | [`I440fx`] | 00:00.0 | 8086:1237 | PAM0-6 (shadow RAM routing, told to a [`PamListener`]), SMRAM |
-//! | [`Piix3`] | 00:01.0 | 8086:7000 | PIRQRC[A-D] (PCI INTx to ISA IRQ, [`PciIntx`]), QEMU's reset values |
+//! | [`Piix3`] | 00:01.0 | 8086:7000 | PIRQRC A-D (PCI INTx to ISA IRQ, [`PciIntx`]), QEMU's reset values |
 //! | [`Piix3Ide`] | 00:01.1 | 8086:7010 | config space and BAR4; no drives ([`IdeNoDrives`]) |
 //! | [`Piix4Pm`] | 00:01.3 | 8086:7113 | PMBA/PMREGMISC, PM1a event/control, PM timer, GPE0, APM, SCI, S5 |
 //!

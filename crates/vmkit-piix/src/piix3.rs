@@ -17,7 +17,7 @@ use crate::i440fx::VENDOR_INTEL;
 pub const PIIX3_DEVICE_ID: u16 = 0x7000;
 /// PIIX3 IDE device id.
 pub const PIIX3_IDE_DEVICE_ID: u16 = 0x7010;
-/// First PIRQ route control register (PIRQRC[A]).
+/// First PIRQ route control register (PIRQRC for PIRQA#).
 pub const PIRQRC_BASE: u16 = 0x60;
 /// PIRQRC value with routing disabled (bit 7, IRQEN# high): the power-on value.
 pub const PIRQ_DISABLED: u8 = 0x80;
@@ -25,7 +25,7 @@ pub const PIRQ_DISABLED: u8 = 0x80;
 pub const PIRQ_COUNT: u8 = 4;
 
 /// The power-on values QEMU's PIIX3 sets outside the header (`piix3_reset`), with the
-/// datasheet names: IORT, XBCS, PIRQRC[A-D], TOM, MSTAT, MBIRQ0, MBDMA0/1, PCSC, APICBASE,
+/// datasheet names: IORT, XBCS, PIRQRC A-D, TOM, MSTAT, MBIRQ0, MBDMA0/1, PCSC, APICBASE,
 /// DLC, SMICNTL, SMIEN, SEE, FTMR, SMIREQ, CTLTMR, CTHTMR.
 const POWER_ON: &[(u16, u8)] = &[
     (0x4c, 0x4d),
