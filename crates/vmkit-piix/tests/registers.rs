@@ -94,7 +94,7 @@ fn pam_segments_decode_every_nibble() {
     assert!(host.modes().iter().all(|m| *m == PamMode::Pci));
     pam.0.lock().unwrap().clear();
     // PAM0 high nibble: 0xF0000; PAM1 low: 0xC0000, high: 0xC4000; ... PAM6 high: 0xEC000.
-    host.config_write(0x59, &[0x30]);
+    host.config_write(0x59, &[0x20]);
     assert_eq!(
         pam.0.lock().unwrap().as_slice(),
         [(
@@ -136,8 +136,8 @@ fn pam_segments_decode_every_nibble() {
     );
     // PAM0's low nibble is reserved; a rewrite of the same value announces nothing.
     pam.0.lock().unwrap().clear();
-    host.config_write(0x59, &[0x3f]);
-    assert_eq!(read8(&mut host, 0x59), 0x30);
+    host.config_write(0x59, &[0x2f]);
+    assert_eq!(read8(&mut host, 0x59), 0x20);
     assert!(pam.0.lock().unwrap().is_empty());
     // SeaBIOS writes the PAM registers as two dwords at 0x58 and 0x5c.
     host.config_write(0x58, &0x3333_3300u32.to_le_bytes());
