@@ -22,7 +22,7 @@ use vmkit::pci::{DevFn, PciBus, PciHost};
 use vmkit::piix::{I440fx, NoPam};
 
 /// The standard ISA devices on a port bus (userspace interrupt model, output discarded).
-fn isa_bus() -> PioBus {
+fn isa_bus() -> (ObjectTree, PioBus) {
     let registry = Registry::new();
     register_isa_types(&registry).unwrap();
     let tree = ObjectTree::new(&registry).unwrap();
@@ -37,13 +37,12 @@ fn isa_bus() -> PioBus {
     )
     .with_serial_backend("serial0", SerialBackend::new(std::io::sink()));
     add_pc_isa_devices(&tree, &mut ctx, &IsaConfig::default()).unwrap();
-    // The tree owns the devices' objects; the bus keeps the models alive.
-    std::mem::forget(tree);
-    bus
+    (tree, bus)
 }
 
 fn isa_devices(c: &mut Criterion) {
-    let bus = isa_bus();
+    // The tree holds the devices' objects for as long as the bench runs.
+    let (_tree, bus) = isa_bus();
     let mut handle = bus.handle();
     let mut group = c.benchmark_group("pio_dispatch");
     group.bench_function("post_0x80_write", |b| {

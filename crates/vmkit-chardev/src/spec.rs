@@ -125,23 +125,7 @@ pub enum LegacyBackend {
 
 /// Splits QEMU option text at commas, where `,,` stands for a literal comma.
 fn split_options(text: &str) -> Vec<String> {
-    let mut parts = Vec::new();
-    let mut current = String::new();
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == ',' {
-            if chars.peek() == Some(&',') {
-                chars.next();
-                current.push(',');
-            } else {
-                parts.push(std::mem::take(&mut current));
-            }
-        } else {
-            current.push(c);
-        }
-    }
-    parts.push(current);
-    parts
+    vmkit_object::split_items(text)
 }
 
 /// Parses QEMU's boolean spellings.
@@ -295,9 +279,7 @@ impl<'a> Options<'a> {
 
 /// A QEMU-style id: a letter, then letters, digits, `-`, `.`, `_`.
 fn valid_id(id: &str) -> bool {
-    let mut chars = id.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
+    vmkit_object::check_id(id).is_ok()
 }
 
 impl ChardevSpec {

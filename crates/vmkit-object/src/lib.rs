@@ -87,7 +87,7 @@ mod tree;
 pub use class::{Class, ClassData, Context, InitFn, LifecycleFn, ParentHook, ParentReset, ResetFn};
 pub use error::{Error, Result};
 pub use object::{Lifecycle, Object, ObjectType, Typed, WeakObject};
-pub use options::ObjectOptions;
+pub use options::{check_id, split_items, ObjectOptions};
 pub use property::{
     parse_integer, PropertyDef, PropertyGetter, PropertyInfo, PropertyKind, PropertySetter,
 };

@@ -115,8 +115,9 @@ fn escape(s: &str) -> String {
     s.replace(',', ",,")
 }
 
-/// Splits at single commas; `,,` is a literal comma.
-fn split_items(text: &str) -> Vec<String> {
+/// Splits QEMU option text at single commas; `,,` is a literal comma (shared by every
+/// option parser that reads QEMU's syntax, e.g. vmkit-chardev's `-chardev`).
+pub fn split_items(text: &str) -> Vec<String> {
     let mut items = Vec::new();
     let mut current = String::new();
     let mut chars = text.chars().peekable();
@@ -136,8 +137,8 @@ fn split_items(text: &str) -> Vec<String> {
     items
 }
 
-/// QEMU's id rule: a letter, then letters, digits, `-`, `.` or `_`.
-fn check_id(id: &str) -> std::result::Result<(), &'static str> {
+/// QEMU's id rule: a letter, then letters, digits, `-`, `.` or `_`; the reason otherwise.
+pub fn check_id(id: &str) -> std::result::Result<(), &'static str> {
     let mut chars = id.chars();
     match chars.next() {
         None => Err("ids must not be empty"),

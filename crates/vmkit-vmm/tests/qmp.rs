@@ -136,9 +136,13 @@ impl Drop for VmkitProcess {
 }
 
 fn start_vmkit(socket: &Path, out: &Path, wait: &str) -> VmkitProcess {
+    start_guest(&chatty_guest(), socket, out, wait)
+}
+
+fn start_guest(guest: &Path, socket: &Path, out: &Path, wait: &str) -> VmkitProcess {
     let child = vmkit()
         .arg("-flat")
-        .arg(chatty_guest())
+        .arg(guest)
         .arg("-qmp")
         .arg(format!("unix:{},server=on,wait={wait}", socket.display()))
         .arg("-serial")
@@ -367,18 +371,7 @@ fn system_powerdown_presses_the_acpi_button_and_s5_ends_vmkit() {
     require_kvm!();
     let socket = scratch("qmp-power.sock");
     let out = scratch("qmp-power.out");
-    let child = vmkit()
-        .arg("-flat")
-        .arg(power_button_guest())
-        .arg("-qmp")
-        .arg(format!("unix:{},server=on,wait=off", socket.display()))
-        .arg("-serial")
-        .arg(format!("file:{}", out.display()))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start vmkit");
-    let mut child = VmkitProcess(child);
+    let mut child = start_guest(&power_button_guest(), &socket, &out, "off");
     let mut client = Client::connect(&socket);
     client.read();
     client.execute(json!({"execute": "qmp_capabilities"}));
