@@ -17,7 +17,7 @@ use vmkit_hw::{lock, Clock};
 use vmkit_isa::MachineEvents;
 use vmkit_isa::{IrqRouter, IsaIrqLine};
 use vmkit_memory::{AddressSpace, GuestMemoryView};
-use vmkit_pci::{BusRegionMapper, DevFn, PciBus, PciHost};
+use vmkit_pci::{DevFn, PciBus, PciHost, RegionTreeMapper};
 use vmkit_piix::pm::{APM_CNT_PORT, GPE0_BASE, GPE0_LEN};
 use vmkit_piix::{
     I440fx, IdeNoDrives, PamListener, PamMode, PamSegment, Piix3, Piix3Ide, Piix4Pm, PowerEvents,
@@ -67,6 +67,9 @@ pub struct Chipset {
     pub pam: Arc<Mutex<PamWindows>>,
     /// The PIIX4 PM function (power button, S5).
     pub pm: Arc<Mutex<Piix4Pm>>,
+    /// Places PCI regions in the memory space and in [`io_space`](Self::io_space), as
+    /// QEMU's `pci_update_mappings` adds subregions; their bus entries follow the views.
+    pub mapper: Arc<RegionTreeMapper>,
     /// Whether vmkit programs the PM block itself on every reset (no firmware to do it).
     pm_setup: bool,
 }
@@ -102,8 +105,16 @@ impl Chipset {
     /// caller with [`PciBus::add`].
     pub fn new(parts: &ChipsetParts, fw_cfg: MachineFwCfg, pam: PamWindows) -> Result<Self> {
         let pam = Arc::new(Mutex::new(pam));
-        let mapper = BusRegionMapper::new(parts.pio.clone(), parts.mmio.clone());
-        let pci = PciBus::with_mapper(Arc::new(mapper));
+        // QEMU's `io` address space: I/O BARs are regions in it as memory BARs are in
+        // the memory space, so ioeventfds and listeners treat both alike.
+        let io = Arc::new(Mutex::new(AddressSpace::new("io")));
+        let mapper = Arc::new(RegionTreeMapper::new(
+            Arc::clone(&parts.memory),
+            parts.mmio.clone(),
+            io,
+            parts.pio.clone(),
+        )?);
+        let pci = PciBus::with_mapper(mapper.clone());
         let events = Arc::clone(&parts.events);
         // Both the soft and the hard reset of 0xCF9 reset the whole machine, as QEMU's
         // `rcr_write` does (qemu_system_reset_request).
@@ -165,6 +176,7 @@ impl Chipset {
             fw_cfg,
             pam,
             pm,
+            mapper,
             pm_setup: parts.pm_setup,
         };
         chipset.program_pm();
@@ -182,6 +194,11 @@ impl Chipset {
             }
             self.pci.update_mappings(PIIX4_PM_DEVFN);
         }
+    }
+
+    /// The port I/O address space I/O BARs are mapped in.
+    pub fn io_space(&self) -> &Arc<Mutex<AddressSpace>> {
+        self.mapper.io_space()
     }
 
     /// Presses the power button (QMP `system_powerdown`): PWRBTN_STS, and the SCI when the

@@ -14,9 +14,15 @@
 //!   PIIX3's reset control register at 0xCF9.
 //! - [`BusRegionMapper`]: a [`RegionMapper`] that maps regions on vmkit-bus
 //!   [`PioBus`](vmkit_bus::PioBus)/[`MmioBus`](vmkit_bus::MmioBus).
+//! - [`RegionTreeMapper`]: the mapper a machine with vmkit-memory uses, as QEMU's
+//!   `pci_update_mappings`: each region becomes an I/O region in the memory or port
+//!   [`AddressSpace`](vmkit_memory::AddressSpace) (below RAM, at [`PCI_BAR_PRIORITY`]), and
+//!   the bus entries follow the flat views through a listener, so KVM slots and ioeventfds
+//!   on the region follow a BAR the guest moves.
 //! - [`intx_swizzle`]: which PIRQ line a slot's INTx pin reaches.
 //!
-//! No KVM, no threads: a VMM puts the host on its PIO bus and hands the mapper its buses.
+//! No KVM, no threads: a VMM puts the host on its PIO bus and hands the mapper its buses
+//! (or its address spaces and buses).
 //!
 //! # Behaviour, after QEMU's `hw/pci/pci.c` and `hw/pci-host/i440fx.c`
 //!
@@ -85,6 +91,7 @@ pub mod config;
 mod device;
 mod host;
 mod mapper;
+mod tree;
 
 use std::fmt;
 
@@ -95,6 +102,7 @@ pub use host::{
     PciHost, ResetCallback, CONFIG_ADDRESS_MASK, CONFIG_ENABLE, RCR_RESET_CPU, RCR_SYSTEM_RESET,
 };
 pub use mapper::{region_name, BusRegionMapper};
+pub use tree::{RegionTreeMapper, PCI_BAR_PRIORITY};
 
 /// Which of the four PIRQ lines (0 = PIRQA .. 3 = PIRQD) interrupt pin `pin` (1 = INTA# ..
 /// 4 = INTD#, the interrupt pin register's value) of the function at `devfn` drives, or
