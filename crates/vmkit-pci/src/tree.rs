@@ -49,7 +49,7 @@ struct Target {
 /// [`AddressSpace`] whose root holds the BAR regions at [`PCI_BAR_PRIORITY`]) and keeps
 /// the machine's [`MmioBus`] and [`PioBus`] in step with their flat views.
 ///
-/// [`new`](Self::new) registers one [`BusDispatchListener`] on each space. A bus entry that
+/// [`new`](Self::new) registers one dispatch listener on each space. A bus entry that
 /// cannot be added (it overlaps a device put on the bus directly, outside the tree) makes the
 /// listener refuse the change, the tree undoes it, and [`map`](RegionMapper::map) returns a
 /// [`MapError`] naming both.
