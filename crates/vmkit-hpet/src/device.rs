@@ -539,12 +539,10 @@ impl<I: HpetIrq, C: Clock> Hpet<I, C> {
                 self.isr &= !cleared;
                 self.sync_lines();
             }
-            REG_COUNTER => {
-                // Writable only while halted (spec 2.3.4); QEMU's stored value is replaced
-                // when the counter stops, so a write while running has no effect there too.
-                if !self.enabled() {
-                    self.counter = deposit(self.counter, shift, len, value);
-                }
+            // Writable only while halted (spec 2.3.4); QEMU's stored value is replaced when
+            // the counter stops, so a write while running has no effect there either.
+            REG_COUNTER if !self.enabled() => {
+                self.counter = deposit(self.counter, shift, len, value);
             }
             _ => {} // capabilities are read-only; the rest is reserved
         }
