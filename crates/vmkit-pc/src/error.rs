@@ -157,6 +157,17 @@ pub enum Error {
         /// What is wrong, with the offsets and sizes involved.
         reason: String,
     },
+    /// `-kernel` with `-bios`: QEMU's option ROM that boots the kernel from fw_cfg is missing.
+    #[error(
+        "-kernel with -bios needs QEMU's option ROM {name} (Debian package qemu-system-data); \
+         looked in {searched}"
+    )]
+    OptionRomMissing {
+        /// The ROM's file name.
+        name: &'static str,
+        /// The directories searched, comma-separated.
+        searched: String,
+    },
     /// The kernel command line is longer than the kernel accepts.
     #[error(
         "-append: the kernel command line is {len} bytes, over the limit of {limit} bytes ({origin})"

@@ -56,19 +56,25 @@ pub fn table_loader(tables: &AcpiTables) -> Result<TableLoader> {
     Ok(loader)
 }
 
-/// Fills `fw_cfg` for a machine of `layout` with `cpus` vCPUs and `tables`.
+/// Fills `fw_cfg` for a machine of `layout` with `cpus` vCPUs and `tables`; `bootorder`
+/// lists OpenFirmware device paths (QEMU's bootindex order).
 pub fn populate<M: GuestAddressSpace>(
     fw_cfg: &mut FwCfg<M>,
     layout: &MemoryLayout,
     cpus: u16,
     tables: &AcpiTables,
+    bootorder: &[&str],
 ) -> Result<()> {
     fw_cfg.set_cpus(cpus, cpus);
     fw_cfg.set_ram_size(layout.ram_size());
     fw_cfg.set_nographic(true);
     fw_cfg.add_e820(&e820_entries(layout))?;
-    // Empty without bootindex properties, as QEMU's (an empty list, not one empty entry).
-    fw_cfg.add_file("bootorder", Vec::new())?;
+    if bootorder.is_empty() {
+        // Empty without bootindex properties, as QEMU's (an empty list, not one empty entry).
+        fw_cfg.add_file("bootorder", Vec::new())?;
+    } else {
+        fw_cfg.add_bootorder(bootorder)?;
+    }
     fw_cfg.add_file(AcpiFile::Tables.name(), tables.tables.clone())?;
     fw_cfg.add_file(AcpiFile::Rsdp.name(), tables.rsdp.clone())?;
     fw_cfg.add_file("etc/table-loader", table_loader(tables)?.to_bytes())?;

@@ -93,7 +93,8 @@ pub use firmware::{load_firmware, map_firmware, Firmware, FirmwareLayout};
 pub use irq::KernelIrqRouter;
 pub use layout::{build_memory, configure_kvm_pages, MemoryLayout, RamRange, RamRegions};
 pub use linux::{
-    load_linux, set_linux_entry, KernelDecompress, KernelFormat, LinuxBoot, LinuxEntry, LoadedLinux,
+    load_linux, set_linux_entry, FirmwareLinux, KernelDecompress, KernelFormat, LinuxBoot,
+    LinuxEntry, LoadedLinux,
 };
 pub use machine::{BootSource, FlatMode, IrqchipMode, PcConfig, PcMachine};
 /// The `-cpu` model [`PcConfig::cpu`] takes (from vmkit-cpu).

@@ -123,6 +123,9 @@ pub struct PcConfig {
     /// Character backends by chardev id, for devices with `chardev=ID` (`isa-serial`,
     /// `isa-debugcon`).
     pub chardevs: Vec<(String, SerialBackend)>,
+    /// A Linux kernel the firmware boots from fw_cfg (`-kernel` with `-bios`); needs a
+    /// firmware [`boot`](Self::boot).
+    pub firmware_linux: Option<Box<crate::linux::FirmwareLinux>>,
 }
 
 impl std::fmt::Debug for PcConfig {
@@ -295,6 +298,15 @@ impl PcMachine {
         let mut memory = AddressSpace::new("system");
         let ram_regions = layout.map_into(&mut memory)?;
         let boot = config.boot;
+        if config.firmware_linux.is_some()
+            && !matches!(boot, BootSource::FirmwareFile(_) | BootSource::Firmware(_))
+        {
+            return Err(Error::Config(
+                "a kernel for the firmware to boot (-kernel with -bios) needs a firmware boot \
+                 source"
+                    .into(),
+            ));
+        }
         let mut firmware = None;
         match &boot {
             BootSource::FirmwareFile(path) => {
@@ -396,11 +408,19 @@ impl PcMachine {
 
         let mut fw_cfg = FwCfg::new(guest_memory.clone());
         let cpus = u8::try_from(config.smp).unwrap_or(u8::MAX);
+        let mut bootorder = Vec::new();
+        if let Some(linux) = &config.firmware_linux {
+            use crate::linux::firmware::{LINUXBOOT_BOOT_PATH, LINUXBOOT_ROM_FILE};
+            fw_cfg.add_linux_boot(&linux.fw_cfg_items(layout.below_4g_size())?)?;
+            fw_cfg.add_file(LINUXBOOT_ROM_FILE, linux.option_rom().to_vec())?;
+            bootorder.push(LINUXBOOT_BOOT_PATH);
+        }
         crate::firmware_cfg::populate(
             &mut fw_cfg,
             &layout,
             u16::from(cpus),
             &build_pc_tables(&acpi_config(config.smp, &layout))?,
+            &bootorder,
         )?;
         let chipset = Chipset::new(
             &ChipsetParts {

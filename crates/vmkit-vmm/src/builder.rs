@@ -11,8 +11,8 @@ use vmkit_hw::IrqLine;
 use vmkit_isa::{MachineEvents, SerialBackend, SerialHandle, UserspacePic};
 use vmkit_kvm::KvmSystem;
 use vmkit_pc::{
-    BootSource, CpuModel, FlatMode, IrqchipMode, KernelDecompress, LinuxBoot, MemoryLayout,
-    PcConfig, PcMachine,
+    BootSource, CpuModel, FirmwareLinux, FlatMode, IrqchipMode, KernelDecompress, LinuxBoot,
+    MemoryLayout, PcConfig, PcMachine,
 };
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
@@ -54,7 +54,7 @@ pub fn builtin_options() -> (Options, BootSource) {
 /// file, a command line over the kernel's limit, or a kernel or initrd that does not fit in
 /// `-m` RAM is reported with the file and the limit.
 pub fn boot_source(options: &Options) -> Result<BootSource> {
-    if let Some(kernel) = &options.kernel {
+    if let Some(kernel) = options.kernel.as_ref().filter(|_| options.bios.is_none()) {
         let decompress = match options.kernel_decompress {
             KernelDecompressOption::Guest => KernelDecompress::Guest,
             KernelDecompressOption::Host => KernelDecompress::Host,
@@ -201,7 +201,19 @@ pub fn start_pc(
 
     let cpu = CpuModel::parse(&options.cpu.to_text())
         .map_err(|e| Error::Machine(format!("vmkit: -cpu: {e}")))?;
+    let firmware_linux = match (&options.kernel, &options.bios) {
+        (Some(kernel), Some(_)) => Some(Box::new(
+            FirmwareLinux::from_files(
+                kernel,
+                options.initrd.as_deref(),
+                options.append.as_deref().unwrap_or_default(),
+            )
+            .map_err(|e| Error::Machine(format!("vmkit: {e}")))?,
+        )),
+        _ => None,
+    };
     let config = PcConfig {
+        firmware_linux,
         ram_size: options.ram_size,
         smp: options.smp,
         cpu,

@@ -231,7 +231,9 @@ Guest:
   -flat FILE[,addr=A][,entry=E][,mode=real|long]
                        a flat binary loaded at A (default 0x1000), started at E in real
                        mode (default) or 64-bit mode with identity paging
-  -kernel FILE         boot Linux: a bzImage, or an ELF vmlinux (PVH entry if it has one)
+  -kernel FILE         boot Linux: a bzImage, or an ELF vmlinux (PVH entry if it has one);
+                       with -bios the firmware boots the bzImage from fw_cfg through
+                       QEMU's linuxboot_dma.bin option ROM, as QEMU does
   -initrd FILE         initial ramdisk for -kernel
   -append CMDLINE      kernel command line (e.g. \"console=ttyS0 earlyprintk=serial\")
   -kernel-decompress guest|host
@@ -590,8 +592,14 @@ where
     if kernel_decompress_given && options.kernel.is_none() {
         return Err(error("-kernel-decompress", "needs -kernel"));
     }
-    if options.kernel.is_some() && (options.bios.is_some() || options.flat.is_some()) {
-        return Err(error("-kernel", "cannot be combined with -bios or -flat"));
+    if options.kernel.is_some() && options.flat.is_some() {
+        return Err(error("-kernel", "cannot be combined with -flat"));
+    }
+    if kernel_decompress_given && options.bios.is_some() {
+        return Err(error(
+            "-kernel-decompress",
+            "does not apply with -bios: the firmware boots the bzImage, which decompresses itself",
+        ));
     }
     Ok(Command::Run(Box::new(options)))
 }
@@ -816,7 +824,10 @@ mod tests {
             (&["-initrd", "x"], "-initrd"),
             (&["-bios", "a", "-flat", "b"], "-flat"),
             (&["-kernel", "k", "-flat", "b"], "-kernel"),
-            (&["-kernel", "k", "-bios", "b"], "-kernel"),
+            (
+                &["-kernel", "k", "-bios", "b", "-kernel-decompress", "host"],
+                "-kernel-decompress",
+            ),
             (&["-kernel-decompress", "host"], "-kernel-decompress"),
             (
                 &["-kernel", "k", "-kernel-decompress", "maybe"],

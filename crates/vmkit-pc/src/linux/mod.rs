@@ -89,6 +89,7 @@
 mod bzimage;
 mod elf;
 mod elf_note;
+pub mod firmware;
 
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
@@ -115,6 +116,7 @@ pub use bzimage::{
     BOOT_FLAG, DEFAULT_INITRD_ADDR_MAX, ENTRY_64_OFFSET, HDRS_MAGIC, LOADED_HIGH, MIN_PROTOCOL,
     SETUP_HEADER_OFFSET, TYPE_OF_LOADER, XLF_KERNEL_64,
 };
+pub use firmware::FirmwareLinux;
 
 /// Guest-physical address of the zero page (`struct boot_params`, 4 KiB).
 pub const ZERO_PAGE_ADDR: u64 = 0x7000;
