@@ -141,6 +141,7 @@ pub fn run_scaling(image: Vec<u8>, vcpus: usize) -> Result<ScalingRun> {
     let controller = Arc::new(Controller::new().map_err(machine_error)?);
     let config = PcConfig {
         firmware_linux: None,
+        hpet: true,
         ram_size: GUEST_RAM,
         smp: vcpus,
         cpu: CpuModel::host(),

@@ -77,6 +77,7 @@ mod e820;
 mod error;
 pub mod firmware;
 pub mod firmware_cfg;
+pub mod hpet;
 pub mod irq;
 pub mod layout;
 pub mod linux;

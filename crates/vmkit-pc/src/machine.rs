@@ -7,9 +7,10 @@ use std::sync::{Arc, Mutex};
 use kvm_bindings::{kvm_mp_state, KVM_MP_STATE_RUNNABLE, KVM_MP_STATE_UNINITIALIZED};
 use vm_memory::{Bytes, GuestAddress, GuestAddressSpace, GuestMemoryAtomic};
 use vmkit_acpi::{build_pc_tables, write_mptable_to_ebda, PcAcpiConfig};
-use vmkit_bus::{MmioBus, PioBus};
+use vmkit_bus::{MmioBus, MmioRange, PioBus};
 use vmkit_cpu::{boot_msrs, build_cpuid, CpuModel};
 use vmkit_fwcfg::FwCfg;
+use vmkit_hpet::{HPET_BASE, HPET_LEN};
 use vmkit_hw::{Clock, MonotonicClock};
 use vmkit_isa::{
     add_pc_isa_devices, register_isa_types, IsaConfig, IsaContext, IsaDevices, MachineEvents,
@@ -24,6 +25,7 @@ use crate::boot;
 use crate::chipset::{pam_segments, Chipset, ChipsetParts};
 use crate::error::{Error, Result};
 use crate::firmware::{load_firmware, map_firmware};
+use crate::hpet::{build_hpet, HpetLines, LegacyGate, MachineHpet, PitLegacy, HPET_NAME};
 use crate::irq::KernelIrqRouter;
 use crate::layout::{
     configure_kvm_pages, MemoryLayout, BIOS_AREA_START, HIGH_MEMORY_START, PCI_HOLE_START,
@@ -126,6 +128,8 @@ pub struct PcConfig {
     /// A Linux kernel the firmware boots from fw_cfg (`-kernel` with `-bios`); needs a
     /// firmware [`boot`](Self::boot).
     pub firmware_linux: Option<Box<crate::linux::FirmwareLinux>>,
+    /// The HPET at 0xFED00000 and its ACPI table, as QEMU's pc has them (`-no-hpet`: false).
+    pub hpet: bool,
 }
 
 impl std::fmt::Debug for PcConfig {
@@ -175,6 +179,8 @@ pub struct PcMachine {
     guest_memory: GuestMemoryAtomic<GuestMemoryView>,
     /// The PCI chipset and fw_cfg.
     pub chipset: Arc<Chipset>,
+    /// The HPET (unless `-no-hpet`).
+    pub hpet: Option<Arc<Mutex<MachineHpet>>>,
 }
 
 impl std::fmt::Debug for PcMachine {
@@ -379,6 +385,11 @@ impl PcMachine {
                 )
             }
         };
+        // ISA devices drive IRQs through the gate, which the HPET's legacy replacement
+        // mode closes for the 8254 and the RTC; the HPET itself drives the router directly.
+        let irq_router = Arc::clone(&context.irq);
+        let legacy_gate = Arc::new(LegacyGate::new(Arc::clone(&irq_router)));
+        context.irq = legacy_gate.clone();
         context.ram = CmosMemoryLayout::split(config.ram_size, PCI_HOLE_START);
         for (id, backend) in config.chardevs {
             context.serial_backends.insert(id, backend);
@@ -405,6 +416,22 @@ impl PcMachine {
             tree.device_add_with(device, &mut Context::new(&mut context))?;
         }
         let timers = context.timers.clone();
+        let hpet = if config.hpet {
+            let pit: Option<Arc<dyn PitLegacy>> = match config.irqchip {
+                IrqchipMode::Kernel => Some(Arc::clone(&vm) as Arc<dyn PitLegacy>),
+                IrqchipMode::User => None,
+            };
+            let lines = Arc::new(HpetLines::new(irq_router, legacy_gate, pit));
+            let (hpet, hpet_mmio) = build_hpet(lines, Arc::clone(&shared_clock), &timers);
+            mmio.insert(
+                MmioRange::new(HPET_BASE, HPET_LEN)?,
+                HPET_NAME,
+                Arc::new(hpet_mmio),
+            )?;
+            Some(hpet)
+        } else {
+            None
+        };
 
         let mut fw_cfg = FwCfg::new(guest_memory.clone());
         let cpus = u8::try_from(config.smp).unwrap_or(u8::MAX);
@@ -419,7 +446,7 @@ impl PcMachine {
             &mut fw_cfg,
             &layout,
             u16::from(cpus),
-            &build_pc_tables(&acpi_config(config.smp, &layout))?,
+            &build_pc_tables(&acpi_config(config.smp, &layout, config.hpet))?,
             &bootorder,
         )?;
         let chipset = Chipset::new(
@@ -442,7 +469,7 @@ impl PcMachine {
         let mptable_cpus =
             (linux.is_some() && config.irqchip == IrqchipMode::Kernel).then_some(config.smp);
         if let Some(cpus) = mptable_cpus {
-            write_linux_boot_tables(&guest_memory, cpus, &layout)?;
+            write_linux_boot_tables(&guest_memory, cpus, &layout, config.hpet)?;
         }
         let supported_cpuid = kvm.supported_cpuid()?;
         let mut vcpus = Vec::with_capacity(config.smp);
@@ -471,6 +498,7 @@ impl PcMachine {
             mptable_cpus,
             guest_memory,
             chipset: Arc::new(chipset),
+            hpet,
         })
     }
 
@@ -493,11 +521,22 @@ impl PcMachine {
         let layout = self.layout;
         let mptable_cpus = self.mptable_cpus;
         let chipset = Arc::clone(&self.chipset);
+        let hpet = self.hpet.clone();
+        let timers = self.timers.clone();
+        let with_hpet = hpet.is_some();
         move || {
             if let Ok(machine) = tree.machine() {
                 machine.reset_tree();
             }
             chipset.reset();
+            if let Some(hpet) = &hpet {
+                let deadline = {
+                    let mut hpet = vmkit_hw::lock(hpet);
+                    hpet.reset();
+                    vmkit_hw::TimedDevice::next_deadline_ns(&*hpet)
+                };
+                timers.deadline_changed(deadline);
+            }
             if let Some(pic) = &pic {
                 pic.reset();
             }
@@ -505,7 +544,7 @@ impl PcMachine {
             let _ = load_flat(&boot, &memory);
             let _ = load_kernel(&boot, &layout, &memory);
             if let Some(cpus) = mptable_cpus {
-                if let Err(e) = write_linux_boot_tables(&memory, cpus, &layout) {
+                if let Err(e) = write_linux_boot_tables(&memory, cpus, &layout, with_hpet) {
                     // The guest's memory map changed under the tables; Linux will find
                     // none, which it survives (no SMP), so report it and go on.
                     eprintln!("vmkit: machine reset: rewriting the MP and ACPI tables: {e}");
@@ -583,13 +622,13 @@ fn load_kernel(
 const ACPI_REGION_NAME: &str = "pc.acpi-tables";
 
 /// The ACPI description of this machine, as QEMU's pc describes its own, less what vmkit's
-/// pc does not have: no HPET yet, no S3/S4, and KVM's default interrupt routing (ISA IRQ 0
+/// pc does not have: no S3/S4 (and the HPET only when the machine has one), and KVM's default interrupt routing (ISA IRQ 0
 /// on IOAPIC pin 0, so no IRQ0 override in the MADT).
-fn acpi_config(cpus: usize, layout: &MemoryLayout) -> PcAcpiConfig {
+fn acpi_config(cpus: usize, layout: &MemoryLayout, hpet: bool) -> PcAcpiConfig {
     let cpus = u8::try_from(cpus).unwrap_or(u8::MAX);
     let below_4g = u32::try_from(layout.below_4g_size()).unwrap_or(u32::MAX);
     let mut acpi = PcAcpiConfig::qemu_pc(cpus, below_4g);
-    acpi.hpet = false;
+    acpi.hpet = hpet;
     acpi.irq0_to_gsi2 = false;
     if let Some(pm) = acpi.pm.as_mut() {
         pm.s3 = false;
@@ -606,9 +645,10 @@ fn write_linux_boot_tables(
     memory: &GuestMemoryAtomic<GuestMemoryView>,
     cpus: usize,
     layout: &MemoryLayout,
+    hpet: bool,
 ) -> Result<()> {
     let snapshot = memory.memory();
-    let mut acpi = acpi_config(cpus, layout);
+    let mut acpi = acpi_config(cpus, layout, hpet);
     acpi.ioapic.id = u8::try_from(cpus).unwrap_or(u8::MAX);
     build_pc_tables(&acpi)?.write_to_bios_area(&*snapshot)?;
     let cpus = u32::try_from(cpus).unwrap_or(u32::MAX);

@@ -214,6 +214,7 @@ pub fn start_pc(
     };
     let config = PcConfig {
         firmware_linux,
+        hpet: options.hpet,
         ram_size: options.ram_size,
         smp: options.smp,
         cpu,

@@ -147,6 +147,8 @@ pub struct Options {
     pub start_paused: bool,
     /// `-irqchip`.
     pub irqchip: IrqchipOption,
+    /// The HPET (`-no-hpet` or `-machine hpet=off` clear it).
+    pub hpet: bool,
 }
 
 impl Default for Options {
@@ -169,6 +171,7 @@ impl Default for Options {
             no_reboot: false,
             start_paused: false,
             irqchip: IrqchipOption::Kernel,
+            hpet: true,
         }
     }
 }
@@ -224,6 +227,7 @@ Machine:
                        (e.g. host,-xsave,-cx16)
   -irqchip kernel|user interrupt controllers and PIT in KVM (default) or in vmkit
   -no-reboot           end vmkit when the guest resets instead of rebooting
+  -no-hpet             no HPET (QEMU's pc has one at 0xfed00000); -machine pc,hpet=off
   -S                   do not start the vCPUs (stay in prelaunch)
 
 Guest:
@@ -496,6 +500,20 @@ where
                         ))
                     }
                 }
+                for property in text.split(',').skip(1) {
+                    match property {
+                        "hpet=on" => options.hpet = true,
+                        "hpet=off" => options.hpet = false,
+                        other => {
+                            return Err(error(
+                                "-machine",
+                                format!(
+                                    "'{other}': unsupported property (vmkit's pc has hpet=on|off)"
+                                ),
+                            ))
+                        }
+                    }
+                }
             }
             "-m" => options.ram_size = parse_size("-m", &value("a size")?)?,
             "-smp" => {
@@ -556,6 +574,7 @@ where
                 options.devices.push(text);
             }
             "-no-reboot" => options.no_reboot = true,
+            "-no-hpet" => options.hpet = false,
             "-S" => options.start_paused = true,
             "-irqchip" => {
                 let text = value("kernel or user")?;
@@ -648,6 +667,17 @@ mod tests {
         assert_eq!(options.debugcon.as_deref(), Some("debugcon"));
         let err = parse(["-chardev", "null,id=a", "-chardev", "null,id=a"]).unwrap_err();
         assert_eq!(err.option, "-chardev");
+    }
+
+    #[test]
+    fn the_hpet_is_on_unless_turned_off() {
+        assert!(run(&["-m", "64"]).hpet);
+        assert!(!run(&["-no-hpet"]).hpet);
+        assert!(!run(&["-machine", "pc,hpet=off"]).hpet);
+        assert!(run(&["-machine", "pc,hpet=off", "-machine", "pc,hpet=on"]).hpet);
+        let err = parse(["-machine", "pc,hpet=maybe"]).unwrap_err();
+        assert_eq!(err.option, "-machine");
+        assert!(err.to_string().contains("hpet=maybe"), "{err}");
     }
 
     #[test]

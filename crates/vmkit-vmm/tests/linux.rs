@@ -276,9 +276,10 @@ fn bad_kernel_input_is_refused_naming_the_file_and_the_limit() {
         &["-kernel", kernel, "-kernel-decompress", "both"],
         &["-kernel-decompress", "guest or host"],
     );
+    // With -bios the firmware boots the kernel, which must then be a bzImage.
     refused(
         &["-kernel", kernel, "-bios", kernel],
-        &["-kernel", "cannot be combined"],
+        &[kernel, "too short for a bzImage"],
     );
 }
 
