@@ -85,6 +85,7 @@ pub mod config;
 mod device;
 mod host;
 mod mapper;
+mod msix;
 
 use std::fmt;
 
@@ -95,6 +96,11 @@ pub use host::{
     PciHost, ResetCallback, CONFIG_ADDRESS_MASK, CONFIG_ENABLE, RCR_RESET_CPU, RCR_SYSTEM_RESET,
 };
 pub use mapper::{region_name, BusRegionMapper};
+pub use msix::{
+    MsiMessage, MsiSignal, Msix, MsixDelivery, MsixError, NullMsiSignal, CAP_ID_MSIX, MSIX_CAP_LEN,
+    MSIX_CONTROL_ENABLE, MSIX_CONTROL_FUNCTION_MASK, MSIX_CONTROL_TABLE_SIZE, MSIX_ENTRY_MASKED,
+    MSIX_ENTRY_SIZE, MSIX_MAX_VECTORS,
+};
 
 /// Which of the four PIRQ lines (0 = PIRQA .. 3 = PIRQD) interrupt pin `pin` (1 = INTA# ..
 /// 4 = INTD#, the interrupt pin register's value) of the function at `devfn` drives, or
