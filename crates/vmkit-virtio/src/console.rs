@@ -146,7 +146,10 @@ impl Console {
     }
 
     /// A console with an input buffer of `capacity` bytes (at least 1).
-    pub fn with_input_capacity(output: impl Write + Send + 'static, capacity: usize) -> Result<Self> {
+    pub fn with_input_capacity(
+        output: impl Write + Send + 'static,
+        capacity: usize,
+    ) -> Result<Self> {
         let input_event = EventFd::new(EFD_NONBLOCK).map_err(|source| Error::Io {
             what: "creating the console input eventfd",
             source,
@@ -241,9 +244,7 @@ fn tx_chain<MM: GuestMemory>(
         return 0;
     };
     buf.clear();
-    let _ = reader
-        .take(CONSOLE_MAX_TX_CHAIN as u64)
-        .read_to_end(buf);
+    let _ = reader.take(CONSOLE_MAX_TX_CHAIN as u64).read_to_end(buf);
     if !buf.is_empty() {
         let mut out = shared.output();
         let _ = out.write_all(buf);

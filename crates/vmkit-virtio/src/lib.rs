@@ -40,7 +40,8 @@
 //! - Status: writing 0 resets (the device stops, queues and vectors return to defaults);
 //!   `FEATURES_OK` stays clear if the driver's features are not a subset of the offer or
 //!   the device refuses them; `DRIVER_OK` activates; a failed activation sets
-//!   `NEEDS_RESET` and raises a configuration interrupt. Feature writes after
+//!   `NEEDS_RESET` and raises a configuration interrupt. Status bits only accumulate
+//!   until a reset (a driver cannot clear them, as the spec requires). Feature writes after
 //!   `FEATURES_OK` and queue writes while running are ignored.
 //! - Legacy: host features are bits 0..31 (no `VERSION_1`); a legacy driver's features
 //!   take effect at `DRIVER_OK`; `QUEUE_PFN` places the ring with 4096-byte alignment and
@@ -121,12 +122,11 @@ pub use device::{ActivatedQueue, InterruptKind, VirtioDevice, VirtioInterrupt};
 pub use interrupt::{VIRTIO_ISR_CONFIG, VIRTIO_ISR_QUEUE, VIRTIO_NO_VECTOR};
 pub use pci::{
     class_code, common, legacy, transitional_device_id, QueueNotify, VirtioPciBuilder,
-    VirtioPciDevice, COMMON_CFG_OFFSET, DEVICE_CFG_OFFSET, ISR_CFG_OFFSET, LEGACY_BAR,
-    MODERN_BAR, MODERN_BAR_SIZE, MODERN_REGION_SIZE, MSIX_BAR, NOTIFY_CFG_OFFSET,
-    NOTIFY_OFF_MULTIPLIER, PCI_CAP_ID_VNDR, VIRTIO_PCI_CAP_COMMON_CFG, VIRTIO_PCI_CAP_DEVICE_CFG,
-    VIRTIO_PCI_CAP_ISR_CFG, VIRTIO_PCI_CAP_NOTIFY_CFG, VIRTIO_PCI_CAP_PCI_CFG,
-    VIRTIO_PCI_MODERN_DEVICE_ID_BASE, VIRTIO_PCI_SUBSYSTEM_ID_QEMU, VIRTIO_PCI_VENDOR_ID,
-    VIRTIO_QUEUE_MAX, VIRTIO_QUEUE_SIZE_MAX,
+    VirtioPciDevice, COMMON_CFG_OFFSET, DEVICE_CFG_OFFSET, ISR_CFG_OFFSET, LEGACY_BAR, MODERN_BAR,
+    MODERN_BAR_SIZE, MODERN_REGION_SIZE, MSIX_BAR, NOTIFY_CFG_OFFSET, NOTIFY_OFF_MULTIPLIER,
+    PCI_CAP_ID_VNDR, VIRTIO_PCI_CAP_COMMON_CFG, VIRTIO_PCI_CAP_DEVICE_CFG, VIRTIO_PCI_CAP_ISR_CFG,
+    VIRTIO_PCI_CAP_NOTIFY_CFG, VIRTIO_PCI_CAP_PCI_CFG, VIRTIO_PCI_MODERN_DEVICE_ID_BASE,
+    VIRTIO_PCI_SUBSYSTEM_ID_QEMU, VIRTIO_PCI_VENDOR_ID, VIRTIO_QUEUE_MAX, VIRTIO_QUEUE_SIZE_MAX,
 };
 pub use rng::{EntropySource, HostEntropy, Rng, RNG_MAX_REQUEST, RNG_QUEUE_SIZE};
 

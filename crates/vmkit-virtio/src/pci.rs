@@ -327,11 +327,7 @@ impl VirtioPciBuilder {
     }
 
     /// Builds the transport around `device`, which will see `memory` at activation.
-    pub fn build<M>(
-        self,
-        device: Box<dyn VirtioDevice<M>>,
-        memory: M,
-    ) -> Result<VirtioPciDevice<M>>
+    pub fn build<M>(self, device: Box<dyn VirtioDevice<M>>, memory: M) -> Result<VirtioPciDevice<M>>
     where
         M: GuestAddressSpace + Send + 'static,
     {
@@ -718,8 +714,10 @@ impl<M: GuestAddressSpace + Send + 'static> VirtioPciDevice<M> {
         let needs_reset = VIRTIO_CONFIG_S_NEEDS_RESET as u8;
         let features_ok = VIRTIO_CONFIG_S_FEATURES_OK as u8;
         let driver_ok = VIRTIO_CONFIG_S_DRIVER_OK as u8;
-        // NEEDS_RESET belongs to the device: the driver can neither set nor clear it.
-        let mut new = (value & !needs_reset) | (old & needs_reset);
+        // Bits only accumulate until a reset: the driver must not clear any (virtio 1.x
+        // 2.1.2), so a write without DRIVER_OK does not stop a running device. NEEDS_RESET
+        // belongs to the device: the driver cannot set it.
+        let mut new = (value & !needs_reset) | old;
         if new & features_ok != 0 && old & features_ok == 0 && self.accept_features().is_err() {
             new &= !features_ok;
         }
@@ -771,8 +769,8 @@ impl<M: GuestAddressSpace + Send + 'static> VirtioPciDevice<M> {
             if !slot.queue.is_valid(&*mem) {
                 return Err(Error::QueueNotUsable { index });
             }
-            let mut q = Queue::try_from(slot.queue.state())
-                .map_err(|_| Error::QueueNotUsable { index })?;
+            let mut q =
+                Queue::try_from(slot.queue.state()).map_err(|_| Error::QueueNotUsable { index })?;
             q.set_event_idx(event_idx);
             let fd = slot.eventfd.try_clone().map_err(|source| Error::Io {
                 what: "duplicating a queue notification eventfd",
@@ -922,17 +920,15 @@ impl<M: GuestAddressSpace + Send + 'static> VirtioPciDevice<M> {
                     *slot = v;
                 }
             }
-            QUEUE_ENABLE => {
-                // Only 1 is valid (the driver must not write 0); addresses and size were
-                // checked as they were written.
-                if value as u16 == 1 {
-                    if let Some(q) = self.selected_for_config() {
-                        q.set_ready(true);
-                    }
+            // Only 1 is valid (the driver must not write 0); addresses and size were
+            // checked as they were written.
+            QUEUE_ENABLE if value as u16 == 1 => {
+                if let Some(q) = self.selected_for_config() {
+                    q.set_ready(true);
                 }
             }
-            QUEUE_DESC_LO | QUEUE_DESC_HI | QUEUE_DRIVER_LO | QUEUE_DRIVER_HI
-            | QUEUE_DEVICE_LO | QUEUE_DEVICE_HI => {
+            QUEUE_DESC_LO | QUEUE_DESC_HI | QUEUE_DRIVER_LO | QUEUE_DRIVER_HI | QUEUE_DEVICE_LO
+            | QUEUE_DEVICE_HI => {
                 let Some(q) = self.selected_for_config() else {
                     return;
                 };
@@ -1050,10 +1046,10 @@ impl<M: GuestAddressSpace + Send + 'static> VirtioPciDevice<M> {
         }
         let value = le_value(data);
         match offset {
-            legacy::GUEST_FEATURES => {
-                if !self.active && self.status & VIRTIO_CONFIG_S_FEATURES_OK as u8 == 0 {
-                    self.driver_features = value & 0xffff_ffff;
-                }
+            legacy::GUEST_FEATURES
+                if !self.active && self.status & VIRTIO_CONFIG_S_FEATURES_OK as u8 == 0 =>
+            {
+                self.driver_features = value & 0xffff_ffff;
             }
             legacy::QUEUE_PFN => {
                 let pfn = value & 0xffff_ffff;
