@@ -1,0 +1,142 @@
+//! The device side of a virtio transport: what a device implements and how it interrupts.
+
+use std::sync::Arc;
+
+use virtio_queue::Queue;
+use vm_memory::GuestAddressSpace;
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::Result;
+
+/// What a device signals to the driver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum InterruptKind {
+    /// The device configuration changed (ISR bit 1, or the `msix_config` vector).
+    Config,
+    /// Used buffers on queue `n` (ISR bit 0, or that queue's `queue_msix_vector`).
+    Queue(u16),
+}
+
+/// How a device interrupts the driver; the transport implements it.
+///
+/// Devices call [`trigger`](Self::trigger) from their own threads after writing the used
+/// ring (when `needs_notification` says so). The PCI transport maps the kind to the
+/// MSI-X vector the driver chose, or sets the ISR bit and raises INTx.
+pub trait VirtioInterrupt: Send + Sync {
+    /// Signals `kind` to the driver.
+    fn trigger(&self, kind: InterruptKind);
+}
+
+impl<T: VirtioInterrupt + ?Sized> VirtioInterrupt for Arc<T> {
+    fn trigger(&self, kind: InterruptKind) {
+        (**self).trigger(kind)
+    }
+}
+
+/// One queue handed to a device at activation: its index, the queue as the driver
+/// configured it (size, ring addresses, `EVENT_IDX` already applied), and the `EventFd`
+/// that fires when the driver notifies it.
+pub type ActivatedQueue = (usize, Queue, EventFd);
+
+/// A virtio device as a transport sees it: identity, queues, features, configuration
+/// space, and start/stop.
+///
+/// `M` is the guest's address space (vm-memory's [`GuestAddressSpace`]:
+/// `GuestMemoryAtomic<GuestMemoryMmap>`, `Arc<GuestMemoryMmap>`, ...), so a VMM can bring
+/// its own memory type.
+///
+/// # Threads and notifications
+///
+/// Each queue's notification is an [`EventFd`]. Under KVM the machine registers it as an
+/// ioeventfd on the queue's notify address, so a guest doorbell never leaves the kernel;
+/// on the slow path (a PIO/MMIO exit) the transport writes it itself. Either way the vCPU
+/// does no device work: the device waits on the eventfds in its own thread (this crate's
+/// devices start one in [`activate`](Self::activate) and join it in
+/// [`reset`](Self::reset) and on drop).
+pub trait VirtioDevice<M: GuestAddressSpace>: Send {
+    /// The virtio device ID (`VIRTIO_ID_*` of virtio-bindings' `virtio_ids`).
+    fn device_type(&self) -> u32;
+
+    /// Maximum size of each queue (a power of two, at most 32768); the slice's length is
+    /// the number of queues.
+    fn queue_max_sizes(&self) -> &[u16];
+
+    /// Features the device offers (device-specific bits and ring features such as
+    /// `VIRTIO_RING_F_EVENT_IDX`). The transport adds `VIRTIO_F_VERSION_1` when its modern
+    /// interface is enabled and hides it otherwise.
+    fn device_features(&self) -> u64;
+
+    /// The features the driver accepted (a subset of what was offered), when it sets
+    /// `FEATURES_OK` (or, for a legacy driver, at `DRIVER_OK`). An error refuses them: the
+    /// transport leaves `FEATURES_OK` clear. Default: accept.
+    fn ack_features(&mut self, features: u64) -> Result<()> {
+        let _ = features;
+        Ok(())
+    }
+
+    /// Length of the device-specific configuration space in bytes (what the legacy I/O
+    /// BAR must hold after its header). Default: 0.
+    fn config_len(&self) -> usize {
+        0
+    }
+
+    /// A driver read of the device configuration at `offset`. The transport only calls it
+    /// for ranges within [`config_len`](Self::config_len).
+    fn read_config(&self, offset: u64, data: &mut [u8]);
+
+    /// A driver write of the device configuration at `offset` (within
+    /// [`config_len`](Self::config_len)). Default: ignored.
+    fn write_config(&mut self, offset: u64, data: &[u8]) {
+        let _ = (offset, data);
+    }
+
+    /// Starts the device: the driver set `DRIVER_OK`. `queues` holds every queue the
+    /// driver enabled, in index order. An error puts the transport in `NEEDS_RESET`.
+    fn activate(
+        &mut self,
+        memory: M,
+        interrupt: Arc<dyn VirtioInterrupt>,
+        queues: Vec<ActivatedQueue>,
+    ) -> Result<()>;
+
+    /// Stops the device (the driver wrote 0 to `device_status`, or the machine reset):
+    /// stop processing, drop the queues and interrupt handle. Returns whether the device
+    /// is now stopped (false: it could not confirm, e.g. its worker panicked). Called on
+    /// every virtio reset, active or not.
+    fn reset(&mut self) -> bool;
+}
+
+impl<M: GuestAddressSpace, D: VirtioDevice<M> + ?Sized> VirtioDevice<M> for Box<D> {
+    fn device_type(&self) -> u32 {
+        (**self).device_type()
+    }
+    fn queue_max_sizes(&self) -> &[u16] {
+        (**self).queue_max_sizes()
+    }
+    fn device_features(&self) -> u64 {
+        (**self).device_features()
+    }
+    fn ack_features(&mut self, features: u64) -> Result<()> {
+        (**self).ack_features(features)
+    }
+    fn config_len(&self) -> usize {
+        (**self).config_len()
+    }
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        (**self).read_config(offset, data)
+    }
+    fn write_config(&mut self, offset: u64, data: &[u8]) {
+        (**self).write_config(offset, data)
+    }
+    fn activate(
+        &mut self,
+        memory: M,
+        interrupt: Arc<dyn VirtioInterrupt>,
+        queues: Vec<ActivatedQueue>,
+    ) -> Result<()> {
+        (**self).activate(memory, interrupt, queues)
+    }
+    fn reset(&mut self) -> bool {
+        (**self).reset()
+    }
+}

@@ -1,0 +1,120 @@
+//! The thread a device runs its queues on, and the queue-draining loop devices share.
+
+use std::io;
+use std::os::fd::RawFd;
+use std::thread::JoinHandle;
+
+use virtio_queue::{DescriptorChain, Queue, QueueT};
+use vm_memory::GuestMemory;
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use crate::{Error, Result};
+
+const KILL: u64 = u64::MAX;
+
+/// A device worker: one thread waiting (epoll) on a set of eventfds, calling a handler
+/// with the token of each fd that fires, until [`stop`](Self::stop) (or drop) writes its
+/// kill eventfd and joins it.
+#[derive(Debug)]
+pub(crate) struct Worker {
+    kill: EventFd,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Worker {
+    /// Starts thread `name` waiting on `fds` (fd, token); `on_event(token)` runs for each
+    /// one that becomes readable (it must drain the fd). The fds must stay open while the
+    /// thread runs (the handler usually owns them).
+    pub(crate) fn spawn<F>(name: &str, fds: &[(RawFd, u64)], mut on_event: F) -> Result<Self>
+    where
+        F: FnMut(u64) + Send + 'static,
+    {
+        let io = |what: &'static str| move |source| Error::Io { what, source };
+        let kill = EventFd::new(EFD_NONBLOCK).map_err(io("creating a worker's kill eventfd"))?;
+        let epoll = Epoll::new().map_err(io("creating a worker's epoll"))?;
+        let add = |fd: RawFd, token: u64| {
+            epoll.ctl(
+                ControlOperation::Add,
+                fd,
+                EpollEvent::new(EventSet::IN, token),
+            )
+        };
+        add(std::os::fd::AsRawFd::as_raw_fd(&kill), KILL)
+            .map_err(io("adding the kill eventfd to a worker's epoll"))?;
+        for &(fd, token) in fds {
+            add(fd, token).map_err(io("adding a queue eventfd to a worker's epoll"))?;
+        }
+        let handle = std::thread::Builder::new()
+            .name(name.to_string())
+            .spawn(move || {
+                let mut events = vec![EpollEvent::default(); 8];
+                loop {
+                    let n = match epoll.wait(-1, &mut events) {
+                        Ok(n) => n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(_) => return,
+                    };
+                    for ev in &events[..n] {
+                        if ev.data() == KILL {
+                            return;
+                        }
+                        on_event(ev.data());
+                    }
+                }
+            })
+            .map_err(io("spawning a device worker thread"))?;
+        Ok(Worker {
+            kill,
+            handle: Some(handle),
+        })
+    }
+
+    /// Stops and joins the thread; false if it had panicked.
+    pub(crate) fn stop(&mut self) -> bool {
+        let Some(handle) = self.handle.take() else {
+            return true;
+        };
+        // A full counter (never, at 2^64 - 2) still leaves the fd readable.
+        let _ = self.kill.write(1);
+        handle.join().is_ok()
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Reads an eventfd to clear it (nonblocking; an empty counter is fine).
+pub(crate) fn drain_eventfd(fd: &EventFd) {
+    let _ = fd.read();
+}
+
+/// Pops every available chain of `queue`, hands each to `handle` (which returns the
+/// number of bytes the device wrote into it) and puts it on the used ring, re-checking
+/// after re-enabling notifications (`EVENT_IDX`); stops when a pass makes no progress, so
+/// a corrupt avail ring cannot spin it. Returns whether the driver wants an interrupt.
+pub(crate) fn drain_queue<MM, F>(queue: &mut Queue, mem: &MM, mut handle: F) -> bool
+where
+    MM: GuestMemory,
+    F: FnMut(DescriptorChain<&MM>) -> u32,
+{
+    let mut used = false;
+    loop {
+        let _ = queue.disable_notification(mem);
+        let mut progress = false;
+        while let Some(chain) = queue.pop_descriptor_chain(mem) {
+            let head = chain.head_index();
+            let len = handle(chain);
+            used |= queue.add_used(mem, head, len).is_ok();
+            progress = true;
+        }
+        match queue.enable_notification(mem) {
+            Ok(true) if progress => continue,
+            _ => break,
+        }
+    }
+    used && queue.needs_notification(mem).unwrap_or(true)
+}
