@@ -119,6 +119,28 @@ impl Piix3 {
         self
     }
 
+    /// Reports route changes to `listener` from now on (for a listener built after the
+    /// bridge, such as [`PciIntx::listener`]).
+    pub fn set_listener(&mut self, listener: Arc<dyn PirqListener>) {
+        self.listener = Some(listener);
+    }
+
+    /// Tells the listener about every PIRQ whose route differs from `before`.
+    fn report_routes(&self, before: &[Option<u8>; PIRQ_COUNT as usize]) {
+        if let Some(listener) = &self.listener {
+            for pirq in 0..PIRQ_COUNT {
+                let now = self.route(pirq);
+                if now != before[usize::from(pirq)] {
+                    listener.pirq_changed(pirq, now);
+                }
+            }
+        }
+    }
+
+    fn routes(&self) -> [Option<u8>; PIRQ_COUNT as usize] {
+        std::array::from_fn(|p| self.route(p as u8))
+    }
+
     fn power_on(&mut self) {
         self.config.reset();
         // Bus master, memory and I/O decode on; DEVSEL medium.
@@ -153,31 +175,48 @@ impl PciDevice for Piix3 {
     }
 
     fn config_write(&mut self, offset: u16, data: &[u8]) {
-        let before: Vec<_> = (0..PIRQ_COUNT).map(|p| self.route(p)).collect();
+        let before = self.routes();
         self.config.write(offset, data);
-        if let Some(listener) = &self.listener {
-            for pirq in 0..PIRQ_COUNT {
-                let now = self.route(pirq);
-                if now != before[usize::from(pirq)] {
-                    listener.pirq_changed(pirq, now);
-                }
-            }
-        }
+        self.report_routes(&before);
     }
 
     fn reset(&mut self) {
+        let before = self.routes();
         self.power_on();
+        self.report_routes(&before);
     }
 }
 
 /// PCI INTx delivery through the PIIX3: each function's pin is swizzled to a PIRQ line
 /// (`vmkit_pci::intx_swizzle`), the line is the OR of every source on it, and the line
 /// drives the ISA IRQ its PIRQRC names.
+///
+/// It is also the bridge's [`PirqListener`] (give it to [`Piix3::with_listener`] through
+/// [`PciIntx::listener`]): when the guest reroutes a PIRQ that is high, the old ISA IRQ is
+/// lowered and the new one raised, as QEMU's `piix3_update_irq_levels` does. Only level
+/// changes reach the ISA side, and nothing here allocates.
 pub struct PciIntx {
     bridge: Arc<Mutex<Piix3>>,
     isa: Arc<dyn Fn(u8, bool) + Send + Sync>,
-    /// Per PIRQ line: the sources (devfn, pin) driving it high.
-    levels: Mutex<[Vec<(DevFn, u8)>; 4]>,
+    state: Mutex<IntxState>,
+}
+
+#[derive(Default)]
+struct IntxState {
+    /// Per PIRQ line: which functions drive it high (bit = devfn; a function reaches a
+    /// given line through at most one pin).
+    sources: [[u64; 4]; 4],
+    /// Per PIRQ line: the ISA IRQ this device currently holds high for it.
+    driven: [Option<u8>; 4],
+    /// Per PIRQ line: the route last reported by the bridge's listener (`None` until then:
+    /// ask the bridge).
+    routes: [Option<Option<u8>>; 4],
+}
+
+impl IntxState {
+    fn level(&self, pirq: usize) -> bool {
+        self.sources[pirq].iter().any(|w| *w != 0)
+    }
 }
 
 impl std::fmt::Debug for PciIntx {
@@ -193,8 +232,13 @@ impl PciIntx {
         Self {
             bridge,
             isa,
-            levels: Mutex::new(Default::default()),
+            state: Mutex::new(IntxState::default()),
         }
+    }
+
+    /// The listener to install on the bridge so reroutes move raised lines.
+    pub fn listener(self: &Arc<Self>) -> Arc<dyn PirqListener> {
+        Arc::new(IntxListener(Arc::downgrade(self)))
     }
 
     /// Function `devfn` drives its INTx pin `pin` (1 = INTA#) to `high`. Pins outside 1-4
@@ -203,24 +247,66 @@ impl PciIntx {
         let Some(pirq) = vmkit_pci::intx_swizzle(devfn, pin) else {
             return;
         };
-        let mut levels = lock(&self.levels);
-        let line = &mut levels[usize::from(pirq)];
-        line.retain(|source| *source != (devfn, pin));
+        let pirq = usize::from(pirq);
+        let (word, bit) = (usize::from(devfn.0 >> 6), devfn.0 & 63);
+        // The bridge's listener runs under the bridge's lock and takes `state`: never hold
+        // `state` while taking the bridge.
+        let cached = lock(&self.state).routes[pirq];
+        let asked = match cached {
+            Some(route) => route,
+            None => lock(&self.bridge).route(pirq as u8),
+        };
+        let mut state = lock(&self.state);
         if high {
-            line.push((devfn, pin));
+            state.sources[pirq][word] |= 1 << bit;
+        } else {
+            state.sources[pirq][word] &= !(1 << bit);
         }
-        let level = !line.is_empty();
-        drop(levels);
-        if let Some(irq) = lock(&self.bridge).route(pirq) {
-            (self.isa)(irq, level);
+        // A reroute reported meanwhile wins over what was asked.
+        let route = state.routes[pirq].unwrap_or(asked);
+        self.apply(&mut state, pirq, route);
+    }
+
+    /// Drives the ISA side of `pirq` to match its level through `route`.
+    fn apply(&self, state: &mut IntxState, pirq: usize, route: Option<u8>) {
+        let want = if state.level(pirq) { route } else { None };
+        let held = state.driven[pirq];
+        if held == want {
+            return;
         }
+        state.driven[pirq] = want;
+        if let Some(old) = held {
+            (self.isa)(old, false);
+        }
+        if let Some(new) = want {
+            (self.isa)(new, true);
+        }
+    }
+
+    fn rerouted(&self, pirq: u8, route: Option<u8>) {
+        let index = usize::from(pirq);
+        if index >= 4 {
+            return;
+        }
+        let mut state = lock(&self.state);
+        state.routes[index] = Some(route);
+        self.apply(&mut state, index, route);
     }
 
     /// Whether PIRQ `pirq` is high.
     pub fn pirq_level(&self, pirq: u8) -> bool {
-        lock(&self.levels)
-            .get(usize::from(pirq))
-            .is_some_and(|line| !line.is_empty())
+        usize::from(pirq) < 4 && lock(&self.state).level(usize::from(pirq))
+    }
+}
+
+/// [`PciIntx::listener`]: forwards route changes without keeping the router alive.
+struct IntxListener(std::sync::Weak<PciIntx>);
+
+impl PirqListener for IntxListener {
+    fn pirq_changed(&self, pirq: u8, irq: Option<u8>) {
+        if let Some(intx) = self.0.upgrade() {
+            intx.rerouted(pirq, irq);
+        }
     }
 }
 
