@@ -20,7 +20,8 @@ use vmkit_memory::{AddressSpace, GuestMemoryView};
 use vmkit_pci::{DevFn, PciBus, PciHost, RegionTreeMapper};
 use vmkit_piix::pm::{APM_CNT_PORT, GPE0_BASE, GPE0_LEN};
 use vmkit_piix::{
-    I440fx, IdeNoDrives, PamListener, PamMode, PamSegment, Piix3, Piix3Ide, Piix4Pm, PowerEvents,
+    I440fx, IdeNoDrives, PamListener, PamMode, PamSegment, PciIntx, Piix3, Piix3Ide, Piix4Pm,
+    PowerEvents,
 };
 
 use crate::error::Result;
@@ -67,6 +68,8 @@ pub struct Chipset {
     pub pam: Arc<Mutex<PamWindows>>,
     /// The PIIX4 PM function (power button, S5).
     pub pm: Arc<Mutex<Piix4Pm>>,
+    /// INTx of the PCI functions, steered through the PIIX3's PIRQ routes to ISA IRQs.
+    pub intx: Arc<PciIntx>,
     /// Places PCI regions in the memory space and in [`io_space`](Self::io_space), as
     /// QEMU's `pci_update_mappings` adds subregions; their bus entries follow the views.
     pub mapper: Arc<RegionTreeMapper>,
@@ -137,7 +140,14 @@ impl Chipset {
             memory: Arc::clone(&parts.memory),
         });
         pci.add(I440FX_DEVFN, Arc::new(Mutex::new(I440fx::new(listener))))?;
-        pci.add(PIIX3_DEVFN, Arc::new(Mutex::new(Piix3::new())))?;
+        let piix3 = Arc::new(Mutex::new(Piix3::new()));
+        let irq = Arc::clone(&parts.irq);
+        let intx = Arc::new(PciIntx::new(
+            Arc::clone(&piix3),
+            Arc::new(move |line, level| irq.set_irq(u32::from(line), level)),
+        ));
+        lock(&piix3).set_listener(intx.listener());
+        pci.add(PIIX3_DEVFN, piix3)?;
         pci.add(PIIX3_IDE_DEVFN, Arc::new(Mutex::new(Piix3Ide::new())))?;
         for (base, len) in IdeNoDrives::RANGES {
             parts.pio.insert(
@@ -176,6 +186,7 @@ impl Chipset {
             fw_cfg,
             pam,
             pm,
+            intx,
             mapper,
             pm_setup: parts.pm_setup,
         };

@@ -83,6 +83,7 @@ pub mod layout;
 pub mod linux;
 pub mod machine;
 pub mod pam;
+pub mod pci_devices;
 
 pub use boot::{
     long_mode_at, long_mode_at_with, protected_mode_32_at, real_mode_at, real_mode_segment_at,

@@ -32,6 +32,7 @@ use crate::layout::{
 };
 use crate::linux::{self, LinuxBoot, LoadedLinux};
 use crate::pam::{IsaRom, PamWindows};
+use crate::pci_devices::{is_pci_device, KvmMsi, PciContext};
 
 /// Which interrupt controllers and timer run where.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -205,6 +206,7 @@ pub fn pc_registry() -> Result<Registry> {
             .description("a machine: the root of /machine"),
     )?;
     registry.register_all(crate::chipset::chipset_types())?;
+    registry.register_all(crate::pci_devices::pci_device_types())?;
     registry.register(
         TypeInfo::new(TYPE_PC)
             .parent(TYPE_MACHINE)
@@ -407,7 +409,13 @@ impl PcMachine {
         tree.set_machine(&registry.new_object(TYPE_PC)?)?;
         let isa = add_pc_isa_devices(&tree, &mut context, &isa_config)?;
         crate::chipset::add_chipset_objects(&tree)?;
+        // PCI devices go on the bus once the chipset exists, in command-line order.
+        let mut pci_devices = Vec::new();
         for device in &config.devices {
+            if is_pci_device(&registry, device) {
+                pci_devices.push(device.as_str());
+                continue;
+            }
             if let Some(slot) = replaced_com_port(device)? {
                 // As QEMU's defaults give way to explicit ports: an isa-serial placed on
                 // COM2-COM4 replaces the unconnected default there.
@@ -462,6 +470,16 @@ impl PcMachine {
             fw_cfg,
             pam,
         )?;
+        let mut pci_context = PciContext {
+            pci: chipset.pci.clone(),
+            intx: Arc::clone(&chipset.intx),
+            memory: guest_memory.clone(),
+            msi: (config.irqchip == IrqchipMode::Kernel)
+                .then(|| Arc::new(KvmMsi::new(Arc::clone(&vm))) as Arc<dyn vmkit_pci::MsiSignal>),
+        };
+        for device in pci_devices {
+            tree.device_add_with(device, &mut Context::new(&mut pci_context))?;
+        }
 
         // Linux finds the application processors and the IOAPIC in the MP table or, when
         // built without MP table support, in the ACPI MADT; with the userspace irqchip there

@@ -91,8 +91,8 @@ pub mod config;
 mod device;
 mod host;
 mod mapper;
-mod tree;
 mod msix;
+mod tree;
 
 use std::fmt;
 
@@ -103,12 +103,12 @@ pub use host::{
     PciHost, ResetCallback, CONFIG_ADDRESS_MASK, CONFIG_ENABLE, RCR_RESET_CPU, RCR_SYSTEM_RESET,
 };
 pub use mapper::{region_name, BusRegionMapper};
-pub use tree::{RegionTreeMapper, PCI_BAR_PRIORITY};
 pub use msix::{
     MsiMessage, MsiSignal, Msix, MsixDelivery, MsixError, NullMsiSignal, CAP_ID_MSIX, MSIX_CAP_LEN,
     MSIX_CONTROL_ENABLE, MSIX_CONTROL_FUNCTION_MASK, MSIX_CONTROL_TABLE_SIZE, MSIX_ENTRY_MASKED,
     MSIX_ENTRY_SIZE, MSIX_MAX_VECTORS,
 };
+pub use tree::{RegionTreeMapper, PCI_BAR_PRIORITY};
 
 /// Which of the four PIRQ lines (0 = PIRQA .. 3 = PIRQD) interrupt pin `pin` (1 = INTA# ..
 /// 4 = INTD#, the interrupt pin register's value) of the function at `devfn` drives, or

@@ -249,7 +249,14 @@ fn rerouting_a_raised_pirq_moves_the_isa_line_and_reset_drops_it() {
     bridge.lock().unwrap().reset();
     assert_eq!(
         lines.lock().unwrap().as_slice(),
-        [(11, true), (11, false), (5, true), (5, false), (9, true), (9, false)]
+        [
+            (11, true),
+            (11, false),
+            (5, true),
+            (5, false),
+            (9, true),
+            (9, false)
+        ]
     );
     assert!(intx.pirq_level(1), "the source still drives PIRQB");
 }

@@ -43,17 +43,25 @@ pub fn cpu_help() -> String {
     out
 }
 
+/// The abstract types `-device` creates devices of, with QEMU's bus names.
+const DEVICE_BUSES: [(&str, &str); 2] = [
+    (vmkit_isa::TYPE_ISA_DEVICE, "ISA"),
+    (vmkit_pc::pci_devices::TYPE_PCI_DEVICE, "PCI"),
+];
+
 /// The `-device help` text: every device type `-device` can create.
 pub fn device_list() -> Result<String> {
     let registry = registry()?;
     let mut out = String::from("Devices (-device DRIVER,help lists a driver's properties):\n");
-    for summary in registry.list_types(Some(vmkit_isa::TYPE_ISA_DEVICE), false) {
-        let _ = writeln!(
-            out,
-            "name \"{}\", bus ISA, desc \"{}\"",
-            summary.name,
-            summary.description.unwrap_or_default()
-        );
+    for (base, bus) in DEVICE_BUSES {
+        for summary in registry.list_types(Some(base), false) {
+            let _ = writeln!(
+                out,
+                "name \"{}\", bus {bus}, desc \"{}\"",
+                summary.name,
+                summary.description.unwrap_or_default()
+            );
+        }
     }
     Ok(out)
 }
@@ -61,10 +69,12 @@ pub fn device_list() -> Result<String> {
 /// The `-device DRIVER,help` text: the driver's properties, types, defaults and meaning.
 pub fn device_help(driver: &str) -> Result<String> {
     let registry = registry()?;
-    let known = registry
-        .list_types(Some(vmkit_isa::TYPE_ISA_DEVICE), false)
-        .into_iter()
-        .any(|t| t.name == driver);
+    let known = DEVICE_BUSES.iter().any(|(base, _)| {
+        registry
+            .list_types(Some(base), false)
+            .into_iter()
+            .any(|t| t.name == driver)
+    });
     if !known {
         return Err(Error::Machine(format!(
             "vmkit: -device {driver},help: '{driver}' is not a valid device model name \
@@ -126,6 +136,11 @@ mod tests {
         for name in ["isa-serial", "isa-debug-exit", "isa-debugcon", "i8042"] {
             assert!(devices.contains(&format!("name \"{name}\"")), "{devices}");
         }
+        assert!(
+            devices.contains("name \"virtio-rng-pci\", bus PCI"),
+            "{devices}"
+        );
+        assert!(device_help("virtio-rng-pci").unwrap().contains("disable-legacy=<enum>"));
         assert!(machine_help().unwrap().contains("pc "));
         let cpu = cpu_help();
         assert!(

@@ -1,0 +1,251 @@
+//! PCI devices from `-device`, as QEMU's pc creates them on `pci.0`: the abstract
+//! `pci-device` type with QEMU's `addr` property, and virtio-pci devices on vmkit-virtio's
+//! transport (QEMU's `disable-legacy`, `disable-modern` and `vectors`).
+//!
+//! PCI devices are realized with a [`PciContext`] (the bus, the PIIX3's INTx steering,
+//! guest memory and, with the in-kernel irqchip, KVM's MSI delivery) instead of the ISA
+//! context; [`is_pci_device`] tells a machine which one an option text needs.
+
+use std::sync::{Arc, Mutex};
+
+use vm_memory::GuestMemoryAtomic;
+use vmkit_hw::IrqLine;
+use vmkit_memory::GuestMemoryView;
+use vmkit_object::{Context, Object, ObjectOptions, PropertyDef, Registry, TypeInfo};
+use vmkit_pci::{DevFn, MsiMessage, MsiSignal, PciBus};
+use vmkit_piix::PciIntx;
+use vmkit_virtio::{Rng, VirtioDevice, VirtioPciBuilder};
+
+/// The abstract type of every PCI device on `pci.0`.
+pub const TYPE_PCI_DEVICE: &str = "pci-device";
+/// The abstract type of virtio-pci devices.
+pub const TYPE_VIRTIO_PCI: &str = "virtio-pci";
+/// virtio-rng on PCI (host getrandom).
+pub const TYPE_VIRTIO_RNG_PCI: &str = "virtio-rng-pci";
+
+/// The guest memory virtio devices see.
+pub type PciGuestMemory = GuestMemoryAtomic<GuestMemoryView>;
+
+/// What PCI devices are realized with.
+pub struct PciContext {
+    /// Bus 0.
+    pub pci: PciBus,
+    /// INTx steering through the PIIX3.
+    pub intx: Arc<PciIntx>,
+    /// Guest memory, for device DMA.
+    pub memory: PciGuestMemory,
+    /// MSI delivery (the in-kernel irqchip's); `None`: devices get no MSI-X.
+    pub msi: Option<Arc<dyn MsiSignal>>,
+}
+
+impl std::fmt::Debug for PciContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PciContext")
+            .field("devfns", &self.pci.devfns())
+            .field("msi", &self.msi.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether `options` (a `-device` text) creates a PCI device of `registry`.
+pub fn is_pci_device(registry: &Registry, options: &str) -> bool {
+    ObjectOptions::parse(options)
+        .ok()
+        .and_then(|o| registry.class(&o.type_name).ok())
+        .is_some_and(|class| class.is_a(TYPE_PCI_DEVICE))
+}
+
+/// Parses QEMU's `addr`: `SLOT` or `SLOT.FN` in hex (`0x3`, `03.0`, `4.1`).
+pub fn parse_pci_addr(text: &str) -> Result<DevFn, String> {
+    let hex = |part: &str| {
+        let digits = part
+            .strip_prefix("0x")
+            .or_else(|| part.strip_prefix("0X"))
+            .unwrap_or(part);
+        u8::from_str_radix(digits, 16).ok()
+    };
+    let (slot, func) = match text.split_once('.') {
+        Some((slot, func)) => (hex(slot), hex(func)),
+        None => (hex(text), Some(0)),
+    };
+    match (slot, func) {
+        (Some(slot), Some(func)) if slot < 32 && func < 8 => Ok(DevFn::new(slot, func)),
+        _ => Err(format!(
+            "addr '{text}': expected SLOT[.FUNCTION] in hex, slot 0-1f, function 0-7"
+        )),
+    }
+}
+
+/// Per-object state: where the device sits, for unrealize.
+#[derive(Default)]
+struct PciDeviceState {
+    placed: Option<(PciBus, DevFn)>,
+}
+
+fn pci_context<'c>(ctx: &'c mut Context<'_>) -> vmkit_object::Result<&'c mut PciContext> {
+    ctx.try_get::<PciContext>().ok_or_else(|| {
+        vmkit_object::Error::failed(
+            "PCI devices are created with the machine (-device); hot-plug is not supported",
+        )
+    })
+}
+
+/// The devfn `addr` asks for, or QEMU's choice: function 0 of the first free slot.
+fn choose_devfn(object: &Object, pci: &PciBus) -> vmkit_object::Result<DevFn> {
+    let text = object.get_string("addr")?;
+    let taken = pci.devfns();
+    if !text.is_empty() {
+        let devfn = parse_pci_addr(&text).map_err(vmkit_object::Error::failed)?;
+        if taken.contains(&devfn) {
+            return Err(vmkit_object::Error::failed(format!(
+                "addr {devfn}: the slot is taken (by another function)"
+            )));
+        }
+        return Ok(devfn);
+    }
+    (0..32u8)
+        .map(|slot| DevFn::new(slot, 0))
+        .find(|d| !taken.iter().any(|t| t.device() == d.device()))
+        .ok_or_else(|| vmkit_object::Error::failed("pci.0 has no free slot (32 used)"))
+}
+
+/// The function's INTA#, steered by the PIIX3.
+struct IntxPin {
+    intx: Arc<PciIntx>,
+    devfn: DevFn,
+}
+
+impl IrqLine for IntxPin {
+    fn set_level(&self, high: bool) {
+        self.intx.set_level(self.devfn, 1, high);
+    }
+}
+
+/// MSI messages through `KVM_SIGNAL_MSI` (the in-kernel irqchip's local APICs).
+pub struct KvmMsi {
+    vm: Arc<vmkit_kvm::Vm>,
+}
+
+impl KvmMsi {
+    /// Delivers through `vm` (which has an in-kernel irqchip).
+    pub fn new(vm: Arc<vmkit_kvm::Vm>) -> Self {
+        Self { vm }
+    }
+}
+
+impl MsiSignal for KvmMsi {
+    fn signal(&self, vector: u16, message: MsiMessage) {
+        let msi = kvm_bindings::kvm_msi {
+            address_lo: message.address as u32,
+            address_hi: (message.address >> 32) as u32,
+            data: message.data,
+            ..Default::default()
+        };
+        if let Err(e) = self.vm.as_raw().signal_msi(msi) {
+            eprintln!("vmkit: MSI-X vector {vector} ({message}): KVM_SIGNAL_MSI failed: {e}");
+        }
+    }
+}
+
+/// Builds the transport for `device` from the object's virtio-pci properties and places it.
+fn realize_virtio(
+    object: &Object,
+    ctx: &PciContext,
+    device: Box<dyn VirtioDevice<PciGuestMemory>>,
+) -> vmkit_object::Result<()> {
+    let fail = |e: vmkit_virtio::Error| vmkit_object::Error::failed(e.to_string());
+    let devfn = choose_devfn(object, &ctx.pci)?;
+    let mut builder = VirtioPciBuilder::new()
+        .set("disable-legacy", &object.get_string("disable-legacy")?)
+        .map_err(fail)?
+        .disable_modern(object.get_bool("disable-modern")?)
+        .intx(Arc::new(IntxPin {
+            intx: Arc::clone(&ctx.intx),
+            devfn,
+        }));
+    let vectors = object.get_u64("vectors")?;
+    match &ctx.msi {
+        Some(msi) => {
+            builder = builder.msi(Arc::clone(msi));
+            if vectors != u64::from(u32::MAX) {
+                builder = builder.set("vectors", &vectors.to_string()).map_err(fail)?;
+            }
+        }
+        // No local APIC to take messages (the userspace irqchip): INTx only.
+        None => builder = builder.vectors(0),
+    }
+    let transport = builder.build(device, ctx.memory.clone()).map_err(fail)?;
+    ctx.pci
+        .add(devfn, Arc::new(Mutex::new(transport)))
+        .map_err(|e| vmkit_object::Error::failed(e.to_string()))?;
+    object.with_state::<PciDeviceState, _>(|s| s.placed = Some((ctx.pci.clone(), devfn)))?;
+    Ok(())
+}
+
+/// The PCI device types: `pci-device`, `virtio-pci` and the virtio devices.
+pub fn pci_device_types() -> Vec<TypeInfo> {
+    vec![
+        TypeInfo::new(TYPE_PCI_DEVICE)
+            .parent("container")
+            .abstract_type()
+            .description("a function on pci.0")
+            .state(PciDeviceState::default)
+            .property(
+                PropertyDef::string("addr")
+                    .default("")
+                    .description("slot[.function] in hex (default: the first free slot)"),
+            )
+            .unrealize(|object, _ctx, _parent| {
+                if let Some((bus, devfn)) =
+                    object.with_state::<PciDeviceState, _>(|s| s.placed.take())?
+                {
+                    bus.remove(devfn);
+                }
+                Ok(())
+            }),
+        TypeInfo::new(TYPE_VIRTIO_PCI)
+            .parent(TYPE_PCI_DEVICE)
+            .abstract_type()
+            .description("a virtio device on the virtio 1.x PCI transport")
+            .property(
+                PropertyDef::enumeration("disable-legacy", &["auto", "on", "off"])
+                    .default("auto")
+                    .description(
+                        "no legacy I/O BAR (auto: transitional if the type has a legacy id)",
+                    ),
+            )
+            .property(
+                PropertyDef::bool("disable-modern")
+                    .default(false)
+                    .description("no modern BAR and capabilities (a legacy-only device)"),
+            )
+            .property(
+                PropertyDef::uint("vectors", 0..=u64::from(u32::MAX))
+                    .default(u64::from(u32::MAX))
+                    .description("MSI-X vectors (default: one per queue plus one)"),
+            ),
+        TypeInfo::new(TYPE_VIRTIO_RNG_PCI)
+            .parent(TYPE_VIRTIO_PCI)
+            .description("virtio-rng: entropy from the host's getrandom")
+            .realize(|object, ctx, parent| {
+                parent.call(object, ctx)?;
+                realize_virtio(object, pci_context(ctx)?, Box::new(Rng::new()))
+            }),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addr_parses_as_qemu_reads_it() {
+        assert_eq!(parse_pci_addr("3"), Ok(DevFn::new(3, 0)));
+        assert_eq!(parse_pci_addr("0x1f"), Ok(DevFn::new(31, 0)));
+        assert_eq!(parse_pci_addr("04.2"), Ok(DevFn::new(4, 2)));
+        for bad in ["", "20", "3.8", "x", "3.", ".1"] {
+            let err = parse_pci_addr(bad).unwrap_err();
+            assert!(err.contains("SLOT[.FUNCTION]"), "{bad}: {err}");
+        }
+    }
+}
