@@ -56,14 +56,23 @@ struct Target {
 pub struct RegionTreeMapper {
     memory: Target,
     io: Target,
-    /// Region ids by (function, region), to find what `unmap` removes.
-    mapped: Mutex<HashMap<(DevFn, RegionIndex), (Space, RegionId)>>,
+    /// The region of each (function, region), kept while unmapped so that what hangs on it
+    /// (ioeventfds) follows the BAR when the guest moves it; `true` while mapped.
+    regions: Mutex<HashMap<(DevFn, RegionIndex), Placed>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Placed {
+    space: Space,
+    id: RegionId,
+    size: u64,
+    mapped: bool,
 }
 
 impl std::fmt::Debug for RegionTreeMapper {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RegionTreeMapper")
-            .field("mapped", &*lock(&self.mapped))
+            .field("regions", &*lock(&self.regions))
             .finish_non_exhaustive()
     }
 }
@@ -97,7 +106,7 @@ impl RegionTreeMapper {
                 space: io,
                 handlers: io_handlers,
             },
-            mapped: Mutex::new(HashMap::new()),
+            regions: Mutex::new(HashMap::new()),
         })
     }
 
@@ -108,9 +117,45 @@ impl RegionTreeMapper {
         }
     }
 
-    /// The region a mapped PCI region is in its address space (for ioeventfds on it).
+    /// The region a mapped PCI region is in its address space.
     pub fn region_of(&self, devfn: DevFn, region: RegionIndex) -> Option<(Space, RegionId)> {
-        lock(&self.mapped).get(&(devfn, region)).copied()
+        lock(&self.regions)
+            .get(&(devfn, region))
+            .filter(|p| p.mapped)
+            .map(|p| (p.space, p.id))
+    }
+
+    /// The region that stands for a PCI region once it has been mapped, mapped now or not:
+    /// the one to hang ioeventfds on (they follow it wherever the guest moves the BAR).
+    pub fn region_for(&self, devfn: DevFn, region: RegionIndex) -> Option<(Space, RegionId)> {
+        lock(&self.regions)
+            .get(&(devfn, region))
+            .map(|p| (p.space, p.id))
+    }
+
+    /// Destroys the regions of `devfn` (its function left the bus): unmapped first.
+    pub fn forget(&self, devfn: DevFn) {
+        let gone: Vec<((DevFn, RegionIndex), Placed)> = {
+            let mut regions = lock(&self.regions);
+            let keys: Vec<_> = regions.keys().filter(|k| k.0 == devfn).copied().collect();
+            keys.into_iter()
+                .filter_map(|k| regions.remove(&k).map(|p| (k, p)))
+                .collect()
+        };
+        for (_, placed) in gone {
+            self.destroy(placed);
+        }
+    }
+
+    fn destroy(&self, placed: Placed) {
+        let target = self.target(placed.space);
+        let mut space = lock(&target.space);
+        if placed.mapped {
+            let root = space.root();
+            let _ = space.remove_subregion(root, placed.id);
+        }
+        let _ = space.destroy_region(placed.id);
+        lock(&target.handlers).remove(&placed.id);
     }
 
     /// The address space memory BARs go in.
@@ -138,12 +183,36 @@ impl RegionMapper for RegionTreeMapper {
             mapping,
             reason,
         };
+        let key = (devfn, region);
+        // Reuse the region of an earlier mapping of the same size; a different size (the
+        // function was replaced) gets a new one.
+        let existing = lock(&self.regions).get(&key).copied();
+        let reuse = existing.filter(|p| p.space == mapping.space && p.size == mapping.size);
+        if let Some(old) = existing.filter(|_| reuse.is_none()) {
+            lock(&self.regions).remove(&key);
+            self.destroy(old);
+        }
         let target = self.target(mapping.space);
-        let name = region_name(devfn, region);
         let mut space = lock(&target.space);
-        let id = space
-            .new_io(&name, mapping.size)
-            .map_err(|e| fail(e.to_string()))?;
+        let id = match reuse {
+            Some(p) if p.mapped => return Ok(()),
+            Some(p) => p.id,
+            None => {
+                let id = space
+                    .new_io(&region_name(devfn, region), mapping.size)
+                    .map_err(|e| fail(e.to_string()))?;
+                lock(&self.regions).insert(
+                    key,
+                    Placed {
+                        space: mapping.space,
+                        id,
+                        size: mapping.size,
+                        mapped: false,
+                    },
+                );
+                id
+            }
+        };
         lock(&target.handlers).insert(
             id,
             Handler {
@@ -152,27 +221,33 @@ impl RegionMapper for RegionTreeMapper {
             },
         );
         let root = space.root();
-        if let Err(e) = space.add_subregion_overlap(root, mapping.addr, id, PCI_BAR_PRIORITY) {
-            lock(&target.handlers).remove(&id);
-            let _ = space.destroy_region(id);
-            return Err(fail(e.to_string()));
+        space
+            .add_subregion_overlap(root, mapping.addr, id, PCI_BAR_PRIORITY)
+            .map_err(|e| fail(e.to_string()))?;
+        if let Some(p) = lock(&self.regions).get_mut(&key) {
+            p.mapped = true;
         }
-        lock(&self.mapped).insert((devfn, region), (mapping.space, id));
         Ok(())
     }
 
     fn unmap(&self, devfn: DevFn, region: RegionIndex, _mapping: Mapping) {
-        let Some((space_kind, id)) = lock(&self.mapped).remove(&(devfn, region)) else {
-            return;
+        let placed = {
+            let mut regions = lock(&self.regions);
+            match regions.get_mut(&(devfn, region)) {
+                Some(p) if p.mapped => {
+                    p.mapped = false;
+                    *p
+                }
+                _ => return,
+            }
         };
-        let target = self.target(space_kind);
+        let target = self.target(placed.space);
         let mut space = lock(&target.space);
         let root = space.root();
         // Removing a subregion only fails if a listener refuses; the dispatch listener never
-        // refuses a delete, so the region is gone from the view either way.
-        let _ = space.remove_subregion(root, id);
-        let _ = space.destroy_region(id);
-        lock(&target.handlers).remove(&id);
+        // refuses a delete, so the region is gone from the view either way. The region
+        // itself stays for the next mapping.
+        let _ = space.remove_subregion(root, placed.id);
     }
 }
 

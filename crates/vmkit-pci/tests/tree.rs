@@ -99,8 +99,12 @@ fn programmed_bars_become_io_regions_and_bus_entries() {
     assert_eq!(space, Space::Mmio);
     assert_eq!(m.memory.lock().unwrap().flat_view()[0].region, id);
 
-    // Moving the I/O BAR moves the region and the bus entry.
+    // Moving the I/O BAR moves the region (the same one: what hangs on it follows) and the
+    // bus entry.
+    let io_region = m.mapper.region_for(devfn, RegionIndex::Bar(0)).unwrap();
     wd(&m.pci, devfn, BAR0, 0xd000);
+    assert_eq!(m.mapper.region_for(devfn, RegionIndex::Bar(0)), Some(io_region));
+    assert_eq!(m.io.lock().unwrap().flat_view()[0].region, io_region.1);
     assert_eq!(pio_byte(&m, 0xc005), None);
     assert_eq!(pio_byte(&m, 0xd005), Some(5));
     assert_eq!(view(&m.io)[0].0, 0xd000);
@@ -113,6 +117,11 @@ fn programmed_bars_become_io_regions_and_bus_entries() {
     assert!(view(&m.io).is_empty());
     assert!(m.pio.is_empty() && m.mmio.is_empty());
     assert_eq!(m.mapper.region_of(devfn, RegionIndex::Bar(0)), None);
+    assert_eq!(m.mapper.region_for(devfn, RegionIndex::Bar(0)), Some(io_region));
+    // The function leaves the bus: its regions go.
+    m.pci.remove(devfn);
+    m.mapper.forget(devfn);
+    assert_eq!(m.mapper.region_for(devfn, RegionIndex::Bar(0)), None);
 }
 
 #[test]
