@@ -32,7 +32,7 @@ use crate::layout::{
 };
 use crate::linux::{self, LinuxBoot, LoadedLinux};
 use crate::pam::{IsaRom, PamWindows};
-use crate::pci_devices::{is_pci_device, KvmMsi, PciContext};
+use crate::pci_devices::{needs_pci_context, KvmMsi, PciContext};
 
 /// Which interrupt controllers and timer run where.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -412,7 +412,7 @@ impl PcMachine {
         // PCI devices go on the bus once the chipset exists, in command-line order.
         let mut pci_devices = Vec::new();
         for device in &config.devices {
-            if is_pci_device(&registry, device) {
+            if needs_pci_context(&registry, device) {
                 pci_devices.push(device.as_str());
                 continue;
             }
@@ -470,13 +470,15 @@ impl PcMachine {
             fw_cfg,
             pam,
         )?;
-        let mut pci_context = PciContext {
-            pci: chipset.pci.clone(),
-            intx: Arc::clone(&chipset.intx),
-            memory: guest_memory.clone(),
-            msi: (config.irqchip == IrqchipMode::Kernel)
+        let mut pci_context = PciContext::new(
+            chipset.pci.clone(),
+            Arc::clone(&chipset.intx),
+            guest_memory.clone(),
+            (config.irqchip == IrqchipMode::Kernel)
                 .then(|| Arc::new(KvmMsi::new(Arc::clone(&vm))) as Arc<dyn vmkit_pci::MsiSignal>),
-        };
+        );
+        // The chardevs the ISA devices left, for virtio console ports.
+        pci_context.chardevs = std::mem::take(&mut context.serial_backends);
         for device in pci_devices {
             tree.device_add_with(device, &mut Context::new(&mut pci_context))?;
         }

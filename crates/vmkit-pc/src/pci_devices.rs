@@ -6,15 +6,18 @@
 //! guest memory and, with the in-kernel irqchip, KVM's MSI delivery) instead of the ISA
 //! context; [`is_pci_device`] tells a machine which one an option text needs.
 
+use std::collections::HashMap;
+use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use vm_memory::GuestMemoryAtomic;
 use vmkit_hw::IrqLine;
+use vmkit_isa::SerialBackend;
 use vmkit_memory::GuestMemoryView;
 use vmkit_object::{Context, Object, ObjectOptions, PropertyDef, Registry, TypeInfo};
 use vmkit_pci::{DevFn, MsiMessage, MsiSignal, PciBus};
 use vmkit_piix::PciIntx;
-use vmkit_virtio::{Rng, VirtioDevice, VirtioPciBuilder};
+use vmkit_virtio::{Console, ConsoleInput, Rng, VirtioDevice, VirtioPciBuilder};
 
 /// The abstract type of every PCI device on `pci.0`.
 pub const TYPE_PCI_DEVICE: &str = "pci-device";
@@ -22,11 +25,17 @@ pub const TYPE_PCI_DEVICE: &str = "pci-device";
 pub const TYPE_VIRTIO_PCI: &str = "virtio-pci";
 /// virtio-rng on PCI (host getrandom).
 pub const TYPE_VIRTIO_RNG_PCI: &str = "virtio-rng-pci";
+/// virtio-serial on PCI: the console device whose port a `virtconsole` connects.
+pub const TYPE_VIRTIO_SERIAL_PCI: &str = "virtio-serial-pci";
+/// The abstract type of ports on a virtio-serial device.
+pub const TYPE_VIRTIO_SERIAL_PORT: &str = "virtio-serial-port";
+/// A console port on a virtio-serial device, on a chardev.
+pub const TYPE_VIRTCONSOLE: &str = "virtconsole";
 
 /// The guest memory virtio devices see.
 pub type PciGuestMemory = GuestMemoryAtomic<GuestMemoryView>;
 
-/// What PCI devices are realized with.
+/// What PCI devices (and the ports on them) are realized with.
 pub struct PciContext {
     /// Bus 0.
     pub pci: PciBus,
@@ -36,6 +45,57 @@ pub struct PciContext {
     pub memory: PciGuestMemory,
     /// MSI delivery (the in-kernel irqchip's); `None`: devices get no MSI-X.
     pub msi: Option<Arc<dyn MsiSignal>>,
+    /// Character backends by chardev id, for `virtconsole,chardev=ID` (each used once).
+    pub chardevs: HashMap<String, SerialBackend>,
+    /// virtio-serial devices, in creation order, waiting for their port.
+    serial_buses: Vec<SerialBus>,
+}
+
+impl PciContext {
+    /// A context for `pci` with the PIIX3's `intx`, guest `memory` and `msi` delivery.
+    pub fn new(
+        pci: PciBus,
+        intx: Arc<PciIntx>,
+        memory: PciGuestMemory,
+        msi: Option<Arc<dyn MsiSignal>>,
+    ) -> Self {
+        Self {
+            pci,
+            intx,
+            memory,
+            msi,
+            chardevs: HashMap::new(),
+            serial_buses: Vec::new(),
+        }
+    }
+}
+
+/// Where a console port's output goes: nowhere until a `virtconsole` connects a chardev.
+#[derive(Clone, Default)]
+struct PortOutput(Arc<Mutex<Option<Box<dyn Write + Send>>>>);
+
+impl Write for PortOutput {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match &mut *vmkit_hw::lock(&self.0) {
+            Some(out) => out.write(buf),
+            None => Ok(buf.len()),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match &mut *vmkit_hw::lock(&self.0) {
+            Some(out) => out.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A virtio-serial device's single port.
+struct SerialBus {
+    device: String,
+    output: PortOutput,
+    input: ConsoleInput,
+    taken: bool,
 }
 
 impl std::fmt::Debug for PciContext {
@@ -47,12 +107,76 @@ impl std::fmt::Debug for PciContext {
     }
 }
 
-/// Whether `options` (a `-device` text) creates a PCI device of `registry`.
-pub fn is_pci_device(registry: &Registry, options: &str) -> bool {
+/// Whether `options` (a `-device` text) creates a device realized with a [`PciContext`]:
+/// a PCI function or a port on one.
+pub fn needs_pci_context(registry: &Registry, options: &str) -> bool {
     ObjectOptions::parse(options)
         .ok()
         .and_then(|o| registry.class(&o.type_name).ok())
-        .is_some_and(|class| class.is_a(TYPE_PCI_DEVICE))
+        .is_some_and(|class| class.is_a(TYPE_PCI_DEVICE) || class.is_a(TYPE_VIRTIO_SERIAL_PORT))
+}
+
+/// The input side of a `virtconsole` object (for the chardev's reader).
+pub fn console_input(object: &Object) -> Option<ConsoleInput> {
+    object
+        .with_state::<ConsolePortState, _>(|s| s.input.clone())
+        .ok()
+        .flatten()
+}
+
+#[derive(Default)]
+struct ConsolePortState {
+    input: Option<ConsoleInput>,
+}
+
+fn realize_virtio_serial(object: &Object, ctx: &mut PciContext) -> vmkit_object::Result<()> {
+    let output = PortOutput::default();
+    let console =
+        Console::new(output.clone()).map_err(|e| vmkit_object::Error::failed(e.to_string()))?;
+    let input = console.input();
+    realize_virtio(object, ctx, Box::new(console))?;
+    ctx.serial_buses.push(SerialBus {
+        device: object.name().unwrap_or_default(),
+        output,
+        input,
+        taken: false,
+    });
+    Ok(())
+}
+
+fn realize_virtconsole(object: &Object, ctx: &mut PciContext) -> vmkit_object::Result<()> {
+    let fail = |text: String| vmkit_object::Error::failed(text);
+    let chardev = object.get_string("chardev")?;
+    if chardev.is_empty() {
+        return Err(fail("virtconsole needs chardev=ID (a -chardev)".into()));
+    }
+    let bus = object.get_string("bus")?;
+    // QEMU's default: a free port on any virtio-serial bus; `bus=ID` or `bus=ID.0` names
+    // the device.
+    let wanted = bus.strip_suffix(".0").unwrap_or(&bus).to_string();
+    let Some(port) = ctx
+        .serial_buses
+        .iter_mut()
+        .find(|b| !b.taken && (wanted.is_empty() || b.device == wanted))
+    else {
+        return Err(fail(if wanted.is_empty() {
+            "virtconsole needs a -device virtio-serial-pci with a free port before it (each \
+             has one)"
+                .into()
+        } else {
+            format!("virtconsole: bus '{bus}' is not a virtio-serial-pci with a free port")
+        }));
+    };
+    let backend = ctx.chardevs.remove(&chardev).ok_or_else(|| {
+        fail(format!(
+            "virtconsole: chardev '{chardev}' is not a -chardev, or another device uses it"
+        ))
+    })?;
+    port.taken = true;
+    *vmkit_hw::lock(&port.output.0) = Some(backend.output);
+    let input = port.input.clone();
+    object.with_state::<ConsolePortState, _>(|s| s.input = Some(input))?;
+    Ok(())
 }
 
 /// Parses QEMU's `addr`: `SLOT` or `SLOT.FN` in hex (`0x3`, `03.0`, `4.1`).
@@ -150,7 +274,7 @@ impl MsiSignal for KvmMsi {
 /// Builds the transport for `device` from the object's virtio-pci properties and places it.
 fn realize_virtio(
     object: &Object,
-    ctx: &PciContext,
+    ctx: &mut PciContext,
     device: Box<dyn VirtioDevice<PciGuestMemory>>,
 ) -> vmkit_object::Result<()> {
     let fail = |e: vmkit_virtio::Error| vmkit_object::Error::failed(e.to_string());
@@ -230,6 +354,40 @@ pub fn pci_device_types() -> Vec<TypeInfo> {
             .realize(|object, ctx, parent| {
                 parent.call(object, ctx)?;
                 realize_virtio(object, pci_context(ctx)?, Box::new(Rng::new()))
+            }),
+        TypeInfo::new(TYPE_VIRTIO_SERIAL_PCI)
+            .parent(TYPE_VIRTIO_PCI)
+            .description("virtio-serial with one console port (connect it with virtconsole)")
+            .realize(|object, ctx, parent| {
+                parent.call(object, ctx)?;
+                realize_virtio_serial(object, pci_context(ctx)?)
+            }),
+        TypeInfo::new(TYPE_VIRTIO_SERIAL_PORT)
+            .parent("container")
+            .abstract_type()
+            .description("a port on a virtio-serial device")
+            .property(
+                PropertyDef::string("chardev")
+                    .default("")
+                    .description("the -chardev the port is connected to"),
+            )
+            .property(
+                PropertyDef::string("bus").default("").description(
+                    "the virtio-serial-pci's id (default: the first with a free port)",
+                ),
+            )
+            .property(
+                PropertyDef::string("name")
+                    .default("")
+                    .description("port name (informational: the port is the console)"),
+            ),
+        TypeInfo::new(TYPE_VIRTCONSOLE)
+            .parent(TYPE_VIRTIO_SERIAL_PORT)
+            .description("the console port of a virtio-serial device, on a chardev")
+            .state(ConsolePortState::default)
+            .realize(|object, ctx, parent| {
+                parent.call(object, ctx)?;
+                realize_virtconsole(object, pci_context(ctx)?)
             }),
     ]
 }

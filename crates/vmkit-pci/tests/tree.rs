@@ -103,7 +103,10 @@ fn programmed_bars_become_io_regions_and_bus_entries() {
     // bus entry.
     let io_region = m.mapper.region_for(devfn, RegionIndex::Bar(0)).unwrap();
     wd(&m.pci, devfn, BAR0, 0xd000);
-    assert_eq!(m.mapper.region_for(devfn, RegionIndex::Bar(0)), Some(io_region));
+    assert_eq!(
+        m.mapper.region_for(devfn, RegionIndex::Bar(0)),
+        Some(io_region)
+    );
     assert_eq!(m.io.lock().unwrap().flat_view()[0].region, io_region.1);
     assert_eq!(pio_byte(&m, 0xc005), None);
     assert_eq!(pio_byte(&m, 0xd005), Some(5));
@@ -117,7 +120,10 @@ fn programmed_bars_become_io_regions_and_bus_entries() {
     assert!(view(&m.io).is_empty());
     assert!(m.pio.is_empty() && m.mmio.is_empty());
     assert_eq!(m.mapper.region_of(devfn, RegionIndex::Bar(0)), None);
-    assert_eq!(m.mapper.region_for(devfn, RegionIndex::Bar(0)), Some(io_region));
+    assert_eq!(
+        m.mapper.region_for(devfn, RegionIndex::Bar(0)),
+        Some(io_region)
+    );
     // The function leaves the bus: its regions go.
     m.pci.remove(devfn);
     m.mapper.forget(devfn);

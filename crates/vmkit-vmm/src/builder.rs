@@ -363,15 +363,24 @@ fn attach_chardev_inputs(
 ) -> Result<()> {
     let mut subscribers: Vec<crate::runtime::MainLoopSubscriber> = Vec::new();
     for (id, chardev, room) in inputs {
-        let Some(handle) = serial_using(tree, serial, &id)? else {
-            continue; // an output-only user (isa-debugcon) or none
+        let subscriber: crate::runtime::MainLoopSubscriber = match input_of(tree, serial, &id)? {
+            Some(InputTarget::Uart(handle)) => Arc::new(std::sync::Mutex::new(ChardevInput::new(
+                chardev,
+                move |bytes: &[u8]| handle.enqueue_input(bytes),
+                room,
+            ))),
+            Some(InputTarget::Console(input)) => {
+                // The console writes the room eventfd itself when it takes bytes again.
+                input.set_room_notifier(room.try_clone().map_err(Error::EventFd)?);
+                Arc::new(std::sync::Mutex::new(ChardevInput::new(
+                    chardev,
+                    move |bytes: &[u8]| input.enqueue(bytes),
+                    room,
+                )))
+            }
+            None => continue, // an output-only user (isa-debugcon) or none
         };
-        let input = ChardevInput::new(
-            chardev,
-            move |bytes: &[u8]| handle.enqueue_input(bytes),
-            room,
-        );
-        subscribers.push(Arc::new(std::sync::Mutex::new(input)));
+        subscribers.push(subscriber);
     }
     if !subscribers.is_empty() {
         additions
@@ -381,19 +390,27 @@ fn attach_chardev_inputs(
     Ok(())
 }
 
-/// The UART whose backend is chardev `id`, if any.
-fn serial_using(
+/// What takes a chardev's input.
+enum InputTarget {
+    /// A 16550 (COM1 or an `isa-serial`).
+    Uart(SerialHandle),
+    /// A `virtconsole` port.
+    Console(vmkit_virtio::ConsoleInput),
+}
+
+/// The UART or console port whose backend is chardev `id`, if any.
+fn input_of(
     tree: &vmkit_object::ObjectTree,
     serial: &SerialOption,
     id: &str,
-) -> Result<Option<SerialHandle>> {
+) -> Result<Option<InputTarget>> {
     let fail = |e: &dyn std::fmt::Display| Error::Machine(format!("vmkit: chardev {id}: {e}"));
     if *serial == SerialOption::Chardev(id.to_owned()) {
         let com1 = tree
             .resolve("/machine/peripheral/com1")
             .map_err(|e| fail(&e))?;
         return vmkit_isa::serial_handle(&com1)
-            .map(Some)
+            .map(|h| Some(InputTarget::Uart(h)))
             .map_err(|e| fail(&e));
     }
     for container in ["/machine/peripheral", "/machine/peripheral-anon"] {
@@ -414,7 +431,10 @@ fn serial_using(
             );
             if uses_it {
                 if let Ok(handle) = vmkit_isa::serial_handle(&object) {
-                    return Ok(Some(handle));
+                    return Ok(Some(InputTarget::Uart(handle)));
+                }
+                if let Some(input) = vmkit_pc::pci_devices::console_input(&object) {
+                    return Ok(Some(InputTarget::Console(input)));
                 }
             }
         }

@@ -140,7 +140,9 @@ mod tests {
             devices.contains("name \"virtio-rng-pci\", bus PCI"),
             "{devices}"
         );
-        assert!(device_help("virtio-rng-pci").unwrap().contains("disable-legacy=<enum>"));
+        assert!(device_help("virtio-rng-pci")
+            .unwrap()
+            .contains("disable-legacy=<enum>"));
         assert!(machine_help().unwrap().contains("pc "));
         let cpu = cpu_help();
         assert!(

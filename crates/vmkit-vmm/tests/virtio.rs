@@ -29,74 +29,120 @@ fn emit_config_write32(a: &mut CodeAssembler, address: u32, value: u32) -> Resul
     a.out(dx, eax)
 }
 
+/// Emits: select queue `queue`, write one descriptor (`buffer`, `len`, `flags`) at the
+/// ring of page frame `ring >> 12` and publish it in the avail ring, then give the ring to
+/// the device (QUEUE_PFN). Leaves DS = 0.
+fn emit_queue_with_one_buffer(
+    a: &mut CodeAssembler,
+    queue: u32,
+    ring: u32,
+    buffer: u32,
+    len: u32,
+    flags: u32,
+) -> Result<(), IcedError> {
+    let avail = 16 * QUEUE_SIZE;
+    a.mov(dx, IO_BASE + 0x0e)?;
+    a.mov(ax, queue)?;
+    a.out(dx, ax)?;
+    a.mov(ax, ring >> 4)?;
+    a.mov(ds, ax)?;
+    a.mov(dword_ptr(0), buffer)?;
+    a.mov(dword_ptr(4), 0u32)?;
+    a.mov(dword_ptr(8), len)?;
+    a.mov(word_ptr(12), flags)?;
+    a.mov(word_ptr(14), 0u32)?;
+    a.mov(word_ptr(avail + 4), 0u32)?;
+    a.mov(word_ptr(avail + 2), 1u32)?;
+    a.xor(ax, ax)?;
+    a.mov(ds, ax)?;
+    a.mov(dx, IO_BASE + 0x08)?;
+    a.mov(eax, ring >> 12)?;
+    a.out(dx, eax)
+}
+
+/// Offset of the used ring in a legacy ring of [`QUEUE_SIZE`] entries.
+fn used_offset() -> u32 {
+    (16 * QUEUE_SIZE + 6 + 2 * QUEUE_SIZE + 4095) & !4095
+}
+
+/// Emits: wait until the used idx of the ring at `ring` is 1; leaves DS = ring's segment.
+fn emit_wait_used(a: &mut CodeAssembler, ring: u32) -> Result<(), IcedError> {
+    let mut poll = a.create_label();
+    a.mov(ax, ring >> 4)?;
+    a.mov(ds, ax)?;
+    a.set_label(&mut poll)?;
+    a.pause()?;
+    a.cmp(word_ptr(used_offset() + 2), 1u32)?;
+    a.jne(poll)
+}
+
+/// Emits: check that function `slot`.0 is 1af4:`device` (print 'V'), put its legacy BAR at
+/// [`IO_BASE`] with I/O and bus mastering on, and set ACKNOWLEDGE | DRIVER with no
+/// features.
+fn emit_probe(a: &mut CodeAssembler, slot: u32, device: u32) -> Result<(), IcedError> {
+    let mut skip_v = a.create_label();
+    a.mov(eax, config_address(slot, 0))?;
+    a.mov(dx, 0xcf8u32)?;
+    a.out(dx, eax)?;
+    a.mov(dx, 0xcfcu32)?;
+    a.in_(eax, dx)?;
+    a.cmp(eax, (device << 16) | 0x1af4)?;
+    a.jne(skip_v)?;
+    a.mov(al, b'V' as u32)?;
+    emit_putc(a)?;
+    a.set_label(&mut skip_v)?;
+    emit_config_write32(a, config_address(slot, 0x10), IO_BASE)?;
+    emit_config_write32(a, config_address(slot, 0x04), 0x5)?;
+    a.mov(dx, IO_BASE + 0x12)?;
+    a.mov(al, 3u32)?;
+    a.out(dx, al)?;
+    a.mov(dx, IO_BASE + 0x04)?;
+    a.xor(eax, eax)?;
+    a.out(dx, eax)
+}
+
+/// Emits: DRIVER_OK, then notify each of `queues`.
+fn emit_driver_ok(a: &mut CodeAssembler, queues: &[u32]) -> Result<(), IcedError> {
+    a.mov(dx, IO_BASE + 0x12)?;
+    a.mov(al, 7u32)?;
+    a.out(dx, al)?;
+    for &queue in queues {
+        a.mov(dx, IO_BASE + 0x10)?;
+        a.mov(ax, queue)?;
+        a.out(dx, ax)?;
+    }
+    Ok(())
+}
+
+/// Emits: S5 through the PM block vmkit programs at 0x600 for firmware-less boots.
+fn emit_power_off(a: &mut CodeAssembler) -> Result<(), IcedError> {
+    let mut off = a.create_label();
+    a.cli()?;
+    a.set_label(&mut off)?;
+    a.mov(ax, 0x2000u32)?;
+    a.mov(dx, 0x604u32)?;
+    a.out(dx, ax)?;
+    a.hlt()?;
+    a.jmp(off)
+}
+
 /// A real-mode legacy virtio-rng driver for the function at `slot`.0: prints 'V' if the
 /// function is 1af4:1005, sets up queue 0 with one 16-byte writable buffer, notifies, and
 /// once the used ring moves prints 'U', the used length, 'R' if the buffer is no longer all
 /// zeros and 'I' if the ISR says "queue"; then powers off through S5.
 fn rng_driver(slot: u32) -> Vec<u8> {
-    let desc = RING;
-    let avail = RING + 16 * QUEUE_SIZE;
-    let used = (avail + 6 + 2 * QUEUE_SIZE + 4095) & !4095;
     real_mode_guest(|a| {
-        let mut skip_v = a.create_label();
-        let mut poll = a.create_label();
-        let mut off = a.create_label();
         let mut zero = a.create_label();
+        let mut no_irq = a.create_label();
         let mut or_loop = a.create_label();
         a.cli()?;
-        // Identity: vendor 0x1af4, transitional device id 0x1005.
-        a.mov(eax, config_address(slot, 0))?;
-        a.mov(dx, 0xcf8u32)?;
-        a.out(dx, eax)?;
-        a.mov(dx, 0xcfcu32)?;
-        a.in_(eax, dx)?;
-        a.cmp(eax, 0x1005_1af4u32)?;
-        a.jne(skip_v)?;
-        a.mov(al, b'V' as u32)?;
-        emit_putc(a)?;
-        a.set_label(&mut skip_v)?;
-        // BAR0 = the I/O base; command = I/O space | bus master.
-        emit_config_write32(a, config_address(slot, 0x10), IO_BASE)?;
-        emit_config_write32(a, config_address(slot, 0x04), 0x5)?;
-        // Status ACKNOWLEDGE | DRIVER, no features, queue 0 at page frame RING >> 12.
-        a.mov(dx, IO_BASE + 0x12)?;
-        a.mov(al, 3u32)?;
-        a.out(dx, al)?;
-        a.mov(dx, IO_BASE + 0x04)?;
-        a.xor(eax, eax)?;
-        a.out(dx, eax)?;
-        a.mov(dx, IO_BASE + 0x0e)?;
-        a.xor(ax, ax)?;
-        a.out(dx, ax)?;
-        // The ring: descriptor 0 = BUFFER, 16 bytes, device-writable; avail ring[0] = 0,
-        // avail idx = 1. Segment registers reach past 64 KiB.
-        a.mov(ax, RING >> 4)?;
-        a.mov(ds, ax)?;
-        a.mov(dword_ptr(desc - RING), BUFFER)?;
-        a.mov(dword_ptr(desc - RING + 4), 0u32)?;
-        a.mov(dword_ptr(desc - RING + 8), 16u32)?;
-        a.mov(word_ptr(desc - RING + 12), 2u32)?;
-        a.mov(word_ptr(desc - RING + 14), 0u32)?;
-        a.mov(word_ptr(avail - RING + 4), 0u32)?;
-        a.mov(word_ptr(avail - RING + 2), 1u32)?;
-        a.mov(dx, IO_BASE + 0x08)?;
-        a.mov(eax, RING >> 12)?;
-        a.out(dx, eax)?;
-        // DRIVER_OK starts the device; notify queue 0.
-        a.mov(dx, IO_BASE + 0x12)?;
-        a.mov(al, 7u32)?;
-        a.out(dx, al)?;
-        a.mov(dx, IO_BASE + 0x10)?;
-        a.xor(ax, ax)?;
-        a.out(dx, ax)?;
-        // Wait for used idx to become 1.
-        a.set_label(&mut poll)?;
-        a.pause()?;
-        a.cmp(word_ptr(used - RING + 2), 1u32)?;
-        a.jne(poll)?;
+        emit_probe(a, slot, 0x1005)?;
+        emit_queue_with_one_buffer(a, 0, RING, BUFFER, 16, 2 /* WRITE */)?;
+        emit_driver_ok(a, &[0])?;
+        emit_wait_used(a, RING)?;
         a.mov(al, b'U' as u32)?;
         emit_putc(a)?;
-        a.mov(al, byte_ptr(used - RING + 8))?; // used.ring[0].len, low byte
+        a.mov(al, byte_ptr(used_offset() + 8))?; // used.ring[0].len, low byte
         emit_putc(a)?;
         // OR the buffer's 16 bytes together.
         a.mov(ax, BUFFER >> 4)?;
@@ -117,16 +163,56 @@ fn rng_driver(slot: u32) -> Vec<u8> {
         a.mov(dx, IO_BASE + 0x13)?;
         a.in_(al, dx)?;
         a.test(al, 1u32)?;
-        a.jz(off)?;
+        a.jz(no_irq)?;
         a.mov(al, b'I' as u32)?;
         emit_putc(a)?;
-        // S5 through the PM block vmkit programs at 0x600 for firmware-less boots.
-        a.set_label(&mut off)?;
-        a.mov(ax, 0x2000u32)?;
-        a.mov(dx, 0x604u32)?;
-        a.out(dx, ax)?;
-        a.hlt()?;
-        a.jmp(off)
+        a.set_label(&mut no_irq)?;
+        emit_power_off(a)
+    })
+}
+
+/// Where the console driver keeps its transmit ring and the bytes it sends.
+const TX_RING: u32 = 0x3_0000;
+const TX_BUFFER: u32 = 0x4_0000;
+const TX_TEXT: &[u8] = b"hello from virtconsole\n";
+
+/// A real-mode legacy virtio-console driver for `slot`.0: sends [`TX_TEXT`] on the
+/// transmit queue (1), posts a 16-byte receive buffer on queue 0, waits for both, and
+/// prints on COM1: 'V', 'T' once the text went out, then the received length and bytes.
+fn console_driver(slot: u32) -> Vec<u8> {
+    real_mode_guest(|a| {
+        let mut echo = a.create_label();
+        let mut done = a.create_label();
+        a.cli()?;
+        // The text to send, copied to TX_BUFFER byte by byte.
+        a.mov(ax, TX_BUFFER >> 4)?;
+        a.mov(es, ax)?;
+        for (i, &byte) in TX_TEXT.iter().enumerate() {
+            a.mov(byte_ptr(i as u32).es(), u32::from(byte))?;
+        }
+        emit_probe(a, slot, 0x1003)?;
+        emit_queue_with_one_buffer(a, 0, RING, BUFFER, 16, 2 /* WRITE */)?;
+        emit_queue_with_one_buffer(a, 1, TX_RING, TX_BUFFER, TX_TEXT.len() as u32, 0)?;
+        emit_driver_ok(a, &[1, 0])?;
+        emit_wait_used(a, TX_RING)?;
+        a.mov(al, b'T' as u32)?;
+        emit_putc(a)?;
+        emit_wait_used(a, RING)?;
+        a.mov(cx, word_ptr(used_offset() + 8))?; // received length
+        a.mov(al, cl)?;
+        emit_putc(a)?;
+        a.mov(ax, BUFFER >> 4)?;
+        a.mov(ds, ax)?;
+        a.xor(bx, bx)?;
+        a.set_label(&mut echo)?;
+        a.cmp(bx, cx)?;
+        a.jae(done)?;
+        a.mov(al, byte_ptr(bx))?;
+        emit_putc(a)?;
+        a.inc(bx)?;
+        a.jmp(echo)?;
+        a.set_label(&mut done)?;
+        emit_power_off(a)
     })
 }
 
@@ -178,5 +264,49 @@ fn bad_pci_device_options_are_refused_by_name() {
         let err = stderr(&output);
         assert_eq!(output.status.code(), Some(1), "{device}: {err}");
         assert!(err.contains(needle), "{device}: '{needle}' not in {err}");
+    }
+}
+
+#[test]
+fn virtconsole_sends_guest_output_to_its_chardev_and_delivers_input() {
+    require_kvm!();
+    let com1 = guest_file("virtconsole-com1", b"");
+    let mut command = vmkit();
+    command
+        .arg("-flat")
+        .arg(guest_file("virtconsole", &console_driver(2)))
+        .args(["-serial", &format!("file:{}", com1.display())])
+        .args(["-chardev", "stdio,id=con0"])
+        .args(["-device", "virtio-serial-pci,id=vser0"])
+        .args(["-device", "virtconsole,chardev=con0,bus=vser0.0"]);
+    let (output, _) = run_with_input(command, b"ab", Duration::from_secs(30));
+    assert_eq!(output.status.code(), Some(0), "stderr: {}", stderr(&output));
+    assert_eq!(output.stdout, TX_TEXT, "{:?}", stdout(&output));
+    let status = std::fs::read(&com1).unwrap();
+    assert_eq!(status, [b'V', b'T', 2, b'a', b'b'], "{status:?}");
+}
+
+#[test]
+fn virtconsole_without_a_serial_device_or_chardev_is_refused() {
+    for (devices, needle) in [
+        (&["virtconsole,chardev=c"][..], "virtio-serial-pci"),
+        (
+            &["virtio-serial-pci", "virtconsole,chardev=nope"][..],
+            "'nope'",
+        ),
+        (&["virtio-serial-pci", "virtconsole"][..], "chardev=ID"),
+    ] {
+        let mut command = vmkit();
+        command
+            .arg("-flat")
+            .arg(guest_file("virtconsole-bad", &[0xf4]))
+            .args(["-chardev", "null,id=c"]);
+        for device in devices {
+            command.args(["-device", device]);
+        }
+        let (output, _) = run(command, Duration::from_secs(20));
+        let err = stderr(&output);
+        assert_eq!(output.status.code(), Some(1), "{devices:?}: {err}");
+        assert!(err.contains(needle), "{devices:?}: '{needle}' not in {err}");
     }
 }
