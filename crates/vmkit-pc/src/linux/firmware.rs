@@ -81,14 +81,17 @@ impl FirmwareLinux {
             Some(path) => Some((path.to_path_buf(), read("initrd", path)?)),
             None => None,
         };
-        let option_rom = find_option_rom()?;
-        Self::new(
+        // The kernel is checked before the ROM is looked for, so a bad kernel is reported
+        // as such on a machine without QEMU's ROMs too.
+        let mut linux = Self::new(
             kernel.to_path_buf(),
             kernel_bytes,
             initrd,
             cmdline,
-            option_rom,
-        )
+            Vec::new(),
+        )?;
+        linux.option_rom = find_option_rom()?;
+        Ok(linux)
     }
 
     /// A kernel given in memory (`kernel_path` names it in errors), with the option ROM's
