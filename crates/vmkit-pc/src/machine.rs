@@ -77,18 +77,17 @@ pub enum BootSource {
 }
 
 impl BootSource {
-    /// A flat binary read from `path`.
+    /// A flat binary read from `path`, refused before it is read when it holds more than
+    /// `limit` bytes (the guest's RAM).
     pub fn flat_file(
         path: impl Into<PathBuf>,
         addr: u64,
         entry: u64,
         mode: FlatMode,
+        limit: u64,
     ) -> Result<Self> {
         let path = path.into();
-        let image = std::fs::read(&path).map_err(|source| Error::FlatFile {
-            path: path.clone(),
-            source,
-        })?;
+        let image = crate::image_file::read_image("flat binary", &path, limit)?;
         Ok(BootSource::Flat {
             image,
             addr,

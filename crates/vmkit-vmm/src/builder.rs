@@ -60,11 +60,12 @@ pub fn boot_source(options: &Options) -> Result<BootSource> {
             KernelDecompressOption::Host => KernelDecompress::Host,
         };
         let fail = |e: vmkit_pc::Error| Error::Machine(format!("vmkit: {e}"));
-        let linux = LinuxBoot::from_files(
+        let linux = LinuxBoot::from_files_within(
             kernel,
             options.initrd.as_deref(),
             options.append.as_deref().unwrap_or_default(),
             decompress,
+            options.ram_size,
         )
         .map_err(fail)?;
         linux
@@ -80,7 +81,7 @@ pub fn boot_source(options: &Options) -> Result<BootSource> {
             cli::FlatMode::Real => FlatMode::Real,
             cli::FlatMode::Long => FlatMode::Long,
         };
-        return BootSource::flat_file(&flat.path, flat.addr, flat.entry, mode)
+        return BootSource::flat_file(&flat.path, flat.addr, flat.entry, mode, options.ram_size)
             .map_err(|e| Error::Machine(format!("vmkit: -flat: {e}")));
     }
     Err(Error::Machine(
@@ -207,6 +208,7 @@ pub fn start_pc(
                 kernel,
                 options.initrd.as_deref(),
                 options.append.as_deref().unwrap_or_default(),
+                options.ram_size,
             )
             .map_err(|e| Error::Machine(format!("vmkit: {e}")))?,
         )),

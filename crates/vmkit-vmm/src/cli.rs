@@ -270,12 +270,29 @@ Control:
 pub fn parse_size(option: &str, text: &str) -> Result<u64, CliError> {
     let trimmed = text.trim();
     let split = trimmed
-        .find(|c: char| !c.is_ascii_digit())
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
         .unwrap_or(trimmed.len());
-    let (digits, suffix) = trimmed.split_at(split);
-    let value: u64 = digits
-        .parse()
-        .map_err(|_| error(option, format!("'{text}' is not a size (try 512M or 2G)")))?;
+    let (number, suffix) = trimmed.split_at(split);
+    let not_a_size = || {
+        error(
+            option,
+            format!("'{text}' is not a size (try 512M, 1.5G or 2G)"),
+        )
+    };
+    // QEMU accepts a decimal fraction ("1.5G"); it is computed exactly here.
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    if whole.is_empty() || fraction.contains('.') || fraction.len() > 18 {
+        return Err(not_a_size());
+    }
+    let whole: u128 = whole.parse().map_err(|_| not_a_size())?;
+    let (fraction_value, fraction_scale) = if fraction.is_empty() {
+        (0u128, 1u128)
+    } else {
+        (
+            fraction.parse::<u128>().map_err(|_| not_a_size())?,
+            10u128.pow(fraction.len() as u32),
+        )
+    };
     let shift = match suffix
         .to_ascii_uppercase()
         .trim_end_matches("IB")
@@ -287,8 +304,22 @@ pub fn parse_size(option: &str, text: &str) -> Result<u64, CliError> {
         "T" => 40,
         _ => return Err(error(option, format!("unknown size suffix in '{text}'"))),
     };
-    value
-        .checked_mul(1u64 << shift)
+    let unit = 1u128 << shift;
+    let scaled = whole
+        .checked_mul(fraction_scale)
+        .and_then(|w| w.checked_add(fraction_value))
+        .and_then(|v| v.checked_mul(unit));
+    let bytes = match scaled {
+        Some(scaled) if scaled % fraction_scale != 0 => {
+            return Err(error(
+                option,
+                format!("'{text}' is not a whole number of bytes"),
+            ))
+        }
+        Some(scaled) => u64::try_from(scaled / fraction_scale).ok(),
+        None => None,
+    };
+    bytes
         .filter(|bytes| *bytes > 0)
         .ok_or_else(|| error(option, format!("'{text}' is zero or too large")))
 }
@@ -708,7 +739,20 @@ mod tests {
         assert_eq!(parse_size("-m", "512M").unwrap(), 512 << 20);
         assert_eq!(parse_size("-m", "64MiB").unwrap(), 64 << 20);
         assert_eq!(parse_size("-m", "1024k").unwrap(), 1 << 20);
-        for bad in ["", "x", "0", "12Q", "99999999999T"] {
+        assert_eq!(parse_size("-m", "1.5G").unwrap(), 3 << 29);
+        assert_eq!(parse_size("-m", "0.5").unwrap(), 512 << 10);
+        assert_eq!(parse_size("-m", "2.25G").unwrap(), 9 << 28);
+        for bad in [
+            "",
+            "x",
+            "0",
+            "12Q",
+            "99999999999T",
+            ".5G",
+            "1..5G",
+            "1.5.2G",
+            "0.0",
+        ] {
             let err = parse_size("-m", bad).unwrap_err();
             assert_eq!(err.option, "-m", "{bad}");
         }

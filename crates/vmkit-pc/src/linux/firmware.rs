@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use vmkit_fwcfg::LinuxBoot as FwCfgLinuxBoot;
 
 use crate::error::{Error, Result};
+use crate::image_file::read_image;
 
 /// File name of QEMU's DMA-capable Linux boot option ROM.
 pub const LINUXBOOT_ROM: &str = "linuxboot_dma.bin";
@@ -67,15 +68,15 @@ pub struct FirmwareLinux {
 
 impl FirmwareLinux {
     /// Reads the kernel, the initrd and [`LINUXBOOT_ROM`] (from `$VMKIT_ROM_DIR`, then
-    /// [`ROM_DIRS`]) and checks the kernel's setup header.
-    pub fn from_files(kernel: &Path, initrd: Option<&Path>, cmdline: &str) -> Result<Self> {
-        let read = |what: &'static str, path: &Path| {
-            std::fs::read(path).map_err(|source| Error::LinuxFile {
-                what,
-                path: path.to_path_buf(),
-                source,
-            })
-        };
+    /// [`ROM_DIRS`]) and checks the kernel's setup header. A kernel or initrd over `limit`
+    /// bytes (the guest's RAM) is refused before it is read.
+    pub fn from_files(
+        kernel: &Path,
+        initrd: Option<&Path>,
+        cmdline: &str,
+        limit: u64,
+    ) -> Result<Self> {
+        let read = |what: &'static str, path: &Path| read_image(what, path, limit);
         let kernel_bytes = read("kernel", kernel)?;
         let initrd = match initrd {
             Some(path) => Some((path.to_path_buf(), read("initrd", path)?)),
