@@ -522,6 +522,13 @@ impl Drop for QmpServer {
     }
 }
 
+/// The most bytes a Unix socket path may have: `sun_path` is 108 bytes with the final NUL.
+pub const MAX_SOCKET_PATH: usize = 107;
+
+/// What the private staging directory adds to the parent's path: "/.vq" + mkdtemp's six
+/// characters + "/s".
+const STAGING_OVERHEAD: usize = 4 + 6 + 2;
+
 fn create_socket(path: &Path) -> Result<(UnixListener, (u64, u64))> {
     let bind_err = |source| Error::Bind {
         path: path.to_path_buf(),
@@ -553,13 +560,38 @@ fn create_socket(path: &Path) -> Result<(UnixListener, (u64, u64))> {
             "the path names no file",
         )));
     }
-    // mkdtemp creates the directory with mode 0700.
-    let private = TempDir::new_with_prefix(parent.join(".vmkit-qmp-"))
-        .map_err(|e| bind_err(io::Error::from_raw_os_error(e.errno())))?;
-    let staging = private.as_path().join("s");
-    let listener = UnixListener::bind(&staging).map_err(bind_err)?;
-    fs::set_permissions(&staging, fs::Permissions::from_mode(0o600)).map_err(bind_err)?;
-    fs::rename(&staging, path).map_err(bind_err)?;
+    let len = path.as_os_str().len();
+    if len > MAX_SOCKET_PATH {
+        return Err(Error::PathTooLong {
+            path: path.to_path_buf(),
+            len,
+            limit: MAX_SOCKET_PATH,
+        });
+    }
+    // The socket is bound in a private directory (mkdtemp: mode 0700) and renamed into
+    // place, so it is never reachable with the umask's permissions and a stale socket is
+    // replaced atomically. Where the staging path would not fit a socket address (a final
+    // path within STAGING_OVERHEAD bytes of the limit), it is bound in place instead, after
+    // removing the stale socket, and restricted right after.
+    let staging_fits = parent.as_os_str().len() + STAGING_OVERHEAD <= MAX_SOCKET_PATH;
+    let listener = if staging_fits {
+        let private = TempDir::new_with_prefix(parent.join(".vq"))
+            .map_err(|e| bind_err(io::Error::from_raw_os_error(e.errno())))?;
+        let staging = private.as_path().join("s");
+        let listener = UnixListener::bind(&staging).map_err(bind_err)?;
+        fs::set_permissions(&staging, fs::Permissions::from_mode(0o600)).map_err(bind_err)?;
+        fs::rename(&staging, path).map_err(bind_err)?;
+        listener
+    } else {
+        match fs::remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(bind_err(e)),
+        }
+        let listener = UnixListener::bind(path).map_err(bind_err)?;
+        fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(bind_err)?;
+        listener
+    };
     listener.set_nonblocking(true).map_err(bind_err)?;
     let meta = fs::symlink_metadata(path).map_err(bind_err)?;
     Ok((listener, (meta.dev(), meta.ino())))
