@@ -156,6 +156,13 @@ pub fn start_pc(
 ) -> Result<Vmm> {
     let kvm = KvmSystem::open()?;
     let controller = Arc::new(Controller::new()?);
+    // Before anything waits for a client: a signal then ends vmkit cleanly too.
+    if run.handle_signals {
+        crate::signals::install_termination_handler().map_err(|source| Error::Host {
+            what: "installing the SIGINT/SIGTERM/SIGHUP handlers",
+            source,
+        })?;
+    }
 
     let room_fd = EventFd::new(EFD_NONBLOCK).map_err(Error::EventFd)?;
     let chardevs = open_chardevs(options)?;
@@ -338,13 +345,25 @@ fn open_chardevs(options: &Options) -> Result<Vec<(String, Arc<Chardev>)>> {
                 "vmkit: waiting for connection on: disconnected:{}",
                 chardev.describe()
             );
-            chardev
-                .wait_for_client(None)
-                .map_err(|e| Error::Machine(format!("vmkit: {e}")))?;
+            wait_for_chardev_client(&chardev)?;
         }
         opened.push((spec.id.clone(), chardev));
     }
     Ok(opened)
+}
+
+/// Waits for a `wait=on` chardev's client, or a termination signal ([`Error::Terminated`]).
+fn wait_for_chardev_client(chardev: &Chardev) -> Result<()> {
+    loop {
+        if let Some(signal) = crate::signals::termination_requested() {
+            return Err(Error::Terminated(signal));
+        }
+        match chardev.wait_for_client(Some(crate::signals::POLL_INTERVAL)) {
+            Ok(()) => return Ok(()),
+            Err(vmkit_chardev::Error::WaitTimeout { .. }) => {}
+            Err(e) => return Err(Error::Machine(format!("vmkit: {e}"))),
+        }
+    }
 }
 
 /// `-debugcon ID`: QEMU's `isa-debugcon` at its default port 0xE9 on that chardev.

@@ -414,3 +414,74 @@ fn system_powerdown_presses_the_acpi_button_and_s5_ends_vmkit() {
     );
     assert_eq!(std::fs::read_to_string(&out).unwrap(), "RP");
 }
+
+fn send_signal(child: &Child, signal: &str) {
+    let sent = std::process::Command::new("kill")
+        .args([format!("-{signal}"), child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+}
+
+/// Waits for the child to end (at most 5 s) and returns its exit code and stderr.
+fn end_of(mut child: VmkitProcess) -> (Option<i32>, String) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "vmkit did not end within 5 s");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.0.stderr.take().unwrap(), &mut err).unwrap();
+    (status.code(), err)
+}
+
+#[test]
+fn termination_signals_send_shutdown_and_remove_the_socket() {
+    require_kvm!();
+    for signal in ["TERM", "INT", "HUP"] {
+        let socket = scratch(&format!("qmp-sig-{signal}.sock"));
+        let out = scratch(&format!("qmp-sig-{signal}.out"));
+        let child = start_vmkit(&socket, &out, "off");
+        let mut client = Client::connect(&socket);
+        client.read();
+        client.execute(json!({"execute": "qmp_capabilities"}));
+        send_signal(&child.0, signal);
+        // QEMU's event for a host signal.
+        let event = client.event("SHUTDOWN");
+        assert_eq!(
+            event["data"],
+            json!({"guest": false, "reason": "host-signal"}),
+            "{signal}: {event}"
+        );
+        let (code, err) = end_of(child);
+        assert_eq!(code, Some(0), "{signal}: {err}");
+        assert!(err.contains("terminated by signal"), "{signal}: {err}");
+        assert!(!socket.exists(), "{signal}: the socket was left behind");
+        let _ = std::fs::remove_file(out);
+    }
+}
+
+#[test]
+fn termination_signals_while_waiting_for_a_client_end_cleanly() {
+    require_kvm!();
+    for signal in ["TERM", "INT", "HUP"] {
+        let socket = scratch(&format!("qmp-sigwait-{signal}.sock"));
+        let out = scratch(&format!("qmp-sigwait-{signal}.out"));
+        let child = start_vmkit(&socket, &out, "on");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !socket.exists() {
+            assert!(Instant::now() < deadline, "no socket");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        send_signal(&child.0, signal);
+        let (code, err) = end_of(child);
+        assert_eq!(code, Some(0), "{signal}: {err}");
+        assert!(err.contains("terminated by signal"), "{signal}: {err}");
+        assert!(!socket.exists(), "{signal}: the socket was left behind");
+        assert_eq!(file_len(&out), 0, "{signal}: the guest ran");
+        let _ = std::fs::remove_file(out);
+    }
+}
