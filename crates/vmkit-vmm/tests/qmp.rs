@@ -485,3 +485,68 @@ fn termination_signals_while_waiting_for_a_client_end_cleanly() {
         let _ = std::fs::remove_file(out);
     }
 }
+
+/// User plus system CPU time of process `pid`, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which ends at the last ')'): utime is the 12th.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn out_of_file_descriptors_pauses_accepting_instead_of_spinning() {
+    require_kvm!();
+    // Halts with interrupts off: the guest itself uses no CPU.
+    let guest = guest_file(
+        "qmp-idle",
+        &real_mode_guest(|a| {
+            a.cli()?;
+            a.hlt()
+        }),
+    );
+    let socket = scratch("qmp-nofile.sock");
+    let child = std::process::Command::new("prlimit")
+        .arg("--nofile=40")
+        .arg(env!("CARGO_BIN_EXE_vmkit"))
+        .arg("-flat")
+        .arg(&guest)
+        .arg("-qmp")
+        .arg(format!("unix:{},server=on,wait=off", socket.display()))
+        .arg("-serial")
+        .arg("none")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start vmkit under prlimit");
+    let child = VmkitProcess(child);
+    let mut first = Client::connect(&socket);
+    first.read();
+    // More connections than the process has descriptors for.
+    let crowd: Vec<UnixStream> = (0..60)
+        .map(|_| UnixStream::connect(&socket).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let ticks_per_second = 100; // USER_HZ on Linux
+    let before = cpu_ticks(child.0.id());
+    std::thread::sleep(Duration::from_secs(2));
+    let used = cpu_ticks(child.0.id()) - before;
+    // Idle is 0 ticks; the old busy loop took every tick the scheduler gave it (25-97).
+    assert!(
+        used * 20 < 2 * ticks_per_second,
+        "vmkit used {used} of {} CPU ticks in 2 s with its descriptors exhausted",
+        2 * ticks_per_second
+    );
+    // Closing the crowd frees descriptors: a new client is served again, and the first
+    // one kept working throughout.
+    drop(crowd);
+    first.execute(json!({"execute": "qmp_capabilities"}));
+    let reply = first.execute(json!({"execute": "query-status"}));
+    assert_eq!(reply["return"]["status"], "running", "{reply}");
+    let mut late = Client::connect(&socket);
+    assert!(late.read()["QMP"].is_object());
+    late.execute(json!({"execute": "qmp_capabilities"}));
+    late.execute(json!({"execute": "quit"}));
+    let (code, err) = end_of(child);
+    assert_eq!(code, Some(0), "{err}");
+}
