@@ -80,10 +80,7 @@ impl ThreadPool {
 
     /// Lets queued jobs finish and joins the workers.
     pub fn shutdown(&mut self) {
-        self.sender
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        self.sender.lock().unwrap_or_else(|e| e.into_inner()).take();
         for worker in self.workers.drain(..) {
             let _ = worker.join();
         }

@@ -386,9 +386,18 @@ mod tests {
     #[test]
     fn errors_name_the_option_and_value() {
         for (text, needles) in [
-            ("file=x,if=virtio,cache=fast", &["cache", "fast", "writeback"][..]),
-            ("file=x,if=virtio,discard=maybe", &["discard", "maybe", "unmap"]),
-            ("file=x,if=virtio,readonly=perhaps", &["readonly", "perhaps"]),
+            (
+                "file=x,if=virtio,cache=fast",
+                &["cache", "fast", "writeback"][..],
+            ),
+            (
+                "file=x,if=virtio,discard=maybe",
+                &["discard", "maybe", "unmap"],
+            ),
+            (
+                "file=x,if=virtio,readonly=perhaps",
+                &["readonly", "perhaps"],
+            ),
             ("file=x,if=ide", &["if", "ide", "virtio"]),
             ("file=x", &["if", "ide", "if=virtio"]),
             ("if=virtio", &["file="]),

@@ -96,8 +96,7 @@ use std::path::PathBuf;
 
 pub use aio::{Completions, ThreadPool, DEFAULT_POOL_THREADS};
 pub use backend::{
-    check_range, BlockBackend, MemoryBackend, RawFile, RawOptions, DIRECT_MEMORY_ALIGN,
-    SECTOR_SIZE,
+    check_range, BlockBackend, MemoryBackend, RawFile, RawOptions, DIRECT_MEMORY_ALIGN, SECTOR_SIZE,
 };
 pub use drive::{valid_id, CacheMode, DiscardMode, DriveInterface, DriveSpec};
 pub use virtio_blk::{
@@ -119,7 +118,7 @@ pub enum Error {
         reason: String,
     },
     /// An image format other than raw.
-    #[error("format={format}{}: vmkit's block layer reads raw images only (format=raw); convert it with 'qemu-img convert -O raw'", path.as_ref().map(|p| format!(" ('{}')", p.display())).unwrap_or_default())]
+    #[error("format={format}{}: raw only (format=raw): vmkit's block layer has no image format driver besides raw; convert the image with 'qemu-img convert -O raw'", path.as_ref().map(|p| format!(" ('{}')", p.display())).unwrap_or_default())]
     Format {
         /// The format asked for (or found, when `format=` was not given).
         format: String,

@@ -153,7 +153,10 @@ impl VirtioBlk {
 
     /// A virtio-blk with `options`; a queue size that is not a power of two in 2..=1024
     /// is an error.
-    pub fn with_options(backend: Arc<dyn BlockBackend>, options: BlkOptions) -> crate::Result<Self> {
+    pub fn with_options(
+        backend: Arc<dyn BlockBackend>,
+        options: BlkOptions,
+    ) -> crate::Result<Self> {
         let qs = options.queue_size;
         if !(2..=BLK_QUEUE_SIZE_MAX).contains(&qs) || !qs.is_power_of_two() {
             return Err(crate::Error::option(
