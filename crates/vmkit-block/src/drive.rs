@@ -118,7 +118,7 @@ impl FromStr for DiscardMode {
 }
 
 /// QEMU's `if=`: which device the drive gets by itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DriveInterface {
     /// `if=none`: no device; a `-device virtio-blk-pci,drive=ID` uses it.
     None,
