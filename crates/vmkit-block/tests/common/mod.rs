@@ -264,7 +264,10 @@ pub fn backend_bytes(b: &dyn BlockBackend) -> Vec<u8> {
 
 /// A fresh file under the target's temporary directory with `bytes`.
 pub fn temp_image(name: &str, bytes: &[u8]) -> std::path::PathBuf {
-    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("vmkit-block");
+    let dir = option_env!("CARGO_TARGET_TMPDIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir)
+        .join("vmkit-block");
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(format!("{name}-{}.img", std::process::id()));
     std::fs::write(&path, bytes).unwrap();
