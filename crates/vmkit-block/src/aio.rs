@@ -93,8 +93,9 @@ impl Drop for ThreadPool {
     }
 }
 
-/// Where workers put results for the submitting thread: a list plus an eventfd that
-/// is written once per result (wait on it with epoll, then [`take`](Self::take)).
+/// Where workers put results for the submitting thread: a list plus an eventfd that is
+/// written when the list stops being empty (wait on it with epoll, then
+/// [`take`](Self::take)); a burst of completions costs one wake-up.
 pub struct Completions<T> {
     items: Mutex<Vec<T>>,
     event: EventFd,
@@ -119,13 +120,18 @@ impl<T: Send> Completions<T> {
         }))
     }
 
-    /// Posts one result and wakes the waiter.
+    /// Posts one result and wakes the waiter (if it has not been woken for earlier ones
+    /// it has yet to take).
     pub fn complete(&self, item: T) {
-        self.items
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(item);
-        let _ = self.event.write(1);
+        let was_empty = {
+            let mut items = self.items.lock().unwrap_or_else(|e| e.into_inner());
+            let was_empty = items.is_empty();
+            items.push(item);
+            was_empty
+        };
+        if was_empty {
+            let _ = self.event.write(1);
+        }
     }
 
     /// Takes every posted result (and clears the eventfd).

@@ -270,7 +270,7 @@ struct RequestContext {
 
 /// A backend operation for a worker.
 enum Op {
-    Read { offset: u64, len: usize },
+    Read { offset: u64, buf: Vec<u8> },
     Write { offset: u64, data: Vec<u8> },
     Flush,
     Discard { offset: u64, len: u64 },
@@ -339,9 +339,11 @@ where
             if !in_range(data_in) {
                 return Start::Now(S_IOERR, Vec::new());
             }
+            let mut buf = spare.pop().unwrap_or_default();
+            buf.resize(data_in, 0);
             Start::Submit(Op::Read {
                 offset: sector * SECTOR_SIZE,
-                len: data_in,
+                buf,
             })
         }
         VIRTIO_BLK_T_OUT => {
@@ -436,10 +438,7 @@ where
 
 fn run_op(backend: &dyn BlockBackend, op: Op, slot: usize) -> Done {
     let (result, buf, read) = match op {
-        Op::Read { offset, len } => {
-            let mut buf = vec![0u8; len];
-            (backend.read_at(&mut buf, offset), buf, true)
-        }
+        Op::Read { offset, mut buf } => (backend.read_at(&mut buf, offset), buf, true),
         Op::Write { offset, data } => (backend.write_at(&data, offset), data, false),
         Op::Flush => (backend.flush(), Vec::new(), false),
         Op::Discard { offset, len } => (backend.discard(offset, len), Vec::new(), false),
@@ -582,7 +581,8 @@ fn io_loop<M: GuestAddressSpace>(parts: IoParts<M>, epoll: Epoll, done: Arc<Comp
                         };
                         let len = finish(chain, mem, d.status, data);
                         notify |= queue.add_used(mem, head, len).is_ok();
-                        if spare.len() < 64 && !d.buf.is_empty() && !d.read {
+                        // Buffers are reused (up to a queue's worth of small ones).
+                        if spare.len() < 64 && (1..=1 << 20).contains(&d.buf.capacity()) {
                             spare.push(d.buf);
                         }
                     }
