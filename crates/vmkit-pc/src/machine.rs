@@ -137,6 +137,8 @@ pub struct PcConfig {
     pub firmware_linux: Option<Box<crate::linux::FirmwareLinux>>,
     /// The HPET at 0xFED00000 and its ACPI table, as QEMU's pc has them (`-no-hpet`: false).
     pub hpet: bool,
+    /// Opened `-drive` backends by id, for `virtio-blk-pci,drive=ID`.
+    pub drives: Vec<(String, Arc<dyn vmkit_block::BlockBackend>)>,
 }
 
 impl std::fmt::Debug for PcConfig {
@@ -514,6 +516,8 @@ impl PcMachine {
         );
         // The chardevs the ISA devices left, for virtio console ports.
         pci_context.chardevs = std::mem::take(&mut context.serial_backends);
+        // The drives, for virtio-blk devices.
+        pci_context.drives = config.drives.into_iter().collect();
         for device in pci_devices {
             tree.device_add_with(device, &mut Context::new(&mut pci_context))?;
         }

@@ -221,7 +221,9 @@ pub fn start_pc(
         )),
         _ => None,
     };
+    let drives = open_drives(options)?;
     let config = PcConfig {
+        drives,
         firmware_linux,
         hpet: options.hpet,
         ram_size: options.ram_size,
@@ -236,6 +238,7 @@ pub fn start_pc(
         devices: debugcon_device(options)
             .into_iter()
             .chain(options.devices.iter().cloned())
+            .chain(virtio_drive_devices(options))
             .collect(),
         chardevs: backends,
     };
@@ -364,6 +367,32 @@ fn wait_for_chardev_client(chardev: &Chardev) -> Result<()> {
             Err(e) => return Err(Error::Machine(format!("vmkit: {e}"))),
         }
     }
+}
+
+/// Opens every `-drive` before the guest starts (a missing file, or a qcow2 image given
+/// without `format=`, ends vmkit here naming the file).
+fn open_drives(options: &Options) -> Result<Vec<(String, Arc<dyn vmkit_block::BlockBackend>)>> {
+    let mut drives = Vec::new();
+    for spec in &options.drives {
+        let raw = spec.open().map_err(|e| {
+            Error::Machine(format!("vmkit: -drive file={}: {e}", spec.file.display()))
+        })?;
+        let id = spec.id.clone().unwrap_or_default();
+        drives.push((id, Arc::new(raw) as Arc<dyn vmkit_block::BlockBackend>));
+    }
+    Ok(drives)
+}
+
+/// `-drive ...,if=virtio`: a `virtio-blk-pci` for each, after the `-device`s, as QEMU
+/// creates them.
+fn virtio_drive_devices(options: &Options) -> Vec<String> {
+    options
+        .drives
+        .iter()
+        .filter(|d| d.interface == vmkit_block::DriveInterface::Virtio)
+        .filter_map(|d| d.id.as_ref())
+        .map(|id| format!("virtio-blk-pci,drive={id}"))
+        .collect()
 }
 
 /// `-debugcon ID`: QEMU's `isa-debugcon` at its default port 0xE9 on that chardev.

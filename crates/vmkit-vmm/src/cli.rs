@@ -149,6 +149,8 @@ pub struct Options {
     pub irqchip: IrqchipOption,
     /// The HPET (`-no-hpet` or `-machine hpet=off` clear it).
     pub hpet: bool,
+    /// `-drive`, in order, each with its id (given, or QEMU's default `virtio0`, `none0`, ...).
+    pub drives: Vec<vmkit_block::DriveSpec>,
 }
 
 impl Default for Options {
@@ -172,6 +174,7 @@ impl Default for Options {
             start_paused: false,
             irqchip: IrqchipOption::Kernel,
             hpet: true,
+            drives: Vec::new(),
         }
     }
 }
@@ -256,6 +259,10 @@ Devices:
   -device DRIVER[,prop=value,...]
                        add a device, e.g. isa-serial,iobase=0x2f8,irq=3 or
                        isa-debug-exit,iobase=0x501,iosize=2
+  -drive file=IMAGE,if=none|virtio[,id=ID][,format=raw][,readonly=on|off]
+         [,cache=none|writeback|writethrough|directsync|unsafe][,discard=ignore|unmap]
+                       a raw disk image; if=virtio adds a virtio-blk-pci for it, if=none
+                       waits for -device virtio-blk-pci,drive=ID[,serial=S][,addr=SLOT]
 
 Control:
   -qmp unix:PATH,server=on[,wait=on|off]
@@ -485,6 +492,26 @@ pub fn parse_cpu(text: &str) -> Result<CpuOption, CliError> {
     })
 }
 
+/// Gives each `-drive` without `id=` QEMU's default id (the interface name and its index
+/// among the drives of that interface: `virtio0`, `virtio1`, `none0`, ...) and refuses
+/// duplicate ids.
+fn assign_drive_ids(drives: &mut [vmkit_block::DriveSpec]) -> Result<(), CliError> {
+    let mut counts = std::collections::HashMap::new();
+    let mut seen = std::collections::HashSet::new();
+    for drive in drives.iter_mut() {
+        let index = counts.entry(drive.interface).or_insert(0usize);
+        let id = drive
+            .id
+            .get_or_insert_with(|| format!("{}{}", drive.interface.name(), index))
+            .clone();
+        *index += 1;
+        if !seen.insert(id.clone()) {
+            return Err(error("-drive", format!("Duplicate ID '{id}' for drive")));
+        }
+    }
+    Ok(())
+}
+
 /// Parses the arguments after the program name.
 pub fn parse<I, S>(args: I) -> Result<Command, CliError>
 where
@@ -604,6 +631,12 @@ where
                 }
                 options.devices.push(text);
             }
+            "-drive" => {
+                let text = value("a drive description")?;
+                let drive = vmkit_block::DriveSpec::parse(&text)
+                    .map_err(|e| error("-drive", e.to_string()))?;
+                options.drives.push(drive);
+            }
             "-no-reboot" => options.no_reboot = true,
             "-no-hpet" => options.hpet = false,
             "-S" => options.start_paused = true,
@@ -630,6 +663,7 @@ where
             .map_err(|e| error("-debugcon", e.to_string()))?;
     }
     options.chardevs = chardevs.iter().cloned().collect();
+    assign_drive_ids(&mut options.drives)?;
     if options.bios.is_some() && options.flat.is_some() {
         return Err(error("-flat", "cannot be combined with -bios"));
     }
@@ -698,6 +732,44 @@ mod tests {
         assert_eq!(options.debugcon.as_deref(), Some("debugcon"));
         let err = parse(["-chardev", "null,id=a", "-chardev", "null,id=a"]).unwrap_err();
         assert_eq!(err.option, "-chardev");
+    }
+
+    #[test]
+    fn drives_in_qemu_syntax_with_default_ids() {
+        let options = run(&[
+            "-drive",
+            "file=a.img,format=raw,if=none,id=d0,cache=none,readonly=on",
+            "-drive",
+            "file=b.img,if=virtio",
+            "-drive",
+            "file=c.img,if=virtio,discard=unmap",
+        ]);
+        let ids: Vec<_> = options
+            .drives
+            .iter()
+            .map(|d| d.id.clone().unwrap())
+            .collect();
+        assert_eq!(ids, ["d0", "virtio0", "virtio1"]);
+        assert!(options.drives[0].read_only);
+        assert_eq!(options.drives[0].cache, vmkit_block::CacheMode::None);
+        assert_eq!(options.drives[2].discard, vmkit_block::DiscardMode::Unmap);
+        for (text, needle) in [
+            ("file=x.qcow2,format=qcow2,if=virtio", "qcow2"),
+            ("file=x,if=virtio,cache=fast", "cache=fast"),
+            ("file=x", "if=virtio"),
+        ] {
+            let err = parse(["-drive", text]).unwrap_err();
+            assert_eq!(err.option, "-drive", "{text}");
+            assert!(err.reason.contains(needle), "{text}: {err}");
+        }
+        let err = parse([
+            "-drive",
+            "file=a,if=none,id=x",
+            "-drive",
+            "file=b,if=none,id=x",
+        ])
+        .unwrap_err();
+        assert!(err.reason.contains("Duplicate ID 'x'"), "{err}");
     }
 
     #[test]
