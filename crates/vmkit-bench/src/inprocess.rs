@@ -142,6 +142,7 @@ pub fn run_scaling(image: Vec<u8>, vcpus: usize) -> Result<ScalingRun> {
     let config = PcConfig {
         firmware_linux: None,
         hpet: true,
+        netdevs: Vec::new(),
         ram_size: GUEST_RAM,
         smp: vcpus,
         cpu: CpuModel::host(),

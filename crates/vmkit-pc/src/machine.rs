@@ -131,6 +131,8 @@ pub struct PcConfig {
     pub firmware_linux: Option<Box<crate::linux::FirmwareLinux>>,
     /// The HPET at 0xFED00000 and its ACPI table, as QEMU's pc has them (`-no-hpet`: false).
     pub hpet: bool,
+    /// Network backends by `-netdev` id, for `virtio-net-pci,netdev=ID`.
+    pub netdevs: Vec<(String, Box<dyn vmkit_net::NetBackend>)>,
 }
 
 impl std::fmt::Debug for PcConfig {
@@ -479,8 +481,15 @@ impl PcMachine {
         );
         // The chardevs the ISA devices left, for virtio console ports.
         pci_context.chardevs = std::mem::take(&mut context.serial_backends);
+        for (id, backend) in config.netdevs {
+            pci_context.netdevs.insert(id, backend);
+        }
         for device in pci_devices {
             tree.device_add_with(device, &mut Context::new(&mut pci_context))?;
+        }
+        for id in pci_context.netdevs.unused() {
+            // As QEMU warns: the backend stays open but nothing sends or receives on it.
+            eprintln!("vmkit: warning: netdev {id} has no peer");
         }
 
         // Linux finds the application processors and the IOAPIC in the MP table or, when

@@ -32,6 +32,10 @@ pub const TYPE_VIRTIO_SERIAL_PORT: &str = "virtio-serial-port";
 /// A console port on a virtio-serial device, on a chardev.
 pub const TYPE_VIRTCONSOLE: &str = "virtconsole";
 
+#[path = "pci_net.rs"]
+mod net;
+pub use net::{net_link, virtio_net_pci_type, Netdevs, TYPE_VIRTIO_NET_PCI};
+
 /// The guest memory virtio devices see.
 pub type PciGuestMemory = GuestMemoryAtomic<GuestMemoryView>;
 
@@ -49,6 +53,8 @@ pub struct PciContext {
     pub chardevs: HashMap<String, SerialBackend>,
     /// virtio-serial devices, in creation order, waiting for their port.
     serial_buses: Vec<SerialBus>,
+    /// `-netdev` backends by id, for `virtio-net-pci,netdev=ID` (each used once).
+    pub netdevs: Netdevs,
 }
 
 impl PciContext {
@@ -66,6 +72,7 @@ impl PciContext {
             msi,
             chardevs: HashMap::new(),
             serial_buses: Vec::new(),
+            netdevs: Netdevs::default(),
         }
     }
 }
@@ -362,6 +369,7 @@ pub fn pci_device_types() -> Vec<TypeInfo> {
                 parent.call(object, ctx)?;
                 realize_virtio_serial(object, pci_context(ctx)?)
             }),
+        virtio_net_pci_type(),
         TypeInfo::new(TYPE_VIRTIO_SERIAL_PORT)
             .parent("container")
             .abstract_type()

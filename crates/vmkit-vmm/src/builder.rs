@@ -212,7 +212,15 @@ pub fn start_pc(
         )),
         _ => None,
     };
+    let mut netdevs = Vec::new();
+    for spec in &options.netdevs {
+        let backend = spec
+            .open()
+            .map_err(|e| Error::Machine(format!("vmkit: -netdev id={}: {e}", spec.id)))?;
+        netdevs.push((spec.id.clone(), backend));
+    }
     let config = PcConfig {
+        netdevs,
         firmware_linux,
         hpet: options.hpet,
         ram_size: options.ram_size,

@@ -149,6 +149,8 @@ pub struct Options {
     pub irqchip: IrqchipOption,
     /// The HPET (`-no-hpet` or `-machine hpet=off` clear it).
     pub hpet: bool,
+    /// `-netdev` (and the backends of `-nic`), in order.
+    pub netdevs: Vec<vmkit_net::NetdevSpec>,
 }
 
 impl Default for Options {
@@ -172,6 +174,7 @@ impl Default for Options {
             start_paused: false,
             irqchip: IrqchipOption::Kernel,
             hpet: true,
+            netdevs: Vec::new(),
         }
     }
 }
@@ -256,6 +259,11 @@ Devices:
   -device DRIVER[,prop=value,...]
                        add a device, e.g. isa-serial,iobase=0x2f8,irq=3 or
                        isa-debug-exit,iobase=0x501,iosize=2
+  -netdev tap,id=ID[,ifname=NAME][,script=no][,downscript=no][,fd=N][,vhost=off]
+                       a tap network backend for -device virtio-net-pci,netdev=ID[,mac=MAC]
+                       (vmkit runs no scripts: set the interface up beforehand)
+  -nic tap,...[,mac=MAC]
+                       a tap backend and its virtio-net-pci NIC in one option
 
 Control:
   -qmp unix:PATH,server=on[,wait=on|off]
@@ -454,6 +462,22 @@ pub fn parse_cpu(text: &str) -> Result<CpuOption, CliError> {
     })
 }
 
+/// Adds a netdev, refusing a second one with the same id as QEMU does.
+fn add_netdev(
+    options: &mut Options,
+    option: &str,
+    spec: vmkit_net::NetdevSpec,
+) -> Result<(), CliError> {
+    if options.netdevs.iter().any(|n| n.id == spec.id) {
+        return Err(error(
+            option,
+            format!("Duplicate ID '{}' for netdev", spec.id),
+        ));
+    }
+    options.netdevs.push(spec);
+    Ok(())
+}
+
 /// Parses the arguments after the program name.
 pub fn parse<I, S>(args: I) -> Result<Command, CliError>
 where
@@ -469,6 +493,7 @@ where
     let mut chardevs = vmkit_chardev::ChardevSet::new();
     let mut serial_text: Option<String> = None;
     let mut debugcon_text: Option<String> = None;
+    let mut nics = 0;
     let mut iter = args.into_iter();
     while let Some(arg) = iter.next() {
         // QEMU accepts --opt as -opt.
@@ -573,6 +598,20 @@ where
                 }
                 options.devices.push(text);
             }
+            "-netdev" => {
+                let text = value("a network backend")?;
+                let spec = vmkit_net::NetdevSpec::parse(&text)
+                    .map_err(|e| error("-netdev", e.to_string()))?;
+                add_netdev(&mut options, "-netdev", spec)?;
+            }
+            "-nic" => {
+                let text = value("a network backend")?;
+                let nic = vmkit_net::NicSpec::parse(&text, nics)
+                    .map_err(|e| error("-nic", e.to_string()))?;
+                nics += 1;
+                add_netdev(&mut options, "-nic", nic.netdev)?;
+                options.devices.push(nic.device);
+            }
             "-no-reboot" => options.no_reboot = true,
             "-no-hpet" => options.hpet = false,
             "-S" => options.start_paused = true,
@@ -667,6 +706,46 @@ mod tests {
         assert_eq!(options.debugcon.as_deref(), Some("debugcon"));
         let err = parse(["-chardev", "null,id=a", "-chardev", "null,id=a"]).unwrap_err();
         assert_eq!(err.option, "-chardev");
+    }
+
+    #[test]
+    fn netdevs_and_nics_in_qemu_syntax() {
+        let options = run(&[
+            "-netdev",
+            "tap,id=n0,ifname=tap0,script=no,downscript=no",
+            "-device",
+            "virtio-net-pci,netdev=n0",
+            "-nic",
+            "tap,ifname=tap1,mac=52:54:00:00:00:02",
+        ]);
+        let ids: Vec<_> = options.netdevs.iter().map(|n| n.id.as_str()).collect();
+        assert_eq!(ids, ["n0", "__org.qemu.nic0"]);
+        assert_eq!(
+            options.devices,
+            [
+                "virtio-net-pci,netdev=n0",
+                "virtio-net-pci,netdev=__org.qemu.nic0,mac=52:54:00:00:00:02"
+            ]
+        );
+        for (args, needle) in [
+            (&["-netdev", "user,id=n0"][..], "is tap"),
+            (
+                &["-netdev", "tap,id=n0,script=/etc/qemu-ifup"][..],
+                "script=no",
+            ),
+            (
+                &["-netdev", "tap,id=n0,ifname=waytoolonginterface"][..],
+                "15 bytes",
+            ),
+            (
+                &["-netdev", "tap,id=n0", "-netdev", "tap,id=n0"][..],
+                "Duplicate ID 'n0'",
+            ),
+            (&["-nic", "user"][..], "is tap"),
+        ] {
+            let err = parse(args.iter().copied()).unwrap_err();
+            assert!(err.to_string().contains(needle), "{args:?}: {err}");
+        }
     }
 
     #[test]
