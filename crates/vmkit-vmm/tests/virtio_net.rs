@@ -274,40 +274,99 @@ fn net_driver(slot: u32) -> Vec<u8> {
     })
 }
 
+/// How the test hands vmkit its tap.
+#[derive(Debug, Clone, Copy)]
+enum TapBy {
+    /// `-netdev tap,ifname=tap0 -device virtio-net-pci,netdev=n0`.
+    Ifname,
+    /// `-nic tap,ifname=tap0`.
+    Nic,
+    /// The test opens tap0 and passes it as fd 3: `-netdev tap,id=n0,fd=3`.
+    Fd,
+}
+
+/// Runs the frames driver with the tap given `by`; returns vmkit's output and the frame the
+/// host read from tap0.
+fn exchange_frames(by: TapBy) -> (std::process::Output, Option<Vec<u8>>) {
+    // Open the host end before the guest runs, so its frame cannot be missed.
+    let wire = PacketSocket::open("tap0");
+    let mut command = vmkit();
+    command
+        .arg("-flat")
+        .arg(guest_file("virtio-net", &net_driver(2)))
+        .args(["-device", "isa-debug-exit,iobase=0x501,iosize=2"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    match by {
+        TapBy::Ifname => {
+            command
+                .args(["-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no"])
+                .args(["-device", "virtio-net-pci,netdev=n0"]);
+        }
+        TapBy::Nic => {
+            command.args(["-nic", "tap,ifname=tap0,script=no,downscript=no"]);
+        }
+        TapBy::Fd => {
+            let tap = vmkit_net::Tap::open(Some("tap0"), None).expect("open tap0");
+            let fd = tap.into_fd();
+            let raw = fd.as_raw_fd();
+            command.args([
+                "-netdev",
+                "tap,id=n0,fd=3",
+                "-device",
+                "virtio-net-pci,netdev=n0",
+            ]);
+            // SAFETY: the closure runs in the child between fork and exec and only calls
+            // dup2, which is async-signal-safe; `raw` stays open in the parent until spawn
+            // returns (fd lives to the end of this function).
+            unsafe {
+                std::os::unix::process::CommandExt::pre_exec(&mut command, move || {
+                    if libc::dup2(raw, 3) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+            let child = command.spawn().expect("start vmkit");
+            drop(fd);
+            return finish_exchange(&wire, child);
+        }
+    }
+    let child = command.spawn().expect("start vmkit");
+    finish_exchange(&wire, child)
+}
+
+fn finish_exchange(
+    wire: &PacketSocket,
+    child: std::process::Child,
+) -> (std::process::Output, Option<Vec<u8>>) {
+    let received = wire.recv();
+    if received.is_some() {
+        wire.send(&host_frame());
+    }
+    (wait_child(child, Duration::from_secs(60)), received)
+}
+
 #[test]
 fn frames_go_out_and_come_in_through_a_tap() {
-    let (output, received) = in_netns_or_return!(|| {
-        // Open the host end before the guest runs, so its frame cannot be missed.
-        let wire = PacketSocket::open("tap0");
-        let mut command = vmkit();
-        command
-            .arg("-flat")
-            .arg(guest_file("virtio-net", &net_driver(2)))
-            .args(["-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no"])
-            .args(["-device", "virtio-net-pci,netdev=n0"])
-            .args(["-device", "isa-debug-exit,iobase=0x501,iosize=2"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let child = command.spawn().expect("start vmkit");
-        let received = wire.recv();
-        if received.is_some() {
-            wire.send(&host_frame());
-        }
-        (wait_child(child, Duration::from_secs(60)), received)
+    let runs = in_netns_or_return!(|| {
+        [TapBy::Ifname, TapBy::Nic, TapBy::Fd].map(|by| (by, exchange_frames(by)))
     });
-    let err = stderr(&output);
-    assert_eq!(
-        received.as_deref(),
-        Some(&guest_frame()[..]),
-        "the guest's frame on tap0; guest said {:?}, stderr: {err}",
-        stdout(&output)
-    );
-    assert_eq!(stdout(&output), "VLTR", "stderr: {err}");
-    assert_eq!(
-        output.status.code(),
-        Some(33),
-        "guest verdict (3: bytes differ, 5: length differs); stderr: {err}"
-    );
+    for (by, (output, received)) in runs {
+        let err = stderr(&output);
+        assert_eq!(
+            received.as_deref(),
+            Some(&guest_frame()[..]),
+            "{by:?}: the guest's frame on tap0; guest said {:?}, stderr: {err}",
+            stdout(&output)
+        );
+        assert_eq!(stdout(&output), "VLTR", "{by:?}: stderr: {err}");
+        assert_eq!(
+            output.status.code(),
+            Some(33),
+            "{by:?}: guest verdict (3: bytes differ, 5: length differs); stderr: {err}"
+        );
+    }
 }
 
 /// The link driver: 'V', queues, DRIVER_OK, 'L' if the link is up, then waits for it to
