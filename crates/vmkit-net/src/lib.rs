@@ -8,7 +8,7 @@
 //! - [`NetdevSpec`] / [`NicSpec`]: QEMU's `-netdev tap,id=,ifname=,script=no,downscript=no
 //!   [,fd=][,vhost=off]` and `-nic tap,...` text, refusing what vmkit cannot do with the
 //!   reason (`script=` other than `no`, `-netdev user` and the other backend types).
-//! - [`VirtioNet`]: the virtio-net device (type 1) on vmkit-virtio's [`VirtioDevice`]
+//! - [`VirtioNet`]: the virtio-net device (type 1) on vmkit-virtio's [`VirtioDevice`](vmkit_virtio::VirtioDevice)
 //!   trait: MAC, link status ([`NetLink`], QMP's `set_link`), `MRG_RXBUF`, offloads,
 //!   receive back-pressure. Put it on a transport with `vmkit_virtio::VirtioPciBuilder`.
 //!
