@@ -107,7 +107,9 @@ impl NetLink {
             return false;
         }
         let _ = self.0.wake.write(1);
-        if let Some(interrupt) = &*self.0.interrupt() {
+        // Not under our lock: the transport takes its own.
+        let interrupt = self.0.interrupt().clone();
+        if let Some(interrupt) = interrupt {
             interrupt.trigger(InterruptKind::Config);
         }
         true
@@ -811,8 +813,9 @@ impl<M: GuestAddressSpace + Send + 'static> VirtioDevice<M> for VirtioNet {
     fn reset(&mut self) -> bool {
         self.acked = 0;
         *self.link.interrupt() = None;
+        let stopped = self.worker.take().is_none_or(|mut w| w.stop());
         let _ = lock_backend(&self.backend).set_offloads(0);
-        self.worker.take().is_none_or(|mut w| w.stop())
+        stopped
     }
 }
 
