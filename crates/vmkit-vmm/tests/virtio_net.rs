@@ -208,9 +208,12 @@ fn emit_bytes(
 /// `status`), posts a receive buffer, transmits [`guest_frame`] with its source MAC read
 /// from the configuration, prints 'T' when it went and 'R' when a frame came in; then exits
 /// through isa-debug-exit with 0x10 (status 33) if the frame is [`host_frame`] (after the
-/// 10-byte header, used length 10 + 100), 1 (status 3) if its bytes differ, 2 (status 5)
-/// if its length does.
-fn net_driver(slot: u32) -> Vec<u8> {
+/// 10-byte header, used length 10 + 100; with `mrg_rxbuf` the driver accepts
+/// VIRTIO_NET_F_MRG_RXBUF and the header is 12 bytes with num_buffers 1), 1 (status 3) if
+/// its bytes differ, 2 (status 5) if its length (or num_buffers) does.
+fn net_driver(slot: u32, mrg_rxbuf: bool) -> Vec<u8> {
+    // With MRG_RXBUF the header has num_buffers: 12 bytes.
+    let hdr: u32 = if mrg_rxbuf { 12 } else { HDR };
     let sent = guest_frame();
     let expected = host_frame();
     real_mode_guest(|a| {
@@ -219,19 +222,25 @@ fn net_driver(slot: u32) -> Vec<u8> {
         let mut mismatch = a.create_label();
         a.cli()?;
         // Header (zero) and frame with a zero source MAC for now.
-        let mut template = vec![0u8; HDR as usize];
+        let mut template = vec![0u8; hdr as usize];
         template.extend_from_slice(&sent);
-        template[HDR as usize + 6..HDR as usize + 12].fill(0);
+        template[hdr as usize + 6..hdr as usize + 12].fill(0);
         emit_bytes(a, TX_BUF, 0, &template)?;
         emit_bytes(a, EXPECT, 0, &expected)?;
         emit_probe(a, slot, 0x1000)?;
+        if mrg_rxbuf {
+            // GUEST_FEATURES: VIRTIO_NET_F_MRG_RXBUF (bit 15), taking effect at DRIVER_OK.
+            a.mov(dx, IO_BASE + 0x04)?;
+            a.mov(eax, 1u32 << 15)?;
+            a.out(dx, eax)?;
+        }
         // The MAC from the configuration (at 0x14: no MSI-X) as the source address.
         a.mov(ax, TX_BUF >> 4)?;
         a.mov(es, ax)?;
         for i in 0..6u32 {
             a.mov(dx, IO_BASE + 0x14 + i)?;
             a.in_(al, dx)?;
-            a.mov(byte_ptr(HDR + 6 + i).es(), al)?;
+            a.mov(byte_ptr(hdr + 6 + i).es(), al)?;
         }
         a.mov(dx, IO_BASE + 0x1a)?;
         a.in_(ax, dx)?;
@@ -241,7 +250,7 @@ fn net_driver(slot: u32) -> Vec<u8> {
         emit_putc(a)?;
         a.set_label(&mut no_link)?;
         emit_queue_with_one_buffer(a, 0, RX_RING, RX_BUF, RX_BUF_LEN, 2 /* WRITE */)?;
-        emit_queue_with_one_buffer(a, 1, TX_RING, TX_BUF, HDR + sent.len() as u32, 0)?;
+        emit_queue_with_one_buffer(a, 1, TX_RING, TX_BUF, hdr + sent.len() as u32, 0)?;
         emit_driver_ok(a, &[1, 0])?;
         emit_wait_used(a, TX_RING)?;
         a.mov(al, b'T' as u32)?;
@@ -251,18 +260,23 @@ fn net_driver(slot: u32) -> Vec<u8> {
         emit_putc(a)?;
         a.mov(ax, RX_RING >> 4)?;
         a.mov(ds, ax)?;
-        a.cmp(dword_ptr(used_offset() + 8), HDR + expected.len() as u32)?;
+        a.cmp(dword_ptr(used_offset() + 8), hdr + expected.len() as u32)?;
         a.jne(bad_len)?;
         a.mov(ax, RX_BUF >> 4)?;
         a.mov(ds, ax)?;
         a.mov(ax, EXPECT >> 4)?;
         a.mov(es, ax)?;
-        a.mov(si, HDR)?;
+        a.mov(si, hdr)?;
         a.xor(di, di)?;
         a.mov(cx, expected.len() as u32)?;
         a.cld()?;
         a.repe().cmpsb()?;
         a.jne(mismatch)?;
+        if mrg_rxbuf {
+            // num_buffers: the frame took one buffer.
+            a.cmp(word_ptr(10), 1u32)?;
+            a.jne(bad_len)?;
+        }
         a.mov(al, 0x10u32)?;
         emit_debug_exit(a)?;
         a.set_label(&mut bad_len)?;
@@ -283,6 +297,8 @@ enum TapBy {
     Nic,
     /// The test opens tap0 and passes it as fd 3: `-netdev tap,id=n0,fd=3`.
     Fd,
+    /// As `Ifname`, with a driver that accepts `VIRTIO_NET_F_MRG_RXBUF`.
+    Mergeable,
 }
 
 /// Runs the frames driver with the tap given `by`; returns vmkit's output and the frame the
@@ -293,12 +309,15 @@ fn exchange_frames(by: TapBy) -> (std::process::Output, Option<Vec<u8>>) {
     let mut command = vmkit();
     command
         .arg("-flat")
-        .arg(guest_file("virtio-net", &net_driver(2)))
+        .arg(guest_file(
+            "virtio-net",
+            &net_driver(2, matches!(by, TapBy::Mergeable)),
+        ))
         .args(["-device", "isa-debug-exit,iobase=0x501,iosize=2"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     match by {
-        TapBy::Ifname => {
+        TapBy::Ifname | TapBy::Mergeable => {
             command
                 .args(["-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no"])
                 .args(["-device", "virtio-net-pci,netdev=n0"]);
@@ -350,7 +369,7 @@ fn finish_exchange(
 #[test]
 fn frames_go_out_and_come_in_through_a_tap() {
     let runs = in_netns_or_return!(|| {
-        [TapBy::Ifname, TapBy::Nic, TapBy::Fd].map(|by| (by, exchange_frames(by)))
+        [TapBy::Ifname, TapBy::Nic, TapBy::Fd, TapBy::Mergeable].map(|by| (by, exchange_frames(by)))
     });
     for (by, (output, received)) in runs {
         let err = stderr(&output);
