@@ -142,7 +142,6 @@ pub fn run_scaling(image: Vec<u8>, vcpus: usize) -> Result<ScalingRun> {
     let config = PcConfig {
         firmware_linux: None,
         hpet: true,
-        netdevs: Vec::new(),
         ram_size: GUEST_RAM,
         smp: vcpus,
         cpu: CpuModel::host(),
@@ -151,6 +150,7 @@ pub fn run_scaling(image: Vec<u8>, vcpus: usize) -> Result<ScalingRun> {
         com1: None,
         devices: vec![debug_exit_device()],
         chardevs: Vec::new(),
+        netdevs: Vec::new(),
     };
     let mut machine = PcMachine::build(
         &kvm,

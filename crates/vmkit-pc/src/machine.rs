@@ -126,13 +126,13 @@ pub struct PcConfig {
     /// Character backends by chardev id, for devices with `chardev=ID` (`isa-serial`,
     /// `isa-debugcon`).
     pub chardevs: Vec<(String, SerialBackend)>,
+    /// Network backends by `-netdev` id, for `virtio-net-pci,netdev=ID`.
+    pub netdevs: Vec<(String, Box<dyn vmkit_net::NetBackend>)>,
     /// A Linux kernel the firmware boots from fw_cfg (`-kernel` with `-bios`); needs a
     /// firmware [`boot`](Self::boot).
     pub firmware_linux: Option<Box<crate::linux::FirmwareLinux>>,
     /// The HPET at 0xFED00000 and its ACPI table, as QEMU's pc has them (`-no-hpet`: false).
     pub hpet: bool,
-    /// Network backends by `-netdev` id, for `virtio-net-pci,netdev=ID`.
-    pub netdevs: Vec<(String, Box<dyn vmkit_net::NetBackend>)>,
 }
 
 impl std::fmt::Debug for PcConfig {
@@ -479,11 +479,11 @@ impl PcMachine {
             (config.irqchip == IrqchipMode::Kernel)
                 .then(|| Arc::new(KvmMsi::new(Arc::clone(&vm))) as Arc<dyn vmkit_pci::MsiSignal>),
         );
-        // The chardevs the ISA devices left, for virtio console ports.
-        pci_context.chardevs = std::mem::take(&mut context.serial_backends);
         for (id, backend) in config.netdevs {
             pci_context.netdevs.insert(id, backend);
         }
+        // The chardevs the ISA devices left, for virtio console ports.
+        pci_context.chardevs = std::mem::take(&mut context.serial_backends);
         for device in pci_devices {
             tree.device_add_with(device, &mut Context::new(&mut pci_context))?;
         }

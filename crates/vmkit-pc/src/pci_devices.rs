@@ -51,10 +51,10 @@ pub struct PciContext {
     pub msi: Option<Arc<dyn MsiSignal>>,
     /// Character backends by chardev id, for `virtconsole,chardev=ID` (each used once).
     pub chardevs: HashMap<String, SerialBackend>,
-    /// virtio-serial devices, in creation order, waiting for their port.
-    serial_buses: Vec<SerialBus>,
     /// `-netdev` backends by id, for `virtio-net-pci,netdev=ID` (each used once).
     pub netdevs: Netdevs,
+    /// virtio-serial devices, in creation order, waiting for their port.
+    serial_buses: Vec<SerialBus>,
 }
 
 impl PciContext {
@@ -71,8 +71,8 @@ impl PciContext {
             memory,
             msi,
             chardevs: HashMap::new(),
-            serial_buses: Vec::new(),
             netdevs: Netdevs::default(),
+            serial_buses: Vec::new(),
         }
     }
 }

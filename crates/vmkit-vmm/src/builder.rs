@@ -198,6 +198,13 @@ pub fn start_pc(
         SerialOption::None => None,
     };
     let stdio_console = options.serial == SerialOption::Stdio;
+    let mut netdevs = Vec::new();
+    for spec in &options.netdevs {
+        let backend = spec
+            .open()
+            .map_err(|e| Error::Machine(format!("vmkit: -netdev id={}: {e}", spec.id)))?;
+        netdevs.push((spec.id.clone(), backend));
+    }
 
     let cpu = CpuModel::parse(&options.cpu.to_text())
         .map_err(|e| Error::Machine(format!("vmkit: -cpu: {e}")))?;
@@ -212,15 +219,7 @@ pub fn start_pc(
         )),
         _ => None,
     };
-    let mut netdevs = Vec::new();
-    for spec in &options.netdevs {
-        let backend = spec
-            .open()
-            .map_err(|e| Error::Machine(format!("vmkit: -netdev id={}: {e}", spec.id)))?;
-        netdevs.push((spec.id.clone(), backend));
-    }
     let config = PcConfig {
-        netdevs,
         firmware_linux,
         hpet: options.hpet,
         ram_size: options.ram_size,
@@ -237,6 +236,7 @@ pub fn start_pc(
             .chain(options.devices.iter().cloned())
             .collect(),
         chardevs: backends,
+        netdevs,
     };
     let mut machine = PcMachine::build(
         &kvm,

@@ -136,6 +136,8 @@ pub struct Options {
     pub serial: SerialOption,
     /// `-device`, in order.
     pub devices: Vec<String>,
+    /// `-netdev` (and the backends of `-nic`), in order.
+    pub netdevs: Vec<vmkit_net::NetdevSpec>,
     /// `-chardev`, plus the chardevs the `-serial`/`-debugcon` short forms describe
     /// (`serial0`, `debugcon`), in order.
     pub chardevs: Vec<vmkit_chardev::ChardevSpec>,
@@ -149,8 +151,6 @@ pub struct Options {
     pub irqchip: IrqchipOption,
     /// The HPET (`-no-hpet` or `-machine hpet=off` clear it).
     pub hpet: bool,
-    /// `-netdev` (and the backends of `-nic`), in order.
-    pub netdevs: Vec<vmkit_net::NetdevSpec>,
 }
 
 impl Default for Options {
@@ -168,13 +168,13 @@ impl Default for Options {
             qmp: None,
             serial: SerialOption::Stdio,
             devices: Vec::new(),
+            netdevs: Vec::new(),
             chardevs: Vec::new(),
             debugcon: None,
             no_reboot: false,
             start_paused: false,
             irqchip: IrqchipOption::Kernel,
             hpet: true,
-            netdevs: Vec::new(),
         }
     }
 }
@@ -256,14 +256,14 @@ Devices:
   -debugcon BACKEND    QEMU's debug console (isa-debugcon) at port 0xE9 on a backend as
                        -serial takes; -device isa-debugcon,iobase=0x402,chardev=ID for
                        SeaBIOS's log port
-  -device DRIVER[,prop=value,...]
-                       add a device, e.g. isa-serial,iobase=0x2f8,irq=3 or
-                       isa-debug-exit,iobase=0x501,iosize=2
   -netdev tap,id=ID[,ifname=NAME][,script=no][,downscript=no][,fd=N][,vhost=off]
                        a tap network backend for -device virtio-net-pci,netdev=ID[,mac=MAC]
                        (vmkit runs no scripts: set the interface up beforehand)
   -nic tap,...[,mac=MAC]
                        a tap backend and its virtio-net-pci NIC in one option
+  -device DRIVER[,prop=value,...]
+                       add a device, e.g. isa-serial,iobase=0x2f8,irq=3 or
+                       isa-debug-exit,iobase=0x501,iosize=2
 
 Control:
   -qmp unix:PATH,server=on[,wait=on|off]
@@ -349,6 +349,22 @@ fn parse_on_off(option: &str, value: &str) -> Result<bool, CliError> {
         "off" | "no" | "false" => Ok(false),
         _ => Err(error(option, format!("'{value}': use on or off"))),
     }
+}
+
+/// Adds a netdev, refusing a second one with the same id as QEMU does.
+fn add_netdev(
+    options: &mut Options,
+    option: &str,
+    spec: vmkit_net::NetdevSpec,
+) -> Result<(), CliError> {
+    if options.netdevs.iter().any(|n| n.id == spec.id) {
+        return Err(error(
+            option,
+            format!("Duplicate ID '{}' for netdev", spec.id),
+        ));
+    }
+    options.netdevs.push(spec);
+    Ok(())
 }
 
 /// Parses `-qmp unix:PATH,server=on[,wait=on|off]` (also QEMU's older `server` and
@@ -462,22 +478,6 @@ pub fn parse_cpu(text: &str) -> Result<CpuOption, CliError> {
     })
 }
 
-/// Adds a netdev, refusing a second one with the same id as QEMU does.
-fn add_netdev(
-    options: &mut Options,
-    option: &str,
-    spec: vmkit_net::NetdevSpec,
-) -> Result<(), CliError> {
-    if options.netdevs.iter().any(|n| n.id == spec.id) {
-        return Err(error(
-            option,
-            format!("Duplicate ID '{}' for netdev", spec.id),
-        ));
-    }
-    options.netdevs.push(spec);
-    Ok(())
-}
-
 /// Parses the arguments after the program name.
 pub fn parse<I, S>(args: I) -> Result<Command, CliError>
 where
@@ -586,18 +586,6 @@ where
                     .map_err(|e| error("-chardev", e.to_string()))?;
             }
             "-debugcon" => debugcon_text = Some(value("a character backend")?),
-            "-device" => {
-                let text = value("a device description")?;
-                if text == "help" || text == "?" {
-                    return Ok(Command::DeviceHelp(None));
-                }
-                let mut parts = text.split(',');
-                let driver = parts.next().unwrap_or_default().to_string();
-                if parts.any(|p| p == "help" || p == "?") {
-                    return Ok(Command::DeviceHelp(Some(driver)));
-                }
-                options.devices.push(text);
-            }
             "-netdev" => {
                 let text = value("a network backend")?;
                 let spec = vmkit_net::NetdevSpec::parse(&text)
@@ -611,6 +599,18 @@ where
                 nics += 1;
                 add_netdev(&mut options, "-nic", nic.netdev)?;
                 options.devices.push(nic.device);
+            }
+            "-device" => {
+                let text = value("a device description")?;
+                if text == "help" || text == "?" {
+                    return Ok(Command::DeviceHelp(None));
+                }
+                let mut parts = text.split(',');
+                let driver = parts.next().unwrap_or_default().to_string();
+                if parts.any(|p| p == "help" || p == "?") {
+                    return Ok(Command::DeviceHelp(Some(driver)));
+                }
+                options.devices.push(text);
             }
             "-no-reboot" => options.no_reboot = true,
             "-no-hpet" => options.hpet = false,
@@ -681,34 +681,6 @@ mod tests {
     }
 
     #[test]
-    fn chardevs_serial_short_forms_and_debugcon() {
-        let options = run(&[
-            "-chardev",
-            "file,id=d,path=/tmp/log",
-            "-debugcon",
-            "chardev:d",
-            "-serial",
-            "unix:/tmp/s,server,nowait",
-        ]);
-        assert_eq!(options.debugcon.as_deref(), Some("d"));
-        assert_eq!(options.serial, SerialOption::Chardev("serial0".into()));
-        let ids: Vec<_> = options.chardevs.iter().map(|c| c.id.as_str()).collect();
-        assert_eq!(ids, ["d", "serial0"]);
-        // chardev:ID may name a -chardev given later on the line.
-        let options = run(&["-serial", "chardev:c", "-chardev", "null,id=c"]);
-        assert_eq!(options.serial, SerialOption::Chardev("c".into()));
-        assert_eq!(
-            run(&["-serial", "file:/x"]).serial,
-            SerialOption::File("/x".into())
-        );
-        assert_eq!(run(&["-serial", "null"]).serial, SerialOption::None);
-        let options = run(&["-debugcon", "file:/tmp/d"]);
-        assert_eq!(options.debugcon.as_deref(), Some("debugcon"));
-        let err = parse(["-chardev", "null,id=a", "-chardev", "null,id=a"]).unwrap_err();
-        assert_eq!(err.option, "-chardev");
-    }
-
-    #[test]
     fn netdevs_and_nics_in_qemu_syntax() {
         let options = run(&[
             "-netdev",
@@ -746,6 +718,34 @@ mod tests {
             let err = parse(args.iter().copied()).unwrap_err();
             assert!(err.to_string().contains(needle), "{args:?}: {err}");
         }
+    }
+
+    #[test]
+    fn chardevs_serial_short_forms_and_debugcon() {
+        let options = run(&[
+            "-chardev",
+            "file,id=d,path=/tmp/log",
+            "-debugcon",
+            "chardev:d",
+            "-serial",
+            "unix:/tmp/s,server,nowait",
+        ]);
+        assert_eq!(options.debugcon.as_deref(), Some("d"));
+        assert_eq!(options.serial, SerialOption::Chardev("serial0".into()));
+        let ids: Vec<_> = options.chardevs.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(ids, ["d", "serial0"]);
+        // chardev:ID may name a -chardev given later on the line.
+        let options = run(&["-serial", "chardev:c", "-chardev", "null,id=c"]);
+        assert_eq!(options.serial, SerialOption::Chardev("c".into()));
+        assert_eq!(
+            run(&["-serial", "file:/x"]).serial,
+            SerialOption::File("/x".into())
+        );
+        assert_eq!(run(&["-serial", "null"]).serial, SerialOption::None);
+        let options = run(&["-debugcon", "file:/tmp/d"]);
+        assert_eq!(options.debugcon.as_deref(), Some("debugcon"));
+        let err = parse(["-chardev", "null,id=a", "-chardev", "null,id=a"]).unwrap_err();
+        assert_eq!(err.option, "-chardev");
     }
 
     #[test]

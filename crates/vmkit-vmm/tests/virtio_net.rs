@@ -15,7 +15,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::virtio_legacy::*;
+use common::legacy_net_driver::*;
 use common::*;
 
 /// The ethertype of the test's frames (IEEE local experimental): the namespace's kernel

@@ -10,8 +10,6 @@ use std::time::{Duration, Instant};
 pub use vmkit_testutil::iced_x86::code_asm::*;
 pub use vmkit_testutil::{assemble, require_kvm};
 
-pub mod virtio_legacy;
-
 /// Load address and entry of every real-mode test guest.
 pub const ENTRY: u64 = 0x1000;
 
@@ -138,6 +136,9 @@ pub fn stdout(output: &Output) -> String {
 pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
+
+/// The legacy virtio driver pieces virtio-net's tests use.
+pub mod legacy_net_driver;
 
 /// Waits for a spawned `child`, failing the test (and killing it) after `limit`.
 pub fn wait_child(child: std::process::Child, limit: Duration) -> Output {
