@@ -49,10 +49,10 @@ pub struct PciContext {
     pub memory: PciGuestMemory,
     /// MSI delivery (the in-kernel irqchip's); `None`: devices get no MSI-X.
     pub msi: Option<Arc<dyn MsiSignal>>,
-    /// Character backends by chardev id, for `virtconsole,chardev=ID` (each used once).
-    pub chardevs: HashMap<String, SerialBackend>,
     /// `-netdev` backends by id, for `virtio-net-pci,netdev=ID` (each used once).
     pub netdevs: Netdevs,
+    /// Character backends by chardev id, for `virtconsole,chardev=ID` (each used once).
+    pub chardevs: HashMap<String, SerialBackend>,
     /// virtio-serial devices, in creation order, waiting for their port.
     serial_buses: Vec<SerialBus>,
 }
@@ -70,8 +70,8 @@ impl PciContext {
             intx,
             memory,
             msi,
-            chardevs: HashMap::new(),
             netdevs: Netdevs::default(),
+            chardevs: HashMap::new(),
             serial_buses: Vec::new(),
         }
     }
@@ -369,7 +369,6 @@ pub fn pci_device_types() -> Vec<TypeInfo> {
                 parent.call(object, ctx)?;
                 realize_virtio_serial(object, pci_context(ctx)?)
             }),
-        virtio_net_pci_type(),
         TypeInfo::new(TYPE_VIRTIO_SERIAL_PORT)
             .parent("container")
             .abstract_type()
@@ -397,6 +396,7 @@ pub fn pci_device_types() -> Vec<TypeInfo> {
                 parent.call(object, ctx)?;
                 realize_virtconsole(object, pci_context(ctx)?)
             }),
+        virtio_net_pci_type(),
     ]
 }
 
