@@ -479,10 +479,9 @@ impl PcMachine {
             (config.irqchip == IrqchipMode::Kernel)
                 .then(|| Arc::new(KvmMsi::new(Arc::clone(&vm))) as Arc<dyn vmkit_pci::MsiSignal>),
         );
-        for (id, backend) in config.netdevs {
-            pci_context.netdevs.insert(id, backend);
-        }
-        // The chardevs the ISA devices left, for virtio console ports.
+        // The chardevs the ISA devices left, for virtio console ports; the netdevs, for
+        // virtio-net.
+        pci_context.netdevs.extend(config.netdevs);
         pci_context.chardevs = std::mem::take(&mut context.serial_backends);
         for device in pci_devices {
             tree.device_add_with(device, &mut Context::new(&mut pci_context))?;

@@ -35,6 +35,11 @@ impl Netdevs {
         self.backends.insert(id, backend);
     }
 
+    /// Adds backends by id.
+    pub fn extend(&mut self, backends: impl IntoIterator<Item = (String, Box<dyn NetBackend>)>) {
+        self.backends.extend(backends);
+    }
+
     /// The ids no NIC took (QEMU warns "netdev ID has no peer").
     pub fn unused(&self) -> Vec<String> {
         let mut ids: Vec<String> = self.backends.keys().cloned().collect();
