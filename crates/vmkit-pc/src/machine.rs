@@ -479,9 +479,8 @@ impl PcMachine {
             (config.irqchip == IrqchipMode::Kernel)
                 .then(|| Arc::new(KvmMsi::new(Arc::clone(&vm))) as Arc<dyn vmkit_pci::MsiSignal>),
         );
-        // The chardevs the ISA devices left, for virtio console ports; the netdevs, for
-        // virtio-net.
-        pci_context.netdevs.extend(config.netdevs);
+        // The chardevs the ISA devices left, for virtio console ports.
+        pci_context.netdevs.extend(config.netdevs); // and the -netdevs, for virtio-net
         pci_context.chardevs = std::mem::take(&mut context.serial_backends);
         for device in pci_devices {
             tree.device_add_with(device, &mut Context::new(&mut pci_context))?;
