@@ -206,6 +206,13 @@ pub fn start_pc(
         SerialOption::None => None,
     };
     let stdio_console = options.serial == SerialOption::Stdio;
+    let mut netdevs = Vec::new();
+    for spec in &options.netdevs {
+        let backend = spec
+            .open()
+            .map_err(|e| Error::Machine(format!("vmkit: -netdev id={}: {e}", spec.id)))?;
+        netdevs.push((spec.id.clone(), backend));
+    }
 
     let cpu = CpuModel::parse(&options.cpu.to_text())
         .map_err(|e| Error::Machine(format!("vmkit: -cpu: {e}")))?;
@@ -241,6 +248,7 @@ pub fn start_pc(
             .chain(virtio_drive_devices(options))
             .collect(),
         chardevs: backends,
+        netdevs,
     };
     let mut machine = PcMachine::build(
         &kvm,
