@@ -752,9 +752,25 @@ impl std::fmt::Debug for GdbServer {
     }
 }
 
-impl GdbServer {
-    /// Binds `addr` and serves gdb clients on `vcpus` from a new thread.
-    pub fn spawn<D: DebugVcpus>(addr: ListenAddr, vcpus: D) -> Result<Self, Error> {
+/// A bound gdb socket that serves nobody yet: bind before the guest starts (so `-S` can wait
+/// for the client), serve once the VM exists.
+pub struct GdbListener {
+    addr: ListenAddr,
+    listener: Listener,
+    local_tcp: Option<SocketAddr>,
+}
+
+impl std::fmt::Debug for GdbListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GdbListener")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GdbListener {
+    /// Binds `addr` (a stale unix socket file there is replaced).
+    pub fn bind(addr: ListenAddr) -> Result<Self, Error> {
         let listen_error = |source| Error::Listen {
             addr: addr.to_string(),
             source,
@@ -766,7 +782,6 @@ impl GdbServer {
                 (Listener::Tcp(l), local)
             }
             ListenAddr::Unix(path) => {
-                // A stale socket file from an earlier run would make bind fail.
                 if std::fs::symlink_metadata(path)
                     .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))
                 {
@@ -776,6 +791,25 @@ impl GdbServer {
                 (Listener::Unix(l), None)
             }
         };
+        Ok(Self {
+            addr,
+            listener,
+            local_tcp,
+        })
+    }
+
+    /// The bound TCP address (useful with port 0).
+    pub fn local_tcp_addr(&self) -> Option<SocketAddr> {
+        self.local_tcp
+    }
+
+    /// Serves gdb clients on `vcpus` from new threads.
+    pub fn serve<D: DebugVcpus>(self, vcpus: D) -> Result<GdbServer, Error> {
+        let GdbListener {
+            addr,
+            listener,
+            local_tcp,
+        } = self;
         let sessions = Arc::new(Mutex::new(Vec::new()));
         let active = Arc::new(AtomicBool::new(false));
         let (tx, rx) = mpsc::channel::<Conn>();
@@ -816,13 +850,21 @@ impl GdbServer {
                 }
             })
             .map_err(Error::Thread)?;
-        Ok(Self {
+        Ok(GdbServer {
             addr,
             local_tcp,
             sessions,
             active,
             _threads: vec![acceptor, server],
         })
+    }
+
+}
+
+impl GdbServer {
+    /// Binds `addr` and serves gdb clients on `vcpus` from a new thread.
+    pub fn spawn<D: DebugVcpus>(addr: ListenAddr, vcpus: D) -> Result<Self, Error> {
+        GdbListener::bind(addr)?.serve(vcpus)
     }
 
     /// Where it listens.
