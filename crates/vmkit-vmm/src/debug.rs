@@ -11,7 +11,13 @@
 //! `KVM_EXIT_DEBUG`; RFLAGS.RF does not get a vCPU past a hardware breakpoint, so a vCPU
 //! resumed at one first steps one instruction with its breakpoints off, then re-arms them.
 //! `int3` is never planted (it ends in `KVM_EXIT_INTERNAL_ERROR` in protected mode here):
-//! the stub puts gdb's software breakpoints into the debug registers too.
+//! the stub puts gdb's software breakpoints into the debug registers too. Data breakpoints
+//! in DR0-DR3 never fire here (the nested host interprets kernel-mode guest code without
+//! checking them; QEMU's `watch` does not fire on this host either), so while a watchpoint
+//! is set, every vCPU also single-steps and compares the watched bytes after each
+//! instruction: a write that changes them stops the guest as the watchpoint's hit. That is
+//! slow (one exit per instruction) and sees writes only (`rwatch` is not emulated), but it
+//! is exact; where the hardware does fire, its DR6 bit is reported first.
 
 use std::time::Duration;
 
@@ -23,6 +29,7 @@ use vmkit_gdb::{
 use vmkit_kvm::Vcpu;
 
 use crate::control::{ExitReason, GuestDebugConfig};
+use crate::dump::GuestMemoryReader;
 use crate::runtime::VmmHandle;
 
 /// `KVM_GUESTDBG_USE_HW_BP` (x86).
@@ -37,6 +44,18 @@ pub(crate) struct VcpuDebug {
     config: GuestDebugConfig,
     /// Stepping one instruction with breakpoints off, to get past the one at RIP.
     stepping_over: bool,
+    /// Watched bytes as last seen: (slot, guest physical address, bytes).
+    watched: Vec<(usize, u64, Vec<u8>)>,
+}
+
+/// Whether any data watchpoint is set (then the vCPUs single-step to emulate it).
+fn watching(config: &GuestDebugConfig) -> bool {
+    config.attached
+        && config
+            .registers
+            .iter()
+            .flatten()
+            .any(|r| r.kind != DebugRegisterKind::Execute)
 }
 
 fn guest_debug(config: &GuestDebugConfig, step: bool, breakpoints: bool) -> kvm_guest_debug {
@@ -81,13 +100,20 @@ fn linear_pc(vcpu: &Vcpu) -> Option<u64> {
 
 impl VcpuDebug {
     /// Called when the vCPU leaves its park: arms what the debugger asked for.
-    pub(crate) fn on_resume(&mut self, controller: &crate::Controller, vcpu: &Vcpu, index: usize) {
+    pub(crate) fn on_resume(
+        &mut self,
+        controller: &crate::Controller,
+        vcpu: &Vcpu,
+        index: usize,
+        memory: &dyn GuestMemoryReader,
+    ) {
         let Some(config) = controller.debug_config(&mut self.generation) else {
             return;
         };
         self.config = config;
         self.stepping_over = false;
-        let step = config.step == Some(index);
+        self.snapshot_watched(vcpu, memory);
+        let step = config.step == Some(index) || watching(&config);
         let at_breakpoint = config.attached
             && config.registers.iter().flatten().any(|r| {
                 r.kind == DebugRegisterKind::Execute && Some(r.addr) == linear_pc(vcpu)
@@ -100,6 +126,38 @@ impl VcpuDebug {
         }
     }
 
+    fn snapshot_watched(&mut self, vcpu: &Vcpu, memory: &dyn GuestMemoryReader) {
+        self.watched.clear();
+        if !watching(&self.config) {
+            return;
+        }
+        for (slot, register) in self.config.registers.iter().enumerate() {
+            let Some(register) = register.filter(|r| r.kind != DebugRegisterKind::Execute) else {
+                continue;
+            };
+            let Ok(Some(gpa)) = vcpu.translate_gva(register.addr) else {
+                continue;
+            };
+            let mut bytes = vec![0u8; usize::from(register.len)];
+            if memory.read_guest(gpa, &mut bytes) {
+                self.watched.push((slot, gpa, bytes));
+            }
+        }
+    }
+
+    /// The first watched slot whose bytes changed (and remembers the new bytes).
+    fn watched_change(&mut self, memory: &dyn GuestMemoryReader) -> Option<usize> {
+        let mut hit = None;
+        for (slot, gpa, old) in &mut self.watched {
+            let mut now = vec![0u8; old.len()];
+            if memory.read_guest(*gpa, &mut now) && now != *old {
+                *old = now;
+                hit = hit.or(Some(*slot));
+            }
+        }
+        hit
+    }
+
     /// A `KVM_EXIT_DEBUG` with this DR6.
     pub(crate) fn on_debug_exit(
         &mut self,
@@ -107,22 +165,25 @@ impl VcpuDebug {
         vcpu: &Vcpu,
         index: usize,
         dr6: u64,
+        memory: &dyn GuestMemoryReader,
     ) {
-        let step = self.config.step == Some(index);
+        let user_step = self.config.step == Some(index);
         if self.stepping_over {
-            // Past the breakpoint: re-arm; a continue goes on, a step is done.
+            // Past the breakpoint: re-arm.
             self.stepping_over = false;
+            let step = user_step || watching(&self.config);
             set_guest_debug(vcpu, index, &guest_debug(&self.config, step, true));
-            if step {
-                controller.debug_stop(StopEvent::Stepped { vcpu: index });
-            }
-            return;
         }
-        let event = match (0..vmkit_gdb::MAX_DEBUG_REGISTERS).find(|slot| dr6 & (1 << slot) != 0) {
-            Some(slot) if self.config.registers[slot].is_some() => {
-                StopEvent::DebugRegister { vcpu: index, slot }
-            }
-            _ => StopEvent::Stepped { vcpu: index },
+        let slot_hit = (0..vmkit_gdb::MAX_DEBUG_REGISTERS)
+            .find(|slot| dr6 & (1 << slot) != 0 && self.config.registers[*slot].is_some());
+        let event = if let Some(slot) = self.watched_change(memory).or(slot_hit) {
+            StopEvent::DebugRegister { vcpu: index, slot }
+        } else if user_step || dr6 & (1 << 14) == 0 {
+            StopEvent::Stepped { vcpu: index }
+        } else {
+            // A step of the watchpoint emulation (or past a breakpoint) with nothing to
+            // report: run on.
+            return;
         };
         if !controller.debug_stop(event) {
             // Nobody is listening any more: stop trapping.

@@ -158,7 +158,12 @@ impl VcpuRunner {
                         }
                     }
                 }
-                debug.on_resume(&self.controller, &self.vcpu, self.index);
+                debug.on_resume(
+                    &self.controller,
+                    &self.vcpu,
+                    self.index,
+                    self.memory.as_ref(),
+                );
             }
             if let Some(pic) = self.pic.as_deref() {
                 inject_pending(&mut self.vcpu, self.index, pic, &mut window_requested);
@@ -200,7 +205,13 @@ impl VcpuRunner {
                 }
                 VcpuExit::Interrupted | VcpuExit::IrqWindowOpen => {}
                 VcpuExit::Debug { dr6, .. } => {
-                    debug.on_debug_exit(&self.controller, &self.vcpu, self.index, dr6);
+                    debug.on_debug_exit(
+                        &self.controller,
+                        &self.vcpu,
+                        self.index,
+                        dr6,
+                        self.memory.as_ref(),
+                    );
                 }
                 VcpuExit::Hlt => self.halt_until_interrupt(),
                 VcpuExit::Shutdown => {

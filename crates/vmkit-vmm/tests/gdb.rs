@@ -1,0 +1,358 @@
+//! The gdb stub against GNU gdb (`/usr/bin/gdb`, Debian's `gdb` package, which
+//! scripts/test-all.sh installs) in batch mode, on tiny real-mode guests run by the `vmkit`
+//! binary on real KVM.
+//!
+//! The guest ([`counting_guest`]) counts BX from 1 to 3, storing BL at 0x2000 each round,
+//! then exits through isa-debug-exit with the byte at 0x2001 (status `(byte << 1) | 1`): a
+//! gdb that writes 0x2001 changes vmkit's exit status, which proves the write landed.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// The loop head (`inc bx`): 3 bytes of `mov ax, 0x1234` and 2 of `xor bx, bx` after ENTRY.
+const LOOP: u64 = ENTRY + 5;
+/// After `inc bx` (1 byte): `mov [0x2000], bl` (4 bytes).
+const STORE: u64 = LOOP + 1;
+/// After the store: `cmp bx, 3`.
+const COMPARE: u64 = STORE + 4;
+
+fn counting_guest() -> Vec<u8> {
+    let bytes = real_mode_guest(|a| {
+        let mut head = a.create_label();
+        a.mov(ax, 0x1234u32)?;
+        a.xor(bx, bx)?;
+        a.set_label(&mut head)?;
+        a.inc(bx)?;
+        a.mov(byte_ptr(0x2000), bl)?;
+        a.cmp(bx, 3)?;
+        a.jne(head)?;
+        a.mov(al, byte_ptr(0x2001))?;
+        emit_debug_exit(a)
+    });
+    // The addresses above are what the encoder produced.
+    assert_eq!(&bytes[..5], &[0xb8, 0x34, 0x12, 0x31, 0xdb], "prologue");
+    assert_eq!(bytes[(LOOP - ENTRY) as usize], 0x43, "inc bx at LOOP");
+    assert_eq!(
+        &bytes[(STORE - ENTRY) as usize..(COMPARE - ENTRY) as usize],
+        &[0x88, 0x1e, 0x00, 0x20],
+        "mov [0x2000], bl at STORE"
+    );
+    bytes
+}
+
+/// Spins forever incrementing CX (for Ctrl-C and detach).
+fn spinning_guest() -> Vec<u8> {
+    real_mode_guest(|a| {
+        let mut head = a.create_label();
+        a.set_label(&mut head)?;
+        a.inc(cx)?;
+        a.jmp(head)
+    })
+}
+
+fn gdb_binary() -> &'static str {
+    let path = "/usr/bin/gdb";
+    assert!(
+        Path::new(path).exists(),
+        "GNU gdb is missing: `apt-get install gdb` (scripts/test-all.sh does)"
+    );
+    path
+}
+
+fn socket_path(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("gdb-{name}-{}.sock", std::process::id()))
+}
+
+/// Starts vmkit with `-gdb unix:SOCKET,server` and waits for the socket to exist.
+fn start_vmkit(name: &str, guest: &[u8], extra: &[&str]) -> (Child, PathBuf) {
+    let guest = guest_file(name, guest);
+    let socket = socket_path(name);
+    let _ = std::fs::remove_file(&socket);
+    let child = vmkit()
+        .arg("-flat")
+        .arg(&guest)
+        .args(["-device", "isa-debug-exit", "-serial", "none", "-gdb"])
+        .arg(format!("unix:{},server", socket.display()))
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start vmkit");
+    let start = Instant::now();
+    while !socket.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "vmkit never created {}",
+            socket.display()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    (child, socket)
+}
+
+/// Waits for vmkit to end (killing it after `limit`); returns (exit code, stderr).
+fn finish(mut child: Child, limit: Duration) -> (Option<i32>, String) {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("wait for vmkit") {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = e.read_to_string(&mut err);
+            }
+            return (status.code(), err);
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("vmkit did not end within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs gdb in batch mode: connects to `socket`, then runs `commands`; returns its stdout
+/// and stderr together.
+fn gdb(socket: &Path, commands: &[&str]) -> String {
+    let mut command = Command::new(gdb_binary());
+    command
+        .args(["-batch", "-nx", "-ex", "set confirm off", "-ex"])
+        .arg(format!("target remote {}", socket.display()));
+    for c in commands {
+        command.arg("-ex").arg(c);
+    }
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start gdb");
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let output = match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(output) => output.expect("gdb output"),
+        Err(_) => {
+            let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+            panic!("gdb did not finish within 60 s");
+        }
+    };
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    eprintln!(
+        "---- gdb ----\n{text}---- gdb stderr ----\n{}-------------",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    text
+}
+
+/// The value gdb printed for `print ...` number `n` (`$n = VALUE`).
+fn printed(text: &str, n: usize) -> String {
+    let key = format!("${n} = ");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(&key))
+        .unwrap_or_else(|| panic!("no {key} in gdb output:\n{text}"));
+    line[key.len()..].trim().to_string()
+}
+
+#[test]
+fn gdb_reads_registers_breaks_steps_watches_and_writes_memory() {
+    require_kvm!();
+    let (vmkit, socket) = start_vmkit("session", &counting_guest(), &["-S"]);
+    let out = gdb(
+        &socket,
+        &[
+            "print/x $pc",                   // $1: the reset state of the flat guest
+            "print/x $cs",                   // $2
+            &format!("hbreak *{LOOP:#x}"),
+            "continue",
+            "print/x $pc",                   // $3: at the breakpoint
+            "print $rbx",                    // $4: before the first increment
+            "print/x $rax",                  // $5: mov ax, 0x1234 ran
+            "continue",                      // the same breakpoint, one round later
+            "print $rbx",                    // $6
+            "stepi",                         // off the armed breakpoint
+            "print/x $pc",                   // $7
+            "stepi",
+            "print/x $pc",                   // $8
+            "print/x *(unsigned char*)0x2000", // $9: the guest's store of BL=2
+            "delete",
+            "watch *(unsigned char*)0x2000",
+            "continue",                      // the guest stores BL=3
+            "print/x $pc",                   // $10: just after the store
+            "delete",
+            &format!("x/4xb {ENTRY:#x}"),
+            "set var *(unsigned char*)0x2001 = 0x21",
+            "print/x *(unsigned char*)0x2001", // $11
+            "continue",
+        ],
+    );
+    assert_eq!(printed(&out, 1), format!("{ENTRY:#x}"), "{out}");
+    assert_eq!(printed(&out, 2), "0x0");
+    assert!(out.contains("Hardware assisted breakpoint 1 at 0x1005"), "{out}");
+    assert_eq!(printed(&out, 3), format!("{LOOP:#x}"));
+    assert_eq!(printed(&out, 4), "0");
+    assert_eq!(printed(&out, 5), "0x1234");
+    assert_eq!(printed(&out, 6), "1", "the second hit is one round later");
+    assert_eq!(printed(&out, 7), format!("{STORE:#x}"), "stepi advances");
+    assert_eq!(printed(&out, 8), format!("{COMPARE:#x}"));
+    assert_eq!(printed(&out, 9), "0x2");
+    assert!(out.contains("Hardware watchpoint 2: *(unsigned char*)0x2000"), "{out}");
+    assert!(out.contains("Old value = 2") && out.contains("New value = 3"), "{out}");
+    assert_eq!(printed(&out, 10), format!("{COMPARE:#x}"));
+    assert!(out.contains("0x1000:\t0xb8\t0x34\t0x12\t0x31"), "{out}");
+    assert_eq!(printed(&out, 11), "0x21");
+    // gdb prints exit codes in octal: 0x43 = 0103.
+    assert!(out.contains("exited with code 0103"), "{out}");
+    let (code, err) = finish(vmkit, Duration::from_secs(20));
+    assert_eq!(code, Some((0x21 << 1) | 1), "{err}");
+}
+
+#[test]
+fn gdb_lists_every_vcpu_as_a_thread() {
+    require_kvm!();
+    let (vmkit, socket) = start_vmkit("smp", &counting_guest(), &["-S", "-smp", "2"]);
+    let out = gdb(
+        &socket,
+        &["info threads", "thread 2", "print/x $pc", "thread 1", "print/x $pc", "kill"],
+    );
+    assert!(out.contains("Thread 1.1") && out.contains("Thread 1.2"), "{out}");
+    assert!(out.contains("Switching to thread 2"), "{out}");
+    assert_eq!(printed(&out, 2), format!("{ENTRY:#x}"), "{out}");
+    let (code, err) = finish(vmkit, Duration::from_secs(20));
+    assert_eq!(code, Some(0), "kill ends vmkit: {err}");
+}
+
+#[test]
+fn detach_lets_the_guest_run_on() {
+    require_kvm!();
+    let (vmkit, socket) = start_vmkit("detach", &counting_guest(), &["-S"]);
+    let out = gdb(&socket, &["print/x $pc", "detach"]);
+    assert!(out.contains("Detaching from program"), "{out}");
+    // The guest ran from prelaunch to its end: 0x2001 is 0, status 1.
+    let (code, err) = finish(vmkit, Duration::from_secs(20));
+    assert_eq!(code, Some(1), "{err}");
+}
+
+/// One remote-protocol packet.
+fn packet(body: &str) -> Vec<u8> {
+    let sum = body.bytes().fold(0u8, |s, b| s.wrapping_add(b));
+    format!("${body}#{sum:02x}").into_bytes()
+}
+
+/// Reads until a whole `$...#xx` reply arrives; returns its body.
+fn reply(stream: &mut UnixStream) -> String {
+    let mut text = Vec::new();
+    let mut byte = [0u8];
+    loop {
+        let n = stream.read(&mut byte).expect("read a reply");
+        assert_eq!(n, 1, "the stub closed the connection; got {:?}", String::from_utf8_lossy(&text));
+        text.push(byte[0]);
+        if let Some(hash) = text.iter().position(|&b| b == b'#') {
+            if text.len() == hash + 3 {
+                let start = text.iter().position(|&b| b == b'$').unwrap_or(0);
+                let _ = stream.write_all(b"+");
+                return String::from_utf8_lossy(&text[start + 1..hash]).into_owned();
+            }
+        }
+    }
+}
+
+#[test]
+fn ctrl_c_stops_a_running_guest_and_kill_ends_vmkit() {
+    require_kvm!();
+    let (vmkit, socket) = start_vmkit("ctrlc", &spinning_guest(), &[]);
+    let mut s = UnixStream::connect(&socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(&packet("?")).unwrap();
+    assert!(reply(&mut s).starts_with('T'), "attach stops the guest");
+    s.write_all(&packet("vCont;c")).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    s.write_all(&[0x03]).unwrap();
+    let stop = reply(&mut s);
+    assert!(stop.starts_with("T02"), "SIGINT stop: {stop}");
+    // RCX (the third register in `g`) moved while the guest ran.
+    s.write_all(&packet("g")).unwrap();
+    let regs = reply(&mut s);
+    let counter = u64::from_str_radix(&regs[32..48], 16).unwrap().swap_bytes();
+    assert_ne!(counter, 0, "the guest ran before Ctrl-C: {regs}");
+    s.write_all(&packet("k")).unwrap();
+    let (code, err) = finish(vmkit, Duration::from_secs(20));
+    assert_eq!(code, Some(0), "{err}");
+}
+
+#[test]
+fn garbage_a_second_client_and_a_vanishing_client_leave_the_guest_running() {
+    require_kvm!();
+    let (vmkit, socket) = start_vmkit("bad", &counting_guest(), &["-S"]);
+    // Garbage: bad checksums, stray bytes, an unknown packet. The stub NAKs or answers
+    // empty, and stays up.
+    let mut first = UnixStream::connect(&socket).unwrap();
+    first.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    first.write_all(b"hello$zz#00\x7f\xff$qNoSuchThing#00").unwrap();
+    first.write_all(&packet("qNoSuchPacket")).unwrap();
+    assert_eq!(reply(&mut first), "", "unknown packets get the empty reply");
+    // A second client is refused while the first is connected.
+    let mut second = UnixStream::connect(&socket).unwrap();
+    second.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = [0u8; 16];
+    assert_eq!(second.read(&mut buf).unwrap_or(0), 0, "the second client is closed");
+    // The first still works.
+    first.write_all(&packet("?")).unwrap();
+    assert!(reply(&mut first).starts_with('T'));
+    // It vanishes without detaching: the guest (held in prelaunch by -S) runs on to its end.
+    drop(first);
+    let (code, err) = finish(vmkit, Duration::from_secs(20));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn dash_s_listens_on_tcp_1234_unless_given_another_port() {
+    // -gdb tcp:HOST:PORT on a free port (1234 may be taken on a shared machine).
+    require_kvm!();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let guest = guest_file("tcp", &counting_guest());
+    let vmkit = vmkit()
+        .arg("-flat")
+        .arg(&guest)
+        .args(["-device", "isa-debug-exit", "-serial", "none", "-S", "-gdb"])
+        .arg(format!("tcp:127.0.0.1:{port}"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start vmkit");
+    let start = Instant::now();
+    // Wait for the listener without becoming its client: /proc/net/tcp lists it.
+    let needle = format!(":{port:04X} 00000000:0000 0A");
+    while !std::fs::read_to_string("/proc/net/tcp").unwrap_or_default().contains(&needle) {
+        assert!(start.elapsed() < Duration::from_secs(20), "nothing listens on {port}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut command = Command::new(gdb_binary());
+    let output = command
+        .args(["-batch", "-nx", "-ex"])
+        .arg(format!("target remote 127.0.0.1:{port}"))
+        .args(["-ex", "print/x $pc", "-ex", "continue"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run gdb");
+    let out = String::from_utf8_lossy(&output.stdout).into_owned();
+    eprintln!("{out}{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(printed(&out, 1), format!("{ENTRY:#x}"));
+    assert!(out.contains("exited with code 01"), "{out}");
+    let (code, err) = finish(vmkit, Duration::from_secs(20));
+    assert_eq!(code, Some(1), "{err}");
+}
