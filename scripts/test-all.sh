@@ -10,9 +10,11 @@ if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 
     rustup component add rustfmt clippy
 fi
 
-# Debian packages the tests use: SeaBIOS (the firmware QEMU boots; the chipset test boots it).
+# Debian packages the tests use: SeaBIOS (the firmware QEMU boots; the chipset test boots it),
+# GNU gdb (the gdb stub tests drive /usr/bin/gdb).
 need_packages=()
 [[ -f /usr/share/seabios/bios.bin ]] || need_packages+=(seabios)
+[[ -x /usr/bin/gdb ]] || need_packages+=(gdb)
 if ((${#need_packages[@]})); then
     echo "== apt-get install ${need_packages[*]}"
     as_root=()
