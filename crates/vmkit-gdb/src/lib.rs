@@ -26,10 +26,15 @@
 //!
 //! let server = GdbServer::spawn(ListenAddr::Tcp("127.0.0.1:0".into()), MockVcpus::new(2))?;
 //! let mut gdb = std::net::TcpStream::connect(server.local_tcp_addr().unwrap()).unwrap();
-//! gdb.write_all(b"$?#3f").unwrap();
-//! let mut reply = [0u8; 64];
-//! let n = gdb.read(&mut reply).unwrap();
-//! assert!(String::from_utf8_lossy(&reply[..n]).contains("T05"));
+//! gdb.write_all(b"$?#3f").unwrap(); // "why did you stop?"
+//! let mut reply = Vec::new();
+//! while !reply.contains(&b'#') {
+//!     let mut byte = [0u8];
+//!     gdb.read_exact(&mut byte).unwrap();
+//!     reply.push(byte[0]);
+//! }
+//! // "+" (ack), then a stop with SIGTRAP naming the thread (vCPU 0 is thread 1).
+//! assert!(String::from_utf8_lossy(&reply).starts_with("+$T05thread:01"));
 //! # Ok::<(), vmkit_gdb::Error>(())
 //! ```
 #![forbid(unsafe_code)]

@@ -2,6 +2,7 @@
 //! "execution" is scripted, and a log of what the stub asked for.
 
 use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::{DebugRegisterKind, DebugRegisters, DebugVcpus, Error, Resume, StopEvent, X86_64CoreRegs};
@@ -20,8 +21,7 @@ pub struct MockVcpus {
     running: bool,
     pending: VecDeque<StopEvent>,
     exit_code: Option<u8>,
-    /// Everything the stub asked for, in order (`pause`, `continue`, `step 0`, `detach`...).
-    pub log: Vec<String>,
+    log: Arc<Mutex<Vec<String>>>,
 }
 
 impl MockVcpus {
@@ -44,8 +44,18 @@ impl MockVcpus {
             running: false,
             pending: VecDeque::new(),
             exit_code: None,
-            log: Vec::new(),
+            log: Arc::default(),
         }
+    }
+
+    /// Everything the stub asked for so far, in order (`pause`, `continue`, `step 0`,
+    /// `detach`, ...); the handle stays valid after the mock moves into a server.
+    pub fn log(&self) -> Arc<Mutex<Vec<String>>> {
+        Arc::clone(&self.log)
+    }
+
+    fn note(&self, what: String) {
+        self.log.lock().unwrap_or_else(|e| e.into_inner()).push(what);
     }
 
     /// The next `Continue` with no breakpoint ends the machine with `code`.
@@ -62,7 +72,7 @@ impl DebugVcpus for MockVcpus {
 
     fn pause_all(&mut self) -> Result<(), Error> {
         self.running = false;
-        self.log.push("pause".into());
+        self.note("pause".into());
         Ok(())
     }
 
@@ -70,12 +80,12 @@ impl DebugVcpus for MockVcpus {
         self.running = true;
         match how {
             Resume::Step(vcpu) => {
-                self.log.push(format!("step {vcpu}"));
+                self.note(format!("step {vcpu}"));
                 self.regs[vcpu].rip += 1;
                 self.pending.push_back(StopEvent::Stepped { vcpu });
             }
             Resume::Continue => {
-                self.log.push("continue".into());
+                self.note("continue".into());
                 let hit = self.debug.iter().enumerate().find_map(|(slot, r)| {
                     r.filter(|r| r.kind == DebugRegisterKind::Execute)
                         .map(|r| (slot, r.addr))
@@ -121,7 +131,7 @@ impl DebugVcpus for MockVcpus {
     }
 
     fn write_registers(&mut self, vcpu: usize, regs: &X86_64CoreRegs) -> Result<(), Error> {
-        self.log.push(format!("write registers {vcpu}"));
+        self.note(format!("write registers {vcpu}"));
         *self.regs.get_mut(vcpu).ok_or(Error::Vcpu {
             vcpu,
             what: "no such vCPU".into(),
@@ -156,7 +166,7 @@ impl DebugVcpus for MockVcpus {
     }
 
     fn set_debug_registers(&mut self, registers: &DebugRegisters) -> Result<(), Error> {
-        self.log.push(format!(
+        self.note(format!(
             "debug registers {}",
             registers.iter().filter(|r| r.is_some()).count()
         ));
@@ -165,12 +175,12 @@ impl DebugVcpus for MockVcpus {
     }
 
     fn detach(&mut self) {
-        self.log.push("detach".into());
+        self.note("detach".into());
         self.debug = [None; crate::MAX_DEBUG_REGISTERS];
         self.running = true;
     }
 
     fn kill(&mut self) {
-        self.log.push("kill".into());
+        self.note("kill".into());
     }
 }
