@@ -641,7 +641,12 @@ fn watch_register(addr: u64, len: u64, kind: WatchKind) -> Option<DebugRegister>
 }
 
 impl<D: DebugVcpus> HwWatchpoint for DebugTarget<D> {
-    fn add_hw_watchpoint(&mut self, addr: u64, len: u64, kind: WatchKind) -> TargetResult<bool, Self> {
+    fn add_hw_watchpoint(
+        &mut self,
+        addr: u64,
+        len: u64,
+        kind: WatchKind,
+    ) -> TargetResult<bool, Self> {
         match watch_register(addr, len, kind) {
             Some(register) => self.add_slot(register, SlotUse::Watch(kind)),
             None => Ok(false),
@@ -724,7 +729,9 @@ fn run_session<D: DebugVcpus>(target: &mut DebugTarget<D>, conn: Conn) -> Sessio
         Ok(DisconnectReason::Disconnect) => SessionEnd::Detached,
         Ok(DisconnectReason::Kill) => SessionEnd::Killed,
         Ok(DisconnectReason::TargetExited(code)) => SessionEnd::TargetExited(code),
-        Ok(DisconnectReason::TargetTerminated(sig)) => SessionEnd::TargetExited(128u8.wrapping_add(sig.0)),
+        Ok(DisconnectReason::TargetTerminated(sig)) => {
+            SessionEnd::TargetExited(128u8.wrapping_add(sig.0))
+        }
         Err(e) => SessionEnd::Failed(e.to_string()),
     };
     // Whatever gdb had armed goes away with it.
@@ -875,7 +882,6 @@ impl GdbListener {
             _threads: vec![acceptor, server],
         })
     }
-
 }
 
 impl GdbServer {

@@ -5,7 +5,9 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::{DebugRegisterKind, DebugRegisters, DebugVcpus, Error, Resume, StopEvent, X86_64CoreRegs};
+use crate::{
+    DebugRegisterKind, DebugRegisters, DebugVcpus, Error, Resume, StopEvent, X86_64CoreRegs,
+};
 
 /// Size of the mock's guest memory.
 pub const MOCK_MEMORY: usize = 0x10000;
@@ -29,10 +31,12 @@ impl MockVcpus {
     pub fn new(vcpus: usize) -> Self {
         let regs = (0..vcpus)
             .map(|i| {
-                let mut r = X86_64CoreRegs::default();
-                r.rip = 0x1000 + 0x100 * i as u64;
+                let mut r = X86_64CoreRegs {
+                    rip: 0x1000 + 0x100 * i as u64,
+                    eflags: 0x2,
+                    ..Default::default()
+                };
                 r.regs[0] = i as u64;
-                r.eflags = 0x2;
                 r
             })
             .collect();
@@ -55,7 +59,10 @@ impl MockVcpus {
     }
 
     fn note(&self, what: String) {
-        self.log.lock().unwrap_or_else(|e| e.into_inner()).push(what);
+        self.log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(what);
     }
 
     /// The next `Continue` with no breakpoint ends the machine with `code`.
@@ -94,11 +101,8 @@ impl DebugVcpus for MockVcpus {
                     self.regs[0].rip = addr;
                     self.pending
                         .push_back(StopEvent::DebugRegister { vcpu: 0, slot });
-                } else if let Some((slot, _)) = self
-                    .debug
-                    .iter()
-                    .enumerate()
-                    .find(|(_, r)| r.is_some())
+                } else if let Some((slot, _)) =
+                    self.debug.iter().enumerate().find(|(_, r)| r.is_some())
                 {
                     self.pending
                         .push_back(StopEvent::DebugRegister { vcpu: 0, slot });

@@ -139,13 +139,19 @@ fn hardware_breakpoints_fill_the_four_debug_registers() {
         assert_eq!(gdb.ask(&format!("Z1,{addr:x},1")), "OK");
     }
     let fifth = gdb.ask("Z1,1500,1");
-    assert!(fifth.starts_with('E'), "a fifth breakpoint has no register: {fifth}");
+    assert!(
+        fifth.starts_with('E'),
+        "a fifth breakpoint has no register: {fifth}"
+    );
     assert_eq!(gdb.ask("z1,1200,1"), "OK");
     assert_eq!(gdb.ask("z1,1300,1"), "OK");
     assert_eq!(gdb.ask("z1,1400,1"), "OK");
     // Continue runs to the one left (the mock stops at the first armed execute register).
     let stop = gdb.ask("vCont;c");
-    assert!(stop.starts_with("T05") && stop.contains("hwbreak:"), "{stop}");
+    assert!(
+        stop.starts_with("T05") && stop.contains("hwbreak:"),
+        "{stop}"
+    );
     assert!(stop.contains("thread:01"), "{stop}");
     assert_eq!(rip_of(&gdb.ask("g")), 0x1100);
     let log = logged(&log);
@@ -173,7 +179,10 @@ fn watchpoints_report_the_watched_address() {
     gdb.ask("?");
     assert_eq!(gdb.ask("Z2,2000,4"), "OK");
     let stop = gdb.ask("vCont;c");
-    assert!(stop.starts_with("T05") && stop.contains("watch:2000"), "{stop}");
+    assert!(
+        stop.starts_with("T05") && stop.contains("watch:2000"),
+        "{stop}"
+    );
     assert_eq!(gdb.ask("z2,2000,4"), "OK");
     // Misaligned or odd lengths do not fit a debug register.
     assert!(gdb.ask("Z2,2001,4").starts_with('E'));
@@ -264,7 +273,11 @@ fn garbage_and_a_second_client_do_not_take_the_stub_down() {
     let mut second = tcp_client(&server);
     let mut buf = [0u8; 8];
     assert_eq!(second.stream.read(&mut buf).unwrap_or(0), 0, "refused");
-    assert_eq!(first.ask("qNoSuchThing"), "", "unknown packets: empty reply");
+    assert_eq!(
+        first.ask("qNoSuchThing"),
+        "",
+        "unknown packets: empty reply"
+    );
     first.stream.write_all(b"garbage\xff\x00").unwrap();
     wait_until("the broken session ends", || server.sessions().len() == 1);
     assert!(matches!(server.sessions()[0], SessionEnd::Failed(_)));
@@ -279,7 +292,10 @@ fn unix_sockets_work_too() {
     let path = std::env::temp_dir().join(format!("vmkit-gdb-proto-{}.sock", std::process::id()));
     std::fs::write(&path, b"").unwrap(); // not a socket: bind must refuse, not delete it
     let err = GdbServer::spawn(ListenAddr::Unix(path.clone()), MockVcpus::new(1)).unwrap_err();
-    assert!(err.to_string().contains(&path.display().to_string()), "{err}");
+    assert!(
+        err.to_string().contains(&path.display().to_string()),
+        "{err}"
+    );
     std::fs::remove_file(&path).unwrap();
     let server = GdbServer::spawn(ListenAddr::Unix(path.clone()), MockVcpus::new(1)).unwrap();
     let stream = std::os::unix::net::UnixStream::connect(&path).unwrap();
@@ -295,12 +311,18 @@ fn unix_sockets_work_too() {
 #[test]
 fn listen_addresses_as_qemu_spells_them() {
     let parse = |t: &str| t.parse::<ListenAddr>();
-    assert_eq!(parse("tcp::1234").unwrap(), ListenAddr::Tcp("0.0.0.0:1234".into()));
+    assert_eq!(
+        parse("tcp::1234").unwrap(),
+        ListenAddr::Tcp("0.0.0.0:1234".into())
+    );
     assert_eq!(
         parse("tcp:localhost:99,server").unwrap(),
         ListenAddr::Tcp("localhost:99".into())
     );
-    assert_eq!(parse("1234").unwrap(), ListenAddr::Tcp("0.0.0.0:1234".into()));
+    assert_eq!(
+        parse("1234").unwrap(),
+        ListenAddr::Tcp("0.0.0.0:1234".into())
+    );
     assert_eq!(
         parse("unix:/run/g.sock,server,nowait").unwrap(),
         ListenAddr::Unix("/run/g.sock".into())

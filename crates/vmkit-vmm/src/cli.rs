@@ -586,7 +586,10 @@ where
             "-gdb" => {
                 let text = value("tcp::PORT, tcp:HOST:PORT or unix:PATH[,server]")?;
                 options.gdb = Some(text.parse().map_err(|e: vmkit_gdb::Error| {
-                    error("-gdb", e.to_string().trim_start_matches("-gdb: ").to_string())
+                    error(
+                        "-gdb",
+                        e.to_string().trim_start_matches("-gdb: ").to_string(),
+                    )
                 })?);
             }
             "-irqchip" => {

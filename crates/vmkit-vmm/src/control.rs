@@ -131,7 +131,11 @@ struct Shared {
 
 impl std::fmt::Debug for VcpuJobs<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} queued", self.0.iter().map(VecDeque::len).sum::<usize>())
+        write!(
+            f,
+            "{} queued",
+            self.0.iter().map(VecDeque::len).sum::<usize>()
+        )
     }
 }
 

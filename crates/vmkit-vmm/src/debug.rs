@@ -114,10 +114,11 @@ impl VcpuDebug {
         self.stepping_over = false;
         self.snapshot_watched(vcpu, memory);
         let step = config.step == Some(index) || watching(&config);
-        let at_breakpoint = config.attached
-            && config.registers.iter().flatten().any(|r| {
-                r.kind == DebugRegisterKind::Execute && Some(r.addr) == linear_pc(vcpu)
-            });
+        let at_breakpoint =
+            config.attached
+                && config.registers.iter().flatten().any(|r| {
+                    r.kind == DebugRegisterKind::Execute && Some(r.addr) == linear_pc(vcpu)
+                });
         if at_breakpoint {
             self.stepping_over = true;
             set_guest_debug(vcpu, index, &guest_debug(&config, true, false));
@@ -251,7 +252,11 @@ fn registers_from(
     out.fpu.fstat = u32::from(fpu.fsw);
     // KVM keeps the abridged (FXSAVE) tag byte: bit set = valid (tag 00), clear = empty (11).
     out.fpu.ftag = (0..8).fold(0u32, |tag, i| {
-        tag | if fpu.ftwx & (1 << i) != 0 { 0 } else { 3 << (2 * i) }
+        tag | if fpu.ftwx & (1 << i) != 0 {
+            0
+        } else {
+            3 << (2 * i)
+        }
     });
     out.fpu.fop = u32::from(fpu.last_opcode);
     out.fpu.fioff = fpu.last_ip as u32;
@@ -305,7 +310,11 @@ fn apply_registers(vcpu: &Vcpu, new: &X86_64CoreRegs) -> Result<(), vmkit_kvm::E
     fpu.fcw = new.fpu.fctrl as u16;
     fpu.fsw = new.fpu.fstat as u16;
     fpu.ftwx = (0..8).fold(0u8, |tag, i| {
-        tag | if (new.fpu.ftag >> (2 * i)) & 3 != 3 { 1 << i } else { 0 }
+        tag | if (new.fpu.ftag >> (2 * i)) & 3 != 3 {
+            1 << i
+        } else {
+            0
+        }
     });
     for (bytes, xmm) in fpu.xmm.iter_mut().zip(new.xmm.iter()) {
         *bytes = xmm.to_le_bytes();
@@ -349,7 +358,9 @@ impl DebugVcpus for VmDebugTarget {
 
     fn write_registers(&mut self, vcpu: usize, regs: &X86_64CoreRegs) -> Result<(), GdbError> {
         let regs = regs.clone();
-        self.on_vcpu(vcpu, "writing registers", move |v| apply_registers(v, &regs))
+        self.on_vcpu(vcpu, "writing registers", move |v| {
+            apply_registers(v, &regs)
+        })
     }
 
     fn translate(&mut self, vcpu: usize, gva: u64) -> Result<Option<u64>, GdbError> {
@@ -390,17 +401,15 @@ pub fn attach_gdb(
     let slot: std::sync::Arc<std::sync::Mutex<Option<vmkit_gdb::GdbServer>>> =
         std::sync::Arc::default();
     let server_slot = std::sync::Arc::clone(&slot);
-    additions
-        .extensions
-        .push(Box::new(move |vm: &VmmHandle| {
-            match listener.serve(vm.debug_target()) {
-                Ok(server) => {
-                    *server_slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(server);
-                }
-                Err(e) => eprintln!("vmkit: {e}"),
+    additions.extensions.push(Box::new(move |vm: &VmmHandle| {
+        match listener.serve(vm.debug_target()) {
+            Ok(server) => {
+                *server_slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(server);
             }
-            Vec::new()
-        }));
+            Err(e) => eprintln!("vmkit: {e}"),
+        }
+        Vec::new()
+    }));
     parts.keep_alive.push(Box::new(LingerForClient(slot)));
 }
 

@@ -67,7 +67,8 @@ fn gdb_binary() -> &'static str {
 }
 
 fn socket_path(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("gdb-{name}-{}.sock", std::process::id()))
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("gdb-{name}-{}.sock", std::process::id()))
 }
 
 /// Starts vmkit with `-gdb unix:SOCKET,server` and waits for the socket to exist.
@@ -170,24 +171,24 @@ fn gdb_reads_registers_breaks_steps_watches_and_writes_memory() {
     let out = gdb(
         &socket,
         &[
-            "print/x $pc",                   // $1: the reset state of the flat guest
-            "print/x $cs",                   // $2
+            "print/x $pc", // $1: the reset state of the flat guest
+            "print/x $cs", // $2
             &format!("hbreak *{LOOP:#x}"),
             "continue",
-            "print/x $pc",                   // $3: at the breakpoint
-            "print $rbx",                    // $4: before the first increment
-            "print/x $rax",                  // $5: mov ax, 0x1234 ran
-            "continue",                      // the same breakpoint, one round later
-            "print $rbx",                    // $6
-            "stepi",                         // off the armed breakpoint
-            "print/x $pc",                   // $7
+            "print/x $pc",  // $3: at the breakpoint
+            "print $rbx",   // $4: before the first increment
+            "print/x $rax", // $5: mov ax, 0x1234 ran
+            "continue",     // the same breakpoint, one round later
+            "print $rbx",   // $6
+            "stepi",        // off the armed breakpoint
+            "print/x $pc",  // $7
             "stepi",
-            "print/x $pc",                   // $8
+            "print/x $pc",                     // $8
             "print/x *(unsigned char*)0x2000", // $9: the guest's store of BL=2
             "delete",
             "watch *(unsigned char*)0x2000",
-            "continue",                      // the guest stores BL=3
-            "print/x $pc",                   // $10: just after the store
+            "continue",    // the guest stores BL=3
+            "print/x $pc", // $10: just after the store
             "delete",
             &format!("x/4xb {ENTRY:#x}"),
             "set var *(unsigned char*)0x2001 = 0x21",
@@ -197,7 +198,10 @@ fn gdb_reads_registers_breaks_steps_watches_and_writes_memory() {
     );
     assert_eq!(printed(&out, 1), format!("{ENTRY:#x}"), "{out}");
     assert_eq!(printed(&out, 2), "0x0");
-    assert!(out.contains("Hardware assisted breakpoint 1 at 0x1005"), "{out}");
+    assert!(
+        out.contains("Hardware assisted breakpoint 1 at 0x1005"),
+        "{out}"
+    );
     assert_eq!(printed(&out, 3), format!("{LOOP:#x}"));
     assert_eq!(printed(&out, 4), "0");
     assert_eq!(printed(&out, 5), "0x1234");
@@ -205,8 +209,14 @@ fn gdb_reads_registers_breaks_steps_watches_and_writes_memory() {
     assert_eq!(printed(&out, 7), format!("{STORE:#x}"), "stepi advances");
     assert_eq!(printed(&out, 8), format!("{COMPARE:#x}"));
     assert_eq!(printed(&out, 9), "0x2");
-    assert!(out.contains("Hardware watchpoint 2: *(unsigned char*)0x2000"), "{out}");
-    assert!(out.contains("Old value = 2") && out.contains("New value = 3"), "{out}");
+    assert!(
+        out.contains("Hardware watchpoint 2: *(unsigned char*)0x2000"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Old value = 2") && out.contains("New value = 3"),
+        "{out}"
+    );
     assert_eq!(printed(&out, 10), format!("{COMPARE:#x}"));
     assert!(out.contains("0x1000:\t0xb8\t0x34\t0x12\t0x31"), "{out}");
     assert_eq!(printed(&out, 11), "0x21");
@@ -222,9 +232,19 @@ fn gdb_lists_every_vcpu_as_a_thread() {
     let (vmkit, socket) = start_vmkit("smp", &counting_guest(), &["-S", "-smp", "2"]);
     let out = gdb(
         &socket,
-        &["info threads", "thread 2", "print/x $pc", "thread 1", "print/x $pc", "kill"],
+        &[
+            "info threads",
+            "thread 2",
+            "print/x $pc",
+            "thread 1",
+            "print/x $pc",
+            "kill",
+        ],
     );
-    assert!(out.contains("Thread 1.1") && out.contains("Thread 1.2"), "{out}");
+    assert!(
+        out.contains("Thread 1.1") && out.contains("Thread 1.2"),
+        "{out}"
+    );
     assert!(out.contains("Switching to thread 2"), "{out}");
     assert_eq!(printed(&out, 2), format!("{ENTRY:#x}"), "{out}");
     let (code, err) = finish(vmkit, Duration::from_secs(20));
@@ -276,7 +296,12 @@ fn reply(stream: &mut UnixStream) -> String {
     let mut byte = [0u8];
     loop {
         let n = stream.read(&mut byte).expect("read a reply");
-        assert_eq!(n, 1, "the stub closed the connection; got {:?}", String::from_utf8_lossy(&text));
+        assert_eq!(
+            n,
+            1,
+            "the stub closed the connection; got {:?}",
+            String::from_utf8_lossy(&text)
+        );
         text.push(byte[0]);
         if let Some(hash) = text.iter().position(|&b| b == b'#') {
             if text.len() == hash + 3 {
@@ -328,7 +353,9 @@ fn garbage_a_second_client_and_a_vanishing_client_leave_the_guest_running() {
     let (vmkit, socket) = start_vmkit("bad", &spinning_guest(), &[]);
     // Garbage ends that client's session (gdbstub cannot parse it); the stub stays up.
     let mut garbage = UnixStream::connect(&socket).unwrap();
-    garbage.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    garbage
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     garbage.write_all(b"hello$zz#00\x7f\xff").unwrap();
     let mut buf = [0u8; 64];
     while matches!(garbage.read(&mut buf), Ok(n) if n > 0) {}
@@ -336,8 +363,14 @@ fn garbage_a_second_client_and_a_vanishing_client_leave_the_guest_running() {
     // A client stops the guest; a second client meanwhile is refused.
     let (mut first, rcx_before) = attach_and_read_rcx(&socket);
     let mut second = UnixStream::connect(&socket).unwrap();
-    second.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    assert_eq!(second.read(&mut buf).unwrap_or(0), 0, "the second client is closed");
+    second
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    assert_eq!(
+        second.read(&mut buf).unwrap_or(0),
+        0,
+        "the second client is closed"
+    );
     // The first still works: an unknown packet gets the empty reply.
     first.write_all(&packet("qNoSuchPacket")).unwrap();
     assert_eq!(reply(&mut first), "");
@@ -375,8 +408,14 @@ fn gdb_connects_over_tcp_host_port() {
     let start = Instant::now();
     // Wait for the listener without becoming its client: /proc/net/tcp lists it.
     let needle = format!(":{port:04X} 00000000:0000 0A");
-    while !std::fs::read_to_string("/proc/net/tcp").unwrap_or_default().contains(&needle) {
-        assert!(start.elapsed() < Duration::from_secs(20), "nothing listens on {port}");
+    while !std::fs::read_to_string("/proc/net/tcp")
+        .unwrap_or_default()
+        .contains(&needle)
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "nothing listens on {port}"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     let mut command = Command::new(gdb_binary());
