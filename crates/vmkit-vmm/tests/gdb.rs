@@ -226,6 +226,106 @@ fn gdb_reads_registers_breaks_steps_watches_and_writes_memory() {
     assert_eq!(code, Some((0x21 << 1) | 1), "{err}");
 }
 
+/// Virtual alias of guest-physical 0: PML4 entry 1 (512 GiB) pointing at entry 0's PDPT.
+const HIGH_ALIAS: u64 = 0x80_0000_0000;
+
+/// 64-bit guest: aliases physical memory at [`HIGH_ALIAS`] by copying PML4[0] into PML4[1],
+/// then counts ECX to 3 storing CL through the alias (physical 0x2000), then exits with the
+/// byte at physical 0x2001. Returns the bytes and the loop head's address.
+fn long_mode_guest() -> (Vec<u8>, u64) {
+    fn prologue(a: &mut CodeAssembler) -> Result<(), IcedError> {
+        a.mov(rax, cr3)?;
+        a.mov(rdx, qword_ptr(rax))?;
+        a.mov(qword_ptr(rax + 8), rdx)?;
+        a.mov(cr3, rax)?;
+        a.mov(rbx, HIGH_ALIAS + 0x2000)?;
+        a.xor(ecx, ecx)
+    }
+    let head = ENTRY + assemble(64, ENTRY, prologue).len() as u64;
+    let bytes = assemble(64, ENTRY, |a| {
+        let mut top = a.create_label();
+        prologue(a)?;
+        a.set_label(&mut top)?;
+        a.inc(ecx)?;
+        a.mov(byte_ptr(rbx), cl)?;
+        a.cmp(ecx, 3)?;
+        a.jne(top)?;
+        a.mov(al, byte_ptr(0x2001))?;
+        a.mov(dx, 0x501u32)?;
+        a.out(dx, al)?;
+        a.hlt()
+    });
+    (bytes, head)
+}
+
+#[test]
+fn gdb_reads_and_writes_through_the_guest_page_tables_in_long_mode() {
+    require_kvm!();
+    let (guest, head) = long_mode_guest();
+    let guest = guest_file("long", &guest);
+    let socket = socket_path("long");
+    let _ = std::fs::remove_file(&socket);
+    let flat = format!("{},mode=long", guest.display());
+    let child = vmkit()
+        .args([
+            "-flat",
+            &flat,
+            "-device",
+            "isa-debug-exit",
+            "-serial",
+            "none",
+            "-S",
+            "-gdb",
+        ])
+        .arg(format!("unix:{},server", socket.display()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start vmkit");
+    let start = Instant::now();
+    while !socket.exists() {
+        assert!(start.elapsed() < Duration::from_secs(20), "no socket");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = gdb(
+        &socket,
+        &[
+            "print/x $pc", // $1
+            &format!("hbreak *{head:#x}"),
+            "continue",
+            "print/x $pc",  // $2
+            "print/x $rbx", // $3
+            // The code through the alias (only the guest's page tables map it).
+            &format!("x/2xb {:#x}", HIGH_ALIAS + ENTRY),
+            "delete",
+            &format!("watch *(unsigned char*){:#x}", HIGH_ALIAS + 0x2000),
+            "continue",
+            "print/x *(unsigned char*)0x2000", // $4: the physical byte behind the alias
+            "delete",
+            &format!("set var *(unsigned char*){:#x} = 0x21", HIGH_ALIAS + 0x2001),
+            "print/x *(unsigned char*)0x2001", // $5
+            "continue",
+        ],
+    );
+    assert_eq!(printed(&out, 1), format!("{ENTRY:#x}"), "{out}");
+    assert_eq!(printed(&out, 2), format!("{head:#x}"));
+    assert_eq!(printed(&out, 3), format!("{:#x}", HIGH_ALIAS + 0x2000));
+    // mov rax, cr3 is 0f 20 d8.
+    assert!(
+        out.contains(&format!("{:#x}:\t0x0f\t0x20", HIGH_ALIAS + ENTRY)),
+        "{out}"
+    );
+    assert!(
+        out.contains("Old value = 0") && out.contains("New value = 1"),
+        "{out}"
+    );
+    assert_eq!(printed(&out, 4), "0x1");
+    assert_eq!(printed(&out, 5), "0x21");
+    assert!(out.contains("exited with code 0103"), "{out}");
+    let (code, err) = finish(child, Duration::from_secs(20));
+    assert_eq!(code, Some((0x21 << 1) | 1), "{err}");
+}
+
 #[test]
 fn gdb_lists_every_vcpu_as_a_thread() {
     require_kvm!();
