@@ -276,6 +276,9 @@ impl Controller {
             }
         }
         shared.state = RunState::Running;
+        // A vCPU a debugger stopped at a breakpoint must get past it, not re-hit it.
+        shared.debug.step = None;
+        self.debug_generation.fetch_add(1, Ordering::SeqCst);
         self.request.store(REQUEST_NONE, Ordering::SeqCst);
         self.changed.notify_all();
         Ok(())

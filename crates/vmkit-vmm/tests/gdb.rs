@@ -533,3 +533,107 @@ fn gdb_connects_over_tcp_host_port() {
     let (code, err) = finish(vmkit, Duration::from_secs(20));
     assert_eq!(code, Some(1), "{err}");
 }
+
+/// A QMP client: greeting and capabilities done.
+fn qmp_connect(path: &Path) -> (std::io::BufReader<UnixStream>, UnixStream) {
+    use std::io::BufRead;
+    let start = Instant::now();
+    let stream = loop {
+        match UnixStream::connect(path) {
+            Ok(s) => break s,
+            Err(e) => {
+                assert!(start.elapsed() < Duration::from_secs(20), "QMP: {e}");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    };
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    assert!(line.contains("QMP"), "{line}");
+    let mut writer = stream;
+    let _ = qmp(&mut reader, &mut writer, "qmp_capabilities");
+    (reader, writer)
+}
+
+/// Runs a QMP command, skipping events; returns the reply line.
+fn qmp(
+    reader: &mut std::io::BufReader<UnixStream>,
+    writer: &mut UnixStream,
+    command: &str,
+) -> String {
+    use std::io::BufRead;
+    writer
+        .write_all(format!("{{\"execute\": \"{command}\"}}\n").as_bytes())
+        .unwrap();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        assert!(!line.is_empty(), "QMP closed");
+        if !line.contains("\"event\"") {
+            return line;
+        }
+    }
+}
+
+#[test]
+fn qmp_reports_debug_while_gdb_holds_the_guest_and_cont_resumes_it() {
+    require_kvm!();
+    let qmp_socket = socket_path("qmp-status");
+    let (vmkit, socket) = start_vmkit(
+        "qmp",
+        &counting_guest(),
+        &[
+            "-S",
+            "-qmp",
+            &format!("unix:{},server=on,wait=off", qmp_socket.display()),
+        ],
+    );
+    let (mut reader, mut writer) = qmp_connect(&qmp_socket);
+    let status =
+        |r: &mut std::io::BufReader<UnixStream>, w: &mut UnixStream| qmp(r, w, "query-status");
+    assert!(status(&mut reader, &mut writer).contains("\"status\": \"prelaunch\""));
+    let mut g = UnixStream::connect(&socket).unwrap();
+    g.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    g.write_all(&packet("?")).unwrap();
+    assert!(reply(&mut g).starts_with('T'));
+    g.write_all(&packet(&format!("Z1,{LOOP:x},1"))).unwrap();
+    assert_eq!(reply(&mut g), "OK");
+    g.write_all(&packet("vCont;c")).unwrap();
+    let stop = reply(&mut g);
+    assert!(stop.contains("hwbreak"), "{stop}");
+    let held = status(&mut reader, &mut writer);
+    assert!(
+        held.contains("\"status\": \"debug\"") && held.contains("\"running\": false"),
+        "{held}"
+    );
+    g.write_all(&packet("g")).unwrap();
+    let bx_of = |regs: &str| {
+        u64::from_str_radix(&rle_decode(regs)[16..32], 16)
+            .unwrap()
+            .swap_bytes()
+    };
+    assert_eq!(bx_of(&reply(&mut g)), 0);
+    // QMP cont resumes the guest under gdb's nose (gdb still thinks it stopped, as with
+    // QEMU); the armed breakpoint stops it again one round later.
+    assert!(qmp(&mut reader, &mut writer, "cont").contains("return"));
+    let start = Instant::now();
+    while !status(&mut reader, &mut writer).contains("\"status\": \"debug\"") {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the breakpoint did not stop it again"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    g.write_all(&packet("g")).unwrap();
+    assert_eq!(bx_of(&reply(&mut g)), 1, "the guest ran one round");
+    g.write_all(&packet(&format!("z1,{LOOP:x},1"))).unwrap();
+    assert_eq!(reply(&mut g), "OK");
+    g.write_all(&packet("D")).unwrap();
+    assert_eq!(reply(&mut g), "OK");
+    let (code, err) = finish(vmkit, Duration::from_secs(20));
+    assert_eq!(code, Some(1), "{err}");
+}
