@@ -637,3 +637,157 @@ fn qmp_reports_debug_while_gdb_holds_the_guest_and_cont_resumes_it() {
     let (code, err) = finish(vmkit, Duration::from_secs(20));
     assert_eq!(code, Some(1), "{err}");
 }
+
+/// What the test needs from a vmlinux: its 64-bit entry (physical, as vmkit enters it) with
+/// the bytes there, and the virtual address of its "Linux version " banner.
+struct Vmlinux {
+    entry_phys: u64,
+    entry_bytes: Vec<u8>,
+    banner_virt: u64,
+}
+
+fn u64_at(elf: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(elf[at..at + 8].try_into().unwrap())
+}
+
+fn inspect_vmlinux(bzimage: &Path) -> Vmlinux {
+    let image = std::fs::read(bzimage).unwrap();
+    let elf = vmkit_kernel::decompress_payload(&image, 512 << 20).expect("decompress the kernel");
+    let entry = u64_at(&elf, 0x18);
+    let phoff = u64_at(&elf, 0x20) as usize;
+    let phnum = usize::from(u16::from_le_bytes([elf[0x38], elf[0x39]]));
+    // PT_LOAD segments: (file offset, vaddr, paddr, size in file).
+    let loads: Vec<(u64, u64, u64, u64)> = (0..phnum)
+        .map(|i| phoff + i * 56)
+        .filter(|&ph| u32::from_le_bytes(elf[ph..ph + 4].try_into().unwrap()) == 1)
+        .map(|ph| {
+            (
+                u64_at(&elf, ph + 8),
+                u64_at(&elf, ph + 16),
+                u64_at(&elf, ph + 24),
+                u64_at(&elf, ph + 32),
+            )
+        })
+        .collect();
+    // e_entry is physical or virtual depending on how the kernel was linked.
+    let (off, vaddr, paddr, _) = *loads
+        .iter()
+        .find(|(_, v, p, size)| (*v..v + size).contains(&entry) || (*p..p + size).contains(&entry))
+        .expect("a segment holds the entry");
+    let base = if (paddr..).contains(&entry) && entry < vaddr {
+        paddr
+    } else {
+        vaddr
+    };
+    let entry_off = entry - base + off;
+    let entry_phys = paddr + (entry - base);
+    let needle = b"Linux version ";
+    let banner_off = elf
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .expect("a banner in the kernel") as u64;
+    let (off, vaddr, _, _) = *loads
+        .iter()
+        .find(|(o, _, _, size)| (*o..o + size).contains(&banner_off))
+        .expect("a segment holds the banner");
+    Vmlinux {
+        entry_phys,
+        entry_bytes: elf[entry_off as usize..entry_off as usize + 8].to_vec(),
+        banner_virt: vaddr + (banner_off - off),
+    }
+}
+
+/// Debian's kernel (`VMKIT_TEST_KERNEL`, as tests/linux.rs): gdb at its 64-bit entry (host
+/// decompression enters there), then its banner read from the kernel's own virtual address
+/// once the kernel runs on its page tables.
+#[test]
+fn gdb_on_debians_kernel_entry_and_its_banner_at_a_kernel_virtual_address() {
+    require_kvm!();
+    let kernel = match std::env::var_os("VMKIT_TEST_KERNEL") {
+        Some(path) if !path.is_empty() => PathBuf::from(path),
+        _ if std::env::var("VMKIT_REQUIRE_KVM").as_deref() == Ok("1") => {
+            panic!("VMKIT_TEST_KERNEL is not set (scripts/test-all.sh sets it)")
+        }
+        _ => {
+            println!("SKIPPED gdb kernel test: VMKIT_TEST_KERNEL is not set");
+            return;
+        }
+    };
+    let vmlinux = inspect_vmlinux(&kernel);
+    let socket = socket_path("kernel");
+    let serial = guest_file("kernel-serial", b"");
+    let _ = std::fs::remove_file(&socket);
+    let mut child = vmkit()
+        .arg("-kernel")
+        .arg(&kernel)
+        .args([
+            "-kernel-decompress",
+            "host",
+            "-m",
+            "256M",
+            "-cpu",
+            "host,-cx16",
+        ])
+        .args(["-append", "console=ttyS0 earlyprintk=serial,ttyS0 nokaslr"])
+        .arg("-serial")
+        .arg(format!("file:{}", serial.display()))
+        .args(["-S", "-gdb"])
+        .arg(format!("unix:{},server", socket.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start vmkit");
+    let start = Instant::now();
+    while !socket.exists() {
+        assert!(start.elapsed() < Duration::from_secs(120), "no gdb socket");
+        assert!(child.try_wait().unwrap().is_none(), "vmkit ended early");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = gdb(
+        &socket,
+        &["print/x $pc", "print/x $cs", "x/8xb $pc", "detach"],
+    );
+    assert_eq!(
+        printed(&out, 1),
+        format!("{:#x}", vmlinux.entry_phys),
+        "{out}"
+    );
+    assert_eq!(printed(&out, 2), "0x10", "64-bit code segment");
+    let bytes: Vec<String> = vmlinux
+        .entry_bytes
+        .iter()
+        .map(|b| format!("{b:#04x}"))
+        .collect();
+    assert!(
+        out.contains(&bytes.join("\t")),
+        "startup_64's bytes {bytes:?}:\n{out}"
+    );
+    // The kernel runs; once it has printed its banner it runs on its own page tables.
+    let start = Instant::now();
+    while !std::fs::read_to_string(&serial)
+        .unwrap_or_default()
+        .contains("Linux version ")
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no banner on the serial port"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut g = UnixStream::connect(&socket).unwrap();
+    g.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    g.write_all(&packet("?")).unwrap();
+    assert!(reply(&mut g).starts_with('T'));
+    g.write_all(&packet(&format!("m{:x},20", vmlinux.banner_virt)))
+        .unwrap();
+    let hex = reply(&mut g);
+    let text: Vec<u8> = (0..hex.len() / 2)
+        .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap_or(b'?'))
+        .collect();
+    let text = String::from_utf8_lossy(&text).into_owned();
+    println!("banner at {:#x}: {text:?}", vmlinux.banner_virt);
+    assert!(text.starts_with("Linux version "), "{hex}");
+    g.write_all(&packet("k")).unwrap();
+    let (code, err) = finish(child, Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{err}");
+}
