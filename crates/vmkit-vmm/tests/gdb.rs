@@ -326,6 +326,115 @@ fn gdb_reads_and_writes_through_the_guest_page_tables_in_long_mode() {
     assert_eq!(code, Some((0x21 << 1) | 1), "{err}");
 }
 
+/// Where the 32-bit part of [`protected_mode_guest`] starts.
+const PM_CODE: u64 = ENTRY + 0x100;
+/// Its GDT (null, flat 32-bit code 0x08, flat data 0x10) and, after it, the GDTR.
+const PM_GDT: u64 = ENTRY + 0x200;
+
+/// Real mode at ENTRY switches to 32-bit protected mode itself (lgdt, CR0.PE, far jump to
+/// [`PM_CODE`]), then counts EBX to 3 storing BL at 0x2000 and exits with the byte at 0x2001.
+/// Returns the image and the loop head.
+fn protected_mode_guest() -> (Vec<u8>, u64) {
+    let gdtr = PM_GDT + 24;
+    let mut image = real_mode_guest(|a| {
+        a.cli()?;
+        a.lgdt(ptr(gdtr as u32))?;
+        a.mov(eax, cr0)?;
+        a.or(eax, 1)?;
+        a.mov(cr0, eax)?;
+        // jmp dword 0x08:PM_CODE
+        a.db(&[0x66, 0xea])?;
+        a.db(&(PM_CODE as u32).to_le_bytes())?;
+        a.db(&[0x08, 0x00])
+    });
+    fn setup(a: &mut CodeAssembler) -> Result<(), IcedError> {
+        a.mov(ax, 0x10u32)?;
+        a.mov(ds, ax)?;
+        a.mov(es, ax)?;
+        a.mov(ss, ax)?;
+        a.xor(ebx, ebx)
+    }
+    let head = PM_CODE + assemble(32, PM_CODE, setup).len() as u64;
+    let code = assemble(32, PM_CODE, |a| {
+        let mut top = a.create_label();
+        setup(a)?;
+        a.set_label(&mut top)?;
+        a.inc(ebx)?;
+        a.mov(byte_ptr(0x2000), bl)?;
+        a.cmp(ebx, 3)?;
+        a.jne(top)?;
+        a.mov(al, byte_ptr(0x2001))?;
+        a.mov(dx, 0x501u32)?;
+        a.out(dx, al)?;
+        a.hlt()
+    });
+    assert!(image.len() <= 0x100 && code.len() <= 0x100);
+    image.resize(0x100, 0x90);
+    image.extend_from_slice(&code);
+    image.resize(0x200, 0x90);
+    for descriptor in [0u64, 0x00cf_9a00_0000_ffff, 0x00cf_9200_0000_ffff] {
+        image.extend_from_slice(&descriptor.to_le_bytes());
+    }
+    image.extend_from_slice(&23u16.to_le_bytes());
+    image.extend_from_slice(&(PM_GDT as u32).to_le_bytes());
+    (image, head)
+}
+
+#[test]
+fn gdb_debugs_a_32_bit_protected_mode_guest_with_break_and_watch() {
+    require_kvm!();
+    let (guest, head) = protected_mode_guest();
+    let (vmkit, socket) = start_vmkit("prot", &guest, &["-S"]);
+    let out = gdb(
+        &socket,
+        &[
+            // gdb's software breakpoint: placed in a debug register, not as int3.
+            &format!("break *{head:#x}"),
+            "continue",
+            "print/x $pc", // $1
+            "print/x $cs", // $2
+            "print/x $ds", // $3
+            "continue",
+            "print $rbx", // $4
+            "delete",
+            "stepi",
+            "print/x $pc", // $5: past inc ebx
+            &format!("x/8xb {:#x}", PM_GDT + 8),
+            "watch *(unsigned char*)0x2000",
+            "continue",
+            "delete",
+            "set var *(unsigned char*)0x2001 = 0x11",
+            "continue",
+        ],
+    );
+    assert!(out.contains(&format!("Breakpoint 1 at {head:#x}")), "{out}");
+    assert_eq!(printed(&out, 1), format!("{head:#x}"));
+    assert_eq!(printed(&out, 2), "0x8", "the 32-bit code segment");
+    assert_eq!(
+        printed(&out, 3),
+        "0x10",
+        "the data segment the guest loaded"
+    );
+    assert_eq!(printed(&out, 4), "1");
+    assert_eq!(printed(&out, 5), format!("{:#x}", head + 1));
+    // The code descriptor as the CPU left it: loading CS set its accessed bit (0x9a -> 0x9b).
+    assert!(
+        out.contains(&format!(
+            "{:#x}:\t0xff\t0xff\t0x00\t0x00\t0x00\t0x9b\t0xcf\t0x00",
+            PM_GDT + 8
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains("Old value = 1") && out.contains("New value = 2"),
+        "{out}"
+    );
+    // 0x11 -> status 0x23 = 043 in gdb's octal.
+    assert!(out.contains("exited with code 043"), "{out}");
+    let (code, err) = finish(vmkit, Duration::from_secs(20));
+    assert_eq!(code, Some((0x11 << 1) | 1), "{err}");
+}
+
 #[test]
 fn gdb_lists_every_vcpu_as_a_thread() {
     require_kvm!();
