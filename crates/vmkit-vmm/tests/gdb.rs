@@ -435,6 +435,46 @@ fn gdb_debugs_a_32_bit_protected_mode_guest_with_break_and_watch() {
     assert_eq!(code, Some((0x11 << 1) | 1), "{err}");
 }
 
+/// Real mode: points IVT vector 3 at a handler that stores 0x21 at 0x2001, executes its own
+/// `int3`, then exits with the byte at 0x2001 (status 0x43 if the handler ran).
+fn own_int3_guest() -> Vec<u8> {
+    real_mode_guest(|a| {
+        a.xor(ax, ax)?;
+        a.mov(ds, ax)?;
+        a.mov(word_ptr(0x0c), 0x1100u32)?; // IVT[3] = 0000:1100
+        a.mov(word_ptr(0x0e), 0u32)?;
+        a.int3()?;
+        a.mov(al, byte_ptr(0x2001))?;
+        emit_debug_exit(a)
+    })
+}
+
+#[test]
+fn the_guests_own_int3_goes_to_the_guest_while_gdb_is_attached() {
+    require_kvm!();
+    let mut guest = own_int3_guest();
+    assert!(guest.len() <= 0x100);
+    guest.resize(0x100, 0x90);
+    // The handler at 0x1100: mov byte [0x2001], 0x21; iret.
+    guest.extend_from_slice(&[0xc6, 0x06, 0x01, 0x20, 0x21, 0xcf]);
+    let (vmkit, socket) = start_vmkit("int3", &guest, &["-S"]);
+    // A breakpoint in the handler: gdb sees the guest's own int3 arrive there.
+    let out = gdb(
+        &socket,
+        &[
+            "hbreak *0x1100",
+            "continue",
+            "print/x $pc",
+            "delete",
+            "continue",
+        ],
+    );
+    assert_eq!(printed(&out, 1), "0x1100", "{out}");
+    assert!(out.contains("exited with code 0103"), "{out}");
+    let (code, err) = finish(vmkit, Duration::from_secs(20));
+    assert_eq!(code, Some(0x43), "{err}");
+}
+
 #[test]
 fn gdb_lists_every_vcpu_as_a_thread() {
     require_kvm!();
