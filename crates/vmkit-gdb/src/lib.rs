@@ -281,6 +281,15 @@ enum Conn {
     Unix(UnixStream),
 }
 
+impl Conn {
+    fn try_clone(&self) -> io::Result<Conn> {
+        Ok(match self {
+            Conn::Tcp(s) => Conn::Tcp(s.try_clone()?),
+            Conn::Unix(s) => Conn::Unix(s.try_clone()?),
+        })
+    }
+}
+
 impl Connection for Conn {
     type Error = io::Error;
 
@@ -862,6 +871,9 @@ impl GdbListener {
             .spawn(move || {
                 let mut target = DebugTarget::new(vcpus);
                 while let Ok(conn) = rx.recv() {
+                    // Hold the socket open until the session is marked over, so a client
+                    // that reconnects as soon as it sees the close is not refused.
+                    let hold = conn.try_clone();
                     let end = run_session(&mut target, conn);
                     if let SessionEnd::Failed(why) = &end {
                         eprintln!("vmkit: gdb: session ended: {why}; the guest runs on");
@@ -871,6 +883,7 @@ impl GdbListener {
                         .unwrap_or_else(|e| e.into_inner())
                         .push(end);
                     session_active.store(false, Ordering::SeqCst);
+                    drop(hold);
                 }
             })
             .map_err(Error::Thread)?;
