@@ -13,7 +13,7 @@ use crate::inprocess::{debug_exit_device, run_scaling, run_start_pc, GUEST_RAM};
 use crate::process::{run_measured, tail, ScratchFile};
 use crate::raw::run_firmware;
 use crate::stats::{exits_per_second, per_exit_ns, ratio, Summary};
-use crate::table::{mib_cell, ms_cell, rate_cell, ratio_cell, summary_cell, Table};
+use crate::table::{rate_cell, ratio_cell, Table};
 use crate::{Error, Result};
 
 /// Exits in the baseline run that `T(N)` is compared with.
@@ -95,8 +95,8 @@ struct Sample {
     wall: Duration,
     /// Start to the guest's exit marker (processes), or to the VM's end (in-process).
     guest_exit: Option<Duration>,
-    rss_kib: Option<u64>,
-    guest_resident: Option<u64>,
+    pub(crate) rss_kib: Option<u64>,
+    pub(crate) guest_resident: Option<u64>,
     /// User and system CPU time (processes only).
     cpu: Option<(Duration, Duration)>,
 }
@@ -357,33 +357,33 @@ pub fn utc_date(unix_seconds: u64) -> String {
 
 /// Everything measured for one runner.
 #[derive(Debug, Default, Clone)]
-struct RunnerFigures {
-    per_exit: BTreeMap<&'static str, Vec<f64>>,
-    user_per_exit: BTreeMap<&'static str, Vec<f64>>,
-    system_per_exit: BTreeMap<&'static str, Vec<f64>>,
-    startup_ns: Vec<f64>,
-    process_ns: Vec<f64>,
+pub(crate) struct RunnerFigures {
+    pub(crate) per_exit: BTreeMap<&'static str, Vec<f64>>,
+    pub(crate) user_per_exit: BTreeMap<&'static str, Vec<f64>>,
+    pub(crate) system_per_exit: BTreeMap<&'static str, Vec<f64>>,
+    pub(crate) startup_ns: Vec<f64>,
+    pub(crate) process_ns: Vec<f64>,
     rss_kib: Vec<f64>,
     guest_resident: Vec<f64>,
-    error: Option<String>,
+    pub(crate) error: Option<String>,
 }
 
 impl RunnerFigures {
-    fn per_exit(&self, workload: Workload) -> Option<Summary> {
+    pub(crate) fn per_exit(&self, workload: Workload) -> Option<Summary> {
         self.per_exit
             .get(workload.slug())
             .and_then(|v| Summary::of(v))
     }
 
-    fn startup(&self) -> Option<Summary> {
+    pub(crate) fn startup(&self) -> Option<Summary> {
         Summary::of(&self.startup_ns)
     }
 
-    fn process_time(&self) -> Option<Summary> {
+    pub(crate) fn process_time(&self) -> Option<Summary> {
         Summary::of(&self.process_ns)
     }
 
-    fn rss(&self) -> Option<Summary> {
+    pub(crate) fn rss(&self) -> Option<Summary> {
         Summary::of(&self.rss_kib)
     }
 }
@@ -423,53 +423,143 @@ pub fn run(options: &Options) -> Result<String> {
             .map(|_| options.qemu.as_path());
         return crate::firmware::run(&vmkit, qemu, bios, options.runs);
     }
-    let mut report = String::new();
     let load_before = load_average();
-    let exits = options.exits;
-
-    let mut notes = Vec::new();
-    let mut runners = Vec::new();
-    let this = std::env::current_exe().map_err(|source| Error::Io {
-        what: "locating this executable".into(),
-        source,
-    })?;
-    let mut programs = Programs {
-        this,
-        vmkit: None,
-        qemu: None,
-    };
-    if options.includes(Only::Raw) {
-        runners.push(Runner::Raw);
-    }
-    if options.includes(Only::Vmkit) {
-        match locate_vmkit(options.vmkit.as_deref()) {
-            Ok(path) => {
-                programs.vmkit = Some(path);
-                runners.push(Runner::VmkitBinary);
-            }
-            Err(why) => notes.push(format!("vmkit (binary) skipped: {why}")),
-        }
-        runners.push(Runner::VmkitLibrary);
-    }
-    let mut qemu_label = None;
-    if options.includes(Only::Qemu) {
-        match qemu_version(&options.qemu) {
-            Ok(version) => {
-                programs.qemu = Some(options.qemu.clone());
-                runners.push(Runner::Qemu);
-                qemu_label = Some(version);
-            }
-            Err(why) => notes.push(format!(
-                "QEMU skipped: not usable ({why}); install it (Debian: apt-get install qemu-system-x86) to compare"
-            )),
-        }
-    }
-
-    let images = images(exits)?;
-    let mut figures: BTreeMap<Runner, RunnerFigures> = runners
+    let Setup {
+        runners,
+        programs,
+        qemu_label,
+        mut notes,
+    } = Setup::discover(options)?;
+    let images = images(options.exits)?;
+    let mut figures: Figures = runners
         .iter()
         .map(|&r| (r, RunnerFigures::default()))
         .collect();
+    measure_exits(options, &runners, &programs, &images, &mut figures);
+    measure_memory(options, &runners, &programs, &mut figures)?;
+    let guest_loop = if options.includes(Only::Raw) {
+        guest_loop_cost(options)?
+    } else {
+        None
+    };
+    let scaling = if options.scaling && options.only != Some(Only::Qemu) {
+        Some(scaling_runs(options)?)
+    } else {
+        None
+    };
+    let load_after = load_average();
+
+    // Guest memory touched: measured on the raw loop (the same guest touches the same
+    // pages under any VMM); without the raw row, the 64 KiB image is the estimate.
+    let guest_touched_kib = figures
+        .get(&Runner::Raw)
+        .and_then(|f| Summary::of(&f.guest_resident))
+        .map(|s| s.median / 1024.0)
+        .unwrap_or((crate::guest::FIRMWARE_SIZE / 1024) as f64);
+    let medians = Medians {
+        figures: &figures,
+        guest_touched_kib,
+    };
+
+    let mut report =
+        crate::report::header(options, qemu_label.as_deref(), &load_before, &load_after);
+    report.push_str(&crate::report::main_table(
+        &medians,
+        qemu_label.as_deref(),
+        guest_loop,
+    ));
+    for (&runner, fig) in &figures {
+        if let Some(e) = &fig.error {
+            notes.push(format!("{} failed: {e}", runner.label()));
+        }
+    }
+    report.push_str(&crate::report::cpu_table(&figures));
+    report.push_str(&crate::report::ratio_table(&medians));
+    report.push_str(&crate::report::target_table(&medians));
+    if let Some(scaling) = scaling {
+        report.push('\n');
+        report.push_str(&scaling);
+    }
+    if !notes.is_empty() {
+        report.push('\n');
+        for note in notes {
+            let _ = writeln!(report, "note: {note}");
+        }
+    }
+    Ok(report)
+}
+
+/// Every runner's figures.
+pub(crate) type Figures = BTreeMap<Runner, RunnerFigures>;
+
+/// The runners this run measures and the programs they need.
+struct Setup {
+    runners: Vec<Runner>,
+    programs: Programs,
+    qemu_label: Option<String>,
+    notes: Vec<String>,
+}
+
+impl Setup {
+    /// Finds the vmkit binary and QEMU; a runner whose program is missing is left out with
+    /// a note saying why.
+    fn discover(options: &Options) -> Result<Self> {
+        let mut notes = Vec::new();
+        let mut runners = Vec::new();
+        let this = std::env::current_exe().map_err(|source| Error::Io {
+            what: "locating this executable".into(),
+            source,
+        })?;
+        let mut programs = Programs {
+            this,
+            vmkit: None,
+            qemu: None,
+        };
+        if options.includes(Only::Raw) {
+            runners.push(Runner::Raw);
+        }
+        if options.includes(Only::Vmkit) {
+            match locate_vmkit(options.vmkit.as_deref()) {
+                Ok(path) => {
+                    programs.vmkit = Some(path);
+                    runners.push(Runner::VmkitBinary);
+                }
+                Err(why) => notes.push(format!("vmkit (binary) skipped: {why}")),
+            }
+            runners.push(Runner::VmkitLibrary);
+        }
+        let mut qemu_label = None;
+        if options.includes(Only::Qemu) {
+            match qemu_version(&options.qemu) {
+                Ok(version) => {
+                    programs.qemu = Some(options.qemu.clone());
+                    runners.push(Runner::Qemu);
+                    qemu_label = Some(version);
+                }
+                Err(why) => notes.push(format!(
+                    "QEMU skipped: not usable ({why}); install it (Debian: apt-get install qemu-system-x86) to compare"
+                )),
+            }
+        }
+
+        Ok(Self {
+            runners,
+            programs,
+            qemu_label,
+            notes,
+        })
+    }
+}
+
+/// The per-exit runs: every runner on every workload, baseline and measured, `runs` times.
+fn measure_exits(
+    options: &Options,
+    runners: &[Runner],
+    programs: &Programs,
+    images: &[Images],
+    figures: &mut Figures,
+) {
+    let exits = options.exits;
     eprint!(
         "vmkit-bench: {} runs x {} runners x {} workloads ",
         options.runs,
@@ -477,17 +567,17 @@ pub fn run(options: &Options) -> Result<String> {
         images.len()
     );
     for _ in 0..options.runs {
-        for &runner in &runners {
+        for &runner in runners {
             let Some(fig) = figures.get_mut(&runner) else {
                 continue;
             };
             if fig.error.is_some() {
                 continue;
             }
-            for set in &images {
+            for set in images {
                 let result = run_once(
                     runner,
-                    &programs,
+                    programs,
                     (&set.small.0, set.small.1.path()),
                     set.workload,
                     BASELINE_EXITS,
@@ -496,7 +586,7 @@ pub fn run(options: &Options) -> Result<String> {
                 .and_then(|small| {
                     run_once(
                         runner,
-                        &programs,
+                        programs,
                         (&set.large.0, set.large.1.path()),
                         set.workload,
                         exits,
@@ -546,8 +636,16 @@ pub fn run(options: &Options) -> Result<String> {
         }
     }
     eprintln!();
+}
 
-    // Memory runs: the PIO-write guest long enough for the sampler to see the steady state.
+/// The memory runs: the PIO-write guest long enough for the sampler to see the steady
+/// state, in every runner that is a process of its own.
+fn measure_memory(
+    options: &Options,
+    runners: &[Runner],
+    programs: &Programs,
+    figures: &mut Figures,
+) -> Result<()> {
     let memory_image = workload_firmware(Workload::PioWrite, MEMORY_RUN_EXITS)?;
     let memory_file = ScratchFile::with_contents("memory.bin", &memory_image)?;
     eprint!("vmkit-bench: memory ");
@@ -561,7 +659,7 @@ pub fn run(options: &Options) -> Result<String> {
             }
             match run_once(
                 runner,
-                &programs,
+                programs,
                 (&memory_image, memory_file.path()),
                 Workload::PioWrite,
                 MEMORY_RUN_EXITS,
@@ -585,314 +683,40 @@ pub fn run(options: &Options) -> Result<String> {
     }
     eprintln!();
 
-    let guest_loop = if options.includes(Only::Raw) {
-        Some(guest_loop_cost(options)?)
-    } else {
-        None
-    };
+    Ok(())
+}
 
-    let scaling = if options.scaling && options.only != Some(Only::Qemu) {
-        Some(scaling_runs(options)?)
-    } else {
-        None
-    };
-    let load_after = load_average();
+/// Medians of the runners' figures, for the report's tables.
+pub(crate) struct Medians<'a> {
+    pub(crate) figures: &'a Figures,
+    /// Guest memory touched (KiB), subtracted from peak RSS for the VMM's overhead.
+    pub(crate) guest_touched_kib: f64,
+}
 
-    // Guest memory touched: measured on the raw loop (the same guest touches the same
-    // pages under any VMM); without the raw row, the 64 KiB image is the estimate.
-    let guest_touched_kib = figures
-        .get(&Runner::Raw)
-        .and_then(|f| Summary::of(&f.guest_resident))
-        .map(|s| s.median / 1024.0)
-        .unwrap_or((crate::guest::FIRMWARE_SIZE / 1024) as f64);
-
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let _ = writeln!(report, "vmkit-bench, {} (UTC)", utc_date(now));
-    let _ = writeln!(report, "host: {}", host_description());
-    let _ = writeln!(
-        report,
-        "load average (1/5/15 min): {load_before} before, {load_after} after"
-    );
-    let _ = writeln!(
-        report,
-        "QEMU: {}",
-        qemu_label.as_deref().unwrap_or("not measured")
-    );
-    let _ = writeln!(
-        report,
-        "N = {exits} exits per measured run, baseline {BASELINE_EXITS}; {} runs; ns/exit = (T(N) - T(1)) / (N - 1), median (min..max)",
-        options.runs
-    );
-    if options.quick {
-        let _ = writeln!(
-            report,
-            "--quick: a smoke test; N is too small for the figures to mean much"
-        );
-    }
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if busy(&load_before, cpus) || busy(&load_after, cpus) {
-        let _ = writeln!(
-            report,
-            "warning: the 1-minute load average was at or above half the CPUs: other work was \
-             running, so the figures are noisier (and 2 vCPUs may not get 2 CPUs)"
-        );
-    }
-    report.push('\n');
-
-    let mut main = Table::new([
-        "runner",
-        "PIO write ns/exit",
-        "MMIO write ns/exit",
-        "PIO read ns/exit",
-        "start to guest exit (N=1)",
-        "start to process end",
-        "peak RSS",
-        "VMM memory overhead",
-    ]);
-    for (&runner, fig) in &figures {
-        let label = match (runner, &qemu_label) {
-            (Runner::Qemu, Some(v)) => format!("QEMU {}", qemu_short_version(v)),
-            _ => runner.label().to_string(),
-        };
-        let process = runner.is_process();
-        main.row([
-            label,
-            summary_cell(fig.per_exit(Workload::PioWrite)),
-            summary_cell(fig.per_exit(Workload::MmioWrite)),
-            summary_cell(fig.per_exit(Workload::PioRead)),
-            if process {
-                ms_cell(fig.startup().map(|s| s.median))
-            } else {
-                "(in-process)".into()
-            },
-            if process {
-                ms_cell(fig.process_time().map(|s| s.median))
-            } else {
-                "-".into()
-            },
-            if process {
-                mib_cell(fig.rss().map(|s| s.median))
-            } else {
-                "-".into()
-            },
-            if process {
-                mib_cell(fig.rss().map(|s| (s.median - guest_touched_kib).max(0.0)))
-            } else {
-                "-".into()
-            },
-        ]);
-    }
-    report.push_str(&main.render());
-    let _ = writeln!(
-        report,
-        "\nVMM memory overhead = peak RSS - guest memory touched ({guest_touched_kib:.0} KiB: the \
-         raw loop's guest RAM and ROM pages resident at the guest's exit, by mincore; the same \
-         guest touches the same pages under every VMM)."
-    );
-    let _ = writeln!(
-        report,
-        "Start to guest exit = spawn to the guest's exit marker (a newline it writes to COM1 just \
-         before its debug exit) arriving on the VMM's stdout; start to process end adds the \
-         teardown (KVM destroys the VM when its fd is closed)."
-    );
-    if let Some(Some(cost)) = guest_loop {
-        let _ = writeln!(
-            report,
-            "Guest code alone: the same loop with a RAM write instead of the exit costs {} ns per \
-             iteration on the raw loop; every ns/exit figure above includes it.",
-            summary_cell(Some(cost))
-        );
-    }
-    for (&runner, fig) in &figures {
-        if let Some(e) = &fig.error {
-            notes.push(format!("{} failed: {e}", runner.label()));
-        }
-    }
-
-    let mut cpu = Table::new([
-        "CPU time per exit (user / system ns)",
-        "PIO write",
-        "MMIO write",
-        "PIO read",
-    ]);
-    for (&runner, fig) in figures.iter().filter(|(r, _)| r.is_process()) {
-        let cell = |workload: Workload| {
-            let get = |map: &BTreeMap<&'static str, Vec<f64>>| {
-                map.get(workload.slug())
-                    .and_then(|v| Summary::of(v))
-                    .map(|s| s.median)
-            };
-            match (get(&fig.user_per_exit), get(&fig.system_per_exit)) {
-                (Some(u), Some(s)) => format!("{u:.0} / {s:.0}"),
-                _ => "-".into(),
-            }
-        };
-        cpu.row([
-            runner.label().to_string(),
-            cell(Workload::PioWrite),
-            cell(Workload::MmioWrite),
-            cell(Workload::PioRead),
-        ]);
-    }
-    if !cpu.rows().is_empty() {
-        report.push('\n');
-        report.push_str(&cpu.render());
-        let _ = writeln!(
-            report,
-            "\nFrom the processes' rusage, (CPU(N) - CPU(1)) / (N - 1), median: user time is the \
-             VMM's own code (dispatch, devices), system time is KVM (and any other syscalls)."
-        );
-    }
-
-    let median = |runner: Runner, workload: Workload| {
-        figures
+impl Medians<'_> {
+    /// Median ns per exit of `runner` on `workload`.
+    pub(crate) fn per_exit(&self, runner: Runner, workload: Workload) -> Option<f64> {
+        self.figures
             .get(&runner)
             .and_then(|f| f.per_exit(workload))
             .map(|s| s.median)
-    };
-    let startup = |runner: Runner| {
-        figures
+    }
+
+    /// Median start-to-guest-exit time (ns).
+    pub(crate) fn startup(&self, runner: Runner) -> Option<f64> {
+        self.figures
             .get(&runner)
             .and_then(|f| f.startup())
             .map(|s| s.median)
-    };
-    let overhead = |runner: Runner| {
-        figures
+    }
+
+    /// Median VMM memory overhead (KiB): peak RSS less the guest memory touched.
+    pub(crate) fn overhead(&self, runner: Runner) -> Option<f64> {
+        self.figures
             .get(&runner)
             .and_then(|f| f.rss())
-            .map(|s| (s.median - guest_touched_kib).max(0.0))
-    };
-    let pair_ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
-        (Some(a), Some(b)) => ratio(a, b),
-        _ => None,
-    };
-
-    let mut ratios = Table::new([
-        "ratio",
-        "PIO write",
-        "MMIO write",
-        "PIO read",
-        "start to exit",
-        "memory overhead",
-    ]);
-    for (name, a, b) in [
-        ("vmkit / raw", Runner::VmkitBinary, Runner::Raw),
-        ("vmkit-lib / raw", Runner::VmkitLibrary, Runner::Raw),
-        ("QEMU / raw", Runner::Qemu, Runner::Raw),
-        ("QEMU / vmkit", Runner::Qemu, Runner::VmkitBinary),
-    ] {
-        if !(figures.contains_key(&a) && figures.contains_key(&b)) {
-            continue;
-        }
-        let process = a.is_process() && b.is_process();
-        ratios.row([
-            name.to_string(),
-            ratio_cell(pair_ratio(
-                median(a, Workload::PioWrite),
-                median(b, Workload::PioWrite),
-            )),
-            ratio_cell(pair_ratio(
-                median(a, Workload::MmioWrite),
-                median(b, Workload::MmioWrite),
-            )),
-            ratio_cell(pair_ratio(
-                median(a, Workload::PioRead),
-                median(b, Workload::PioRead),
-            )),
-            if process {
-                ratio_cell(pair_ratio(startup(a), startup(b)))
-            } else {
-                "-".into()
-            },
-            if process {
-                ratio_cell(pair_ratio(overhead(a), overhead(b)))
-            } else {
-                "-".into()
-            },
-        ]);
+            .map(|s| (s.median - self.guest_touched_kib).max(0.0))
     }
-    if !ratios.rows().is_empty() {
-        report.push('\n');
-        report.push_str(&ratios.render());
-    }
-
-    // Targets, judged on the full stack (the binary), else on the library.
-    let vmkit = if figures.contains_key(&Runner::VmkitBinary) {
-        Runner::VmkitBinary
-    } else {
-        Runner::VmkitLibrary
-    };
-    let mut targets = Table::new(["target", "measured", "met"]);
-    for workload in [Workload::PioWrite, Workload::MmioWrite] {
-        let (v, r) = (median(vmkit, workload), median(Runner::Raw, workload));
-        targets.row(target_row(
-            format!("vmkit within 3% of raw per exit, {}", workload.name()),
-            match (v, r) {
-                (Some(v), Some(r)) => Some(format!(
-                    "{v:.0} vs {r:.0} ns: {:+.1}%",
-                    (v / r - 1.0) * 100.0
-                )),
-                _ => None,
-            },
-            pair_ratio(v, r).map(|x| x <= 1.03),
-        ));
-    }
-    for workload in Workload::ALL {
-        let (v, q) = (median(vmkit, workload), median(Runner::Qemu, workload));
-        targets.row(target_row(
-            format!("vmkit faster than QEMU per exit, {}", workload.name()),
-            match (v, q) {
-                (Some(v), Some(q)) => Some(format!("{v:.0} vs {q:.0} ns")),
-                _ => None,
-            },
-            match (v, q) {
-                (Some(v), Some(q)) => Some(v < q),
-                _ => None,
-            },
-        ));
-    }
-    let (sv, sq) = (startup(Runner::VmkitBinary), startup(Runner::Qemu));
-    let startup_ratio = pair_ratio(sq, sv);
-    targets.row(target_row(
-        "start to guest exit at least 5x faster than QEMU".into(),
-        match (sv, sq, startup_ratio) {
-            (Some(v), Some(q), Some(x)) => {
-                Some(format!("{:.1} vs {:.1} ms: {x:.1}x", v / 1e6, q / 1e6))
-            }
-            _ => None,
-        },
-        startup_ratio.map(|x| x >= 5.0),
-    ));
-    let (ov, oq) = (overhead(Runner::VmkitBinary), overhead(Runner::Qemu));
-    let overhead_ratio = pair_ratio(ov, oq);
-    targets.row(target_row(
-        "VMM memory overhead at most 1/4 of QEMU's".into(),
-        match (ov, oq, overhead_ratio) {
-            (Some(v), Some(q), Some(x)) => Some(format!(
-                "{:.1} vs {:.1} MiB: {x:.2}",
-                v / 1024.0,
-                q / 1024.0
-            )),
-            _ => None,
-        },
-        overhead_ratio.map(|x| x <= 0.25),
-    ));
-    report.push('\n');
-    report.push_str(&targets.render());
-
-    if let Some(scaling) = scaling {
-        report.push('\n');
-        report.push_str(&scaling);
-    }
-    if !notes.is_empty() {
-        report.push('\n');
-        for note in notes {
-            let _ = writeln!(report, "note: {note}");
-        }
-    }
-    Ok(report)
 }
 
 /// Per-iteration cost of the guest's loop with a RAM write instead of the exit, on the raw
@@ -919,18 +743,6 @@ fn guest_loop_cost(options: &Options) -> Result<Option<Summary>> {
         }
     }
     Ok(Summary::of(&samples))
-}
-
-fn target_row(name: String, measured: Option<String>, met: Option<bool>) -> [String; 3] {
-    [
-        name,
-        measured.unwrap_or_else(|| "not measured".into()),
-        match met {
-            Some(true) => "yes".into(),
-            Some(false) => "NO".into(),
-            None => "-".into(),
-        },
-    ]
 }
 
 /// `QEMU emulator version 7.2.22 (Debian ...)` as `7.2.22`.
@@ -1118,6 +930,7 @@ mod tests {
 
     #[test]
     fn target_rows_say_yes_no_or_not_measured() {
+        use crate::report::target_row;
         assert_eq!(
             target_row("t".into(), Some("1".into()), Some(true))[2],
             "yes"

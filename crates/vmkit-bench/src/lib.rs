@@ -43,6 +43,7 @@ pub mod guest;
 pub mod inprocess;
 pub mod process;
 pub mod raw;
+mod report;
 pub mod stats;
 pub mod table;
 
