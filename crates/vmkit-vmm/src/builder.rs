@@ -60,11 +60,12 @@ pub fn boot_source(options: &Options) -> Result<BootSource> {
             KernelDecompressOption::Host => KernelDecompress::Host,
         };
         let fail = |e: vmkit_pc::Error| Error::Machine(format!("vmkit: {e}"));
-        let linux = LinuxBoot::from_files(
+        let linux = LinuxBoot::from_files_within(
             kernel,
             options.initrd.as_deref(),
             options.append.as_deref().unwrap_or_default(),
             decompress,
+            options.ram_size,
         )
         .map_err(fail)?;
         linux
@@ -80,7 +81,7 @@ pub fn boot_source(options: &Options) -> Result<BootSource> {
             cli::FlatMode::Real => FlatMode::Real,
             cli::FlatMode::Long => FlatMode::Long,
         };
-        return BootSource::flat_file(&flat.path, flat.addr, flat.entry, mode)
+        return BootSource::flat_file(&flat.path, flat.addr, flat.entry, mode, options.ram_size)
             .map_err(|e| Error::Machine(format!("vmkit: -flat: {e}")));
     }
     Err(Error::Machine(
@@ -155,6 +156,13 @@ pub fn start_pc(
 ) -> Result<Vmm> {
     let kvm = KvmSystem::open()?;
     let controller = Arc::new(Controller::new()?);
+    // Before anything waits for a client: a signal then ends vmkit cleanly too.
+    if run.handle_signals {
+        crate::signals::install_termination_handler().map_err(|source| Error::Host {
+            what: "installing the SIGINT/SIGTERM/SIGHUP handlers",
+            source,
+        })?;
+    }
 
     let room_fd = EventFd::new(EFD_NONBLOCK).map_err(Error::EventFd)?;
     let chardevs = open_chardevs(options)?;
@@ -198,6 +206,13 @@ pub fn start_pc(
         SerialOption::None => None,
     };
     let stdio_console = options.serial == SerialOption::Stdio;
+    let mut netdevs = Vec::new();
+    for spec in &options.netdevs {
+        let backend = spec
+            .open()
+            .map_err(|e| Error::Machine(format!("vmkit: -netdev id={}: {e}", spec.id)))?;
+        netdevs.push((spec.id.clone(), backend));
+    }
 
     let cpu = CpuModel::parse(&options.cpu.to_text())
         .map_err(|e| Error::Machine(format!("vmkit: -cpu: {e}")))?;
@@ -207,6 +222,7 @@ pub fn start_pc(
                 kernel,
                 options.initrd.as_deref(),
                 options.append.as_deref().unwrap_or_default(),
+                options.ram_size,
             )
             .map_err(|e| Error::Machine(format!("vmkit: {e}")))?,
         )),
@@ -232,6 +248,7 @@ pub fn start_pc(
             .chain(virtio_drive_devices(options))
             .collect(),
         chardevs: backends,
+        netdevs,
     };
     let mut machine = PcMachine::build(
         &kvm,
@@ -342,13 +359,25 @@ fn open_chardevs(options: &Options) -> Result<Vec<(String, Arc<Chardev>)>> {
                 "vmkit: waiting for connection on: disconnected:{}",
                 chardev.describe()
             );
-            chardev
-                .wait_for_client(None)
-                .map_err(|e| Error::Machine(format!("vmkit: {e}")))?;
+            wait_for_chardev_client(&chardev)?;
         }
         opened.push((spec.id.clone(), chardev));
     }
     Ok(opened)
+}
+
+/// Waits for a `wait=on` chardev's client, or a termination signal ([`Error::Terminated`]).
+fn wait_for_chardev_client(chardev: &Chardev) -> Result<()> {
+    loop {
+        if let Some(signal) = crate::signals::termination_requested() {
+            return Err(Error::Terminated(signal));
+        }
+        match chardev.wait_for_client(Some(crate::signals::POLL_INTERVAL)) {
+            Ok(()) => return Ok(()),
+            Err(vmkit_chardev::Error::WaitTimeout { .. }) => {}
+            Err(e) => return Err(Error::Machine(format!("vmkit: {e}"))),
+        }
+    }
 }
 
 /// Drains and flushes the block devices when dropped (the machine is quitting).

@@ -136,6 +136,8 @@ pub struct Options {
     pub serial: SerialOption,
     /// `-device`, in order.
     pub devices: Vec<String>,
+    /// `-netdev` (and the backends of `-nic`), in order.
+    pub netdevs: Vec<vmkit_net::NetdevSpec>,
     /// `-chardev`, plus the chardevs the `-serial`/`-debugcon` short forms describe
     /// (`serial0`, `debugcon`), in order.
     pub chardevs: Vec<vmkit_chardev::ChardevSpec>,
@@ -168,6 +170,7 @@ impl Default for Options {
             qmp: None,
             serial: SerialOption::Stdio,
             devices: Vec::new(),
+            netdevs: Vec::new(),
             chardevs: Vec::new(),
             debugcon: None,
             no_reboot: false,
@@ -256,6 +259,11 @@ Devices:
   -debugcon BACKEND    QEMU's debug console (isa-debugcon) at port 0xE9 on a backend as
                        -serial takes; -device isa-debugcon,iobase=0x402,chardev=ID for
                        SeaBIOS's log port
+  -netdev tap,id=ID[,ifname=NAME][,script=no][,downscript=no][,fd=N][,vhost=off]
+                       a tap network backend for -device virtio-net-pci,netdev=ID[,mac=MAC]
+                       (vmkit runs no scripts: set the interface up beforehand)
+  -nic tap,...[,mac=MAC]
+                       a tap backend and its virtio-net-pci NIC in one option
   -device DRIVER[,prop=value,...]
                        add a device, e.g. isa-serial,iobase=0x2f8,irq=3 or
                        isa-debug-exit,iobase=0x501,iosize=2
@@ -277,12 +285,29 @@ Control:
 pub fn parse_size(option: &str, text: &str) -> Result<u64, CliError> {
     let trimmed = text.trim();
     let split = trimmed
-        .find(|c: char| !c.is_ascii_digit())
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
         .unwrap_or(trimmed.len());
-    let (digits, suffix) = trimmed.split_at(split);
-    let value: u64 = digits
-        .parse()
-        .map_err(|_| error(option, format!("'{text}' is not a size (try 512M or 2G)")))?;
+    let (number, suffix) = trimmed.split_at(split);
+    let not_a_size = || {
+        error(
+            option,
+            format!("'{text}' is not a size (try 512M, 1.5G or 2G)"),
+        )
+    };
+    // QEMU accepts a decimal fraction ("1.5G"); it is computed exactly here.
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    if whole.is_empty() || fraction.contains('.') || fraction.len() > 18 {
+        return Err(not_a_size());
+    }
+    let whole: u128 = whole.parse().map_err(|_| not_a_size())?;
+    let (fraction_value, fraction_scale) = if fraction.is_empty() {
+        (0u128, 1u128)
+    } else {
+        (
+            fraction.parse::<u128>().map_err(|_| not_a_size())?,
+            10u128.pow(fraction.len() as u32),
+        )
+    };
     let shift = match suffix
         .to_ascii_uppercase()
         .trim_end_matches("IB")
@@ -294,8 +319,22 @@ pub fn parse_size(option: &str, text: &str) -> Result<u64, CliError> {
         "T" => 40,
         _ => return Err(error(option, format!("unknown size suffix in '{text}'"))),
     };
-    value
-        .checked_mul(1u64 << shift)
+    let unit = 1u128 << shift;
+    let scaled = whole
+        .checked_mul(fraction_scale)
+        .and_then(|w| w.checked_add(fraction_value))
+        .and_then(|v| v.checked_mul(unit));
+    let bytes = match scaled {
+        Some(scaled) if scaled % fraction_scale != 0 => {
+            return Err(error(
+                option,
+                format!("'{text}' is not a whole number of bytes"),
+            ))
+        }
+        Some(scaled) => u64::try_from(scaled / fraction_scale).ok(),
+        None => None,
+    };
+    bytes
         .filter(|bytes| *bytes > 0)
         .ok_or_else(|| error(option, format!("'{text}' is zero or too large")))
 }
@@ -348,6 +387,22 @@ fn parse_on_off(option: &str, value: &str) -> Result<bool, CliError> {
         "off" | "no" | "false" => Ok(false),
         _ => Err(error(option, format!("'{value}': use on or off"))),
     }
+}
+
+/// Adds a netdev, refusing a second one with the same id as QEMU does.
+fn add_netdev(
+    options: &mut Options,
+    option: &str,
+    spec: vmkit_net::NetdevSpec,
+) -> Result<(), CliError> {
+    if options.netdevs.iter().any(|n| n.id == spec.id) {
+        return Err(error(
+            option,
+            format!("Duplicate ID '{}' for netdev", spec.id),
+        ));
+    }
+    options.netdevs.push(spec);
+    Ok(())
 }
 
 /// Parses `-qmp unix:PATH,server=on[,wait=on|off]` (also QEMU's older `server` and
@@ -496,6 +551,7 @@ where
     let mut chardevs = vmkit_chardev::ChardevSet::new();
     let mut serial_text: Option<String> = None;
     let mut debugcon_text: Option<String> = None;
+    let mut nics = 0;
     let mut iter = args.into_iter();
     while let Some(arg) = iter.next() {
         // QEMU accepts --opt as -opt.
@@ -588,6 +644,20 @@ where
                     .map_err(|e| error("-chardev", e.to_string()))?;
             }
             "-debugcon" => debugcon_text = Some(value("a character backend")?),
+            "-netdev" => {
+                let text = value("a network backend")?;
+                let spec = vmkit_net::NetdevSpec::parse(&text)
+                    .map_err(|e| error("-netdev", e.to_string()))?;
+                add_netdev(&mut options, "-netdev", spec)?;
+            }
+            "-nic" => {
+                let text = value("a network backend")?;
+                let nic = vmkit_net::NicSpec::parse(&text, nics)
+                    .map_err(|e| error("-nic", e.to_string()))?;
+                nics += 1;
+                add_netdev(&mut options, "-nic", nic.netdev)?;
+                options.devices.push(nic.device);
+            }
             "-device" => {
                 let text = value("a device description")?;
                 if text == "help" || text == "?" {
@@ -673,6 +743,46 @@ mod tests {
         assert_eq!(parse(Vec::<String>::new()).unwrap(), Command::BuiltinGuest);
         assert_eq!(parse(["--help"]).unwrap(), Command::Help);
         assert_eq!(parse(["-m", "64", "-h"]).unwrap(), Command::Help);
+    }
+
+    #[test]
+    fn netdevs_and_nics_in_qemu_syntax() {
+        let options = run(&[
+            "-netdev",
+            "tap,id=n0,ifname=tap0,script=no,downscript=no",
+            "-device",
+            "virtio-net-pci,netdev=n0",
+            "-nic",
+            "tap,ifname=tap1,mac=52:54:00:00:00:02",
+        ]);
+        let ids: Vec<_> = options.netdevs.iter().map(|n| n.id.as_str()).collect();
+        assert_eq!(ids, ["n0", "__org.qemu.nic0"]);
+        assert_eq!(
+            options.devices,
+            [
+                "virtio-net-pci,netdev=n0",
+                "virtio-net-pci,netdev=__org.qemu.nic0,mac=52:54:00:00:00:02"
+            ]
+        );
+        for (args, needle) in [
+            (&["-netdev", "user,id=n0"][..], "is tap"),
+            (
+                &["-netdev", "tap,id=n0,script=/etc/qemu-ifup"][..],
+                "script=no",
+            ),
+            (
+                &["-netdev", "tap,id=n0,ifname=waytoolonginterface"][..],
+                "15 bytes",
+            ),
+            (
+                &["-netdev", "tap,id=n0", "-netdev", "tap,id=n0"][..],
+                "Duplicate ID 'n0'",
+            ),
+            (&["-nic", "user"][..], "is tap"),
+        ] {
+            let err = parse(args.iter().copied()).unwrap_err();
+            assert!(err.to_string().contains(needle), "{args:?}: {err}");
+        }
     }
 
     #[test]
@@ -780,7 +890,20 @@ mod tests {
         assert_eq!(parse_size("-m", "512M").unwrap(), 512 << 20);
         assert_eq!(parse_size("-m", "64MiB").unwrap(), 64 << 20);
         assert_eq!(parse_size("-m", "1024k").unwrap(), 1 << 20);
-        for bad in ["", "x", "0", "12Q", "99999999999T"] {
+        assert_eq!(parse_size("-m", "1.5G").unwrap(), 3 << 29);
+        assert_eq!(parse_size("-m", "0.5").unwrap(), 512 << 10);
+        assert_eq!(parse_size("-m", "2.25G").unwrap(), 9 << 28);
+        for bad in [
+            "",
+            "x",
+            "0",
+            "12Q",
+            "99999999999T",
+            ".5G",
+            "1..5G",
+            "1.5.2G",
+            "0.0",
+        ] {
             let err = parse_size("-m", bad).unwrap_err();
             assert_eq!(err.option, "-m", "{bad}");
         }

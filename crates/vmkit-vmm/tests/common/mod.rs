@@ -139,3 +139,11 @@ pub fn stdout(output: &Output) -> String {
 pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
+
+/// The legacy virtio driver pieces virtio-net's tests use.
+pub mod legacy_net_driver;
+
+/// Waits for a spawned `child`, failing the test (and killing it) after `limit`.
+pub fn wait_child(child: std::process::Child, limit: Duration) -> Output {
+    wait_with_limit(child, limit)
+}
