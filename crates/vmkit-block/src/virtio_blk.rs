@@ -529,6 +529,7 @@ impl Drop for IoThread {
 }
 
 struct IoParts<M> {
+    kill: EventFd,
     memory: M,
     queue: Queue,
     queue_fd: EventFd,
@@ -541,6 +542,7 @@ struct IoParts<M> {
 /// The I/O thread's loop; returns when killed and every request in flight completed.
 fn io_loop<M: GuestAddressSpace>(parts: IoParts<M>, epoll: Epoll, done: Arc<Completions<Done>>) {
     let IoParts {
+        kill,
         memory,
         mut queue,
         queue_fd,
@@ -570,7 +572,12 @@ fn io_loop<M: GuestAddressSpace>(parts: IoParts<M>, epoll: Epoll, done: Arc<Comp
             let mem = &*guard;
             let mut notify = false;
             match ev.data() {
-                TOKEN_KILL => stopping = true,
+                TOKEN_KILL => {
+                    // Read it, or the level-triggered epoll would spin while requests in
+                    // flight finish.
+                    let _ = kill.read();
+                    stopping = true;
+                }
                 TOKEN_QUEUE if !stopping => {
                     let _ = queue_fd.read();
                     loop {
@@ -750,6 +757,9 @@ where
         let mut serial = self.options.serial.as_bytes().to_vec();
         serial.truncate(BLK_ID_BYTES);
         let parts = IoParts {
+            kill: kill
+                .try_clone()
+                .map_err(io_error("duplicating the kill eventfd"))?,
             memory,
             queue,
             queue_fd,
