@@ -70,6 +70,7 @@
 
 mod error;
 mod exit;
+mod interrupts;
 pub mod kick;
 mod listener;
 mod system;
@@ -78,6 +79,7 @@ mod vm;
 
 pub use error::{Error, Result};
 pub use exit::{ExitKind, InternalError, SystemEvent, SystemEventKind, VcpuExit};
+pub use interrupts::{InterruptController, InterruptWindow};
 pub use kick::{default_kick_signal, set_kick_signal, VcpuKicker};
 pub use listener::KvmMemoryListener;
 pub use system::{KvmSystem, BASE_CAPABILITIES, KVM_DEVICE_PATH};

@@ -153,6 +153,8 @@ pub struct Options {
     pub hpet: bool,
     /// `-drive`, in order, each with its id (given, or QEMU's default `virtio0`, `none0`, ...).
     pub drives: Vec<vmkit_block::DriveSpec>,
+    /// `-gdb DEV` / `-s`: where the gdb stub listens.
+    pub gdb: Option<vmkit_gdb::ListenAddr>,
 }
 
 impl Default for Options {
@@ -178,6 +180,7 @@ impl Default for Options {
             irqchip: IrqchipOption::Kernel,
             hpet: true,
             drives: Vec::new(),
+            gdb: None,
         }
     }
 }
@@ -235,6 +238,9 @@ Machine:
   -no-reboot           end vmkit when the guest resets instead of rebooting
   -no-hpet             no HPET (QEMU's pc has one at 0xfed00000); -machine pc,hpet=off
   -S                   do not start the vCPUs (stay in prelaunch)
+  -gdb tcp:[HOST]:PORT | unix:PATH[,server]
+                       wait for a gdb connection (target remote) there
+  -s                   shorthand for -gdb tcp::1234
 
 Guest:
   -bios FILE           firmware image, mapped to end at 4 GiB, reset vector start
@@ -679,6 +685,16 @@ where
             "-no-reboot" => options.no_reboot = true,
             "-no-hpet" => options.hpet = false,
             "-S" => options.start_paused = true,
+            "-s" => options.gdb = Some(vmkit_gdb::ListenAddr::Tcp("0.0.0.0:1234".into())),
+            "-gdb" => {
+                let text = value("tcp::PORT, tcp:HOST:PORT or unix:PATH[,server]")?;
+                options.gdb = Some(text.parse().map_err(|e: vmkit_gdb::Error| {
+                    error(
+                        "-gdb",
+                        e.to_string().trim_start_matches("-gdb: ").to_string(),
+                    )
+                })?);
+            }
             "-irqchip" => {
                 let text = value("kernel or user")?;
                 options.irqchip = match text.as_str() {
@@ -940,6 +956,31 @@ mod tests {
         assert_eq!(options.devices.len(), 2);
         assert!(options.no_reboot && options.start_paused);
         assert_eq!(options.irqchip, IrqchipOption::User);
+    }
+
+    #[test]
+    fn gdb_options_as_qemu_spells_them() {
+        use vmkit_gdb::ListenAddr;
+        assert_eq!(
+            run(&["-s", "-S"]).gdb,
+            Some(ListenAddr::Tcp("0.0.0.0:1234".into()))
+        );
+        assert_eq!(
+            run(&["-gdb", "tcp::4321"]).gdb,
+            Some(ListenAddr::Tcp("0.0.0.0:4321".into()))
+        );
+        assert_eq!(
+            run(&["-gdb", "tcp:127.0.0.1:4321"]).gdb,
+            Some(ListenAddr::Tcp("127.0.0.1:4321".into()))
+        );
+        assert_eq!(
+            run(&["-gdb", "unix:/tmp/g.sock,server"]).gdb,
+            Some(ListenAddr::Unix("/tmp/g.sock".into()))
+        );
+        for bad in ["tcp:1234x", "udp::1", "unix:", "tcp::1,frob"] {
+            let err = parse(["-gdb", bad]).unwrap_err();
+            assert_eq!(err.option, "-gdb", "{bad}");
+        }
     }
 
     #[test]

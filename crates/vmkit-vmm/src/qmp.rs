@@ -44,6 +44,7 @@ impl QmpBackend for VmmBackend {
             None | Some(RunState::Prelaunch) => QmpRunState::Prelaunch,
             Some(RunState::Running) => QmpRunState::Running,
             Some(RunState::Paused) => QmpRunState::Paused,
+            Some(RunState::Debug) => QmpRunState::Debug,
             Some(RunState::Shutdown) => QmpRunState::Shutdown,
             Some(RunState::InternalError) => QmpRunState::InternalError,
         };

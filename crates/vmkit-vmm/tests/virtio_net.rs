@@ -15,7 +15,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::legacy_net_driver::*;
+use common::legacy_driver::*;
 use common::*;
 
 /// The ethertype of the test's frames (IEEE local experimental): the namespace's kernel
@@ -394,6 +394,7 @@ fn frames_go_out_and_come_in_through_a_tap() {
 fn link_driver(slot: u32) -> Vec<u8> {
     real_mode_guest(|a| {
         let mut wait_down = a.create_label();
+        let mut wait_isr = a.create_label();
         let mut wait_up = a.create_label();
         let mut off = a.create_label();
         a.cli()?;
@@ -415,10 +416,14 @@ fn link_driver(slot: u32) -> Vec<u8> {
         a.jnz(wait_down)?;
         a.mov(al, b'D' as u32)?;
         emit_putc(a)?;
+        // The configuration interrupt follows the status change (two registers: a driver
+        // may see the new status first), so poll the ISR until it shows it.
+        a.set_label(&mut wait_isr)?;
+        a.pause()?;
         a.mov(dx, IO_BASE + 0x13)?;
         a.in_(al, dx)?;
         a.test(al, 2u32)?;
-        a.jz(wait_up)?;
+        a.jz(wait_isr)?;
         a.mov(al, b'C' as u32)?;
         emit_putc(a)?;
         a.set_label(&mut wait_up)?;

@@ -6,27 +6,8 @@ use super::*;
 
 /// Where the guest puts the legacy I/O BAR.
 pub const IO_BASE: u32 = 0xc000;
-/// The queue size every vmkit virtio device offers (256, as QEMU's virtio-net).
+/// The queue size vmkit's virtio devices offer (256).
 pub const QUEUE_SIZE: u32 = 256;
-
-/// CONFIG_ADDRESS for `reg` of function `slot`.0.
-pub fn config_address(slot: u32, reg: u32) -> u32 {
-    0x8000_0000 | (slot << 11) | reg
-}
-
-/// Emits: a 32-bit PCI configuration write.
-pub fn emit_config_write32(
-    a: &mut CodeAssembler,
-    address: u32,
-    value: u32,
-) -> Result<(), IcedError> {
-    a.mov(eax, address)?;
-    a.mov(dx, 0xcf8u32)?;
-    a.out(dx, eax)?;
-    a.mov(eax, value)?;
-    a.mov(dx, 0xcfcu32)?;
-    a.out(dx, eax)
-}
 
 /// Offset of the used ring in a legacy ring of [`QUEUE_SIZE`] entries.
 pub fn used_offset() -> u32 {
