@@ -100,8 +100,8 @@ pub use backend::{
 };
 pub use drive::{valid_id, CacheMode, DiscardMode, DriveInterface, DriveSpec};
 pub use virtio_blk::{
-    config, BlkOptions, VirtioBlk, BLK_CONFIG_LEN, BLK_ID_BYTES, BLK_MAX_DISCARD_SECTORS,
-    BLK_MAX_REQUEST_BYTES, BLK_QUEUE_SIZE, BLK_QUEUE_SIZE_MAX,
+    config, BlkOptions, BlkShutdown, VirtioBlk, BLK_CONFIG_LEN, BLK_ID_BYTES,
+    BLK_MAX_DISCARD_SECTORS, BLK_MAX_REQUEST_BYTES, BLK_QUEUE_SIZE, BLK_QUEUE_SIZE_MAX,
 };
 
 /// Errors of the block layer; each names the option, file, operation or limit.

@@ -12,7 +12,7 @@
 
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use virtio_bindings::virtio_blk::*;
@@ -130,7 +130,7 @@ pub struct VirtioBlk {
     acked: u64,
     original_wce: bool,
     pool: Option<Arc<ThreadPool>>,
-    io: Option<IoThread>,
+    io: Arc<Mutex<Option<IoThread>>>,
 }
 
 impl std::fmt::Debug for VirtioBlk {
@@ -139,7 +139,7 @@ impl std::fmt::Debug for VirtioBlk {
             .field("size", &self.backend.size())
             .field("options", &self.options)
             .field("acked", &self.acked)
-            .field("running", &self.io.is_some())
+            .field("running", &self.is_running())
             .finish_non_exhaustive()
     }
 }
@@ -193,7 +193,7 @@ impl VirtioBlk {
             acked: 0,
             original_wce,
             pool: None,
-            io: None,
+            io: Arc::new(Mutex::new(None)),
         })
     }
 
@@ -214,7 +214,16 @@ impl VirtioBlk {
 
     /// Whether the I/O thread runs.
     pub fn is_running(&self) -> bool {
-        self.io.is_some()
+        lock(&self.io).is_some()
+    }
+
+    /// A handle that drains and flushes this device when the machine quits, from any
+    /// thread, even while the transport still owns the device.
+    pub fn shutdown_handle(&self) -> BlkShutdown {
+        BlkShutdown {
+            io: Arc::clone(&self.io),
+            backend: Arc::clone(&self.backend),
+        }
     }
 
     fn config_bytes(&self) -> [u8; BLK_CONFIG_LEN] {
@@ -247,7 +256,7 @@ impl VirtioBlk {
     }
 
     fn stop(&mut self) -> bool {
-        self.io.take().is_none_or(|mut io| io.stop())
+        stop_io(&self.io)
     }
 }
 
@@ -255,6 +264,45 @@ impl Drop for VirtioBlk {
     fn drop(&mut self) {
         // Requests in flight complete first (QEMU drains every drive before it quits).
         self.stop();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Stops the I/O thread (after its requests in flight complete); false if it panicked.
+fn stop_io(io: &Mutex<Option<IoThread>>) -> bool {
+    // Taken out first: the thread is joined without holding the lock.
+    let thread = lock(io).take();
+    thread.is_none_or(|mut t| t.stop())
+}
+
+/// What a machine keeps to quiesce a [`VirtioBlk`] when it quits (QEMU's
+/// `bdrv_drain_all` then `bdrv_close_all`): [`drain_and_flush`](Self::drain_and_flush)
+/// stops the device's I/O thread once every request in flight has completed, then
+/// flushes the backend. A machine whose device objects are not dropped before the process
+/// exits calls it after its vCPUs have stopped.
+#[derive(Clone)]
+pub struct BlkShutdown {
+    io: Arc<Mutex<Option<IoThread>>>,
+    backend: Arc<dyn BlockBackend>,
+}
+
+impl std::fmt::Debug for BlkShutdown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlkShutdown")
+            .field("running", &lock(&self.io).is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl BlkShutdown {
+    /// Waits for requests in flight, stops the I/O thread and flushes the backend.
+    /// The device does no more work afterwards (until a driver activates it again).
+    pub fn drain_and_flush(&self) -> crate::Result<()> {
+        stop_io(&self.io);
+        self.backend.flush()
     }
 }
 
@@ -481,6 +529,7 @@ impl Drop for IoThread {
 }
 
 struct IoParts<M> {
+    kill: EventFd,
     memory: M,
     queue: Queue,
     queue_fd: EventFd,
@@ -493,6 +542,7 @@ struct IoParts<M> {
 /// The I/O thread's loop; returns when killed and every request in flight completed.
 fn io_loop<M: GuestAddressSpace>(parts: IoParts<M>, epoll: Epoll, done: Arc<Completions<Done>>) {
     let IoParts {
+        kill,
         memory,
         mut queue,
         queue_fd,
@@ -522,7 +572,12 @@ fn io_loop<M: GuestAddressSpace>(parts: IoParts<M>, epoll: Epoll, done: Arc<Comp
             let mem = &*guard;
             let mut notify = false;
             match ev.data() {
-                TOKEN_KILL => stopping = true,
+                TOKEN_KILL => {
+                    // Read it, or the level-triggered epoll would spin while requests in
+                    // flight finish.
+                    let _ = kill.read();
+                    stopping = true;
+                }
                 TOKEN_QUEUE if !stopping => {
                     let _ = queue_fd.read();
                     loop {
@@ -702,6 +757,9 @@ where
         let mut serial = self.options.serial.as_bytes().to_vec();
         serial.truncate(BLK_ID_BYTES);
         let parts = IoParts {
+            kill: kill
+                .try_clone()
+                .map_err(io_error("duplicating the kill eventfd"))?,
             memory,
             queue,
             queue_fd,
@@ -722,7 +780,7 @@ where
             .name("virtio-blk".into())
             .spawn(move || io_loop(parts, epoll, done))
             .map_err(io_error("spawning the virtio-blk I/O thread"))?;
-        self.io = Some(IoThread {
+        *lock(&self.io) = Some(IoThread {
             kill,
             handle: Some(handle),
         });

@@ -356,3 +356,36 @@ fn the_raw_file_sees_guest_writes_in_every_cache_mode() {
         std::fs::remove_file(path).unwrap();
     }
 }
+
+#[test]
+fn the_shutdown_handle_drains_requests_in_flight_and_flushes() {
+    let slow = Arc::new(Slow {
+        inner: MemoryBackend::new(64 * 512),
+        delay: Duration::from_millis(100),
+        log: Mutex::new(Vec::new()),
+    });
+    let mut b = Bench::start(VirtioBlk::new(slow.clone()), F_FLUSH);
+    let handle = b.blk.shutdown_handle();
+    for sector in 0..3u64 {
+        let mut header = [0u8; 16];
+        header[0] = T_OUT as u8;
+        header[8..16].copy_from_slice(&sector.to_le_bytes());
+        let h = HEADER + 0x100 * sector;
+        b.mem().write_slice(&header, GuestAddress(h)).unwrap();
+        b.driver.add_chain(&[
+            (h, 16, false),
+            (DATA, 512, false),
+            (STATUS + sector, 1, true),
+        ]);
+    }
+    b.notify.write(1).unwrap();
+    std::thread::sleep(Duration::from_millis(30));
+    // From another thread, as a machine's shutdown path would.
+    std::thread::spawn(move || handle.drain_and_flush().unwrap())
+        .join()
+        .unwrap();
+    assert_eq!(slow.log.lock().unwrap().len(), 3);
+    assert_eq!(b.driver.used_idx(), 3);
+    assert!(!b.blk.is_running());
+    assert!(b.reset());
+}

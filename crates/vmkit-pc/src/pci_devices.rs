@@ -349,7 +349,40 @@ fn realize_virtio_blk(object: &Object, ctx: &mut PciContext) -> vmkit_object::Re
     };
     let blk = vmkit_block::VirtioBlk::with_options(backend, options)
         .map_err(|e| fail(format!("virtio-blk-pci: {e}")))?;
-    realize_virtio(object, ctx, Box::new(blk))
+    let shutdown = blk.shutdown_handle();
+    realize_virtio(object, ctx, Box::new(blk))?;
+    object.with_state::<BlkDeviceState, _>(|s| s.shutdown = Some(shutdown))?;
+    Ok(())
+}
+
+#[derive(Default)]
+struct BlkDeviceState {
+    shutdown: Option<vmkit_block::BlkShutdown>,
+}
+
+/// The shutdown handles of every `virtio-blk-pci` in `tree` (under `/machine/peripheral`
+/// and `/machine/peripheral-anon`): a runtime drains and flushes them when the machine
+/// quits, as QEMU drains and closes its drives.
+pub fn block_shutdown_handles(tree: &vmkit_object::ObjectTree) -> Vec<vmkit_block::BlkShutdown> {
+    let mut handles = Vec::new();
+    for container in ["/machine/peripheral", "/machine/peripheral-anon"] {
+        let Ok(children) = tree.list(container) else {
+            continue;
+        };
+        for child in children
+            .iter()
+            .filter(|c| c.type_name.starts_with("child<"))
+        {
+            let Ok(object) = tree.resolve(&format!("{container}/{}", child.name)) else {
+                continue;
+            };
+            if let Ok(Some(handle)) = object.with_state::<BlkDeviceState, _>(|s| s.shutdown.clone())
+            {
+                handles.push(handle);
+            }
+        }
+    }
+    handles
 }
 
 /// The PCI device types: `pci-device`, `virtio-pci` and the virtio devices.
@@ -411,6 +444,7 @@ pub fn pci_device_types() -> Vec<TypeInfo> {
         TypeInfo::new(TYPE_VIRTIO_BLK_PCI)
             .parent(TYPE_VIRTIO_PCI)
             .description("virtio-blk: a block device on a -drive")
+            .state(BlkDeviceState::default)
             .property(
                 PropertyDef::string("drive")
                     .default("")

@@ -285,6 +285,7 @@ pub fn start_pc(
 
     let memory = machine.guest_memory().clone();
     let machine_tree = machine.tree.clone();
+    let drives = vmkit_pc::pci_devices::block_shutdown_handles(&machine.tree);
     let reset_cpu = machine.reset_cpu_fn();
     let pic = machine.pic.clone();
     // QMP: bind before the guest starts; with wait=on, hold it until a client connects.
@@ -331,7 +332,9 @@ pub fn start_pc(
         set_boot_cpu_waker: pic.map(|pic| {
             Box::new(move |waker: crate::runtime::Waker| pic.set_waker(waker)) as SetWaker
         }),
-        keep_alive: vec![Box::new(machine)],
+        // Dropped after the vCPUs stop: requests in flight finish and the drives are
+        // flushed before vmkit exits (QEMU's bdrv_drain_all + bdrv_close_all).
+        keep_alive: vec![Box::new(machine), Box::new(DrainDrives(drives))],
     };
     let mut additions = MainLoopAdditions::default();
     attach_chardev_inputs(&machine_tree, &options.serial, inputs, &mut additions)?;
@@ -383,6 +386,19 @@ fn wait_for_chardev_client(chardev: &Chardev) -> Result<()> {
             Ok(()) => return Ok(()),
             Err(vmkit_chardev::Error::WaitTimeout { .. }) => {}
             Err(e) => return Err(Error::Machine(format!("vmkit: {e}"))),
+        }
+    }
+}
+
+/// Drains and flushes the block devices when dropped (the machine is quitting).
+struct DrainDrives(Vec<vmkit_block::BlkShutdown>);
+
+impl Drop for DrainDrives {
+    fn drop(&mut self) {
+        for drive in &self.0 {
+            if let Err(e) = drive.drain_and_flush() {
+                eprintln!("vmkit: flushing a drive at exit: {e}");
+            }
         }
     }
 }

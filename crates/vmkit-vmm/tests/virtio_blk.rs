@@ -302,3 +302,130 @@ fn bad_drives_are_refused_naming_the_file_or_the_format() {
     }
     std::fs::remove_file(qcow_path).unwrap();
 }
+
+const SEABIOS: &str = "/usr/share/seabios/bios.bin";
+
+/// An MBR for SeaBIOS's own virtio-blk driver: prints "MBR" on the debug console at
+/// 0x402, reads LBA 1 with INT 13h (CHS 0/0/2) to 0x8000, prints its first 4 bytes,
+/// stamps "MBRW" over them and writes the sector to LBA 2 (CHS 0/0/3), then leaves
+/// through isa-debug-exit with 0x10 (status 0x21), or with 0x40 | INT 13h's error code.
+fn mbr() -> Vec<u8> {
+    let mut code = assemble(16, 0x7c00, |a| {
+        let mut fail = a.create_label();
+        let mut halt = a.create_label();
+        a.cli()?;
+        a.xor(ax, ax)?;
+        a.mov(ds, ax)?;
+        a.mov(es, ax)?;
+        a.mov(ss, ax)?;
+        a.mov(sp, 0x7c00u32)?;
+        a.sti()?;
+        a.mov(byte_ptr(0x500), dl)?; // the boot drive
+        a.mov(dx, 0x402u32)?;
+        for &c in b"MBR" {
+            a.mov(al, u32::from(c))?;
+            a.out(dx, al)?;
+        }
+        a.mov(ax, 0x0201u32)?;
+        a.mov(cx, 0x0002u32)?;
+        a.mov(dl, byte_ptr(0x500))?;
+        a.xor(dh, dh)?;
+        a.mov(bx, 0x8000u32)?;
+        a.int(0x13)?;
+        a.jc(fail)?;
+        a.mov(dx, 0x402u32)?;
+        for i in 0..4 {
+            a.mov(al, byte_ptr(0x8000 + i))?;
+            a.out(dx, al)?;
+        }
+        a.mov(dword_ptr(0x8000), u32::from_le_bytes(*b"MBRW"))?;
+        a.mov(ax, 0x0301u32)?;
+        a.mov(cx, 0x0003u32)?;
+        a.mov(dl, byte_ptr(0x500))?;
+        a.xor(dh, dh)?;
+        a.mov(bx, 0x8000u32)?;
+        a.int(0x13)?;
+        a.jc(fail)?;
+        a.mov(al, 0x10u32)?;
+        a.mov(dx, 0x501u32)?;
+        a.out(dx, al)?;
+        a.set_label(&mut fail)?;
+        a.mov(al, ah)?;
+        a.or(al, 0x40u32)?;
+        a.mov(dx, 0x501u32)?;
+        a.out(dx, al)?;
+        a.set_label(&mut halt)?;
+        a.hlt()?;
+        a.jmp(halt)
+    });
+    assert!(
+        code.len() <= 446,
+        "the MBR code fits before the partition table"
+    );
+    code.resize(510, 0);
+    code.extend_from_slice(&[0x55, 0xaa]);
+    code
+}
+
+#[test]
+fn seabios_boots_an_mbr_from_virtio_blk_and_its_int13_io_reaches_the_image() {
+    require_kvm!();
+    if !std::path::Path::new(SEABIOS).exists() {
+        assert!(
+            std::env::var("VMKIT_REQUIRE_KVM").as_deref() != Ok("1"),
+            "{SEABIOS} is missing: install Debian's seabios package"
+        );
+        eprintln!("SKIPPED seabios virtio-blk: {SEABIOS} is missing");
+        return;
+    }
+    let mut disk = mbr();
+    let mut lba1 = vec![0x3cu8; 512];
+    lba1[..4].copy_from_slice(b"LBA1");
+    disk.extend_from_slice(&lba1);
+    disk.resize(2048 * 512, 0x11);
+    let path = guest_file("blk-seabios-disk", &disk);
+    let log = guest_file("blk-seabios-log", b"");
+    let mut command = vmkit();
+    command
+        .args([
+            "-bios",
+            SEABIOS,
+            "-m",
+            "64",
+            "-serial",
+            "none",
+            "-no-reboot",
+        ])
+        .arg("-chardev")
+        .arg(format!("file,id=d,path={}", log.display()))
+        .args(["-device", "isa-debugcon,iobase=0x402,chardev=d"])
+        .args(["-device", "isa-debug-exit,iobase=0x501"])
+        .arg("-drive")
+        .arg(format!("file={},format=raw,if=none,id=d0", path.display()))
+        .args(["-device", "virtio-blk-pci,drive=d0"]);
+    let (output, elapsed) = run(command, Duration::from_secs(120));
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(
+        output.status.code(),
+        Some(0x21),
+        "stderr: {}\nSeaBIOS log:\n{text}",
+        stderr(&output)
+    );
+    assert!(text.contains("found virtio-blk"), "SeaBIOS log:\n{text}");
+    assert!(text.contains("MBRLBA1"), "the MBR's read came back: {text}");
+    let after = std::fs::read(&path).unwrap();
+    assert_eq!(
+        &after[1024..1028],
+        b"MBRW",
+        "the MBR's INT 13h write is in the file"
+    );
+    assert_eq!(
+        &after[1028..1536],
+        &lba1[4..],
+        "with the rest of the sector it read"
+    );
+    assert_eq!(&after[..1024], &disk[..1024], "sectors 0 and 1 unchanged");
+    assert_eq!(&after[1536..], &disk[1536..], "nothing else written");
+    eprintln!("SeaBIOS booted the virtio-blk MBR and ended in {elapsed:?}");
+    std::fs::remove_file(path).unwrap();
+}
