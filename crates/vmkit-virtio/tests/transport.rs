@@ -892,12 +892,12 @@ fn through_the_pci_bus_and_mmio_bus() {
     assert_eq!(notify.len(), 2);
 }
 
-/// Records every set of doorbells the transport reports (queue, region, offset, len,
-/// datamatch).
+/// One reported doorbell: (queue, region, offset, len, datamatch).
+type Doorbell = (u16, vmkit_pci::RegionIndex, u64, u32, Option<u64>);
+
+/// Records every set of doorbells the transport reports.
 #[derive(Default)]
-struct RecordingHook(
-    std::sync::Mutex<Vec<Vec<(u16, vmkit_pci::RegionIndex, u64, u32, Option<u64>)>>>,
-);
+struct RecordingHook(std::sync::Mutex<Vec<Vec<Doorbell>>>);
 
 impl vmkit_virtio::NotifierHook for RecordingHook {
     fn notifiers_changed(&self, notifiers: &[vmkit_virtio::QueueNotify]) {
