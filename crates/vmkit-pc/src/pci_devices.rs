@@ -47,6 +47,9 @@ pub struct PciContext {
     pub msi: Option<Arc<dyn MsiSignal>>,
     /// Character backends by chardev id, for `virtconsole,chardev=ID` (each used once).
     pub chardevs: HashMap<String, SerialBackend>,
+    /// KVM ioeventfds and irqfds for virtio functions (`None`: doorbells are exits and MSI
+    /// goes through `msi`).
+    pub notifiers: Option<Arc<crate::notifiers::MachineNotifiers>>,
     /// virtio-serial devices, in creation order, waiting for their port.
     serial_buses: Vec<SerialBus>,
 }
@@ -65,6 +68,7 @@ impl PciContext {
             memory,
             msi,
             chardevs: HashMap::new(),
+            notifiers: None,
             serial_buses: Vec::new(),
         }
     }
@@ -298,6 +302,10 @@ fn realize_virtio(
         // No local APIC to take messages (the userspace irqchip): INTx only.
         None => builder = builder.vectors(0),
     }
+    builder = builder.ioeventfd(object.get_bool("ioeventfd")?);
+    if let Some(notifiers) = &ctx.notifiers {
+        builder = notifiers.configure(builder, devfn);
+    }
     let transport = builder.build(device, ctx.memory.clone()).map_err(fail)?;
     ctx.pci
         .add(devfn, Arc::new(Mutex::new(transport)))
@@ -342,6 +350,11 @@ pub fn pci_device_types() -> Vec<TypeInfo> {
                 PropertyDef::bool("disable-modern")
                     .default(false)
                     .description("no modern BAR and capabilities (a legacy-only device)"),
+            )
+            .property(
+                PropertyDef::bool("ioeventfd")
+                    .default(true)
+                    .description("doorbells signal the queue's eventfd in KVM (no exit)"),
             )
             .property(
                 PropertyDef::uint("vectors", 0..=u64::from(u32::MAX))
