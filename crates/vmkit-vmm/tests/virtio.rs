@@ -1,11 +1,13 @@
 //! virtio-pci devices on the pc machine, driven by tiny guests of their own through the
-//! legacy (transitional) I/O BAR, as a legacy virtio driver does.
+//! legacy (transitional) I/O BAR, as a legacy virtio driver does; with `ioeventfd=on` (the
+//! default) their doorbells are KVM ioeventfds.
 
 mod common;
 
 use std::time::Duration;
 
 use common::*;
+use vmkit_vmm::cli::IrqchipOption;
 
 /// Where the guest puts the legacy I/O BAR.
 const IO_BASE: u32 = 0xc000;
@@ -308,5 +310,101 @@ fn virtconsole_without_a_serial_device_or_chardev_is_refused() {
         let err = stderr(&output);
         assert_eq!(output.status.code(), Some(1), "{devices:?}: {err}");
         assert!(err.contains(needle), "{devices:?}: '{needle}' not in {err}");
+    }
+}
+
+/// How many extra doorbells [`doorbell_driver`] rings after DRIVER_OK's.
+const EXTRA_DOORBELLS: u32 = 64;
+
+/// A real-mode legacy virtio-rng driver for `slot`.0 that rings queue 0's doorbell (2-byte
+/// `out` to QUEUE_NOTIFY with the queue index) once at DRIVER_OK and
+/// [`EXTRA_DOORBELLS`] times more, waits for the used ring, prints 'D' and halts (the test
+/// reads the exit statistics while it sits there).
+fn doorbell_driver(slot: u32) -> Vec<u8> {
+    real_mode_guest(|a| {
+        let mut ring = a.create_label();
+        let mut idle = a.create_label();
+        a.cli()?;
+        emit_probe(a, slot, 0x1005)?;
+        emit_queue_with_one_buffer(a, 0, RING, BUFFER, 16, 2 /* WRITE */)?;
+        emit_driver_ok(a, &[0])?;
+        a.mov(cx, EXTRA_DOORBELLS)?;
+        a.mov(dx, IO_BASE + 0x10)?;
+        a.xor(ax, ax)?;
+        a.set_label(&mut ring)?;
+        a.out(dx, ax)?;
+        a.loop_(ring)?;
+        emit_wait_used(a, RING)?;
+        a.xor(ax, ax)?;
+        a.mov(ds, ax)?;
+        a.mov(al, b'D' as u32)?;
+        emit_putc(a)?;
+        a.set_label(&mut idle)?;
+        a.hlt()?;
+        a.jmp(idle)
+    })
+}
+
+/// Runs [`doorbell_driver`] on `device` until it printed 'D' and returns the guest's writes
+/// to the legacy I/O BAR at [`IO_BASE`] that reached vmkit (exits).
+fn legacy_bar_writes(name: &str, device: &str, irqchip: IrqchipOption) -> u64 {
+    use vmkit_vmm::builder::start_pc;
+    use vmkit_vmm::cli::{FlatMode as CliFlatMode, FlatOption, Options, SerialOption};
+    use vmkit_vmm::RunOptions;
+
+    let guest = guest_file(name, &doorbell_driver(2));
+    let out = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("{name}-{}.out", std::process::id()));
+    let _ = std::fs::remove_file(&out);
+    let options = Options {
+        ram_size: 16 << 20,
+        serial: SerialOption::File(out.clone()),
+        flat: Some(FlatOption {
+            path: guest,
+            addr: ENTRY,
+            entry: ENTRY,
+            mode: CliFlatMode::Real,
+        }),
+        devices: vec![device.to_string()],
+        irqchip,
+        ..Options::default()
+    };
+    let boot = vmkit_vmm::builder::boot_source(&options).unwrap();
+    let vmm = start_pc(&options, boot, RunOptions::default(), Vec::new()).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::fs::read(&out).unwrap_or_default() != b"VD" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{device}: the driver did not finish: {:?}",
+            std::fs::read(&out)
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let stats = vmm.exit_stats();
+    vmm.stop("test over");
+    vmm.wait().unwrap();
+    let _ = std::fs::remove_file(out);
+    stats
+        .pio
+        .ranges
+        .iter()
+        .find(|r| r.base == u64::from(IO_BASE))
+        .map_or(0, |r| r.writes)
+}
+
+#[test]
+fn with_ioeventfd_the_doorbells_never_reach_vmkit() {
+    require_kvm!();
+    for irqchip in [IrqchipOption::Kernel, IrqchipOption::User] {
+        let off = legacy_bar_writes("doorbell-off", "virtio-rng-pci,ioeventfd=off", irqchip);
+        let on = legacy_bar_writes("doorbell-on", "virtio-rng-pci", irqchip);
+        // Both drivers write the same registers; without ioeventfd each of the 65
+        // doorbells is a PIO exit too, with it none is (KVM signals the queue's eventfd,
+        // the device's thread fills the buffer).
+        assert_eq!(
+            off - on,
+            u64::from(EXTRA_DOORBELLS) + 1,
+            "{irqchip:?}: BAR0 writes that exited: {off} with ioeventfd=off, {on} with it on"
+        );
     }
 }
