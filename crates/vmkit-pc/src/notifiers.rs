@@ -290,10 +290,12 @@ impl MsiSignal for KvmMsiRoutes {
         {
             let vectors = lock(&self.vectors);
             if let Some(route) = vectors.get(&vector).filter(|r| r.message == message) {
+                // Counted first: the guest may see the interrupt before this thread runs on.
+                self.stats.irqfd_signals.fetch_add(1, Ordering::Relaxed);
                 if route.irqfd.write(1).is_ok() {
-                    self.stats.irqfd_signals.fetch_add(1, Ordering::Relaxed);
                     return;
                 }
+                self.stats.irqfd_signals.fetch_sub(1, Ordering::Relaxed);
             }
         }
         self.signal_directly(vector, message);
