@@ -415,6 +415,8 @@ const MSIX_IDTR: u64 = 0x3ff0;
 const MSIX_COUNT: u64 = 0x5000;
 const MSIX_TABLE: u64 = 0xfebf_0000;
 const LAPIC: u64 = 0xfee0_0000;
+/// Where the MSI-X guest maps the modern BAR (64-bit BAR4).
+const MODERN_BAR4: u64 = 0xfe00_0000;
 
 /// Emits an IDT gate for `vector` to `handler` (64-bit interrupt gate, current CS).
 fn emit_gate(a: &mut CodeAssembler, vector: u64, handler: CodeLabel) -> Result<(), IcedError> {
@@ -469,9 +471,10 @@ fn emit_wait_count(a: &mut CodeAssembler, n: u32) -> Result<(), IcedError> {
 /// A 64-bit legacy virtio-rng driver for 00:02.0 that uses MSI-X: enables the local APIC,
 /// puts BAR0 at [`IO_BASE`] and the MSI-X table (BAR1) at [`MSIX_TABLE`], finds the MSI-X
 /// capability and enables it, points table entry 0 at vector 0x41 and queue 0 at entry 0,
-/// posts one buffer and rings; the handler prints 'M'. Then it rewrites the entry to
-/// vector 0x42 (the route must follow), posts a second buffer and rings; that handler prints
-/// 'N'. Then S5.
+/// posts one buffer and rings the legacy doorbell; the handler prints 'M'. Then it rewrites
+/// the entry to vector 0x42 (the route must follow), posts a second buffer and rings the
+/// modern doorbell (BAR4, mapped at [`MODERN_BAR4`], queue 0 at offset 0x3000); that
+/// handler prints 'N'. Then S5.
 fn msix_driver() -> Vec<u8> {
     let avail = u64::from(RING) + 16 * u64::from(QUEUE_SIZE);
     assemble(64, ENTRY, |a| {
@@ -491,6 +494,8 @@ fn msix_driver() -> Vec<u8> {
         a.lidt(ptr(rdi))?;
         emit_config_write32(a, config_address(2, 0x10), IO_BASE)?;
         emit_config_write32(a, config_address(2, 0x14), MSIX_TABLE as u32)?;
+        emit_config_write32(a, config_address(2, 0x20), MODERN_BAR4 as u32)?;
+        emit_config_write32(a, config_address(2, 0x24), 0)?;
         emit_config_write32(a, config_address(2, 0x04), 0x7)?;
         // Walk the capability list from 0x34 to ID 0x11 (MSI-X).
         a.mov(eax, config_address(2, 0x34))?;
@@ -559,9 +564,8 @@ fn msix_driver() -> Vec<u8> {
         a.mov(rdi, avail)?;
         a.mov(word_ptr(rdi + 6), 1u32)?;
         a.mov(word_ptr(rdi + 2), 2u32)?;
-        a.mov(dx, IO_BASE + 0x10)?;
-        a.xor(eax, eax)?;
-        a.out(dx, ax)?;
+        a.mov(rdi, MODERN_BAR4 + 0x3000)?;
+        a.mov(word_ptr(rdi), 0u32)?;
         emit_wait_count(a, 2)?;
         a.cli()?;
         a.mov(ax, 0x2000u32)?;
@@ -674,8 +678,15 @@ fn msix_vectors_are_delivered_by_irqfds_on_their_gsi_routes() {
     assert_eq!(stats.irqfd_signals.load(Relaxed), 2, "{notifiers:?}");
     assert_eq!(stats.direct_signals.load(Relaxed), 0, "{notifiers:?}");
     assert_eq!(notifiers.msi_route_count(), 1);
-    // The legacy doorbell is an ioeventfd (BAR4 was never mapped: one doorbell stays on
-    // the exit path, which this guest does not use).
+    // Queue 0's legacy port (PIO, 2 bytes, datamatch 0) and modern doorbell (MMIO, no
+    // length) are both ioeventfds.
     assert_eq!(notifiers.pio_ioeventfd_count(), 1);
-    assert_eq!(stats.doorbells_on_exit_path.load(Relaxed), 1);
+    assert_eq!(notifiers.ioeventfd_count(), 2);
+    assert_eq!(stats.doorbells_on_exit_path.load(Relaxed), 0);
+    // The guest's only BAR4 access was the doorbell, and it never exited.
+    let mmio = machine.mmio.stats();
+    let bar4 = mmio.ranges.iter().find(|r| r.base == MODERN_BAR4);
+    assert_eq!(bar4.map(|r| r.writes), Some(0), "{:?}", mmio.ranges);
+    let table = mmio.ranges.iter().find(|r| r.base == MSIX_TABLE);
+    assert_eq!(table.map(|r| r.writes), Some(5), "{:?}", mmio.ranges);
 }
