@@ -400,6 +400,24 @@ impl AddressSpace {
     /// `KVM_IOEVENTFD`). Listeners get `eventfd_add` with the guest address now if the
     /// region is visible there, and again (with `eventfd_del` first) whenever the region
     /// moves. The same trigger on the same eventfd twice is refused.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use vmkit_memory::AddressSpace;
+    /// use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+    ///
+    /// let mut io = AddressSpace::new("io");
+    /// let bar = io.new_io("bar0", 0x20)?;
+    /// let doorbell = Arc::new(EventFd::new(EFD_NONBLOCK).unwrap());
+    /// // Queue 0 of a legacy virtio function: 2-byte writes of 0 at QUEUE_NOTIFY.
+    /// io.add_eventfd(bar, 0x10, 2, Some(0), doorbell)?;
+    /// let root = io.root();
+    /// io.add_subregion(root, 0xc000, bar)?;
+    /// assert_eq!(io.ioeventfds()[0].guest_addr, 0xc010);
+    /// io.set_address(bar, 0xd000)?; // the guest moves the BAR: the ioeventfd follows
+    /// assert_eq!(io.ioeventfds()[0].guest_addr, 0xd010);
+    /// # Ok::<(), vmkit_memory::Error>(())
+    /// ```
     pub fn add_eventfd(
         &mut self,
         region: RegionId,

@@ -4,7 +4,7 @@
 //!
 //! PCI devices are realized with a [`PciContext`] (the bus, the PIIX3's INTx steering,
 //! guest memory and, with the in-kernel irqchip, KVM's MSI delivery) instead of the ISA
-//! context; [`is_pci_device`] tells a machine which one an option text needs.
+//! context; [`needs_pci_context`] tells a machine which one an option text needs.
 
 use std::collections::HashMap;
 use std::io::Write;
