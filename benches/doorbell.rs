@@ -7,6 +7,10 @@
 //! - `doorbell/exit` (`ioeventfd=off`): every `out` exits to this thread, which dispatches it
 //!   on the PIO bus to the transport, which writes the queue's eventfd.
 //! - `doorbell/ioeventfd`: KVM signals the queue's eventfd itself; no exit.
+//! - `doorbell/exit_unassigned`: the same `out` to a port with nothing behind it: the
+//!   exit and the bus lookup alone, without the transport and the worker's wake-up.
+//! - `doorbell/ioeventfd_unread`: an ioeventfd of the same kind on another port that no
+//!   thread waits on: KVM's share of the ioeventfd case without the worker's wake-up.
 //! - `doorbell/loop_only`: the same loop without the `out`, what the guest's own
 //!   instructions cost (this host interprets guest CPL0 code).
 //!
@@ -35,11 +39,17 @@ const DOORBELL_LOOP: u64 = 0x1000;
 const EMPTY_LOOP: u64 = 0x1100;
 const IO_BASE: u16 = 0xc000;
 const QUEUE_NOTIFY: u16 = IO_BASE + 0x10;
+/// A port with no device and no ioeventfd.
+const UNASSIGNED_PORT: u16 = 0xe010;
+/// The port of the ioeventfd no thread reads.
+const UNREAD_PORT: u16 = 0xd010;
 /// The legacy ring (page frame 0x10).
 const RING_PFN: u32 = 0x10;
 
 struct Rig {
     vcpu: Vcpu,
+    /// The unread ioeventfd's counter (kept open while KVM holds it).
+    _unread: Arc<vmm_sys_util::eventfd::EventFd>,
     pio: PioHandle,
     notifiers: Arc<MachineNotifiers>,
     // Kept alive for the VM's lifetime.
@@ -114,9 +124,21 @@ fn rig(ioeventfd: bool) -> Option<Rig> {
         "the doorbell is an ioeventfd exactly when ioeventfd is on"
     );
 
+    // An ioeventfd nobody waits on, in the same port space.
+    let unread = Arc::new(vmm_sys_util::eventfd::EventFd::new(0).unwrap());
+    {
+        let mut io = mapper.io_space().lock().unwrap();
+        let region = io.new_io("unread", 0x20).unwrap();
+        io.add_eventfd(region, 0x10, 2, Some(0), Arc::clone(&unread))
+            .unwrap();
+        let root = io.root();
+        io.add_subregion(root, u64::from(UNREAD_PORT - 0x10), region)
+            .unwrap();
+    }
     let vcpu = vm.create_vcpu(0).unwrap();
     Some(Rig {
         vcpu,
+        _unread: unread,
         pio: pio.handle(),
         notifiers,
         _pci: pci,
@@ -125,9 +147,9 @@ fn rig(ioeventfd: bool) -> Option<Rig> {
 }
 
 impl Rig {
-    /// Runs `turns` turns of the loop at `entry` (in chunks of CX's 16 bits), handling its
-    /// exits, and returns the time spent.
-    fn run(&mut self, entry: u64, turns: u64) -> Duration {
+    /// Runs `turns` turns of the loop at `entry` writing `port` (in chunks of CX's 16
+    /// bits), handling its exits, and returns the time spent.
+    fn run(&mut self, entry: u64, port: u16, turns: u64) -> Duration {
         let mut left = turns;
         let start = Instant::now();
         while left > 0 {
@@ -136,7 +158,7 @@ impl Rig {
             vmkit::pc::real_mode_at(&self.vcpu, entry).unwrap();
             let mut regs = self.vcpu.regs().unwrap();
             regs.rcx = chunk;
-            regs.rdx = u64::from(QUEUE_NOTIFY);
+            regs.rdx = u64::from(port);
             regs.rax = 0;
             self.vcpu.set_regs(&regs).unwrap();
             loop {
@@ -163,17 +185,24 @@ fn doorbell(c: &mut Criterion) {
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(4));
     group.bench_function("exit", |b| {
-        b.iter_custom(|turns| exits.run(DOORBELL_LOOP, turns))
+        b.iter_custom(|turns| exits.run(DOORBELL_LOOP, QUEUE_NOTIFY, turns))
+    });
+    group.bench_function("exit_unassigned", |b| {
+        b.iter_custom(|turns| exits.run(DOORBELL_LOOP, UNASSIGNED_PORT, turns))
     });
     group.bench_function("ioeventfd", |b| {
-        b.iter_custom(|turns| eventfds.run(DOORBELL_LOOP, turns))
+        b.iter_custom(|turns| eventfds.run(DOORBELL_LOOP, QUEUE_NOTIFY, turns))
+    });
+    group.bench_function("ioeventfd_unread", |b| {
+        b.iter_custom(|turns| eventfds.run(DOORBELL_LOOP, UNREAD_PORT, turns))
     });
     group.bench_function("loop_only", |b| {
-        b.iter_custom(|turns| eventfds.run(EMPTY_LOOP, turns))
+        b.iter_custom(|turns| eventfds.run(EMPTY_LOOP, QUEUE_NOTIFY, turns))
     });
     group.finish();
-    // Still on the ioeventfd path after the run (nothing fell back to exits).
-    assert_eq!(eventfds.notifiers.pio_ioeventfd_count(), 1);
+    // Still on the ioeventfd path after the run (nothing fell back to exits): the queue's
+    // and the unread one.
+    assert_eq!(eventfds.notifiers.pio_ioeventfd_count(), 2);
 }
 
 criterion_group!(benches, doorbell);
