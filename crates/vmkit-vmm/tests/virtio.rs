@@ -620,12 +620,16 @@ impl std::io::Write for Captured {
     }
 }
 
-/// Builds vmkit's pc machine (in-kernel irqchip) with `devices` around the 64-bit flat
-/// `image`, runs its vCPU on this thread until the guest powers off, and returns the
+/// Builds vmkit's pc machine (in-kernel irqchip) with `devices` around the flat `image`
+/// (entered in `mode`), runs its vCPU on this thread until the guest powers off, and returns the
 /// machine and what the guest printed on COM1.
-fn run_pc_until_poweroff(image: Vec<u8>, devices: &[&str]) -> (vmkit_pc::PcMachine, Vec<u8>) {
+fn run_pc_until_poweroff(
+    image: Vec<u8>,
+    mode: vmkit_pc::FlatMode,
+    devices: &[&str],
+) -> (vmkit_pc::PcMachine, Vec<u8>) {
     use vmkit_kvm::VcpuExit;
-    use vmkit_pc::{BootSource, FlatMode, IrqchipMode, PcConfig, PcMachine};
+    use vmkit_pc::{BootSource, IrqchipMode, PcConfig, PcMachine};
 
     let kvm = vmkit_kvm::KvmSystem::open().unwrap();
     let com1 = Captured::default();
@@ -639,7 +643,7 @@ fn run_pc_until_poweroff(image: Vec<u8>, devices: &[&str]) -> (vmkit_pc::PcMachi
             image,
             addr: ENTRY,
             entry: ENTRY,
-            mode: FlatMode::Long,
+            mode,
         },
         com1: Some(vmkit_isa::SerialBackend::new(com1.clone())),
         devices: devices.iter().map(|d| d.to_string()).collect(),
@@ -668,7 +672,8 @@ fn run_pc_until_poweroff(image: Vec<u8>, devices: &[&str]) -> (vmkit_pc::PcMachi
 #[test]
 fn msix_vectors_are_delivered_by_irqfds_on_their_gsi_routes() {
     require_kvm!();
-    let (machine, out) = run_pc_until_poweroff(msix_driver(), &["virtio-rng-pci"]);
+    let (machine, out) =
+        run_pc_until_poweroff(msix_driver(), vmkit_pc::FlatMode::Long, &["virtio-rng-pci"]);
     assert_eq!(out, b"MN", "{:?}", String::from_utf8_lossy(&out));
     let notifiers = &machine.notifiers;
     let stats = notifiers.stats();
@@ -689,4 +694,58 @@ fn msix_vectors_are_delivered_by_irqfds_on_their_gsi_routes() {
     assert_eq!(bar4.map(|r| r.writes), Some(0), "{:?}", mmio.ranges);
     let table = mmio.ranges.iter().find(|r| r.base == MSIX_TABLE);
     assert_eq!(table.map(|r| r.writes), Some(5), "{:?}", mmio.ranges);
+}
+
+/// Where [`moving_bar_driver`] moves the legacy BAR after DRIVER_OK.
+const MOVED_IO_BASE: u32 = 0xc100;
+
+/// A real-mode legacy virtio-rng driver for 00:02.0 that moves its I/O BAR to
+/// [`MOVED_IO_BASE`] after DRIVER_OK and only then rings (65 times, at the new port), waits
+/// for the used ring, prints 'D' and powers off.
+fn moving_bar_driver() -> Vec<u8> {
+    real_mode_guest(|a| {
+        let mut ring = a.create_label();
+        a.cli()?;
+        emit_probe(a, 2, 0x1005)?;
+        emit_queue_with_one_buffer(a, 0, RING, BUFFER, 16, 2 /* WRITE */)?;
+        a.mov(dx, IO_BASE + 0x12)?;
+        a.mov(al, 7u32)?;
+        a.out(dx, al)?;
+        emit_config_write32(a, config_address(2, 0x10), MOVED_IO_BASE)?;
+        a.mov(cx, EXTRA_DOORBELLS + 1)?;
+        a.mov(dx, MOVED_IO_BASE + 0x10)?;
+        a.xor(ax, ax)?;
+        a.set_label(&mut ring)?;
+        a.out(dx, ax)?;
+        a.loop_(ring)?;
+        emit_wait_used(a, RING)?;
+        a.xor(ax, ax)?;
+        a.mov(ds, ax)?;
+        a.mov(al, b'D' as u32)?;
+        emit_putc(a)?;
+        emit_power_off(a)
+    })
+}
+
+#[test]
+fn ioeventfds_follow_a_moved_bar_and_go_at_machine_reset() {
+    require_kvm!();
+    let (machine, out) = run_pc_until_poweroff(
+        moving_bar_driver(),
+        vmkit_pc::FlatMode::Real,
+        &["virtio-rng-pci"],
+    );
+    assert_eq!(out, b"VD", "{:?}", String::from_utf8_lossy(&out));
+    // One ioeventfd, at the new port: none of the 65 doorbells there exited.
+    assert_eq!(machine.notifiers.pio_ioeventfd_count(), 1);
+    let pio = machine.pio.stats();
+    let moved = pio
+        .ranges
+        .iter()
+        .find(|r| r.base == u64::from(MOVED_IO_BASE));
+    assert_eq!(moved.map(|r| r.writes), Some(0), "{:?}", pio.ranges);
+    assert!(!pio.ranges.iter().any(|r| r.base == u64::from(IO_BASE)));
+    // A machine reset stops the device and takes its ioeventfds away.
+    machine.chipset.reset();
+    assert_eq!(machine.notifiers.ioeventfd_count(), 0);
 }
