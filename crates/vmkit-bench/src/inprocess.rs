@@ -150,6 +150,7 @@ pub fn run_scaling(image: Vec<u8>, vcpus: usize) -> Result<ScalingRun> {
         com1: None,
         devices: vec![debug_exit_device()],
         chardevs: Vec::new(),
+        drives: Vec::new(),
     };
     let mut machine = PcMachine::build(
         &kvm,

@@ -31,6 +31,11 @@ pub const TYPE_VIRTIO_SERIAL_PCI: &str = "virtio-serial-pci";
 pub const TYPE_VIRTIO_SERIAL_PORT: &str = "virtio-serial-port";
 /// A console port on a virtio-serial device, on a chardev.
 pub const TYPE_VIRTCONSOLE: &str = "virtconsole";
+/// virtio-blk on PCI, on a `-drive` (`drive=ID`).
+pub const TYPE_VIRTIO_BLK_PCI: &str = "virtio-blk-pci";
+
+/// Opened `-drive` backends by drive id, for `virtio-blk-pci,drive=ID` (each used once).
+pub type DriveMap = HashMap<String, Arc<dyn vmkit_block::BlockBackend>>;
 
 /// The guest memory virtio devices see.
 pub type PciGuestMemory = GuestMemoryAtomic<GuestMemoryView>;
@@ -52,6 +57,8 @@ pub struct PciContext {
     pub notifiers: Option<Arc<crate::notifiers::MachineNotifiers>>,
     /// virtio-serial devices, in creation order, waiting for their port.
     serial_buses: Vec<SerialBus>,
+    /// Block backends by `-drive` id, for `virtio-blk-pci,drive=ID` (each used once).
+    pub drives: DriveMap,
 }
 
 impl PciContext {
@@ -70,6 +77,7 @@ impl PciContext {
             chardevs: HashMap::new(),
             notifiers: None,
             serial_buses: Vec::new(),
+            drives: HashMap::new(),
         }
     }
 }
@@ -314,6 +322,37 @@ fn realize_virtio(
     Ok(())
 }
 
+/// `virtio-blk-pci`: the drive's backend (taken from the context, so a drive serves one
+/// device), the device properties, then the virtio-pci transport.
+fn realize_virtio_blk(object: &Object, ctx: &mut PciContext) -> vmkit_object::Result<()> {
+    let fail = |text: String| vmkit_object::Error::failed(text);
+    let drive = object.get_string("drive")?;
+    if drive.is_empty() {
+        return Err(fail(
+            "virtio-blk-pci: drive property not set (give drive=ID of a -drive if=none,id=ID)"
+                .into(),
+        ));
+    }
+    let Some(backend) = ctx.drives.remove(&drive) else {
+        return Err(fail(format!(
+            "Property 'virtio-blk-pci.drive' can't find value '{drive}': no -drive with \
+             id={drive}, or another device already uses it"
+        )));
+    };
+    let queue_size = u16::try_from(object.get_u64("queue-size")?).unwrap_or(0);
+    let options = vmkit_block::BlkOptions {
+        serial: object.get_string("serial")?,
+        queue_size,
+        discard: object.get_bool("discard")?,
+        write_zeroes: object.get_bool("write-zeroes")?,
+        config_wce: object.get_bool("config-wce")?,
+        ..vmkit_block::BlkOptions::default()
+    };
+    let blk = vmkit_block::VirtioBlk::with_options(backend, options)
+        .map_err(|e| fail(format!("virtio-blk-pci: {e}")))?;
+    realize_virtio(object, ctx, Box::new(blk))
+}
+
 /// The PCI device types: `pci-device`, `virtio-pci` and the virtio devices.
 pub fn pci_device_types() -> Vec<TypeInfo> {
     vec![
@@ -374,6 +413,43 @@ pub fn pci_device_types() -> Vec<TypeInfo> {
             .realize(|object, ctx, parent| {
                 parent.call(object, ctx)?;
                 realize_virtio_serial(object, pci_context(ctx)?)
+            }),
+        TypeInfo::new(TYPE_VIRTIO_BLK_PCI)
+            .parent(TYPE_VIRTIO_PCI)
+            .description("virtio-blk: a block device on a -drive")
+            .property(
+                PropertyDef::string("drive")
+                    .default("")
+                    .description("the -drive (if=none,id=ID) it serves"),
+            )
+            .property(
+                PropertyDef::string("serial")
+                    .default("")
+                    .description("disk serial number (GET_ID, at most 20 bytes)"),
+            )
+            .property(
+                PropertyDef::uint("queue-size", 2..=1024)
+                    .default(u64::from(vmkit_block::BLK_QUEUE_SIZE))
+                    .description("request queue size (a power of two)"),
+            )
+            .property(
+                PropertyDef::bool("discard")
+                    .default(true)
+                    .description("offer DISCARD (what it does is the drive's discard=)"),
+            )
+            .property(
+                PropertyDef::bool("write-zeroes")
+                    .default(true)
+                    .description("offer WRITE_ZEROES"),
+            )
+            .property(
+                PropertyDef::bool("config-wce")
+                    .default(true)
+                    .description("offer CONFIG_WCE (the driver may switch the write cache)"),
+            )
+            .realize(|object, ctx, parent| {
+                parent.call(object, ctx)?;
+                realize_virtio_blk(object, pci_context(ctx)?)
             }),
         TypeInfo::new(TYPE_VIRTIO_SERIAL_PORT)
             .parent("container")

@@ -106,6 +106,6 @@ pub use protocol::{
     greeting_json, version_json, CpuInfoFast, CpuProps, ErrorClass, QmpError, QmpEvent, RunState,
     ShutdownCause, StatusInfo, PACKAGE, QEMU_VERSION,
 };
-pub use server::{QmpConfig, QmpEventSender, QmpServer, DEFAULT_MAX_OUTPUT};
+pub use server::{QmpConfig, QmpEventSender, QmpServer, DEFAULT_MAX_OUTPUT, MAX_SOCKET_PATH};
 pub use session::{command_names, encode_message, error_response, Output, QmpSession};
 pub use splitter::{Frame, JsonSplitter, DEFAULT_MAX_MESSAGE};

@@ -60,11 +60,12 @@ pub fn boot_source(options: &Options) -> Result<BootSource> {
             KernelDecompressOption::Host => KernelDecompress::Host,
         };
         let fail = |e: vmkit_pc::Error| Error::Machine(format!("vmkit: {e}"));
-        let linux = LinuxBoot::from_files(
+        let linux = LinuxBoot::from_files_within(
             kernel,
             options.initrd.as_deref(),
             options.append.as_deref().unwrap_or_default(),
             decompress,
+            options.ram_size,
         )
         .map_err(fail)?;
         linux
@@ -80,7 +81,7 @@ pub fn boot_source(options: &Options) -> Result<BootSource> {
             cli::FlatMode::Real => FlatMode::Real,
             cli::FlatMode::Long => FlatMode::Long,
         };
-        return BootSource::flat_file(&flat.path, flat.addr, flat.entry, mode)
+        return BootSource::flat_file(&flat.path, flat.addr, flat.entry, mode, options.ram_size)
             .map_err(|e| Error::Machine(format!("vmkit: -flat: {e}")));
     }
     Err(Error::Machine(
@@ -155,6 +156,13 @@ pub fn start_pc(
 ) -> Result<Vmm> {
     let kvm = KvmSystem::open()?;
     let controller = Arc::new(Controller::new()?);
+    // Before anything waits for a client: a signal then ends vmkit cleanly too.
+    if run.handle_signals {
+        crate::signals::install_termination_handler().map_err(|source| Error::Host {
+            what: "installing the SIGINT/SIGTERM/SIGHUP handlers",
+            source,
+        })?;
+    }
 
     let room_fd = EventFd::new(EFD_NONBLOCK).map_err(Error::EventFd)?;
     let chardevs = open_chardevs(options)?;
@@ -207,12 +215,15 @@ pub fn start_pc(
                 kernel,
                 options.initrd.as_deref(),
                 options.append.as_deref().unwrap_or_default(),
+                options.ram_size,
             )
             .map_err(|e| Error::Machine(format!("vmkit: {e}")))?,
         )),
         _ => None,
     };
+    let drives = open_drives(options)?;
     let config = PcConfig {
+        drives,
         firmware_linux,
         hpet: options.hpet,
         ram_size: options.ram_size,
@@ -227,6 +238,7 @@ pub fn start_pc(
         devices: debugcon_device(options)
             .into_iter()
             .chain(options.devices.iter().cloned())
+            .chain(virtio_drive_devices(options))
             .collect(),
         chardevs: backends,
     };
@@ -336,13 +348,51 @@ fn open_chardevs(options: &Options) -> Result<Vec<(String, Arc<Chardev>)>> {
                 "vmkit: waiting for connection on: disconnected:{}",
                 chardev.describe()
             );
-            chardev
-                .wait_for_client(None)
-                .map_err(|e| Error::Machine(format!("vmkit: {e}")))?;
+            wait_for_chardev_client(&chardev)?;
         }
         opened.push((spec.id.clone(), chardev));
     }
     Ok(opened)
+}
+
+/// Waits for a `wait=on` chardev's client, or a termination signal ([`Error::Terminated`]).
+fn wait_for_chardev_client(chardev: &Chardev) -> Result<()> {
+    loop {
+        if let Some(signal) = crate::signals::termination_requested() {
+            return Err(Error::Terminated(signal));
+        }
+        match chardev.wait_for_client(Some(crate::signals::POLL_INTERVAL)) {
+            Ok(()) => return Ok(()),
+            Err(vmkit_chardev::Error::WaitTimeout { .. }) => {}
+            Err(e) => return Err(Error::Machine(format!("vmkit: {e}"))),
+        }
+    }
+}
+
+/// Opens every `-drive` before the guest starts (a missing file, or a qcow2 image given
+/// without `format=`, ends vmkit here naming the file).
+fn open_drives(options: &Options) -> Result<Vec<(String, Arc<dyn vmkit_block::BlockBackend>)>> {
+    let mut drives = Vec::new();
+    for spec in &options.drives {
+        let raw = spec.open().map_err(|e| {
+            Error::Machine(format!("vmkit: -drive file={}: {e}", spec.file.display()))
+        })?;
+        let id = spec.id.clone().unwrap_or_default();
+        drives.push((id, Arc::new(raw) as Arc<dyn vmkit_block::BlockBackend>));
+    }
+    Ok(drives)
+}
+
+/// `-drive ...,if=virtio`: a `virtio-blk-pci` for each, after the `-device`s, as QEMU
+/// creates them.
+fn virtio_drive_devices(options: &Options) -> Vec<String> {
+    options
+        .drives
+        .iter()
+        .filter(|d| d.interface == vmkit_block::DriveInterface::Virtio)
+        .filter_map(|d| d.id.as_ref())
+        .map(|id| format!("virtio-blk-pci,drive={id}"))
+        .collect()
 }
 
 /// `-debugcon ID`: QEMU's `isa-debugcon` at its default port 0xE9 on that chardev.

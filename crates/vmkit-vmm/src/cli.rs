@@ -149,6 +149,8 @@ pub struct Options {
     pub irqchip: IrqchipOption,
     /// The HPET (`-no-hpet` or `-machine hpet=off` clear it).
     pub hpet: bool,
+    /// `-drive`, in order, each with its id (given, or QEMU's default `virtio0`, `none0`, ...).
+    pub drives: Vec<vmkit_block::DriveSpec>,
 }
 
 impl Default for Options {
@@ -172,6 +174,7 @@ impl Default for Options {
             start_paused: false,
             irqchip: IrqchipOption::Kernel,
             hpet: true,
+            drives: Vec::new(),
         }
     }
 }
@@ -256,6 +259,10 @@ Devices:
   -device DRIVER[,prop=value,...]
                        add a device, e.g. isa-serial,iobase=0x2f8,irq=3 or
                        isa-debug-exit,iobase=0x501,iosize=2
+  -drive file=IMAGE,if=none|virtio[,id=ID][,format=raw][,readonly=on|off]
+         [,cache=none|writeback|writethrough|directsync|unsafe][,discard=ignore|unmap]
+                       a raw disk image; if=virtio adds a virtio-blk-pci for it, if=none
+                       waits for -device virtio-blk-pci,drive=ID[,serial=S][,addr=SLOT]
 
 Control:
   -qmp unix:PATH,server=on[,wait=on|off]
@@ -270,12 +277,29 @@ Control:
 pub fn parse_size(option: &str, text: &str) -> Result<u64, CliError> {
     let trimmed = text.trim();
     let split = trimmed
-        .find(|c: char| !c.is_ascii_digit())
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
         .unwrap_or(trimmed.len());
-    let (digits, suffix) = trimmed.split_at(split);
-    let value: u64 = digits
-        .parse()
-        .map_err(|_| error(option, format!("'{text}' is not a size (try 512M or 2G)")))?;
+    let (number, suffix) = trimmed.split_at(split);
+    let not_a_size = || {
+        error(
+            option,
+            format!("'{text}' is not a size (try 512M, 1.5G or 2G)"),
+        )
+    };
+    // QEMU accepts a decimal fraction ("1.5G"); it is computed exactly here.
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    if whole.is_empty() || fraction.contains('.') || fraction.len() > 18 {
+        return Err(not_a_size());
+    }
+    let whole: u128 = whole.parse().map_err(|_| not_a_size())?;
+    let (fraction_value, fraction_scale) = if fraction.is_empty() {
+        (0u128, 1u128)
+    } else {
+        (
+            fraction.parse::<u128>().map_err(|_| not_a_size())?,
+            10u128.pow(fraction.len() as u32),
+        )
+    };
     let shift = match suffix
         .to_ascii_uppercase()
         .trim_end_matches("IB")
@@ -287,8 +311,22 @@ pub fn parse_size(option: &str, text: &str) -> Result<u64, CliError> {
         "T" => 40,
         _ => return Err(error(option, format!("unknown size suffix in '{text}'"))),
     };
-    value
-        .checked_mul(1u64 << shift)
+    let unit = 1u128 << shift;
+    let scaled = whole
+        .checked_mul(fraction_scale)
+        .and_then(|w| w.checked_add(fraction_value))
+        .and_then(|v| v.checked_mul(unit));
+    let bytes = match scaled {
+        Some(scaled) if scaled % fraction_scale != 0 => {
+            return Err(error(
+                option,
+                format!("'{text}' is not a whole number of bytes"),
+            ))
+        }
+        Some(scaled) => u64::try_from(scaled / fraction_scale).ok(),
+        None => None,
+    };
+    bytes
         .filter(|bytes| *bytes > 0)
         .ok_or_else(|| error(option, format!("'{text}' is zero or too large")))
 }
@@ -454,6 +492,26 @@ pub fn parse_cpu(text: &str) -> Result<CpuOption, CliError> {
     })
 }
 
+/// Gives each `-drive` without `id=` QEMU's default id (the interface name and its index
+/// among the drives of that interface: `virtio0`, `virtio1`, `none0`, ...) and refuses
+/// duplicate ids.
+fn assign_drive_ids(drives: &mut [vmkit_block::DriveSpec]) -> Result<(), CliError> {
+    let mut counts = std::collections::HashMap::new();
+    let mut seen = std::collections::HashSet::new();
+    for drive in drives.iter_mut() {
+        let index = counts.entry(drive.interface).or_insert(0usize);
+        let id = drive
+            .id
+            .get_or_insert_with(|| format!("{}{}", drive.interface.name(), index))
+            .clone();
+        *index += 1;
+        if !seen.insert(id.clone()) {
+            return Err(error("-drive", format!("Duplicate ID '{id}' for drive")));
+        }
+    }
+    Ok(())
+}
+
 /// Parses the arguments after the program name.
 pub fn parse<I, S>(args: I) -> Result<Command, CliError>
 where
@@ -573,6 +631,12 @@ where
                 }
                 options.devices.push(text);
             }
+            "-drive" => {
+                let text = value("a drive description")?;
+                let drive = vmkit_block::DriveSpec::parse(&text)
+                    .map_err(|e| error("-drive", e.to_string()))?;
+                options.drives.push(drive);
+            }
             "-no-reboot" => options.no_reboot = true,
             "-no-hpet" => options.hpet = false,
             "-S" => options.start_paused = true,
@@ -599,6 +663,7 @@ where
             .map_err(|e| error("-debugcon", e.to_string()))?;
     }
     options.chardevs = chardevs.iter().cloned().collect();
+    assign_drive_ids(&mut options.drives)?;
     if options.bios.is_some() && options.flat.is_some() {
         return Err(error("-flat", "cannot be combined with -bios"));
     }
@@ -670,6 +735,44 @@ mod tests {
     }
 
     #[test]
+    fn drives_in_qemu_syntax_with_default_ids() {
+        let options = run(&[
+            "-drive",
+            "file=a.img,format=raw,if=none,id=d0,cache=none,readonly=on",
+            "-drive",
+            "file=b.img,if=virtio",
+            "-drive",
+            "file=c.img,if=virtio,discard=unmap",
+        ]);
+        let ids: Vec<_> = options
+            .drives
+            .iter()
+            .map(|d| d.id.clone().unwrap())
+            .collect();
+        assert_eq!(ids, ["d0", "virtio0", "virtio1"]);
+        assert!(options.drives[0].read_only);
+        assert_eq!(options.drives[0].cache, vmkit_block::CacheMode::None);
+        assert_eq!(options.drives[2].discard, vmkit_block::DiscardMode::Unmap);
+        for (text, needle) in [
+            ("file=x.qcow2,format=qcow2,if=virtio", "qcow2"),
+            ("file=x,if=virtio,cache=fast", "cache=fast"),
+            ("file=x", "if=virtio"),
+        ] {
+            let err = parse(["-drive", text]).unwrap_err();
+            assert_eq!(err.option, "-drive", "{text}");
+            assert!(err.reason.contains(needle), "{text}: {err}");
+        }
+        let err = parse([
+            "-drive",
+            "file=a,if=none,id=x",
+            "-drive",
+            "file=b,if=none,id=x",
+        ])
+        .unwrap_err();
+        assert!(err.reason.contains("Duplicate ID 'x'"), "{err}");
+    }
+
+    #[test]
     fn the_hpet_is_on_unless_turned_off() {
         assert!(run(&["-m", "64"]).hpet);
         assert!(!run(&["-no-hpet"]).hpet);
@@ -708,7 +811,20 @@ mod tests {
         assert_eq!(parse_size("-m", "512M").unwrap(), 512 << 20);
         assert_eq!(parse_size("-m", "64MiB").unwrap(), 64 << 20);
         assert_eq!(parse_size("-m", "1024k").unwrap(), 1 << 20);
-        for bad in ["", "x", "0", "12Q", "99999999999T"] {
+        assert_eq!(parse_size("-m", "1.5G").unwrap(), 3 << 29);
+        assert_eq!(parse_size("-m", "0.5").unwrap(), 512 << 10);
+        assert_eq!(parse_size("-m", "2.25G").unwrap(), 9 << 28);
+        for bad in [
+            "",
+            "x",
+            "0",
+            "12Q",
+            "99999999999T",
+            ".5G",
+            "1..5G",
+            "1.5.2G",
+            "0.0",
+        ] {
             let err = parse_size("-m", bad).unwrap_err();
             assert_eq!(err.option, "-m", "{bad}");
         }

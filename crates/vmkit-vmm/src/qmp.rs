@@ -184,13 +184,23 @@ impl QmpAttachment {
         })
     }
 
-    /// Blocks until a client connects (`wait=on`).
+    /// Blocks until a client connects (`wait=on`), or a termination signal arrives
+    /// ([`Error::Terminated`]).
     pub fn wait_for_client(&self) -> Result<()> {
         let mut server = self.server.lock().unwrap_or_else(|e| e.into_inner());
-        server.wait_for_client(None).map_err(|e| {
-            Error::Machine(format!("vmkit: -qmp: waiting for a client failed: {e}"))
-        })?;
-        Ok(())
+        loop {
+            if let Some(signal) = crate::signals::termination_requested() {
+                return Err(Error::Terminated(signal));
+            }
+            let connected = server
+                .wait_for_client(Some(crate::signals::POLL_INTERVAL))
+                .map_err(|e| {
+                    Error::Machine(format!("vmkit: -qmp: waiting for a client failed: {e}"))
+                })?;
+            if connected {
+                return Ok(());
+            }
+        }
     }
 
     /// Adds the server to `additions`: it joins the main loop, and guest resets and exits

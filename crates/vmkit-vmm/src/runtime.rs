@@ -218,7 +218,7 @@ impl Vmm {
         }
         if options.handle_signals {
             signals::install_termination_handler().map_err(|source| Error::Host {
-                what: "installing SIGINT/SIGTERM handlers",
+                what: "installing the SIGINT/SIGTERM/SIGHUP handlers",
                 source,
             })?;
         }

@@ -196,7 +196,16 @@ impl VcpuRunner {
                 VcpuExit::Interrupted | VcpuExit::IrqWindowOpen | VcpuExit::Debug { .. } => {}
                 VcpuExit::Hlt => self.halt_until_interrupt(),
                 VcpuExit::Shutdown => {
-                    // A triple fault: the CPU is unusable until the machine resets.
+                    // A triple fault: the CPU is unusable until the machine resets. Said
+                    // with where it happened: with -no-reboot it is how vmkit ends.
+                    let text = describe_exit_failure(
+                        &self.vcpu,
+                        self.index,
+                        "triple fault (KVM_EXIT_SHUTDOWN): the machine resets, or ends with \
+                         -no-reboot",
+                        self.memory.as_ref(),
+                    );
+                    eprint!("{text}");
                     self.controller.post(MachineEvent::Reset);
                     self.wait_for_request();
                 }

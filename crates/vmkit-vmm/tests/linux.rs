@@ -267,6 +267,39 @@ fn bad_kernel_input_is_refused_naming_the_file_and_the_limit() {
         &["-kernel", kernel, "-m", "32M", "-initrd", path_str(&initrd)],
         &[path_str(&initrd), "0xd00000 bytes", "0x2000000"],
     );
+    // Images larger than RAM are refused before they are read: endless devices are cut at
+    // the RAM size, regular files are judged by their length (a sparse 20 GiB initrd too).
+    refused(
+        &["-kernel", "/dev/zero", "-m", "128M", "-serial", "none"],
+        &["kernel /dev/zero", "more than 134217728 bytes"],
+    );
+    refused(
+        &["-kernel", kernel, "-initrd", "/dev/zero", "-m", "128M"],
+        &["initrd /dev/zero", "more than 134217728 bytes"],
+    );
+    refused(
+        &["-flat", "/dev/zero", "-m", "64M"],
+        &["flat binary /dev/zero", "more than 67108864 bytes"],
+    );
+    let sparse = guest_file("linux-initrd-sparse", b"");
+    std::fs::File::options()
+        .write(true)
+        .open(&sparse)
+        .unwrap()
+        .set_len(20 << 30)
+        .unwrap();
+    refused(
+        &[
+            "-kernel",
+            kernel,
+            "-m",
+            "128M",
+            "-initrd",
+            path_str(&sparse),
+        ],
+        &[path_str(&sparse), "21474836480 bytes", "134217728"],
+    );
+    std::fs::remove_file(&sparse).unwrap();
     // Option errors.
     refused(
         &["-kernel-decompress", "host"],

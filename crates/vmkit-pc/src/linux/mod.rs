@@ -110,6 +110,7 @@ use vmkit_kvm::Vcpu;
 use crate::boot::{self, IdentityMap, RFLAGS_FIXED};
 use crate::e820::E820Map;
 use crate::error::{Error, Result};
+use crate::image_file::{read_image, MAX_IMAGE_BYTES};
 use crate::layout::{MemoryLayout, HIGH_MEMORY_START};
 
 pub use bzimage::{
@@ -280,14 +281,6 @@ impl LoadedLinux {
     }
 }
 
-fn read_file(what: &'static str, path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|source| Error::LinuxFile {
-        what,
-        path: path.to_path_buf(),
-        source,
-    })
-}
-
 impl LinuxBoot {
     /// Reads and checks `kernel` (a bzImage or an ELF vmlinux) and `initrd`; see
     /// [`new`](Self::new).
@@ -297,10 +290,22 @@ impl LinuxBoot {
         cmdline: &str,
         decompress: KernelDecompress,
     ) -> Result<Self> {
-        let bytes = read_file("kernel", kernel)?;
+        Self::from_files_within(kernel, initrd, cmdline, decompress, MAX_IMAGE_BYTES)
+    }
+
+    /// [`from_files`](Self::from_files), refusing a kernel or initrd over `limit` bytes
+    /// (the guest's RAM) before reading it.
+    pub fn from_files_within(
+        kernel: &Path,
+        initrd: Option<&Path>,
+        cmdline: &str,
+        decompress: KernelDecompress,
+        limit: u64,
+    ) -> Result<Self> {
+        let bytes = read_image("kernel", kernel, limit)?;
         let boot = Self::new(kernel, bytes, cmdline, decompress)?;
         match initrd {
-            Some(path) => boot.with_initrd(path, read_file("initrd", path)?),
+            Some(path) => boot.with_initrd(path, read_image("initrd", path, limit)?),
             None => Ok(boot),
         }
     }
