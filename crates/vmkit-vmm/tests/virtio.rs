@@ -650,6 +650,7 @@ fn run_pc_until_poweroff(
         chardevs: Vec::new(),
         firmware_linux: None,
         hpet: false,
+        drives: Vec::new(),
     };
     let mut machine = PcMachine::build(&kvm, config, events.clone()).unwrap();
     let mut vcpu = machine.vcpus.remove(0);
