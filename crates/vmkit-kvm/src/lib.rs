@@ -76,6 +76,7 @@
 
 mod error;
 mod exit;
+mod interrupts;
 mod ioeventfd;
 pub mod kick;
 mod listener;
@@ -86,6 +87,7 @@ mod vm;
 
 pub use error::{Error, Result};
 pub use exit::{ExitKind, InternalError, SystemEvent, SystemEventKind, VcpuExit};
+pub use interrupts::{InterruptController, InterruptWindow};
 pub use ioeventfd::{IoeventfdSpace, KvmIoeventfdListener};
 pub use kick::{default_kick_signal, set_kick_signal, VcpuKicker};
 pub use listener::KvmMemoryListener;

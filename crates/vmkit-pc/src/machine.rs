@@ -132,6 +132,8 @@ pub struct PcConfig {
     /// Character backends by chardev id, for devices with `chardev=ID` (`isa-serial`,
     /// `isa-debugcon`).
     pub chardevs: Vec<(String, SerialBackend)>,
+    /// Network backends by `-netdev` id, for `virtio-net-pci,netdev=ID`.
+    pub netdevs: Vec<(String, Box<dyn vmkit_net::NetBackend>)>,
     /// A Linux kernel the firmware boots from fw_cfg (`-kernel` with `-bios`); needs a
     /// firmware [`boot`](Self::boot).
     pub firmware_linux: Option<Box<crate::linux::FirmwareLinux>>,
@@ -524,11 +526,16 @@ impl PcMachine {
         )?;
         pci_context.notifiers = Some(Arc::clone(&notifiers));
         // The chardevs the ISA devices left, for virtio console ports.
+        pci_context.netdevs.extend(config.netdevs); // and the -netdevs, for virtio-net
         pci_context.chardevs = std::mem::take(&mut context.serial_backends);
         // The drives, for virtio-blk devices.
         pci_context.drives = config.drives.into_iter().collect();
         for device in pci_devices {
             tree.device_add_with(device, &mut Context::new(&mut pci_context))?;
+        }
+        for id in pci_context.netdevs.unused() {
+            // As QEMU warns: the backend stays open but nothing sends or receives on it.
+            eprintln!("vmkit: warning: netdev {id} has no peer");
         }
 
         // Linux finds the application processors and the IOAPIC in the MP table or, when

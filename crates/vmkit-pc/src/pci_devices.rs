@@ -37,6 +37,10 @@ pub const TYPE_VIRTIO_BLK_PCI: &str = "virtio-blk-pci";
 /// Opened `-drive` backends by drive id, for `virtio-blk-pci,drive=ID` (each used once).
 pub type DriveMap = HashMap<String, Arc<dyn vmkit_block::BlockBackend>>;
 
+#[path = "pci_net.rs"]
+mod net;
+pub use net::{net_link, virtio_net_pci_type, Netdevs, TYPE_VIRTIO_NET_PCI};
+
 /// The guest memory virtio devices see.
 pub type PciGuestMemory = GuestMemoryAtomic<GuestMemoryView>;
 
@@ -50,6 +54,8 @@ pub struct PciContext {
     pub memory: PciGuestMemory,
     /// MSI delivery (the in-kernel irqchip's); `None`: devices get no MSI-X.
     pub msi: Option<Arc<dyn MsiSignal>>,
+    /// `-netdev` backends by id, for `virtio-net-pci,netdev=ID` (each used once).
+    pub netdevs: Netdevs,
     /// Character backends by chardev id, for `virtconsole,chardev=ID` (each used once).
     pub chardevs: HashMap<String, SerialBackend>,
     /// KVM ioeventfds and irqfds for virtio functions (`None`: doorbells are exits and MSI
@@ -74,6 +80,7 @@ impl PciContext {
             intx,
             memory,
             msi,
+            netdevs: Netdevs::default(),
             chardevs: HashMap::new(),
             notifiers: None,
             serial_buses: Vec::new(),
@@ -478,6 +485,7 @@ pub fn pci_device_types() -> Vec<TypeInfo> {
                 parent.call(object, ctx)?;
                 realize_virtconsole(object, pci_context(ctx)?)
             }),
+        virtio_net_pci_type(),
     ]
 }
 

@@ -24,7 +24,8 @@
 //!
 //! Commands: `qmp_capabilities`, `query-version`, `query-commands`, `query-status`,
 //! `stop`, `cont`, `system_reset`, `system_powerdown`, `quit`, `query-cpus-fast`,
-//! `qom-list-types`, `qom-list`, `qom-get`, `qom-set`, and vmkit's own `query-exits`.
+//! `qom-list-types`, `qom-list`, `qom-get`, `qom-set`, `set_link`, and vmkit's own
+//! `query-exits`.
 //! Out-of-band execution is not offered (as in QEMU without a monitor I/O thread), so
 //! `exec-oob` gets QEMU's "QMP input member 'exec-oob' is unexpected".
 //!

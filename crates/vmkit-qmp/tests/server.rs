@@ -326,6 +326,7 @@ fn query_commands_reply_shapes() {
         "qom-list",
         "qom-get",
         "qom-set",
+        "set_link",
     ] {
         assert!(
             names.contains(&expected),

@@ -206,6 +206,13 @@ pub fn start_pc(
         SerialOption::None => None,
     };
     let stdio_console = options.serial == SerialOption::Stdio;
+    let mut netdevs = Vec::new();
+    for spec in &options.netdevs {
+        let backend = spec
+            .open()
+            .map_err(|e| Error::Machine(format!("vmkit: -netdev id={}: {e}", spec.id)))?;
+        netdevs.push((spec.id.clone(), backend));
+    }
 
     let cpu = CpuModel::parse(&options.cpu.to_text())
         .map_err(|e| Error::Machine(format!("vmkit: -cpu: {e}")))?;
@@ -241,6 +248,7 @@ pub fn start_pc(
             .chain(virtio_drive_devices(options))
             .collect(),
         chardevs: backends,
+        netdevs,
     };
     let mut machine = PcMachine::build(
         &kvm,
@@ -298,7 +306,16 @@ pub fn start_pc(
         }
         None => None,
     };
-    let parts = MachineParts {
+    // -gdb: bind before the guest starts, as QEMU; serve once the VM exists.
+    let gdb = match &options.gdb {
+        Some(addr) => {
+            let listener = vmkit_gdb::GdbListener::bind(addr.clone())
+                .map_err(|e| Error::Machine(format!("vmkit: {e}")))?;
+            Some(listener)
+        }
+        None => None,
+    };
+    let mut parts = MachineParts {
         vcpus: std::mem::take(&mut machine.vcpus),
         pio: machine.pio.clone(),
         mmio: machine.mmio.clone(),
@@ -310,9 +327,7 @@ pub fn start_pc(
         service_timers: Box::new(move || timers.service()),
         timer,
         console_input,
-        memory: Arc::new(move |gpa: u64, buf: &mut [u8]| {
-            memory.memory().read_slice(buf, GuestAddress(gpa)).is_ok()
-        }),
+        memory: Arc::new(GuestRam(memory)),
         set_boot_cpu_waker: pic.map(|pic| {
             Box::new(move |waker: crate::runtime::Waker| pic.set_waker(waker)) as SetWaker
         }),
@@ -322,6 +337,9 @@ pub fn start_pc(
     attach_chardev_inputs(&machine_tree, &options.serial, inputs, &mut additions)?;
     if let Some(qmp) = qmp {
         qmp.attach(&mut additions);
+    }
+    if let Some(listener) = gdb {
+        crate::debug::attach_gdb(listener, &mut parts, &mut additions);
     }
     Vmm::start_with(
         controller,
@@ -490,4 +508,17 @@ fn input_of(
         }
     }
     Ok(None)
+}
+
+/// Guest RAM as diagnostics and the debugger read and write it.
+struct GuestRam<M>(M);
+
+impl<M: GuestAddressSpace + Send + Sync> crate::dump::GuestMemoryReader for GuestRam<M> {
+    fn read_guest(&self, gpa: u64, buf: &mut [u8]) -> bool {
+        self.0.memory().read_slice(buf, GuestAddress(gpa)).is_ok()
+    }
+
+    fn write_guest(&self, gpa: u64, data: &[u8]) -> bool {
+        self.0.memory().write_slice(data, GuestAddress(gpa)).is_ok()
+    }
 }

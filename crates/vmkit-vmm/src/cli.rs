@@ -136,6 +136,8 @@ pub struct Options {
     pub serial: SerialOption,
     /// `-device`, in order.
     pub devices: Vec<String>,
+    /// `-netdev` (and the backends of `-nic`), in order.
+    pub netdevs: Vec<vmkit_net::NetdevSpec>,
     /// `-chardev`, plus the chardevs the `-serial`/`-debugcon` short forms describe
     /// (`serial0`, `debugcon`), in order.
     pub chardevs: Vec<vmkit_chardev::ChardevSpec>,
@@ -151,6 +153,8 @@ pub struct Options {
     pub hpet: bool,
     /// `-drive`, in order, each with its id (given, or QEMU's default `virtio0`, `none0`, ...).
     pub drives: Vec<vmkit_block::DriveSpec>,
+    /// `-gdb DEV` / `-s`: where the gdb stub listens.
+    pub gdb: Option<vmkit_gdb::ListenAddr>,
 }
 
 impl Default for Options {
@@ -168,6 +172,7 @@ impl Default for Options {
             qmp: None,
             serial: SerialOption::Stdio,
             devices: Vec::new(),
+            netdevs: Vec::new(),
             chardevs: Vec::new(),
             debugcon: None,
             no_reboot: false,
@@ -175,6 +180,7 @@ impl Default for Options {
             irqchip: IrqchipOption::Kernel,
             hpet: true,
             drives: Vec::new(),
+            gdb: None,
         }
     }
 }
@@ -232,6 +238,9 @@ Machine:
   -no-reboot           end vmkit when the guest resets instead of rebooting
   -no-hpet             no HPET (QEMU's pc has one at 0xfed00000); -machine pc,hpet=off
   -S                   do not start the vCPUs (stay in prelaunch)
+  -gdb tcp:[HOST]:PORT | unix:PATH[,server]
+                       wait for a gdb connection (target remote) there
+  -s                   shorthand for -gdb tcp::1234
 
 Guest:
   -bios FILE           firmware image, mapped to end at 4 GiB, reset vector start
@@ -256,6 +265,11 @@ Devices:
   -debugcon BACKEND    QEMU's debug console (isa-debugcon) at port 0xE9 on a backend as
                        -serial takes; -device isa-debugcon,iobase=0x402,chardev=ID for
                        SeaBIOS's log port
+  -netdev tap,id=ID[,ifname=NAME][,script=no][,downscript=no][,fd=N][,vhost=off]
+                       a tap network backend for -device virtio-net-pci,netdev=ID[,mac=MAC]
+                       (vmkit runs no scripts: set the interface up beforehand)
+  -nic tap,...[,mac=MAC]
+                       a tap backend and its virtio-net-pci NIC in one option
   -device DRIVER[,prop=value,...]
                        add a device, e.g. isa-serial,iobase=0x2f8,irq=3 or
                        isa-debug-exit,iobase=0x501,iosize=2
@@ -379,6 +393,22 @@ fn parse_on_off(option: &str, value: &str) -> Result<bool, CliError> {
         "off" | "no" | "false" => Ok(false),
         _ => Err(error(option, format!("'{value}': use on or off"))),
     }
+}
+
+/// Adds a netdev, refusing a second one with the same id as QEMU does.
+fn add_netdev(
+    options: &mut Options,
+    option: &str,
+    spec: vmkit_net::NetdevSpec,
+) -> Result<(), CliError> {
+    if options.netdevs.iter().any(|n| n.id == spec.id) {
+        return Err(error(
+            option,
+            format!("Duplicate ID '{}' for netdev", spec.id),
+        ));
+    }
+    options.netdevs.push(spec);
+    Ok(())
 }
 
 /// Parses `-qmp unix:PATH,server=on[,wait=on|off]` (also QEMU's older `server` and
@@ -527,6 +557,7 @@ where
     let mut chardevs = vmkit_chardev::ChardevSet::new();
     let mut serial_text: Option<String> = None;
     let mut debugcon_text: Option<String> = None;
+    let mut nics = 0;
     let mut iter = args.into_iter();
     while let Some(arg) = iter.next() {
         // QEMU accepts --opt as -opt.
@@ -619,6 +650,20 @@ where
                     .map_err(|e| error("-chardev", e.to_string()))?;
             }
             "-debugcon" => debugcon_text = Some(value("a character backend")?),
+            "-netdev" => {
+                let text = value("a network backend")?;
+                let spec = vmkit_net::NetdevSpec::parse(&text)
+                    .map_err(|e| error("-netdev", e.to_string()))?;
+                add_netdev(&mut options, "-netdev", spec)?;
+            }
+            "-nic" => {
+                let text = value("a network backend")?;
+                let nic = vmkit_net::NicSpec::parse(&text, nics)
+                    .map_err(|e| error("-nic", e.to_string()))?;
+                nics += 1;
+                add_netdev(&mut options, "-nic", nic.netdev)?;
+                options.devices.push(nic.device);
+            }
             "-device" => {
                 let text = value("a device description")?;
                 if text == "help" || text == "?" {
@@ -640,6 +685,16 @@ where
             "-no-reboot" => options.no_reboot = true,
             "-no-hpet" => options.hpet = false,
             "-S" => options.start_paused = true,
+            "-s" => options.gdb = Some(vmkit_gdb::ListenAddr::Tcp("0.0.0.0:1234".into())),
+            "-gdb" => {
+                let text = value("tcp::PORT, tcp:HOST:PORT or unix:PATH[,server]")?;
+                options.gdb = Some(text.parse().map_err(|e: vmkit_gdb::Error| {
+                    error(
+                        "-gdb",
+                        e.to_string().trim_start_matches("-gdb: ").to_string(),
+                    )
+                })?);
+            }
             "-irqchip" => {
                 let text = value("kernel or user")?;
                 options.irqchip = match text.as_str() {
@@ -704,6 +759,46 @@ mod tests {
         assert_eq!(parse(Vec::<String>::new()).unwrap(), Command::BuiltinGuest);
         assert_eq!(parse(["--help"]).unwrap(), Command::Help);
         assert_eq!(parse(["-m", "64", "-h"]).unwrap(), Command::Help);
+    }
+
+    #[test]
+    fn netdevs_and_nics_in_qemu_syntax() {
+        let options = run(&[
+            "-netdev",
+            "tap,id=n0,ifname=tap0,script=no,downscript=no",
+            "-device",
+            "virtio-net-pci,netdev=n0",
+            "-nic",
+            "tap,ifname=tap1,mac=52:54:00:00:00:02",
+        ]);
+        let ids: Vec<_> = options.netdevs.iter().map(|n| n.id.as_str()).collect();
+        assert_eq!(ids, ["n0", "__org.qemu.nic0"]);
+        assert_eq!(
+            options.devices,
+            [
+                "virtio-net-pci,netdev=n0",
+                "virtio-net-pci,netdev=__org.qemu.nic0,mac=52:54:00:00:00:02"
+            ]
+        );
+        for (args, needle) in [
+            (&["-netdev", "user,id=n0"][..], "is tap"),
+            (
+                &["-netdev", "tap,id=n0,script=/etc/qemu-ifup"][..],
+                "script=no",
+            ),
+            (
+                &["-netdev", "tap,id=n0,ifname=waytoolonginterface"][..],
+                "15 bytes",
+            ),
+            (
+                &["-netdev", "tap,id=n0", "-netdev", "tap,id=n0"][..],
+                "Duplicate ID 'n0'",
+            ),
+            (&["-nic", "user"][..], "is tap"),
+        ] {
+            let err = parse(args.iter().copied()).unwrap_err();
+            assert!(err.to_string().contains(needle), "{args:?}: {err}");
+        }
     }
 
     #[test]
@@ -861,6 +956,31 @@ mod tests {
         assert_eq!(options.devices.len(), 2);
         assert!(options.no_reboot && options.start_paused);
         assert_eq!(options.irqchip, IrqchipOption::User);
+    }
+
+    #[test]
+    fn gdb_options_as_qemu_spells_them() {
+        use vmkit_gdb::ListenAddr;
+        assert_eq!(
+            run(&["-s", "-S"]).gdb,
+            Some(ListenAddr::Tcp("0.0.0.0:1234".into()))
+        );
+        assert_eq!(
+            run(&["-gdb", "tcp::4321"]).gdb,
+            Some(ListenAddr::Tcp("0.0.0.0:4321".into()))
+        );
+        assert_eq!(
+            run(&["-gdb", "tcp:127.0.0.1:4321"]).gdb,
+            Some(ListenAddr::Tcp("127.0.0.1:4321".into()))
+        );
+        assert_eq!(
+            run(&["-gdb", "unix:/tmp/g.sock,server"]).gdb,
+            Some(ListenAddr::Unix("/tmp/g.sock".into()))
+        );
+        for bad in ["tcp:1234x", "udp::1", "unix:", "tcp::1,frob"] {
+            let err = parse(["-gdb", bad]).unwrap_err();
+            assert_eq!(err.option, "-gdb", "{bad}");
+        }
     }
 
     #[test]

@@ -8,20 +8,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 use vmkit_bus::{MmioHandle, PioHandle};
-use vmkit_kvm::{ExitKind, SystemEventKind, Vcpu, VcpuExit};
+use vmkit_kvm::{ExitKind, InterruptWindow, SystemEventKind, Vcpu, VcpuExit};
 
 use crate::control::{Controller, ExitReason, MachineEvent, VcpuAction};
 use crate::dump::{describe_exit_failure, GuestMemoryReader};
 
-/// A userspace interrupt controller as the vCPU loop sees it (the PIC's INTR pin and INTA
-/// cycle), for the userspace interrupt model.
-pub trait InterruptController: Send + Sync {
-    /// Whether the controller asserts INTR now. Called before every guest entry: make it a
-    /// lock-free read.
-    fn interrupt_pending(&self) -> bool;
-    /// The INTA cycle: the vector to inject, or `None` if the request went away.
-    fn acknowledge(&self) -> Option<u8>;
-}
+pub use vmkit_kvm::InterruptController;
 
 /// Puts the vCPU into its reset state (registers, MSRs, ...); called on the vCPU's own thread
 /// after a machine reset. `index` 0 is the boot processor.
@@ -95,34 +87,6 @@ impl VcpuStats {
     }
 }
 
-/// Userspace model: inject when the guest can take it, else ask for an interrupt window.
-#[inline]
-fn inject_pending(
-    vcpu: &mut Vcpu,
-    index: usize,
-    pic: &dyn InterruptController,
-    window_requested: &mut bool,
-) {
-    if pic.interrupt_pending() {
-        if vcpu.ready_for_interrupt_injection() && vcpu.interrupt_flag() {
-            if let Some(vector) = pic.acknowledge() {
-                if let Err(e) = vcpu.inject_interrupt(vector) {
-                    eprintln!("vmkit: vCPU {index}: injecting vector {vector:#x} failed: {e}");
-                }
-            }
-        }
-        // Ask again while anything is left: the window opens after this injection.
-        let want = pic.interrupt_pending();
-        if want != *window_requested {
-            vcpu.set_request_interrupt_window(want);
-            *window_requested = want;
-        }
-    } else if *window_requested {
-        vcpu.set_request_interrupt_window(false);
-        *window_requested = false;
-    }
-}
-
 /// Everything one vCPU thread needs.
 pub struct VcpuRunner {
     pub(crate) vcpu: Vcpu,
@@ -141,10 +105,14 @@ impl VcpuRunner {
     /// Runs until the controller says stop.
     pub fn run(mut self) {
         let mut generation = 0u64;
-        let mut window_requested = false;
+        let mut window = InterruptWindow::new();
+        let mut debug = crate::debug::VcpuDebug::default();
         loop {
             if self.controller.has_request() {
-                match self.controller.vcpu_check(&mut generation) {
+                match self
+                    .controller
+                    .vcpu_check(self.index, &mut generation, &mut self.vcpu)
+                {
                     VcpuAction::Exit => return,
                     VcpuAction::Run => {}
                     VcpuAction::ResetThenRun => {
@@ -154,9 +122,20 @@ impl VcpuRunner {
                         }
                     }
                 }
+                debug.on_resume(
+                    &self.controller,
+                    &self.vcpu,
+                    self.index,
+                    self.memory.as_ref(),
+                );
             }
             if let Some(pic) = self.pic.as_deref() {
-                inject_pending(&mut self.vcpu, self.index, pic, &mut window_requested);
+                if let Err(e) = window.service(&mut self.vcpu, pic) {
+                    eprintln!(
+                        "vmkit: vCPU {}: injecting an interrupt failed: {e}",
+                        self.index
+                    );
+                }
             }
             let exit = match self.vcpu.run() {
                 Ok(exit) => exit,
@@ -193,7 +172,16 @@ impl VcpuRunner {
                 VcpuExit::MmioRead { addr, data } => {
                     self.mmio.read(addr, data);
                 }
-                VcpuExit::Interrupted | VcpuExit::IrqWindowOpen | VcpuExit::Debug { .. } => {}
+                VcpuExit::Interrupted | VcpuExit::IrqWindowOpen => {}
+                VcpuExit::Debug { dr6, .. } => {
+                    debug.on_debug_exit(
+                        &self.controller,
+                        &self.vcpu,
+                        self.index,
+                        dr6,
+                        self.memory.as_ref(),
+                    );
+                }
                 VcpuExit::Hlt => self.halt_until_interrupt(),
                 VcpuExit::Shutdown => {
                     // A triple fault: the CPU is unusable until the machine resets. Said

@@ -13,24 +13,6 @@ pub const IO_BASE: u32 = 0xc000;
 pub const DESC_NEXT: u32 = 1;
 pub const DESC_WRITE: u32 = 2;
 
-/// CONFIG_ADDRESS for `reg` of function `slot`.0.
-pub fn config_address(slot: u32, reg: u32) -> u32 {
-    0x8000_0000 | (slot << 11) | reg
-}
-
-pub fn emit_config_write32(
-    a: &mut CodeAssembler,
-    address: u32,
-    value: u32,
-) -> Result<(), IcedError> {
-    a.mov(eax, address)?;
-    a.mov(dx, 0xcf8u32)?;
-    a.out(dx, eax)?;
-    a.mov(eax, value)?;
-    a.mov(dx, 0xcfcu32)?;
-    a.out(dx, eax)
-}
-
 /// Emits: print 'V' if function `slot`.0 is 1af4:`device`, put its legacy BAR at
 /// [`IO_BASE`] with I/O and bus mastering on, set ACKNOWLEDGE | DRIVER, print the low byte
 /// of the host features, and accept `features`.
