@@ -546,6 +546,7 @@ fn run_pc_until_poweroff(
         com1: Some(vmkit_isa::SerialBackend::new(com1.clone())),
         devices: devices.iter().map(|d| d.to_string()).collect(),
         chardevs: Vec::new(),
+        netdevs: Vec::new(),
         firmware_linux: None,
         hpet: false,
         drives: Vec::new(),
