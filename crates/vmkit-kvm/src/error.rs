@@ -41,6 +41,12 @@ pub enum Error {
         /// Why it was refused.
         reason: String,
     },
+    /// An ioeventfd request KVM cannot take.
+    #[error("invalid ioeventfd: {0}")]
+    InvalidIoeventfd(String),
+    /// A GSI route request is malformed (unknown GSI, table full).
+    #[error("invalid GSI route: {0}")]
+    InvalidRoute(String),
     /// The kick signal handler could not be installed.
     #[error("cannot install the vCPU kick signal handler for signal {signal}: {source}")]
     KickSignal {

@@ -14,6 +14,12 @@
 //!   `KVM_RUN` (see the [`kick`] module for why that never loses a kick).
 //! - [`KvmMemoryListener`]: a [`vmkit_memory::MemoryListener`] that keeps the VM's slots equal
 //!   to the RAM and ROM of a `vmkit_memory::AddressSpace` flat view.
+//! - [`KvmIoeventfdListener`]: the ioeventfds of an address space (memory or port) become
+//!   `KVM_IOEVENTFD`s, with datamatch and KVM's no-length MMIO ioeventfd, and follow their
+//!   regions when the guest moves a BAR.
+//! - [`GsiRouting`]: `KVM_SET_GSI_ROUTING` keeping KVM's default PIC/IOAPIC routes, with MSI
+//!   routes added and updated per vector; irqfds ([`Vm::register_irqfd`]) on those GSIs
+//!   inject MSIs from device threads.
 //!
 //! # Example
 //!
@@ -71,8 +77,10 @@
 mod error;
 mod exit;
 mod interrupts;
+mod ioeventfd;
 pub mod kick;
 mod listener;
+mod routing;
 mod system;
 mod vcpu;
 mod vm;
@@ -80,8 +88,10 @@ mod vm;
 pub use error::{Error, Result};
 pub use exit::{ExitKind, InternalError, SystemEvent, SystemEventKind, VcpuExit};
 pub use interrupts::{InterruptController, InterruptWindow};
+pub use ioeventfd::{IoeventfdSpace, KvmIoeventfdListener};
 pub use kick::{default_kick_signal, set_kick_signal, VcpuKicker};
 pub use listener::KvmMemoryListener;
+pub use routing::{GsiRouting, MsiRoute, IOAPIC_PINS, PIC_PINS};
 pub use system::{KvmSystem, BASE_CAPABILITIES, KVM_DEVICE_PATH};
 pub use vcpu::Vcpu;
 pub use vm::{

@@ -347,6 +347,138 @@ impl Vm {
         .map_err(Error::ioctl("KVM_IOEVENTFD (deassign)"))
     }
 
+    /// Makes guest writes of `len` bytes (1, 2, 4 or 8; 0 = any length) to `addr`, and only
+    /// of value `datamatch` when given, signal `fd` without an exit (`KVM_IOEVENTFD`), as
+    /// QEMU's `kvm_set_ioeventfd_mmio` / `kvm_set_ioeventfd_pio`. Length 0 is KVM's
+    /// no-length ioeventfd (`KVM_CAP_IOEVENTFD_ANY_LENGTH`), which for MMIO also goes on
+    /// KVM's fast MMIO bus (the virtio modern doorbell); it cannot have a datamatch. The
+    /// datamatch cases and length 0 go through kvm-ioctls' `register_ioevent` with a
+    /// datamatch type of the access's width.
+    pub fn register_ioeventfd_sized(
+        &self,
+        fd: &EventFd,
+        addr: IoEventAddress,
+        len: u32,
+        datamatch: Option<u64>,
+    ) -> Result<()> {
+        self.ioeventfd_sized(fd, addr, len, datamatch, false)
+    }
+
+    /// Undoes [`Vm::register_ioeventfd_sized`] (the same `len` and `datamatch`).
+    pub fn unregister_ioeventfd_sized(
+        &self,
+        fd: &EventFd,
+        addr: IoEventAddress,
+        len: u32,
+        datamatch: Option<u64>,
+    ) -> Result<()> {
+        self.ioeventfd_sized(fd, addr, len, datamatch, true)
+    }
+
+    fn ioeventfd_sized(
+        &self,
+        fd: &EventFd,
+        addr: IoEventAddress,
+        len: u32,
+        datamatch: Option<u64>,
+        deassign: bool,
+    ) -> Result<()> {
+        let op = if deassign {
+            "KVM_IOEVENTFD (deassign)"
+        } else {
+            "KVM_IOEVENTFD"
+        };
+        let fd_call = &self.fd;
+        macro_rules! call {
+            ($value:expr) => {
+                if deassign {
+                    fd_call.unregister_ioevent(fd, &addr, $value)
+                } else {
+                    fd_call.register_ioevent(fd, &addr, $value)
+                }
+            };
+        }
+        let fits = |bits: u32| datamatch.is_none_or(|v| bits == 64 || v >> bits == 0);
+        let result = match (len, datamatch) {
+            (0, None) => call!(NoDatamatch),
+            (1, Some(v)) if fits(8) => call!(v as u8),
+            (2, Some(v)) if fits(16) => call!(v as u16),
+            (4, Some(v)) if fits(32) => call!(v as u32),
+            (8, Some(v)) => call!(v),
+            (1 | 2 | 4 | 8, None) => return self.ioeventfd_raw(fd, addr, len, deassign, op),
+            _ => {
+                return Err(Error::InvalidIoeventfd(format!(
+                    "length {len} with datamatch {datamatch:?}: the length must be 0 (any,                      without datamatch), 1, 2, 4 or 8 and the datamatch must fit in it"
+                )))
+            }
+        };
+        result.map_err(Error::ioctl(op))
+    }
+
+    /// A sized ioeventfd without datamatch, which kvm-ioctls cannot express (its length is
+    /// the datamatch type's size).
+    fn ioeventfd_raw(
+        &self,
+        fd: &EventFd,
+        addr: IoEventAddress,
+        len: u32,
+        deassign: bool,
+        op: &'static str,
+    ) -> Result<()> {
+        use std::os::fd::AsRawFd;
+        vmm_sys_util::ioctl_iow_nr!(
+            KVM_IOEVENTFD,
+            kvm_bindings::KVMIO,
+            0x79,
+            kvm_bindings::kvm_ioeventfd
+        );
+        let mut flags = 0;
+        if deassign {
+            flags |= 1 << kvm_bindings::kvm_ioeventfd_flag_nr_deassign;
+        }
+        let address = match addr {
+            IoEventAddress::Pio(port) => {
+                flags |= 1 << kvm_bindings::kvm_ioeventfd_flag_nr_pio;
+                port
+            }
+            IoEventAddress::Mmio(address) => address,
+        };
+        let request = kvm_bindings::kvm_ioeventfd {
+            addr: address,
+            len,
+            fd: fd.as_raw_fd(),
+            flags,
+            ..Default::default()
+        };
+        // SAFETY: the fd is this VM's; KVM reads exactly one `kvm_ioeventfd`, which lives
+        // across the call; the result is checked.
+        let ret =
+            unsafe { vmm_sys_util::ioctl::ioctl_with_ref(&self.fd, KVM_IOEVENTFD(), &request) };
+        if ret == 0 {
+            Ok(())
+        } else {
+            Err(Error::Ioctl {
+                op,
+                source: vmm_sys_util::errno::Error::last(),
+            })
+        }
+    }
+
+    /// Replaces the VM's whole GSI routing table (`KVM_SET_GSI_ROUTING`); see
+    /// [`GsiRouting`](crate::GsiRouting), which keeps the irqchip routes.
+    pub fn set_gsi_routing(&self, entries: &[kvm_bindings::kvm_irq_routing_entry]) -> Result<()> {
+        let routing = kvm_bindings::KvmIrqRouting::from_entries(entries).map_err(|_| {
+            Error::InvalidRoute(format!(
+                "{} routes are more than KVM's table holds ({})",
+                entries.len(),
+                kvm_bindings::KVM_MAX_IRQ_ROUTES
+            ))
+        })?;
+        self.fd
+            .set_gsi_routing(&routing)
+            .map_err(Error::ioctl("KVM_SET_GSI_ROUTING"))
+    }
+
     /// Creates vCPU `id` with its `kvm_run` mapping.
     pub fn create_vcpu(&self, id: u64) -> Result<Vcpu> {
         let fd = self

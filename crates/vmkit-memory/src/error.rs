@@ -76,6 +76,35 @@ pub enum Error {
     /// The operation does not apply to I/O regions.
     #[error("region `{0}` is an I/O region; read-only applies only to memory-backed regions")]
     IoRegion(String),
+    /// ioeventfds go on I/O regions only (a write to RAM never reaches the VMM).
+    #[error(
+        "region `{0}` is not an I/O region; ioeventfds only catch guest writes to I/O regions"
+    )]
+    NotIoRegion(String),
+    /// An ioeventfd request breaks KVM's rules or leaves the region.
+    #[error("ioeventfd at offset {offset:#x} of region `{name}`: {reason}")]
+    InvalidEventfd {
+        /// Name of the region.
+        name: String,
+        /// Offset of the ioeventfd in the region.
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// `del_eventfd` found no ioeventfd added with those arguments.
+    #[error(
+        "region `{name}` has no ioeventfd at offset {offset:#x} with size {size} and datamatch          {datamatch:?} on that eventfd"
+    )]
+    NoSuchEventfd {
+        /// Name of the region.
+        name: String,
+        /// Requested offset.
+        offset: u64,
+        /// Requested size.
+        size: u64,
+        /// Requested datamatch.
+        datamatch: Option<u64>,
+    },
     /// The region is already a subregion of some container.
     #[error("region `{name}` is already mapped in container `{container}`; remove it first")]
     AlreadyMapped {

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::eventfd::IoEventFd;
 use crate::region::{RegionId, PAGE_SIZE};
 
 /// What a flat range maps.
@@ -178,6 +179,8 @@ pub(crate) enum Op {
     Nop(Section),
     LogStart(Section),
     LogStop(Section),
+    EventfdAdd(IoEventFd),
+    EventfdDel(IoEventFd),
 }
 
 impl Op {
@@ -195,6 +198,8 @@ impl Op {
                 dirty_log: true,
                 ..s.clone()
             })),
+            Op::EventfdAdd(e) => Some(Op::EventfdDel(e.clone())),
+            Op::EventfdDel(e) => Some(Op::EventfdAdd(e.clone())),
         }
     }
 }
@@ -236,4 +241,23 @@ pub(crate) fn diff(old: &[Section], new: &[Section]) -> Vec<Op> {
     }
     dels.extend(rest);
     dels
+}
+
+/// The ioeventfd callbacks that take a listener from `old` to `new` (both sorted): the
+/// deletions and the additions, to be sent around the section diff (deletions first, as
+/// QEMU's `address_space_update_ioeventfds`).
+pub(crate) fn diff_eventfds(old: &[IoEventFd], new: &[IoEventFd]) -> (Vec<Op>, Vec<Op>) {
+    let dels = old
+        .iter()
+        .filter(|e| new.binary_search(e).is_err())
+        .cloned()
+        .map(Op::EventfdDel)
+        .collect();
+    let adds = new
+        .iter()
+        .filter(|e| old.binary_search(e).is_err())
+        .cloned()
+        .map(Op::EventfdAdd)
+        .collect();
+    (dels, adds)
 }

@@ -16,7 +16,11 @@
 //! each registered [`MemoryListener`] the difference (`region_del` / `region_add` /
 //! `region_nop`, `log_start` / `log_stop`) between `begin` and `commit`; transactions batch
 //! many changes into one update. The KVM listener (in `vmkit-kvm`) turns those calls into
-//! memory slots. [`DirtyBitmap`] holds dirty-page logs in KVM's word layout, and
+//! memory slots. I/O regions can carry ioeventfds ([`AddressSpace::add_eventfd`], QEMU's
+//! `memory_region_add_eventfd`): listeners get `eventfd_add` / `eventfd_del` with the guest
+//! address whenever such a region enters, leaves or moves in the view (a BAR reprogrammed),
+//! in the same bracket, as QEMU's `address_space_update_ioeventfds`; the KVM listener turns
+//! them into `KVM_IOEVENTFD`s. [`DirtyBitmap`] holds dirty-page logs in KVM's word layout, and
 //! [`AddressSpace::guest_memory`] gives a vm-memory view of the RAM/ROM for loaders and
 //! devices.
 //!
@@ -75,6 +79,7 @@
 
 mod dirty;
 mod error;
+mod eventfd;
 mod flat;
 mod listener;
 mod region;
@@ -83,6 +88,7 @@ mod space;
 
 pub use dirty::DirtyBitmap;
 pub use error::{Error, ListenerError, ListenerResult, Result};
+pub use eventfd::IoEventFd;
 pub use flat::{FlatRange, Section, SectionKind};
 pub use listener::{ListenerEvent, MemoryListener, RecordingListener};
 pub use region::{RegionAccess, RegionId, RegionKind, PAGE_SIZE};

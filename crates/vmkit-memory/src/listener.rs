@@ -4,6 +4,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::dirty::DirtyBitmap;
 use crate::error::ListenerResult;
+use crate::eventfd::IoEventFd;
 use crate::flat::Section;
 
 /// Observer of an [`AddressSpace`](crate::AddressSpace)'s flat view, as QEMU's
@@ -77,6 +78,21 @@ pub trait MemoryListener {
         let _ = (section, bitmap);
         Ok(())
     }
+
+    /// An ioeventfd became reachable at `eventfd.guest_addr` (its region entered the view,
+    /// moved, or got it), as QEMU's `eventfd_add`. Default: ignored.
+    fn eventfd_add(&mut self, eventfd: &IoEventFd) -> ListenerResult {
+        let _ = eventfd;
+        Ok(())
+    }
+
+    /// An ioeventfd is no longer reachable at `eventfd.guest_addr` (its region left the
+    /// view, moved or was covered, or the ioeventfd was deleted), as QEMU's `eventfd_del`.
+    /// Default: ignored.
+    fn eventfd_del(&mut self, eventfd: &IoEventFd) -> ListenerResult {
+        let _ = eventfd;
+        Ok(())
+    }
 }
 
 impl<T: MemoryListener + ?Sized> MemoryListener for Box<T> {
@@ -107,6 +123,12 @@ impl<T: MemoryListener + ?Sized> MemoryListener for Box<T> {
     fn log_sync(&mut self, section: &Section, bitmap: &mut DirtyBitmap) -> ListenerResult {
         (**self).log_sync(section, bitmap)
     }
+    fn eventfd_add(&mut self, eventfd: &IoEventFd) -> ListenerResult {
+        (**self).eventfd_add(eventfd)
+    }
+    fn eventfd_del(&mut self, eventfd: &IoEventFd) -> ListenerResult {
+        (**self).eventfd_del(eventfd)
+    }
 }
 
 /// One call a [`RecordingListener`] saw.
@@ -128,15 +150,26 @@ pub enum ListenerEvent {
     LogStop(Section),
     /// `log_sync(section, _)`.
     LogSync(Section),
+    /// `eventfd_add(eventfd)`.
+    EventfdAdd(IoEventFd),
+    /// `eventfd_del(eventfd)`.
+    EventfdDel(IoEventFd),
 }
 
 impl ListenerEvent {
     /// A compact form for assertions: `("add", guest_addr, size, region name)`, with `"begin"`
-    /// and `"commit"` carrying `(0, 0, "")`.
+    /// and `"commit"` carrying `(0, 0, "")`; ioeventfds are `("eventfd_add" /
+    /// "eventfd_del", guest_addr, size, region name)`.
     pub fn summary(&self) -> (&'static str, u64, u64, String) {
         let (op, section) = match self {
             ListenerEvent::Begin => return ("begin", 0, 0, String::new()),
             ListenerEvent::Commit => return ("commit", 0, 0, String::new()),
+            ListenerEvent::EventfdAdd(e) => {
+                return ("eventfd_add", e.guest_addr, e.size, e.name.to_string())
+            }
+            ListenerEvent::EventfdDel(e) => {
+                return ("eventfd_del", e.guest_addr, e.size, e.name.to_string())
+            }
             ListenerEvent::Add(s) => ("add", s),
             ListenerEvent::Del(s) => ("del", s),
             ListenerEvent::Nop(s) => ("nop", s),
@@ -212,5 +245,11 @@ impl MemoryListener for RecordingListener {
     }
     fn log_sync(&mut self, section: &Section, _bitmap: &mut DirtyBitmap) -> ListenerResult {
         self.push(ListenerEvent::LogSync(section.clone()))
+    }
+    fn eventfd_add(&mut self, eventfd: &IoEventFd) -> ListenerResult {
+        self.push(ListenerEvent::EventfdAdd(eventfd.clone()))
+    }
+    fn eventfd_del(&mut self, eventfd: &IoEventFd) -> ListenerResult {
+        self.push(ListenerEvent::EventfdDel(eventfd.clone()))
     }
 }

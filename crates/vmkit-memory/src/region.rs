@@ -7,6 +7,7 @@ use std::sync::Arc;
 use vm_memory::{MmapRegion, VolatileMemory};
 
 use crate::error::{Error, Result};
+use crate::eventfd::{self, IoEventFd, RegionEventFd};
 use crate::flat::{Painter, Section, SectionKind};
 
 /// Granule of RAM/ROM placement and of dirty logging: 4 KiB, the x86 page.
@@ -127,6 +128,14 @@ impl RegionAccess {
     }
 }
 
+/// The arguments of [`RegionTree::add_eventfd`].
+pub(crate) struct RegionEventFdRequest {
+    pub(crate) offset: u64,
+    pub(crate) size: u64,
+    pub(crate) datamatch: Option<u64>,
+    pub(crate) eventfd: Arc<vmm_sys_util::eventfd::EventFd>,
+}
+
 #[derive(Clone, Debug)]
 pub(crate) struct Child {
     pub(crate) id: RegionId,
@@ -159,6 +168,8 @@ pub(crate) struct Node {
     pub(crate) enabled: bool,
     pub(crate) readonly: bool,
     pub(crate) parent: Option<RegionId>,
+    /// ioeventfds on this (I/O) region, in the order they were added.
+    pub(crate) eventfds: Vec<RegionEventFd>,
 }
 
 /// All regions of one address space. Cloned whole to undo a failed change.
@@ -186,6 +197,7 @@ impl RegionTree {
                 enabled: true,
                 readonly: false,
                 parent: None,
+                eventfds: Vec::new(),
             },
         );
         Self { nodes, root }
@@ -269,6 +281,7 @@ impl RegionTree {
                 enabled: true,
                 readonly,
                 parent: None,
+                eventfds: Vec::new(),
             },
         );
     }
@@ -579,6 +592,78 @@ impl RegionTree {
         }
         self.nodes.remove(&id);
         Ok(())
+    }
+
+    /// Hangs an ioeventfd on I/O region `id` (see [`RegionEventFd::new`] for the rules). The
+    /// same trigger on the same file twice is refused.
+    pub(crate) fn add_eventfd(&mut self, id: RegionId, ev: RegionEventFdRequest) -> Result<()> {
+        let node = self.node(id)?;
+        if !matches!(node.kind, NodeKind::Io) {
+            return Err(Error::NotIoRegion(node.name.to_string()));
+        }
+        let name = node.name.to_string();
+        let entry = RegionEventFd::new(
+            &name,
+            node.size,
+            ev.offset,
+            ev.size,
+            ev.datamatch,
+            ev.eventfd,
+        )?;
+        if node
+            .eventfds
+            .iter()
+            .any(|e| e.matches(entry.offset, entry.size, entry.datamatch, &entry.eventfd))
+        {
+            return Err(Error::InvalidEventfd {
+                name,
+                offset: entry.offset,
+                reason: "this eventfd is already there with the same size and datamatch".into(),
+            });
+        }
+        self.node_mut(id)?.eventfds.push(entry);
+        Ok(())
+    }
+
+    /// Removes the ioeventfd added with exactly these arguments.
+    pub(crate) fn del_eventfd(
+        &mut self,
+        id: RegionId,
+        offset: u64,
+        size: u64,
+        datamatch: Option<u64>,
+        fd: &vmm_sys_util::eventfd::EventFd,
+    ) -> Result<()> {
+        let node = self.node_mut(id)?;
+        let Some(pos) = node
+            .eventfds
+            .iter()
+            .position(|e| e.matches(offset, size, datamatch, fd))
+        else {
+            return Err(Error::NoSuchEventfd {
+                name: node.name.to_string(),
+                offset,
+                size,
+                datamatch,
+            });
+        };
+        node.eventfds.remove(pos);
+        Ok(())
+    }
+
+    /// The ioeventfds `view` (this tree's rendering) shows to the guest, sorted.
+    pub(crate) fn ioeventfds(&self, view: &[Section]) -> Vec<IoEventFd> {
+        eventfd::place(view, |id| {
+            self.nodes
+                .get(&id)
+                .map(|n| n.eventfds.as_slice())
+                .filter(|e| !e.is_empty())
+        })
+    }
+
+    /// How many ioeventfds region `id` holds (mapped or not).
+    pub(crate) fn eventfd_count(&self, id: RegionId) -> Result<usize> {
+        Ok(self.node(id)?.eventfds.len())
     }
 
     /// A handle on `id`'s backing memory (see [`RegionAccess`]).

@@ -1,15 +1,20 @@
 //! The address space: region tree + flat view + listeners + guest-memory snapshot.
 
 use std::fmt;
-use std::sync::PoisonError;
+use std::sync::{Arc, PoisonError};
+
+use vmm_sys_util::eventfd::EventFd;
 
 use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryLoadGuard};
 
 use crate::dirty::DirtyBitmap;
 use crate::error::{Error, ListenerError, Result};
-use crate::flat::{diff, Op, Section};
+use crate::eventfd::IoEventFd;
+use crate::flat::{diff, diff_eventfds, Op, Section};
 use crate::listener::MemoryListener;
-use crate::region::{NodeKind, RegionAccess, RegionId, RegionKind, RegionTree, PAGE_SIZE};
+use crate::region::{
+    NodeKind, RegionAccess, RegionEventFdRequest, RegionId, RegionKind, RegionTree, PAGE_SIZE,
+};
 use crate::snapshot::{self, GuestMemoryView};
 
 /// Identifies a registered listener.
@@ -43,6 +48,8 @@ struct Registered {
 pub struct AddressSpace {
     tree: RegionTree,
     view: Vec<Section>,
+    /// The ioeventfds `view` reaches, sorted.
+    ioeventfds: Vec<IoEventFd>,
     memory: GuestMemoryAtomic<GuestMemoryView>,
     listeners: Vec<Registered>,
     /// Tree states at each open `begin_transaction`, outermost first.
@@ -55,7 +62,7 @@ impl Drop for AddressSpace {
     /// Listeners hear `region_del` for every section before any backing memory is unmapped,
     /// so a KVM listener removes its slots while the memory behind them still exists.
     fn drop(&mut self) {
-        let ops: Vec<Op> = self.view.iter().rev().cloned().map(Op::Del).collect();
+        let ops = self.teardown_ops();
         for registered in &mut self.listeners {
             let _ = apply(registered.listener.as_mut(), &ops);
         }
@@ -90,6 +97,8 @@ fn call(listener: &mut dyn MemoryListener, op: &Op) -> std::result::Result<(), L
         Op::Nop(s) => listener.region_nop(s),
         Op::LogStart(s) => listener.log_start(s),
         Op::LogStop(s) => listener.log_stop(s),
+        Op::EventfdAdd(e) => listener.eventfd_add(e),
+        Op::EventfdDel(e) => listener.eventfd_del(e),
     }
 }
 
@@ -134,6 +143,7 @@ impl AddressSpace {
         Self {
             tree: RegionTree::new(root, name),
             view: Vec::new(),
+            ioeventfds: Vec::new(),
             memory: GuestMemoryAtomic::new(GuestMemoryView::new()),
             listeners: Vec::new(),
             transactions: Vec::new(),
@@ -339,18 +349,114 @@ impl AddressSpace {
     /// tree.
     fn update_topology(&mut self) -> Result<()> {
         let new_view = self.tree.render();
-        if new_view == self.view {
+        let new_eventfds = self.tree.ioeventfds(&new_view);
+        let view_changed = new_view != self.view;
+        if !view_changed && new_eventfds == self.ioeventfds {
             return Ok(());
         }
-        let new_memory = snapshot::build(&self.tree, &new_view)?;
-        let ops = diff(&self.view, &new_view);
+        let new_memory = if view_changed {
+            Some(snapshot::build(&self.tree, &new_view)?)
+        } else {
+            None
+        };
+        // ioeventfd deletions first, then the sections, then ioeventfd additions, all in one
+        // bracket; an update that only moves ioeventfds sends no section calls.
+        let (mut ops, eventfd_adds) = diff_eventfds(&self.ioeventfds, &new_eventfds);
+        if view_changed {
+            ops.extend(diff(&self.view, &new_view));
+        }
+        ops.extend(eventfd_adds);
         self.notify(&ops)?;
         self.view = new_view;
-        self.memory
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .replace(new_memory);
+        self.ioeventfds = new_eventfds;
+        if let Some(new_memory) = new_memory {
+            self.memory
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .replace(new_memory);
+        }
         Ok(())
+    }
+
+    /// What a listener needs to build the current state from nothing: every section, then
+    /// every ioeventfd.
+    fn replay_ops(&self) -> Vec<Op> {
+        let sections = self.view.iter().cloned().map(Op::Add);
+        let eventfds = self.ioeventfds.iter().cloned().map(Op::EventfdAdd);
+        sections.chain(eventfds).collect()
+    }
+
+    /// The inverse of [`replay_ops`](Self::replay_ops): ioeventfds, then sections, last first.
+    fn teardown_ops(&self) -> Vec<Op> {
+        let eventfds = self.ioeventfds.iter().rev().cloned().map(Op::EventfdDel);
+        let sections = self.view.iter().rev().cloned().map(Op::Del);
+        eventfds.chain(sections).collect()
+    }
+
+    /// Hangs an ioeventfd on I/O region `region`, as QEMU's `memory_region_add_eventfd`:
+    /// once the region is visible, a guest write at `offset` in it of `size` bytes (1, 2,
+    /// 4 or 8; 0 = any size, KVM's no-length ioeventfd) and, with `datamatch`, of exactly
+    /// that value, signals `eventfd` (through the listeners: KVM's makes it a
+    /// `KVM_IOEVENTFD`). Listeners get `eventfd_add` with the guest address now if the
+    /// region is visible there, and again (with `eventfd_del` first) whenever the region
+    /// moves. The same trigger on the same eventfd twice is refused.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use vmkit_memory::AddressSpace;
+    /// use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+    ///
+    /// let mut io = AddressSpace::new("io");
+    /// let bar = io.new_io("bar0", 0x20)?;
+    /// let doorbell = Arc::new(EventFd::new(EFD_NONBLOCK).unwrap());
+    /// // Queue 0 of a legacy virtio function: 2-byte writes of 0 at QUEUE_NOTIFY.
+    /// io.add_eventfd(bar, 0x10, 2, Some(0), doorbell)?;
+    /// let root = io.root();
+    /// io.add_subregion(root, 0xc000, bar)?;
+    /// assert_eq!(io.ioeventfds()[0].guest_addr, 0xc010);
+    /// io.set_address(bar, 0xd000)?; // the guest moves the BAR: the ioeventfd follows
+    /// assert_eq!(io.ioeventfds()[0].guest_addr, 0xd010);
+    /// # Ok::<(), vmkit_memory::Error>(())
+    /// ```
+    pub fn add_eventfd(
+        &mut self,
+        region: RegionId,
+        offset: u64,
+        size: u64,
+        datamatch: Option<u64>,
+        eventfd: impl Into<Arc<EventFd>>,
+    ) -> Result<()> {
+        let request = RegionEventFdRequest {
+            offset,
+            size,
+            datamatch,
+            eventfd: eventfd.into(),
+        };
+        self.change(|tree| tree.add_eventfd(region, request))
+    }
+
+    /// Removes the ioeventfd [`add_eventfd`](Self::add_eventfd) added with the same
+    /// arguments (the eventfd is compared by file), as QEMU's `memory_region_del_eventfd`;
+    /// listeners get `eventfd_del` if it was reachable.
+    pub fn del_eventfd(
+        &mut self,
+        region: RegionId,
+        offset: u64,
+        size: u64,
+        datamatch: Option<u64>,
+        eventfd: &EventFd,
+    ) -> Result<()> {
+        self.change(|tree| tree.del_eventfd(region, offset, size, datamatch, eventfd))
+    }
+
+    /// How many ioeventfds `region` holds, mapped or not.
+    pub fn region_eventfd_count(&self, region: RegionId) -> Result<usize> {
+        self.tree.eventfd_count(region)
+    }
+
+    /// The ioeventfds the guest reaches now (sorted by address), as listeners were told.
+    pub fn ioeventfds(&self) -> &[IoEventFd] {
+        &self.ioeventfds
     }
 
     /// Sends `ops` to every listener; on a refusal, undoes it everywhere.
@@ -383,14 +489,15 @@ impl AddressSpace {
         Ok(())
     }
 
-    /// Registers a listener and replays the current flat view to it as `region_add` calls in
+    /// Registers a listener and replays the current flat view to it as `region_add` calls (then
+    /// `eventfd_add` for every reachable ioeventfd) in
     /// one `begin`..`commit` (as QEMU's `memory_listener_register`). If it refuses, the
     /// sections it accepted are deleted again and it is dropped.
     pub fn register_listener(
         &mut self,
         mut listener: Box<dyn MemoryListener + Send>,
     ) -> Result<ListenerId> {
-        let ops: Vec<Op> = self.view.iter().cloned().map(Op::Add).collect();
+        let ops = self.replay_ops();
         if let Err((stop, source)) = apply(listener.as_mut(), &ops) {
             let name = listener.name().to_owned();
             return Err(match unwind(listener.as_mut(), &ops, &stop) {
@@ -410,7 +517,8 @@ impl AddressSpace {
         Ok(id)
     }
 
-    /// Unregisters a listener after sending it `region_del` for every section (one
+    /// Unregisters a listener after sending it `eventfd_del` for every ioeventfd and
+    /// `region_del` for every section (one
     /// `begin`..`commit`), and hands it back. A refusal there is ignored: the listener is
     /// leaving anyway.
     pub fn unregister_listener(
@@ -423,7 +531,7 @@ impl AddressSpace {
             .position(|r| r.id == id)
             .ok_or(Error::UnknownListener(id.0))?;
         let mut registered = self.listeners.remove(index);
-        let ops: Vec<Op> = self.view.iter().rev().cloned().map(Op::Del).collect();
+        let ops = self.teardown_ops();
         let _ = apply(registered.listener.as_mut(), &ops);
         Ok(registered.listener)
     }

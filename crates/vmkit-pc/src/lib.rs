@@ -67,6 +67,9 @@
 //! - [`chipset`]: QEMU's pc chipset on PCI (i440FX, PIIX3, PIIX3 IDE, PIIX4 PM) and fw_cfg;
 //!   [`pam`]: the i440FX's shadow-RAM windows in the region tree; [`firmware_cfg`]: what
 //!   fw_cfg tells firmware (e820, ACPI tables and their table-loader).
+//! - [`notifiers`]: KVM ioeventfd listeners on the memory and I/O spaces, virtio doorbells
+//!   as ioeventfds on their BAR regions (`-device virtio-*-pci,ioeventfd=on`, the default),
+//!   MSI-X through GSI routes and irqfds.
 
 // The one unsafe block registers the KVM memory listener (see machine.rs).
 #![deny(unsafe_code)]
@@ -83,6 +86,7 @@ pub mod irq;
 pub mod layout;
 pub mod linux;
 pub mod machine;
+pub mod notifiers;
 pub mod pam;
 pub mod pci_devices;
 

@@ -192,6 +192,8 @@ pub struct PcMachine {
     pub chipset: Arc<Chipset>,
     /// The HPET (unless `-no-hpet`).
     pub hpet: Option<Arc<Mutex<MachineHpet>>>,
+    /// KVM ioeventfds and irqfds of the PCI devices.
+    pub notifiers: Arc<crate::notifiers::MachineNotifiers>,
 }
 
 impl std::fmt::Debug for PcMachine {
@@ -516,6 +518,13 @@ impl PcMachine {
             (config.irqchip == IrqchipMode::Kernel)
                 .then(|| Arc::new(KvmMsi::new(Arc::clone(&vm))) as Arc<dyn vmkit_pci::MsiSignal>),
         );
+        let notifiers = crate::notifiers::MachineNotifiers::install(
+            &vm,
+            &memory,
+            &chipset.mapper,
+            config.irqchip == IrqchipMode::Kernel,
+        )?;
+        pci_context.notifiers = Some(Arc::clone(&notifiers));
         // The chardevs the ISA devices left, for virtio console ports.
         pci_context.netdevs.extend(config.netdevs); // and the -netdevs, for virtio-net
         pci_context.chardevs = std::mem::take(&mut context.serial_backends);
@@ -565,6 +574,7 @@ impl PcMachine {
             guest_memory,
             chipset: Arc::new(chipset),
             hpet,
+            notifiers,
         })
     }
 

@@ -58,6 +58,9 @@ pub struct PciContext {
     pub netdevs: Netdevs,
     /// Character backends by chardev id, for `virtconsole,chardev=ID` (each used once).
     pub chardevs: HashMap<String, SerialBackend>,
+    /// KVM ioeventfds and irqfds for virtio functions (`None`: doorbells are exits and MSI
+    /// goes through `msi`).
+    pub notifiers: Option<Arc<crate::notifiers::MachineNotifiers>>,
     /// virtio-serial devices, in creation order, waiting for their port.
     serial_buses: Vec<SerialBus>,
     /// Block backends by `-drive` id, for `virtio-blk-pci,drive=ID` (each used once).
@@ -79,6 +82,7 @@ impl PciContext {
             msi,
             netdevs: Netdevs::default(),
             chardevs: HashMap::new(),
+            notifiers: None,
             serial_buses: Vec::new(),
             drives: HashMap::new(),
         }
@@ -313,6 +317,10 @@ fn realize_virtio(
         // No local APIC to take messages (the userspace irqchip): INTx only.
         None => builder = builder.vectors(0),
     }
+    builder = builder.ioeventfd(object.get_bool("ioeventfd")?);
+    if let Some(notifiers) = &ctx.notifiers {
+        builder = notifiers.configure(builder, devfn);
+    }
     let transport = builder.build(device, ctx.memory.clone()).map_err(fail)?;
     ctx.pci
         .add(devfn, Arc::new(Mutex::new(transport)))
@@ -421,6 +429,11 @@ pub fn pci_device_types() -> Vec<TypeInfo> {
                 PropertyDef::bool("disable-modern")
                     .default(false)
                     .description("no modern BAR and capabilities (a legacy-only device)"),
+            )
+            .property(
+                PropertyDef::bool("ioeventfd")
+                    .default(true)
+                    .description("doorbells signal the queue's eventfd in KVM (no exit)"),
             )
             .property(
                 PropertyDef::uint("vectors", 0..=u64::from(u32::MAX))

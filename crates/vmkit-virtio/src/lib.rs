@@ -15,7 +15,8 @@
 //!   modern BAR (common cfg at 0x0, ISR at 0x1000, device cfg at 0x2000, doorbells at
 //!   0x3000 with `notify_off_multiplier` 4), vendor capabilities of `cfg_type` 1..=5.
 //!   [`notify_addresses`](VirtioPciDevice::notify_addresses) lists the doorbells for
-//!   ioeventfds.
+//!   ioeventfds, and a [`NotifierHook`] (QEMU's `ioeventfd=on`, the default) is told them
+//!   at `DRIVER_OK` and at reset, so the machine hangs ioeventfds on the BAR regions.
 //! - Devices: [`Rng`] (virtio-rng on the host's getrandom) and [`Console`]
 //!   (virtio-console, one port, input with flow control through [`ConsoleInput`]).
 //!
@@ -121,12 +122,13 @@ pub use console::{
 pub use device::{ActivatedQueue, InterruptKind, VirtioDevice, VirtioInterrupt};
 pub use interrupt::{VIRTIO_ISR_CONFIG, VIRTIO_ISR_QUEUE, VIRTIO_NO_VECTOR};
 pub use pci::{
-    class_code, common, legacy, transitional_device_id, QueueNotify, VirtioPciBuilder,
-    VirtioPciDevice, COMMON_CFG_OFFSET, DEVICE_CFG_OFFSET, ISR_CFG_OFFSET, LEGACY_BAR, MODERN_BAR,
-    MODERN_BAR_SIZE, MODERN_REGION_SIZE, MSIX_BAR, NOTIFY_CFG_OFFSET, NOTIFY_OFF_MULTIPLIER,
-    PCI_CAP_ID_VNDR, VIRTIO_PCI_CAP_COMMON_CFG, VIRTIO_PCI_CAP_DEVICE_CFG, VIRTIO_PCI_CAP_ISR_CFG,
-    VIRTIO_PCI_CAP_NOTIFY_CFG, VIRTIO_PCI_CAP_PCI_CFG, VIRTIO_PCI_MODERN_DEVICE_ID_BASE,
-    VIRTIO_PCI_SUBSYSTEM_ID_QEMU, VIRTIO_PCI_VENDOR_ID, VIRTIO_QUEUE_MAX, VIRTIO_QUEUE_SIZE_MAX,
+    class_code, common, legacy, transitional_device_id, NotifierHook, QueueNotify,
+    VirtioPciBuilder, VirtioPciDevice, COMMON_CFG_OFFSET, DEVICE_CFG_OFFSET, ISR_CFG_OFFSET,
+    LEGACY_BAR, MODERN_BAR, MODERN_BAR_SIZE, MODERN_REGION_SIZE, MSIX_BAR, NOTIFY_CFG_OFFSET,
+    NOTIFY_OFF_MULTIPLIER, PCI_CAP_ID_VNDR, VIRTIO_PCI_CAP_COMMON_CFG, VIRTIO_PCI_CAP_DEVICE_CFG,
+    VIRTIO_PCI_CAP_ISR_CFG, VIRTIO_PCI_CAP_NOTIFY_CFG, VIRTIO_PCI_CAP_PCI_CFG,
+    VIRTIO_PCI_MODERN_DEVICE_ID_BASE, VIRTIO_PCI_SUBSYSTEM_ID_QEMU, VIRTIO_PCI_VENDOR_ID,
+    VIRTIO_QUEUE_MAX, VIRTIO_QUEUE_SIZE_MAX,
 };
 pub use rng::{EntropySource, HostEntropy, Rng, RNG_MAX_REQUEST, RNG_QUEUE_SIZE};
 

@@ -194,6 +194,21 @@ pub struct QueueNotify {
     pub eventfd: Arc<EventFd>,
 }
 
+/// Where a transport reports the doorbells that should become ioeventfds, as QEMU's
+/// `virtio_bus_set_host_notifier` / `ioeventfd_assign`: the machine hangs an ioeventfd on
+/// each [`QueueNotify`]'s region (vmkit-memory's `add_eventfd`, which KVM's listener turns
+/// into a `KVM_IOEVENTFD`), so a guest doorbell signals the queue's eventfd without an exit.
+///
+/// The transport calls [`notifiers_changed`](Self::notifiers_changed) when the device
+/// starts (`DRIVER_OK`, with every enabled queue's doorbells) and before it stops (a virtio
+/// or machine reset, with none), holding its own lock: the hook must not call back into the
+/// transport. The slow path (an exit writing the eventfd) keeps working for doorbells the
+/// hook could not place.
+pub trait NotifierHook: Send + Sync {
+    /// The complete set of doorbells to route to ioeventfds now (empty: remove them all).
+    fn notifiers_changed(&self, notifiers: &[QueueNotify]);
+}
+
 struct QueueSlot {
     queue: Queue,
     eventfd: Arc<EventFd>,
@@ -214,6 +229,8 @@ pub struct VirtioPciBuilder {
     class: Option<(u8, u8, u8)>,
     intx: Arc<dyn IrqLine>,
     msi: Arc<dyn MsiSignal>,
+    ioeventfd: bool,
+    notifier_hook: Option<Arc<dyn NotifierHook>>,
 }
 
 impl Default for VirtioPciBuilder {
@@ -229,6 +246,8 @@ impl std::fmt::Debug for VirtioPciBuilder {
             .field("disable_modern", &self.disable_modern)
             .field("vectors", &self.vectors)
             .field("class", &self.class)
+            .field("ioeventfd", &self.ioeventfd)
+            .field("notifier_hook", &self.notifier_hook.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -257,7 +276,24 @@ impl VirtioPciBuilder {
             class: None,
             intx: Arc::new(NullLine),
             msi: Arc::new(NullMsiSignal),
+            ioeventfd: true,
+            notifier_hook: None,
         }
+    }
+
+    /// `ioeventfd` (QEMU's property, default on): report the doorbells to the
+    /// [`notifier_hook`](Self::notifier_hook) so the machine makes them ioeventfds. Off:
+    /// every doorbell is an exit (the vCPU thread writes the queue's eventfd).
+    pub fn ioeventfd(mut self, on: bool) -> Self {
+        self.ioeventfd = on;
+        self
+    }
+
+    /// Where the doorbells go for ioeventfds (see [`NotifierHook`]); without one (or with
+    /// `ioeventfd=off`) doorbells are exits.
+    pub fn notifier_hook(mut self, hook: Arc<dyn NotifierHook>) -> Self {
+        self.notifier_hook = Some(hook);
+        self
     }
 
     /// `disable-legacy`: no legacy I/O BAR (a modern-only device, ID 0x1040 + type,
@@ -298,7 +334,7 @@ impl VirtioPciBuilder {
     }
 
     /// Sets a property by QEMU's name: `disable-legacy` (on/off/auto), `disable-modern`
-    /// (on/off), `vectors` (a number).
+    /// (on/off), `ioeventfd` (on/off), `vectors` (a number).
     pub fn set(mut self, name: &str, value: &str) -> Result<Self> {
         match name {
             "disable-legacy" => {
@@ -308,6 +344,7 @@ impl VirtioPciBuilder {
                 }
             }
             "disable-modern" => self.disable_modern = parse_bool("disable-modern", value)?,
+            "ioeventfd" => self.ioeventfd = parse_bool("ioeventfd", value)?,
             "vectors" => {
                 self.vectors = Some(value.parse().map_err(|_| Error::Property {
                     name: name.to_string(),
@@ -319,7 +356,8 @@ impl VirtioPciBuilder {
                 return Err(Error::Property {
                     name: name.to_string(),
                     value: value.to_string(),
-                    reason: "unknown property (known: disable-legacy, disable-modern, vectors)",
+                    reason: "unknown property (known: disable-legacy, disable-modern, \
+                             ioeventfd, vectors)",
                 })
             }
         }
@@ -363,6 +401,8 @@ pub struct VirtioPciDevice<M: GuestAddressSpace> {
     pci_cfg_cap: Option<u16>,
     legacy_bar_size: u64,
     generation: Arc<AtomicU64>,
+    /// Where doorbells go for ioeventfds (`None`: `ioeventfd=off` or no hook).
+    notifier_hook: Option<Arc<dyn NotifierHook>>,
 }
 
 impl<M: GuestAddressSpace> std::fmt::Debug for VirtioPciDevice<M> {
@@ -563,6 +603,7 @@ impl<M: GuestAddressSpace + Send + 'static> VirtioPciDevice<M> {
             pci_cfg_cap,
             legacy_bar_size,
             generation: Arc::new(AtomicU64::new(0)),
+            notifier_hook: b.notifier_hook.filter(|_| b.ioeventfd),
         })
     }
 
@@ -614,6 +655,11 @@ impl<M: GuestAddressSpace + Send + 'static> VirtioPciDevice<M> {
     /// The INTx level the transport drives.
     pub fn intx_level(&self) -> bool {
         self.irq.lock().level()
+    }
+
+    /// Whether doorbells are reported for ioeventfds (`ioeventfd=on` and a hook).
+    pub fn ioeventfd_enabled(&self) -> bool {
+        self.notifier_hook.is_some()
     }
 
     /// Whether MSI-X is enabled.
@@ -788,6 +834,9 @@ impl<M: GuestAddressSpace + Send + 'static> VirtioPciDevice<M> {
             .activate(self.memory.clone(), interrupt, queues)?;
         self.active = true;
         self.bump_generation();
+        if let Some(hook) = &self.notifier_hook {
+            hook.notifiers_changed(&self.notify_addresses());
+        }
         Ok(())
     }
 
@@ -805,6 +854,11 @@ impl<M: GuestAddressSpace + Send + 'static> VirtioPciDevice<M> {
             let mut irq = self.irq.lock();
             irq.epoch = irq.epoch.wrapping_add(1);
             irq.driver_ok = false;
+        }
+        // The ioeventfds go first (QEMU's virtio_pci_stop_ioeventfd): doorbells from here
+        // on exit and find the device inactive.
+        if let (true, Some(hook)) = (self.active, &self.notifier_hook) {
+            hook.notifiers_changed(&[]);
         }
         let _stopped = self.device.reset();
         if self.active {

@@ -1,7 +1,8 @@
 //! Random transport traffic: configuration space, the three BARs, status writes, queue
 //! setup with random rings and descriptors in guest memory, doorbells and machine resets.
 //! Property: no panic, no hang (every case ends by dropping the device, which joins its
-//! worker), and the transport's invariants hold after every access.
+//! worker), and the transport's invariants hold after every access (among them: the
+//! doorbells last reported to the notifier hook are exactly the ones the transport lists).
 
 mod common;
 
@@ -95,7 +96,31 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-fn check(dev: &Dev, line: &RecordingLine, what: &Op) {
+type Doorbell = (u16, RegionIndex, u64, u32, Option<u64>);
+
+fn doorbells(notifiers: &[vmkit_virtio::QueueNotify]) -> Vec<Doorbell> {
+    notifiers
+        .iter()
+        .map(|n| (n.queue, n.region, n.offset, n.len, n.datamatch))
+        .collect()
+}
+
+/// Keeps the last set of doorbells the transport reported (what a machine has registered).
+#[derive(Default)]
+struct LastDoorbells(std::sync::Mutex<Vec<Doorbell>>);
+
+impl vmkit_virtio::NotifierHook for LastDoorbells {
+    fn notifiers_changed(&self, notifiers: &[vmkit_virtio::QueueNotify]) {
+        *self.0.lock().unwrap() = doorbells(notifiers);
+    }
+}
+
+fn check(dev: &Dev, line: &RecordingLine, hook: &LastDoorbells, what: &Op) {
+    assert_eq!(
+        *hook.0.lock().unwrap(),
+        doorbells(&dev.notify_addresses()),
+        "registered doorbells differ from the transport's after {what:?}"
+    );
     let level = dev.intx_level();
     assert_eq!(dev.config().word(0), 0x1af4, "after {what:?}");
     assert!(
@@ -140,9 +165,11 @@ fn run(console: bool, ops: Vec<Op>) {
     let mem = memory(MEM);
     let line = Arc::new(RecordingLine::new());
     let msi = Arc::new(RecordingMsi::default());
+    let hook = Arc::new(LastDoorbells::default());
     let mut dev = VirtioPciBuilder::new()
         .intx(line.clone())
         .msi(msi)
+        .notifier_hook(hook.clone())
         .build(device, mem.clone())
         .unwrap();
     for op in &ops {
@@ -238,7 +265,7 @@ fn run(console: bool, ops: Vec<Op>) {
             }
             Op::MachineReset => PciDevice::reset(&mut dev),
         }
-        check(&dev, &line, op);
+        check(&dev, &line, &hook, op);
     }
     // Dropping joins any worker: a hang here fails the run by timeout.
     drop(dev);

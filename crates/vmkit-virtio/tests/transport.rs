@@ -891,3 +891,76 @@ fn through_the_pci_bus_and_mmio_bus() {
     let notify = dev.lock().unwrap().notify_addresses();
     assert_eq!(notify.len(), 2);
 }
+
+/// One reported doorbell: (queue, region, offset, len, datamatch).
+type Doorbell = (u16, vmkit_pci::RegionIndex, u64, u32, Option<u64>);
+
+/// Records every set of doorbells the transport reports.
+#[derive(Default)]
+struct RecordingHook(std::sync::Mutex<Vec<Vec<Doorbell>>>);
+
+impl vmkit_virtio::NotifierHook for RecordingHook {
+    fn notifiers_changed(&self, notifiers: &[vmkit_virtio::QueueNotify]) {
+        self.0.lock().unwrap().push(
+            notifiers
+                .iter()
+                .map(|n| (n.queue, n.region, n.offset, n.len, n.datamatch))
+                .collect(),
+        );
+    }
+}
+
+#[test]
+fn the_notifier_hook_gets_the_doorbells_at_driver_ok_and_none_at_reset() {
+    let hook = Arc::new(RecordingHook::default());
+    let mut h = Harness::new(
+        Box::new(TestDev::new()),
+        VirtioPciBuilder::new().notifier_hook(hook.clone()),
+    );
+    assert!(h.dev.ioeventfd_enabled());
+    h.negotiate(VERSION_1);
+    h.setup_queue(0, QSIZE, DESC, AVAIL, USED);
+    h.setup_queue(1, 8, DESC + 0x4000, AVAIL + 0x4000, USED + 0x4000);
+    assert!(
+        hook.0.lock().unwrap().is_empty(),
+        "nothing before DRIVER_OK"
+    );
+    h.driver_ok();
+    h.set_status(0);
+    // A reset of an inactive device reports nothing more.
+    h.set_status(0);
+    assert_eq!(
+        *hook.0.lock().unwrap(),
+        vec![
+            vec![
+                (0, BAR4, 0x3000, 0, None),
+                (0, BAR0, 0x10, 2, Some(0)),
+                (1, BAR4, 0x3004, 0, None),
+                (1, BAR0, 0x10, 2, Some(1)),
+            ],
+            vec![],
+        ]
+    );
+}
+
+#[test]
+fn ioeventfd_off_keeps_the_hook_out_and_doorbells_on_the_slow_path() {
+    let hook = Arc::new(RecordingHook::default());
+    let builder = VirtioPciBuilder::new()
+        .notifier_hook(hook.clone())
+        .set("ioeventfd", "off")
+        .unwrap();
+    let mut h = Harness::new(Box::new(TestDev::new()), builder);
+    assert!(!h.dev.ioeventfd_enabled());
+    h.negotiate(VERSION_1);
+    h.setup_queue(0, QSIZE, DESC, AVAIL, USED);
+    h.driver_ok();
+    h.notify(0);
+    assert_eq!(h.dev.queue_eventfd(0).unwrap().read().unwrap(), 1);
+    h.set_status(0);
+    assert!(hook.0.lock().unwrap().is_empty());
+    let err = VirtioPciBuilder::new()
+        .set("ioeventfd", "maybe")
+        .unwrap_err();
+    assert!(err.to_string().contains("ioeventfd=maybe"), "{err}");
+}
