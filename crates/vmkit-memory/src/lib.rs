@@ -77,6 +77,7 @@
 //! have their own memory, resizing regions, more than one address space sharing regions, and
 //! dirty tracking of writes made through the vm-memory snapshot (only the listeners' logs).
 
+pub mod atomic;
 mod dirty;
 mod error;
 mod eventfd;

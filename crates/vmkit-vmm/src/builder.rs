@@ -537,4 +537,40 @@ impl<M: GuestAddressSpace + Send + Sync> crate::dump::GuestMemoryReader for Gues
     fn write_guest(&self, gpa: u64, data: &[u8]) -> bool {
         self.0.memory().write_slice(data, GuestAddress(gpa)).is_ok()
     }
+
+    fn compare_exchange(
+        &self,
+        gpa: u64,
+        expected: &[u8],
+        new: &[u8],
+        current: &mut [u8],
+    ) -> Option<bool> {
+        fn exchange<const N: usize>(
+            memory: &(impl vm_memory::GuestMemory + ?Sized),
+            gpa: u64,
+            expected: &[u8],
+            new: &[u8],
+            current: &mut [u8],
+        ) -> Option<bool> {
+            let result = vmkit_memory::atomic::compare_exchange::<_, N>(
+                memory,
+                gpa,
+                expected.try_into().ok()?,
+                new.try_into().ok()?,
+            )?;
+            match result {
+                Ok(()) => Some(true),
+                Err(found) => {
+                    current.get_mut(..N)?.copy_from_slice(&found[..]);
+                    Some(false)
+                }
+            }
+        }
+        let memory = self.0.memory();
+        match expected.len() {
+            8 => exchange::<8>(&*memory, gpa, expected, new, current),
+            16 => exchange::<16>(&*memory, gpa, expected, new, current),
+            _ => None,
+        }
+    }
 }

@@ -17,6 +17,20 @@ pub trait GuestMemoryReader: Send + Sync {
     fn write_guest(&self, _gpa: u64, _data: &[u8]) -> bool {
         false
     }
+
+    /// Atomically replaces the 8 or 16 bytes at `gpa` with `new` if they equal `expected`
+    /// (`Some(true)`); otherwise copies them to `current` (`Some(false)`). `None` if they
+    /// are not RAM, not aligned to their size, or the machine offers no such access (the
+    /// default).
+    fn compare_exchange(
+        &self,
+        _gpa: u64,
+        _expected: &[u8],
+        _new: &[u8],
+        _current: &mut [u8],
+    ) -> Option<bool> {
+        None
+    }
 }
 
 impl<F: Fn(u64, &mut [u8]) -> bool + Send + Sync> GuestMemoryReader for F {

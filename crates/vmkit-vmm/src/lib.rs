@@ -51,6 +51,7 @@ pub mod console;
 pub mod control;
 pub mod debug;
 pub mod dump;
+pub mod emulate;
 mod error;
 pub mod help;
 pub mod qmp;

@@ -12,6 +12,10 @@ use vmkit_kvm::{ExitKind, InterruptWindow, SystemEventKind, Vcpu, VcpuExit};
 
 use crate::control::{Controller, ExitReason, MachineEvent, VcpuAction};
 use crate::dump::{describe_exit_failure, GuestMemoryReader};
+use crate::emulate::{Finished, KvmCpu};
+
+/// KVM_INTERNAL_ERROR_EMULATION: KVM's emulator could not run the instruction.
+const INTERNAL_ERROR_EMULATION: u32 = 1;
 
 pub use vmkit_kvm::InterruptController;
 
@@ -60,6 +64,8 @@ impl HaltWaiter {
 #[derive(Debug, Default)]
 pub struct VcpuStats {
     counts: [AtomicU64; ExitKind::ALL.len()],
+    /// Internal-error exits vmkit finished itself, by [`Finished`] kind.
+    finished: [AtomicU64; Finished::ALL.len()],
 }
 
 impl VcpuStats {
@@ -77,14 +83,42 @@ impl VcpuStats {
         self.counts[kind as usize].load(Ordering::Relaxed)
     }
 
-    /// Non-zero counts by kind name.
+    /// How many instructions of `kind` vmkit finished after KVM handed them back.
+    pub fn finished(&self, kind: Finished) -> u64 {
+        self.finished[kind as usize].load(Ordering::Relaxed)
+    }
+
+    fn count_finished(&self, kind: Finished) {
+        let slot = &self.finished[kind as usize];
+        slot.store(
+            slot.load(Ordering::Relaxed).wrapping_add(1),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Non-zero counts by kind name, then the finished instructions
+    /// (`finished-cmpxchg16b`, ...).
     pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
         ExitKind::ALL
             .iter()
             .map(|&kind| (kind.name(), self.get(kind)))
+            .chain(
+                Finished::ALL
+                    .iter()
+                    .map(|&kind| (kind.counter_name(), self.finished(kind))),
+            )
             .filter(|(_, count)| *count > 0)
             .collect()
     }
+}
+
+fn internal_error_text(e: &vmkit_kvm::InternalError) -> String {
+    format!(
+        "KVM internal error: {} (suberror {}), data {:x?}",
+        e.suberror_name(),
+        e.suberror,
+        e.data()
+    )
 }
 
 /// Everything one vCPU thread needs.
@@ -151,6 +185,22 @@ impl VcpuRunner {
                 }
             };
             self.stats.count(exit.kind());
+            // An instruction KVM could not emulate: finished here where that can be done
+            // exactly, else reported as any other internal error.
+            let emulation_failure = match &exit {
+                VcpuExit::InternalError(e) if e.suberror == INTERNAL_ERROR_EMULATION => {
+                    Some(internal_error_text(e))
+                }
+                _ => None,
+            };
+            if let Some(what) = emulation_failure {
+                if !self.finish_instruction() {
+                    let text =
+                        describe_exit_failure(&self.vcpu, self.index, &what, self.memory.as_ref());
+                    self.fail(text);
+                }
+                continue;
+            }
             match exit {
                 VcpuExit::IoOut {
                     port, size, data, ..
@@ -213,12 +263,7 @@ impl VcpuRunner {
                 }
                 other => {
                     let what = match &other {
-                        VcpuExit::InternalError(e) => format!(
-                            "KVM internal error: {} (suberror {}), data {:x?}",
-                            e.suberror_name(),
-                            e.suberror,
-                            e.data()
-                        ),
+                        VcpuExit::InternalError(e) => internal_error_text(e),
                         VcpuExit::FailEntry { hardware_reason, cpu } => format!(
                             "VM entry failed: hardware reason {hardware_reason:#x} on host CPU {cpu}"
                         ),
@@ -244,6 +289,22 @@ impl VcpuRunner {
 
     fn wait_for_request(&self) {
         self.halt.wait_until(|| self.controller.has_request());
+    }
+
+    /// An instruction KVM could not emulate: finished here when [`crate::emulate`] can do
+    /// it exactly (the vCPU then resumes after it).
+    fn finish_instruction(&mut self) -> bool {
+        let Some(mut cpu) = KvmCpu::new(&self.vcpu, self.memory.as_ref()) else {
+            return false;
+        };
+        let Some(kind) = crate::emulate::finish(&mut cpu) else {
+            return false;
+        };
+        if !cpu.commit() {
+            return false;
+        }
+        self.stats.count_finished(kind);
+        true
     }
 
     /// Stops the machine with an internal error and waits to be told to exit.

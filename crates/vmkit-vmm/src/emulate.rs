@@ -1,0 +1,648 @@
+//! Finishing the instructions this host's KVM hands back.
+//!
+//! On a nested host, KVM's instruction emulator returns a few instructions of guest kernel
+//! code as `KVM_EXIT_INTERNAL_ERROR` with suberror EMULATION (1): `lock cmpxchg16b` in
+//! Linux's SLUB allocator, `int3` in protected and long mode (the alternatives self-test),
+//! `popcnt`. A VMM can finish such an instruction itself and resume, as Cloud Hypervisor
+//! carries an x86 emulator for MSHV. This module does it where it can be done exactly:
+//!
+//! | instruction | what vmkit does |
+//! | --- | --- |
+//! | `int3` | RIP past it, #BP queued with `KVM_SET_VCPU_EVENTS`: KVM delivers it through the guest's IDT |
+//! | `cmpxchg8b` / `cmpxchg16b m` | the compare-exchange done atomically on the host mapping of the guest page (the operand translated with `KVM_TRANSLATE`, writable, aligned as the SDM requires), ZF and EDX:EAX / RDX:RAX as the SDM says |
+//! | `popcnt r, r/m` | the count written to the register, ZF set from the source, CF/OF/SF/AF/PF cleared |
+//!
+//! Anything else (or an operand it cannot reach) is left alone: the caller stops the
+//! machine with today's report. Unit tests check each instruction's results against the
+//! SDM on a register-and-memory model ([`Cpu`]), the same code the vCPU path runs.
+
+use iced_x86::{Decoder, DecoderOptions, Instruction, Mnemonic, OpKind, Register};
+use kvm_bindings::{kvm_regs, kvm_sregs};
+use vmkit_kvm::Vcpu;
+
+use crate::dump::GuestMemoryReader;
+
+/// The instructions this module finishes, in the order of [`Finished::ALL`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finished {
+    /// `int3` (#BP delivered through the guest's IDT).
+    Int3,
+    /// `cmpxchg8b m64`.
+    Cmpxchg8b,
+    /// `cmpxchg16b m128`.
+    Cmpxchg16b,
+    /// `popcnt r, r/m`.
+    Popcnt,
+}
+
+impl Finished {
+    /// Every kind, for counters.
+    pub const ALL: [Finished; 4] = [
+        Finished::Int3,
+        Finished::Cmpxchg8b,
+        Finished::Cmpxchg16b,
+        Finished::Popcnt,
+    ];
+
+    /// The counter's name in `query-exits` (e.g. `"finished-cmpxchg16b"`).
+    pub fn counter_name(self) -> &'static str {
+        match self {
+            Finished::Int3 => "finished-int3",
+            Finished::Cmpxchg8b => "finished-cmpxchg8b",
+            Finished::Cmpxchg16b => "finished-cmpxchg16b",
+            Finished::Popcnt => "finished-popcnt",
+        }
+    }
+}
+
+/// RFLAGS bits the finished instructions change.
+const CF: u64 = 1 << 0;
+const PF: u64 = 1 << 2;
+const AF: u64 = 1 << 4;
+const ZF: u64 = 1 << 6;
+const SF: u64 = 1 << 7;
+const OF: u64 = 1 << 11;
+
+/// What the emulation needs from a vCPU and guest memory; [`KvmCpu`] is the real one, the
+/// tests use a model.
+pub trait Cpu {
+    /// General-purpose registers, RIP and RFLAGS.
+    fn regs(&self) -> &kvm_regs;
+    /// The same, to change.
+    fn regs_mut(&mut self) -> &mut kvm_regs;
+    /// Segment and control registers.
+    fn sregs(&self) -> &kvm_sregs;
+    /// The guest physical address of linear address `linear`, and whether it is writable.
+    fn translate(&self, linear: u64) -> Option<(u64, bool)>;
+    /// Reads guest physical memory.
+    fn read(&self, gpa: u64, buf: &mut [u8]) -> bool;
+    /// An atomic compare-exchange of `N` (8 or 16) bytes at guest physical `gpa`: if the
+    /// memory equals `expected` it becomes `new` and `Ok` is returned, else `Err(current)`.
+    /// `None` if `gpa` is not RAM.
+    fn compare_exchange<const N: usize>(
+        &mut self,
+        gpa: u64,
+        expected: [u8; N],
+        new: [u8; N],
+    ) -> Option<Result<(), [u8; N]>>;
+    /// Queues exception `vector` for delivery at the next entry.
+    fn queue_exception(&mut self, vector: u8) -> bool;
+}
+
+/// Tries to finish the instruction at RIP. `Some(kind)`: done, registers (and memory, and
+/// any queued exception) updated for the vCPU to resume; `None`: not handled, nothing
+/// changed.
+pub fn finish(cpu: &mut impl Cpu) -> Option<Finished> {
+    let bitness = bitness(cpu.sregs());
+    let linear_rip = linear(bitness, cpu.sregs().cs.base, cpu.regs().rip);
+    let bytes = fetch(cpu, linear_rip)?;
+    let mut decoder = Decoder::with_ip(bitness, &bytes, cpu.regs().rip, DecoderOptions::NONE);
+    let instruction = decoder.decode();
+    if instruction.is_invalid() {
+        return None;
+    }
+    let finished = match instruction.mnemonic() {
+        Mnemonic::Int3 => {
+            if !cpu.queue_exception(3) {
+                return None;
+            }
+            Finished::Int3
+        }
+        Mnemonic::Cmpxchg8b => cmpxchg::<8>(cpu, &instruction, bitness)?,
+        Mnemonic::Cmpxchg16b => cmpxchg::<16>(cpu, &instruction, bitness)?,
+        Mnemonic::Popcnt => popcnt(cpu, &instruction, bitness)?,
+        _ => return None,
+    };
+    cpu.regs_mut().rip = instruction.next_ip();
+    Some(finished)
+}
+
+/// 16, 32 or 64: the code size of CS.
+fn bitness(sregs: &kvm_sregs) -> u32 {
+    const EFER_LMA: u64 = 1 << 10;
+    if sregs.efer & EFER_LMA != 0 && sregs.cs.l != 0 {
+        64
+    } else if sregs.cr0 & 1 != 0 && sregs.cs.db != 0 {
+        32
+    } else {
+        16
+    }
+}
+
+/// Segment base plus offset, truncated outside 64-bit mode.
+fn linear(bitness: u32, base: u64, offset: u64) -> u64 {
+    let address = base.wrapping_add(offset);
+    if bitness == 64 {
+        address
+    } else {
+        address & 0xffff_ffff
+    }
+}
+
+/// The 15 bytes at `linear` (or fewer at the end of a mapped range), page by page.
+fn fetch(cpu: &impl Cpu, linear: u64) -> Option<Vec<u8>> {
+    let mut bytes = Vec::with_capacity(15);
+    let mut address = linear;
+    while bytes.len() < 15 {
+        let in_page = 0x1000 - (address & 0xfff) as usize;
+        let take = in_page.min(15 - bytes.len());
+        let Some((gpa, _)) = cpu.translate(address) else {
+            break;
+        };
+        let mut chunk = vec![0u8; take];
+        if !cpu.read(gpa, &mut chunk) {
+            break;
+        }
+        bytes.extend_from_slice(&chunk);
+        address = address.wrapping_add(take as u64);
+    }
+    (!bytes.is_empty()).then_some(bytes)
+}
+
+/// The value of `register` (any width) or, for a segment register, its base.
+fn register_value(regs: &kvm_regs, sregs: &kvm_sregs, register: Register) -> Option<u64> {
+    let segment = match register {
+        Register::ES => Some(sregs.es.base),
+        Register::CS => Some(sregs.cs.base),
+        Register::SS => Some(sregs.ss.base),
+        Register::DS => Some(sregs.ds.base),
+        Register::FS => Some(sregs.fs.base),
+        Register::GS => Some(sregs.gs.base),
+        _ => None,
+    };
+    if segment.is_some() {
+        return segment;
+    }
+    let full = gpr(regs, register.full_register())?;
+    let value = if register.is_gpr8()
+        && matches!(
+            register,
+            Register::AH | Register::CH | Register::DH | Register::BH
+        ) {
+        (full >> 8) & 0xff
+    } else {
+        match register.size() {
+            1 => full & 0xff,
+            2 => full & 0xffff,
+            4 => full & 0xffff_ffff,
+            _ => full,
+        }
+    };
+    Some(value)
+}
+
+fn gpr(regs: &kvm_regs, full: Register) -> Option<u64> {
+    Some(match full {
+        Register::RAX => regs.rax,
+        Register::RCX => regs.rcx,
+        Register::RDX => regs.rdx,
+        Register::RBX => regs.rbx,
+        Register::RSP => regs.rsp,
+        Register::RBP => regs.rbp,
+        Register::RSI => regs.rsi,
+        Register::RDI => regs.rdi,
+        Register::R8 => regs.r8,
+        Register::R9 => regs.r9,
+        Register::R10 => regs.r10,
+        Register::R11 => regs.r11,
+        Register::R12 => regs.r12,
+        Register::R13 => regs.r13,
+        Register::R14 => regs.r14,
+        Register::R15 => regs.r15,
+        Register::RIP => regs.rip,
+        _ => return None,
+    })
+}
+
+fn gpr_mut(regs: &mut kvm_regs, full: Register) -> Option<&mut u64> {
+    Some(match full {
+        Register::RAX => &mut regs.rax,
+        Register::RCX => &mut regs.rcx,
+        Register::RDX => &mut regs.rdx,
+        Register::RBX => &mut regs.rbx,
+        Register::RSP => &mut regs.rsp,
+        Register::RBP => &mut regs.rbp,
+        Register::RSI => &mut regs.rsi,
+        Register::RDI => &mut regs.rdi,
+        Register::R8 => &mut regs.r8,
+        Register::R9 => &mut regs.r9,
+        Register::R10 => &mut regs.r10,
+        Register::R11 => &mut regs.r11,
+        Register::R12 => &mut regs.r12,
+        Register::R13 => &mut regs.r13,
+        Register::R14 => &mut regs.r14,
+        Register::R15 => &mut regs.r15,
+        _ => return None,
+    })
+}
+
+/// Writes a 16-, 32- or 64-bit result to `register` as the CPU does: 32-bit writes clear
+/// the upper half, 16-bit writes keep it.
+fn write_register(regs: &mut kvm_regs, register: Register, value: u64) -> Option<()> {
+    let slot = gpr_mut(regs, register.full_register())?;
+    *slot = match register.size() {
+        2 => (*slot & !0xffff) | (value & 0xffff),
+        4 => value & 0xffff_ffff,
+        8 => value,
+        _ => return None,
+    };
+    Some(())
+}
+
+/// The guest physical address of memory operand 0 (which must be `size` bytes long, within
+/// one page) and whether the page is writable.
+fn memory_operand(
+    cpu: &impl Cpu,
+    instruction: &Instruction,
+    operand: u32,
+    bitness: u32,
+    size: u64,
+) -> Option<(u64, bool)> {
+    let (regs, sregs) = (cpu.regs(), cpu.sregs());
+    let address = instruction.virtual_address(operand, 0, |register, _, _| {
+        register_value(regs, sregs, register)
+    })?;
+    let address = linear(bitness, 0, address);
+    if (address & 0xfff) + size > 0x1000 {
+        return None;
+    }
+    cpu.translate(address)
+}
+
+/// CMPXCHG8B / CMPXCHG16B: compare EDX:EAX (RDX:RAX) with the operand; equal: store
+/// ECX:EBX (RCX:RBX), ZF=1; else load the operand into EDX:EAX (RDX:RAX), ZF=0.
+fn cmpxchg<const N: usize>(
+    cpu: &mut impl Cpu,
+    instruction: &Instruction,
+    bitness: u32,
+) -> Option<Finished> {
+    if instruction.op0_kind() != OpKind::Memory {
+        return None;
+    }
+    let (gpa, writable) = memory_operand(cpu, instruction, 0, bitness, N as u64)?;
+    // CMPXCHG16B raises #GP on a misaligned operand, and a misaligned CMPXCHG8B cannot be
+    // done atomically here: both left to the report, not emulated.
+    if !writable || gpa % N as u64 != 0 {
+        return None;
+    }
+    let half = N / 2;
+    let mask = if half == 8 { u64::MAX } else { 0xffff_ffff };
+    let regs = cpu.regs();
+    let (rax, rdx, rbx, rcx) = (
+        regs.rax & mask,
+        regs.rdx & mask,
+        regs.rbx & mask,
+        regs.rcx & mask,
+    );
+    let mut expected = [0u8; N];
+    let mut new = [0u8; N];
+    expected[..half].copy_from_slice(&rax.to_le_bytes()[..half]);
+    expected[half..].copy_from_slice(&rdx.to_le_bytes()[..half]);
+    new[..half].copy_from_slice(&rbx.to_le_bytes()[..half]);
+    new[half..].copy_from_slice(&rcx.to_le_bytes()[..half]);
+    let outcome = cpu.compare_exchange::<N>(gpa, expected, new)?;
+    let regs = cpu.regs_mut();
+    match outcome {
+        Ok(()) => regs.rflags |= ZF,
+        Err(current) => {
+            regs.rflags &= !ZF;
+            let mut low = [0u8; 8];
+            let mut high = [0u8; 8];
+            low[..half].copy_from_slice(&current[..half]);
+            high[..half].copy_from_slice(&current[half..]);
+            // In 32-bit form the loads write EAX/EDX, which clears their upper halves.
+            regs.rax = u64::from_le_bytes(low);
+            regs.rdx = u64::from_le_bytes(high);
+        }
+    }
+    Some(if N == 16 {
+        Finished::Cmpxchg16b
+    } else {
+        Finished::Cmpxchg8b
+    })
+}
+
+/// POPCNT r, r/m: the number of set bits; ZF if the source is 0; CF, OF, SF, AF, PF cleared.
+fn popcnt(cpu: &mut impl Cpu, instruction: &Instruction, bitness: u32) -> Option<Finished> {
+    let destination = instruction.op0_register();
+    let size = u64::from(destination.size() as u32);
+    let source = match instruction.op1_kind() {
+        OpKind::Register => register_value(cpu.regs(), cpu.sregs(), instruction.op1_register())?,
+        OpKind::Memory => {
+            let (gpa, _) = memory_operand(cpu, instruction, 1, bitness, size)?;
+            let mut bytes = [0u8; 8];
+            if !cpu.read(gpa, &mut bytes[..size as usize]) {
+                return None;
+            }
+            u64::from_le_bytes(bytes)
+        }
+        _ => return None,
+    };
+    let regs = cpu.regs_mut();
+    write_register(regs, destination, u64::from(source.count_ones()))?;
+    regs.rflags &= !(CF | PF | AF | ZF | SF | OF);
+    if source == 0 {
+        regs.rflags |= ZF;
+    }
+    Some(Finished::Popcnt)
+}
+
+/// The real [`Cpu`]: a stopped vCPU and its guest memory.
+pub struct KvmCpu<'a> {
+    vcpu: &'a Vcpu,
+    memory: &'a dyn GuestMemoryReader,
+    regs: kvm_regs,
+    sregs: kvm_sregs,
+    exception: Option<u8>,
+}
+
+impl<'a> KvmCpu<'a> {
+    /// Reads the vCPU's registers; `None` if KVM cannot give them.
+    pub fn new(vcpu: &'a Vcpu, memory: &'a dyn GuestMemoryReader) -> Option<Self> {
+        Some(Self {
+            regs: vcpu.regs().ok()?,
+            sregs: vcpu.sregs().ok()?,
+            vcpu,
+            memory,
+            exception: None,
+        })
+    }
+
+    /// Writes the registers (and the queued exception) back to the vCPU.
+    pub fn commit(self) -> bool {
+        if self.vcpu.set_regs(&self.regs).is_err() {
+            return false;
+        }
+        if let Some(vector) = self.exception {
+            let Ok(mut events) = self.vcpu.vcpu_events() else {
+                return false;
+            };
+            events.exception.injected = 1;
+            events.exception.nr = vector;
+            events.exception.has_error_code = 0;
+            events.exception.error_code = 0;
+            if self.vcpu.set_vcpu_events(&events).is_err() {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+impl Cpu for KvmCpu<'_> {
+    fn regs(&self) -> &kvm_regs {
+        &self.regs
+    }
+
+    fn regs_mut(&mut self) -> &mut kvm_regs {
+        &mut self.regs
+    }
+
+    fn sregs(&self) -> &kvm_sregs {
+        &self.sregs
+    }
+
+    fn translate(&self, linear: u64) -> Option<(u64, bool)> {
+        let t = self.vcpu.as_raw().translate_gva(linear).ok()?;
+        (t.valid != 0).then_some((t.physical_address, t.writeable != 0))
+    }
+
+    fn read(&self, gpa: u64, buf: &mut [u8]) -> bool {
+        self.memory.read_guest(gpa, buf)
+    }
+
+    fn compare_exchange<const N: usize>(
+        &mut self,
+        gpa: u64,
+        expected: [u8; N],
+        new: [u8; N],
+    ) -> Option<Result<(), [u8; N]>> {
+        let mut current = [0u8; N];
+        match self
+            .memory
+            .compare_exchange(gpa, &expected, &new, &mut current)?
+        {
+            true => Some(Ok(())),
+            false => Some(Err(current)),
+        }
+    }
+
+    fn queue_exception(&mut self, vector: u8) -> bool {
+        self.exception = Some(vector);
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A vCPU in 64-bit (or 32-bit) mode over 64 KiB of identity-mapped RAM.
+    struct Model {
+        regs: kvm_regs,
+        sregs: kvm_sregs,
+        ram: Vec<u8>,
+        writable: bool,
+        exception: Option<u8>,
+    }
+
+    const CODE: u64 = 0x1000;
+
+    impl Model {
+        fn long_mode(code: &[u8]) -> Self {
+            let mut sregs = kvm_sregs::default();
+            sregs.efer = 1 << 10 | 1 << 8;
+            sregs.cr0 = 0x8000_0001;
+            sregs.cs.l = 1;
+            Self::with(sregs, code)
+        }
+
+        fn protected_mode(code: &[u8]) -> Self {
+            let mut sregs = kvm_sregs::default();
+            sregs.cr0 = 1;
+            sregs.cs.db = 1;
+            Self::with(sregs, code)
+        }
+
+        fn with(sregs: kvm_sregs, code: &[u8]) -> Self {
+            let mut ram = vec![0u8; 0x10000];
+            ram[CODE as usize..CODE as usize + code.len()].copy_from_slice(code);
+            let regs = kvm_regs {
+                rip: CODE,
+                rflags: 2,
+                ..Default::default()
+            };
+            Self {
+                regs,
+                sregs,
+                ram,
+                writable: true,
+                exception: None,
+            }
+        }
+    }
+
+    impl Cpu for Model {
+        fn regs(&self) -> &kvm_regs {
+            &self.regs
+        }
+        fn regs_mut(&mut self) -> &mut kvm_regs {
+            &mut self.regs
+        }
+        fn sregs(&self) -> &kvm_sregs {
+            &self.sregs
+        }
+        fn translate(&self, linear: u64) -> Option<(u64, bool)> {
+            (linear < self.ram.len() as u64).then_some((linear, self.writable))
+        }
+        fn read(&self, gpa: u64, buf: &mut [u8]) -> bool {
+            let start = gpa as usize;
+            match self.ram.get(start..start + buf.len()) {
+                Some(bytes) => {
+                    buf.copy_from_slice(bytes);
+                    true
+                }
+                None => false,
+            }
+        }
+        fn compare_exchange<const N: usize>(
+            &mut self,
+            gpa: u64,
+            expected: [u8; N],
+            new: [u8; N],
+        ) -> Option<Result<(), [u8; N]>> {
+            let bytes = self.ram.get_mut(gpa as usize..gpa as usize + N)?;
+            if bytes == expected {
+                bytes.copy_from_slice(&new);
+                Some(Ok(()))
+            } else {
+                Some(Err(bytes.try_into().unwrap()))
+            }
+        }
+        fn queue_exception(&mut self, vector: u8) -> bool {
+            self.exception = Some(vector);
+            true
+        }
+    }
+
+    fn u64_at(ram: &[u8], at: usize) -> u64 {
+        u64::from_le_bytes(ram[at..at + 8].try_into().unwrap())
+    }
+
+    // lock cmpxchg16b [rdi]
+    const LOCK_CMPXCHG16B_RDI: [u8; 5] = [0xf0, 0x48, 0x0f, 0xc7, 0x0f];
+
+    #[test]
+    fn cmpxchg16b_equal_stores_rcx_rbx_and_sets_zf() {
+        let mut cpu = Model::long_mode(&LOCK_CMPXCHG16B_RDI);
+        cpu.ram[0x2000..0x2008].copy_from_slice(&1u64.to_le_bytes());
+        cpu.ram[0x2008..0x2010].copy_from_slice(&2u64.to_le_bytes());
+        cpu.regs.rdi = 0x2000;
+        (cpu.regs.rax, cpu.regs.rdx) = (1, 2);
+        (cpu.regs.rbx, cpu.regs.rcx) = (0x1111, 0x2222);
+        assert_eq!(finish(&mut cpu), Some(Finished::Cmpxchg16b));
+        assert_eq!(u64_at(&cpu.ram, 0x2000), 0x1111);
+        assert_eq!(u64_at(&cpu.ram, 0x2008), 0x2222);
+        assert_ne!(cpu.regs.rflags & ZF, 0);
+        assert_eq!((cpu.regs.rax, cpu.regs.rdx), (1, 2));
+        assert_eq!(cpu.regs.rip, CODE + 5);
+    }
+
+    #[test]
+    fn cmpxchg16b_unequal_loads_rdx_rax_and_clears_zf() {
+        let mut cpu = Model::long_mode(&LOCK_CMPXCHG16B_RDI);
+        cpu.ram[0x2000..0x2008].copy_from_slice(&7u64.to_le_bytes());
+        cpu.ram[0x2008..0x2010].copy_from_slice(&8u64.to_le_bytes());
+        cpu.regs.rdi = 0x2000;
+        cpu.regs.rflags |= ZF;
+        (cpu.regs.rax, cpu.regs.rdx) = (1, 2);
+        assert_eq!(finish(&mut cpu), Some(Finished::Cmpxchg16b));
+        assert_eq!((cpu.regs.rax, cpu.regs.rdx), (7, 8));
+        assert_eq!(cpu.regs.rflags & ZF, 0);
+        assert_eq!(u64_at(&cpu.ram, 0x2000), 7, "memory unchanged");
+    }
+
+    #[test]
+    fn misaligned_read_only_or_unmapped_operands_are_left_alone() {
+        for (rdi, writable) in [(0x2008u64, true), (0x2000, false), (0x10_0000, true)] {
+            let mut cpu = Model::long_mode(&LOCK_CMPXCHG16B_RDI);
+            cpu.regs.rdi = rdi;
+            cpu.writable = writable;
+            let before = cpu.regs;
+            assert_eq!(finish(&mut cpu), None, "rdi {rdi:#x}");
+            assert_eq!(cpu.regs.rip, before.rip);
+            assert_eq!(cpu.regs.rflags, before.rflags);
+        }
+    }
+
+    #[test]
+    fn cmpxchg8b_in_32_bit_mode_uses_edx_eax_and_ecx_ebx() {
+        // lock cmpxchg8b [esi + 8]
+        let mut cpu = Model::protected_mode(&[0xf0, 0x0f, 0xc7, 0x4e, 0x08]);
+        cpu.ram[0x3008..0x300c].copy_from_slice(&5u32.to_le_bytes());
+        cpu.ram[0x300c..0x3010].copy_from_slice(&6u32.to_le_bytes());
+        cpu.regs.rsi = 0x3000;
+        // Upper halves are ignored in the compare.
+        (cpu.regs.rax, cpu.regs.rdx) = (0xdead_0000_0000_0005, 6);
+        (cpu.regs.rbx, cpu.regs.rcx) = (0xa, 0xb);
+        assert_eq!(finish(&mut cpu), Some(Finished::Cmpxchg8b));
+        assert_eq!(u64_at(&cpu.ram, 0x3008), 0xb_0000_000a);
+        assert_ne!(cpu.regs.rflags & ZF, 0);
+        assert_eq!(cpu.regs.rip, CODE + 5);
+        // Now unequal: EDX:EAX loaded (zero-extended).
+        cpu.regs.rip = CODE;
+        assert_eq!(finish(&mut cpu), Some(Finished::Cmpxchg8b));
+        assert_eq!((cpu.regs.rax, cpu.regs.rdx), (0xa, 0xb));
+        assert_eq!(cpu.regs.rflags & ZF, 0);
+    }
+
+    #[test]
+    fn popcnt_counts_sets_zf_and_clears_the_other_flags() {
+        // popcnt rax, rdi: the instruction Linux hit on this host.
+        let mut cpu = Model::long_mode(&[0xf3, 0x48, 0x0f, 0xb8, 0xc7]);
+        cpu.regs.rdi = 0xf0f0_0000_0000_0001;
+        cpu.regs.rflags = 2 | CF | OF | SF | AF | PF | ZF;
+        assert_eq!(finish(&mut cpu), Some(Finished::Popcnt));
+        assert_eq!(cpu.regs.rax, 9);
+        assert_eq!(cpu.regs.rflags, 2);
+        assert_eq!(cpu.regs.rip, CODE + 5);
+
+        // popcnt eax, ecx with ECX = 0: ZF, and the 32-bit write clears RAX's upper half.
+        let mut cpu = Model::long_mode(&[0xf3, 0x0f, 0xb8, 0xc1]);
+        cpu.regs.rax = u64::MAX;
+        cpu.regs.rcx = 0xffff_ffff_0000_0000;
+        assert_eq!(finish(&mut cpu), Some(Finished::Popcnt));
+        assert_eq!(cpu.regs.rax, 0);
+        assert_eq!(cpu.regs.rflags, 2 | ZF);
+
+        // popcnt ax, word [rbx]: a 16-bit write keeps the rest of RAX.
+        let mut cpu = Model::long_mode(&[0x66, 0xf3, 0x0f, 0xb8, 0x03]);
+        cpu.regs.rax = 0x1234_5678_9abc_def0;
+        cpu.regs.rbx = 0x4000;
+        cpu.ram[0x4000..0x4002].copy_from_slice(&0x0707u16.to_le_bytes());
+        assert_eq!(finish(&mut cpu), Some(Finished::Popcnt));
+        assert_eq!(cpu.regs.rax, 0x1234_5678_9abc_0006);
+    }
+
+    #[test]
+    fn int3_queues_breakpoint_after_the_instruction() {
+        let mut cpu = Model::protected_mode(&[0xcc]);
+        assert_eq!(finish(&mut cpu), Some(Finished::Int3));
+        assert_eq!(cpu.exception, Some(3));
+        assert_eq!(cpu.regs.rip, CODE + 1);
+    }
+
+    #[test]
+    fn other_instructions_are_not_touched() {
+        for code in [&[0x90u8][..], &[0x0f, 0x0b], &[0xf4]] {
+            let mut cpu = Model::long_mode(code);
+            assert_eq!(finish(&mut cpu), None, "{code:x?}");
+            assert_eq!(cpu.regs.rip, CODE);
+            assert_eq!(cpu.exception, None);
+        }
+        // No code mapped at RIP.
+        let mut cpu = Model::long_mode(&[]);
+        cpu.regs.rip = 0x10_0000;
+        assert_eq!(finish(&mut cpu), None);
+    }
+}
