@@ -450,16 +450,20 @@ mod tests {
 
     impl Model {
         fn long_mode(code: &[u8]) -> Self {
-            let mut sregs = kvm_sregs::default();
-            sregs.efer = 1 << 10 | 1 << 8;
-            sregs.cr0 = 0x8000_0001;
+            let mut sregs = kvm_sregs {
+                efer: 1 << 10 | 1 << 8,
+                cr0: 0x8000_0001,
+                ..Default::default()
+            };
             sregs.cs.l = 1;
             Self::with(sregs, code)
         }
 
         fn protected_mode(code: &[u8]) -> Self {
-            let mut sregs = kvm_sregs::default();
-            sregs.cr0 = 1;
+            let mut sregs = kvm_sregs {
+                cr0: 1,
+                ..Default::default()
+            };
             sregs.cs.db = 1;
             Self::with(sregs, code)
         }

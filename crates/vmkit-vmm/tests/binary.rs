@@ -216,21 +216,20 @@ fn unassigned_ports_read_all_ones_and_the_guest_goes_on() {
 #[test]
 fn an_instruction_kvm_cannot_run_stops_the_vm_with_a_report() {
     require_kvm!();
-    // cmpxchg16b at CPL0: this workplace's nested host cannot emulate it (internal error);
-    // hardware KVM runs it, and then the guest exits through debug-exit with 0x11.
+    // xrstor at CPL0: this workplace's nested host cannot emulate it and vmkit does not
+    // finish it (internal error); hardware KVM runs it (RFBM 0: nothing restored), and then
+    // the guest exits through debug-exit with 0x11.
     let guest = assemble(64, ENTRY, |a| {
         a.mov(rdi, 0x8000u64)?;
         a.xor(eax, eax)?;
         a.xor(edx, edx)?;
-        a.xor(ebx, ebx)?;
-        a.xor(ecx, ecx)?;
-        a.cmpxchg16b(xmmword_ptr(rdi))?;
+        a.xrstor64(ptr(rdi))?;
         a.mov(al, 0x11)?;
         a.mov(dx, 0x501u32)?;
         a.out(dx, al)?;
         a.hlt()
     });
-    let guest = guest_file("cmpxchg16b", &guest);
+    let guest = guest_file("xrstor", &guest);
     let mut command = vmkit();
     command
         .arg("-flat")
@@ -242,15 +241,61 @@ fn an_instruction_kvm_cannot_run_stops_the_vm_with_a_report() {
         Some(1) => {
             assert!(err.contains("vCPU 0 stopped"), "{err}");
             assert!(err.contains("RIP="), "{err}");
-            assert!(
-                err.contains("cmpxchg16b"),
-                "the report disassembles RIP: {err}"
-            );
-            eprintln!("host could not run cmpxchg16b; vmkit reported:\n{err}");
+            assert!(err.contains("xrstor"), "the report disassembles RIP: {err}");
+            eprintln!("host could not run xrstor; vmkit reported:\n{err}");
         }
-        Some(0x23) => eprintln!("host ran cmpxchg16b; the guest went on"),
+        Some(0x23) => eprintln!("host ran xrstor; the guest went on"),
         other => panic!("unexpected exit {other:?}: {err}"),
     }
+}
+
+#[test]
+fn instructions_the_host_hands_back_are_finished_by_vmkit() {
+    require_kvm!();
+    // lock cmpxchg16b and popcnt at CPL0 (Linux's first walls on this host): KVM either
+    // runs them or hands them back and vmkit finishes them; the guest checks the results
+    // as the SDM gives them and exits 0x11 (status 0x23), or 0x7f on a wrong result.
+    let guest = assemble(64, ENTRY, |a| {
+        let mut wrong = a.create_label();
+        a.mov(rdi, 0x8000u64)?;
+        a.xor(eax, eax)?;
+        a.xor(edx, edx)?;
+        a.mov(rbx, 0x1234u64)?;
+        a.mov(rcx, 0x5678u64)?;
+        a.lock().cmpxchg16b(xmmword_ptr(rdi))?;
+        a.jnz(wrong)?; // equal (zeroed RAM): ZF set
+        a.cmp(qword_ptr(rdi), 0x1234)?;
+        a.jne(wrong)?;
+        a.cmp(qword_ptr(rdi + 8), 0x5678)?;
+        a.jne(wrong)?;
+        a.lock().cmpxchg16b(xmmword_ptr(rdi))?; // now unequal: RDX:RAX loaded, ZF clear
+        a.jz(wrong)?;
+        a.cmp(rax, 0x1234)?;
+        a.jne(wrong)?;
+        a.cmp(rdx, 0x5678)?;
+        a.jne(wrong)?;
+        a.mov(rsi, 0xf0f0_0000_0000_0001u64)?;
+        a.popcnt(rax, rsi)?;
+        a.cmp(rax, 9)?;
+        a.jne(wrong)?;
+        a.mov(al, 0x11)?;
+        a.mov(dx, 0x501u32)?;
+        a.out(dx, al)?;
+        a.hlt()?;
+        a.set_label(&mut wrong)?;
+        a.mov(al, 0x3f)?;
+        a.mov(dx, 0x501u32)?;
+        a.out(dx, al)?;
+        a.hlt()
+    });
+    let guest = guest_file("finished", &guest);
+    let mut command = vmkit();
+    command
+        .arg("-flat")
+        .arg(format!("{},mode=long", guest.display()))
+        .args(["-device", "isa-debug-exit"]);
+    let (output, _) = run(command, Duration::from_secs(30));
+    assert_eq!(output.status.code(), Some(0x23), "{}", stderr(&output));
 }
 
 #[test]
