@@ -11,6 +11,7 @@
 //! | `int3` | RIP past it, #BP queued with `KVM_SET_VCPU_EVENTS`: KVM delivers it through the guest's IDT |
 //! | `cmpxchg8b` / `cmpxchg16b m` | the compare-exchange done atomically on the host mapping of the guest page (the operand translated with `KVM_TRANSLATE`, writable, aligned as the SDM requires), ZF and EDX:EAX / RDX:RAX as the SDM says |
 //! | `popcnt r, r/m` | the count written to the register, ZF set from the source, CF/OF/SF/AF/PF cleared |
+//! | `clac` / `stac` (at CPL 0) | RFLAGS.AC cleared / set (the first instruction of Linux's exception entries) |
 //!
 //! Anything else (or an operand it cannot reach) is left alone: the caller stops the
 //! machine with today's report. Unit tests check each instruction's results against the
@@ -33,15 +34,18 @@ pub enum Finished {
     Cmpxchg16b,
     /// `popcnt r, r/m`.
     Popcnt,
+    /// `clac` / `stac`.
+    ClacStac,
 }
 
 impl Finished {
     /// Every kind, for counters.
-    pub const ALL: [Finished; 4] = [
+    pub const ALL: [Finished; 5] = [
         Finished::Int3,
         Finished::Cmpxchg8b,
         Finished::Cmpxchg16b,
         Finished::Popcnt,
+        Finished::ClacStac,
     ];
 
     /// The counter's name in `query-exits` (e.g. `"finished-cmpxchg16b"`).
@@ -51,6 +55,7 @@ impl Finished {
             Finished::Cmpxchg8b => "finished-cmpxchg8b",
             Finished::Cmpxchg16b => "finished-cmpxchg16b",
             Finished::Popcnt => "finished-popcnt",
+            Finished::ClacStac => "finished-clac-stac",
         }
     }
 }
@@ -62,6 +67,7 @@ const AF: u64 = 1 << 4;
 const ZF: u64 = 1 << 6;
 const SF: u64 = 1 << 7;
 const OF: u64 = 1 << 11;
+const AC: u64 = 1 << 18;
 
 /// What the emulation needs from a vCPU and guest memory; [`KvmCpu`] is the real one, the
 /// tests use a model.
@@ -111,6 +117,16 @@ pub fn finish(cpu: &mut impl Cpu) -> Option<Finished> {
         Mnemonic::Cmpxchg8b => cmpxchg::<8>(cpu, &instruction, bitness)?,
         Mnemonic::Cmpxchg16b => cmpxchg::<16>(cpu, &instruction, bitness)?,
         Mnemonic::Popcnt => popcnt(cpu, &instruction, bitness)?,
+        // Privileged: #UD outside CPL 0, left to the report.
+        Mnemonic::Clac | Mnemonic::Stac if cpu.sregs().cs.selector & 3 == 0 => {
+            let regs = cpu.regs_mut();
+            if instruction.mnemonic() == Mnemonic::Clac {
+                regs.rflags &= !AC;
+            } else {
+                regs.rflags |= AC;
+            }
+            Finished::ClacStac
+        }
         _ => return None,
     };
     cpu.regs_mut().rip = instruction.next_ip();
@@ -634,6 +650,21 @@ mod tests {
         assert_eq!(finish(&mut cpu), Some(Finished::Int3));
         assert_eq!(cpu.exception, Some(3));
         assert_eq!(cpu.regs.rip, CODE + 1);
+    }
+
+    #[test]
+    fn clac_and_stac_change_ac_at_cpl_0_only() {
+        let mut cpu = Model::long_mode(&[0x0f, 0x01, 0xca]);
+        cpu.regs.rflags |= AC;
+        assert_eq!(finish(&mut cpu), Some(Finished::ClacStac));
+        assert_eq!(cpu.regs.rflags & AC, 0);
+        assert_eq!(cpu.regs.rip, CODE + 3);
+        let mut cpu = Model::long_mode(&[0x0f, 0x01, 0xcb]);
+        assert_eq!(finish(&mut cpu), Some(Finished::ClacStac));
+        assert_ne!(cpu.regs.rflags & AC, 0);
+        let mut cpu = Model::long_mode(&[0x0f, 0x01, 0xcb]);
+        cpu.sregs.cs.selector = 0x33;
+        assert_eq!(finish(&mut cpu), None);
     }
 
     #[test]
