@@ -11,6 +11,7 @@
 //! | `int3` | RIP past it, #BP queued with `KVM_SET_VCPU_EVENTS`: KVM delivers it through the guest's IDT |
 //! | `cmpxchg8b` / `cmpxchg16b m` | the compare-exchange done atomically on the host mapping of the guest page (the operand translated with `KVM_TRANSLATE`, writable, aligned as the SDM requires), ZF and EDX:EAX / RDX:RAX as the SDM says |
 //! | `popcnt r, r/m` | the count written to the register, ZF set from the source, CF/OF/SF/AF/PF cleared |
+//! | `fwait` | nothing to wait for: RIP past it; #MF queued if an unmasked x87 exception is pending (CR0.NE); left alone when CR0.TS and CR0.MP ask for #NM |
 //! | `clac` / `stac` (at CPL 0) | RFLAGS.AC cleared / set (the first instruction of Linux's exception entries) |
 //!
 //! Anything else (or an operand it cannot reach) is left alone: the caller stops the
@@ -36,16 +37,19 @@ pub enum Finished {
     Popcnt,
     /// `clac` / `stac`.
     ClacStac,
+    /// `fwait`.
+    Fwait,
 }
 
 impl Finished {
     /// Every kind, for counters.
-    pub const ALL: [Finished; 5] = [
+    pub const ALL: [Finished; 6] = [
         Finished::Int3,
         Finished::Cmpxchg8b,
         Finished::Cmpxchg16b,
         Finished::Popcnt,
         Finished::ClacStac,
+        Finished::Fwait,
     ];
 
     /// The counter's name in `query-exits` (e.g. `"finished-cmpxchg16b"`).
@@ -56,6 +60,7 @@ impl Finished {
             Finished::Cmpxchg16b => "finished-cmpxchg16b",
             Finished::Popcnt => "finished-popcnt",
             Finished::ClacStac => "finished-clac-stac",
+            Finished::Fwait => "finished-fwait",
         }
     }
 }
@@ -93,6 +98,8 @@ pub trait Cpu {
     ) -> Option<Result<(), [u8; N]>>;
     /// Queues exception `vector` for delivery at the next entry.
     fn queue_exception(&mut self, vector: u8) -> bool;
+    /// The x87 status word (FSW), `None` if it cannot be read.
+    fn fpu_status(&self) -> Option<u16>;
 }
 
 /// Tries to finish the instruction at RIP. `Some(kind)`: done, registers (and memory, and
@@ -117,6 +124,24 @@ pub fn finish(cpu: &mut impl Cpu) -> Option<Finished> {
         Mnemonic::Cmpxchg8b => cmpxchg::<8>(cpu, &instruction, bitness)?,
         Mnemonic::Cmpxchg16b => cmpxchg::<16>(cpu, &instruction, bitness)?,
         Mnemonic::Popcnt => popcnt(cpu, &instruction, bitness)?,
+        Mnemonic::Wait => {
+            const CR0_MP: u64 = 1 << 1;
+            const CR0_TS: u64 = 1 << 3;
+            const CR0_NE: u64 = 1 << 5;
+            const FSW_ES: u16 = 1 << 7;
+            let cr0 = cpu.sregs().cr0;
+            if cr0 & (CR0_MP | CR0_TS) == CR0_MP | CR0_TS {
+                return None;
+            }
+            if cpu.fpu_status()? & FSW_ES != 0 {
+                // A pending unmasked x87 exception: #MF with CR0.NE, else the legacy
+                // FERR# path, which vmkit does not model.
+                if cr0 & CR0_NE == 0 || !cpu.queue_exception(16) {
+                    return None;
+                }
+            }
+            Finished::Fwait
+        }
         // Privileged: #UD outside CPL 0, left to the report.
         Mnemonic::Clac | Mnemonic::Stac if cpu.sregs().cs.selector & 3 == 0 => {
             let regs = cpu.regs_mut();
@@ -447,6 +472,10 @@ impl Cpu for KvmCpu<'_> {
         self.exception = Some(vector);
         true
     }
+
+    fn fpu_status(&self) -> Option<u16> {
+        self.vcpu.fpu().ok().map(|fpu| fpu.fsw)
+    }
 }
 
 #[cfg(test)]
@@ -460,6 +489,7 @@ mod tests {
         ram: Vec<u8>,
         writable: bool,
         exception: Option<u8>,
+        fsw: u16,
     }
 
     const CODE: u64 = 0x1000;
@@ -498,6 +528,7 @@ mod tests {
                 ram,
                 writable: true,
                 exception: None,
+                fsw: 0,
             }
         }
     }
@@ -542,6 +573,9 @@ mod tests {
         fn queue_exception(&mut self, vector: u8) -> bool {
             self.exception = Some(vector);
             true
+        }
+        fn fpu_status(&self) -> Option<u16> {
+            Some(self.fsw)
         }
     }
 
@@ -665,6 +699,25 @@ mod tests {
         let mut cpu = Model::long_mode(&[0x0f, 0x01, 0xcb]);
         cpu.sregs.cs.selector = 0x33;
         assert_eq!(finish(&mut cpu), None);
+    }
+
+    #[test]
+    fn fwait_passes_raises_mf_or_is_left_for_nm() {
+        let mut cpu = Model::long_mode(&[0x9b]);
+        cpu.sregs.cr0 |= 1 << 5;
+        assert_eq!(finish(&mut cpu), Some(Finished::Fwait));
+        assert_eq!((cpu.regs.rip, cpu.exception), (CODE + 1, None));
+        // An unmasked exception pending (FSW.ES): #MF.
+        let mut cpu = Model::long_mode(&[0x9b]);
+        cpu.sregs.cr0 |= 1 << 5;
+        cpu.fsw = 0x80;
+        assert_eq!(finish(&mut cpu), Some(Finished::Fwait));
+        assert_eq!(cpu.exception, Some(16));
+        // CR0.TS and CR0.MP: #NM, not emulated.
+        let mut cpu = Model::long_mode(&[0x9b]);
+        cpu.sregs.cr0 |= 0b1010;
+        assert_eq!(finish(&mut cpu), None);
+        assert_eq!(cpu.regs.rip, CODE);
     }
 
     #[test]
