@@ -18,6 +18,7 @@
 //! | bzImage, [`KernelDecompress::Host`] | the extracted vmlinux's `e_entry` (`startup_64`) | 64-bit | RSI = zero page, setup header from the bzImage |
 //! | ELF vmlinux with a PVH note | the note's 32-bit entry | flat 32-bit, paging off | EBX = `hvm_start_info` |
 //! | ELF vmlinux without one | `e_entry` (`startup_64`) | 64-bit | RSI = zero page without a kernel setup header |
+//! | multiboot kernel (not a bzImage, not a 64-bit ELF, with a multiboot header) | ELF32 `e_entry` or the header's `entry_addr` | flat 32-bit, paging off | EAX = 0x2BADB002, EBX = multiboot information at 0x9500 |
 //!
 //! Interrupts are off (RFLAGS = 2), segments flat with Linux's `__BOOT_CS` (0x10) and
 //! `__BOOT_DS` (0x18), RSP = [`BOOT_STACK_TOP`]. An ELF vmlinux with a PVH note boots through
@@ -39,6 +40,12 @@
 //! | top of RAM below min(`initrd_addr_max`, 3 GiB) | the initrd, page-aligned, above the kernel's `init_size` |
 //!
 //! The zero page's e820 table, like PVH's memory map, is [`MemoryLayout::e820`].
+//!
+//! A multiboot kernel is laid out as QEMU's loader does ([`vmkit_kernel::multiboot`]): its
+//! segments where it asks (inside usable RAM, off the boot GDT and stack), the memory map at
+//! 0x9000, the information at 0x9500, then after the image the module list, the command lines
+//! (the kernel's is "KERNEL-PATH APPEND", as QEMU passes it), the boot loader name "vmkit" and
+//! the `-initrd` modules ("file args,file2": each module's command line is its whole item).
 //!
 //! # Example
 //!
@@ -105,6 +112,7 @@ use linux_loader::loader::elf::start_info::{
 };
 use linux_loader::loader::{BzImage, Elf, KernelLoader};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
+use vmkit_kernel::multiboot::{self, MemoryRegion, Module, MultibootKernel, PlanConfig};
 use vmkit_kvm::Vcpu;
 
 use crate::boot::{self, IdentityMap, RFLAGS_FIXED};
@@ -162,6 +170,9 @@ pub enum KernelFormat {
     BzImage,
     /// An ELF vmlinux (given as such, or extracted from a bzImage on the host).
     Elf,
+    /// A Multiboot (v1) kernel: an ELF32 or a.out-kludge image with a multiboot header
+    /// (kvm-unit-tests' `.flat` files, for example).
+    Multiboot,
 }
 
 /// How the boot vCPU enters the kernel.
@@ -182,6 +193,12 @@ pub enum LinuxEntry {
         /// The entry point from the kernel's `XEN_ELFNOTE_PHYS32_ENTRY` note.
         eip: u32,
     },
+    /// Multiboot: flat protected mode without paging, EAX = 0x2BADB002, EBX = the
+    /// multiboot information.
+    Multiboot {
+        /// The entry point (ELF `e_entry` or the header's `entry_addr`).
+        eip: u32,
+    },
 }
 
 #[derive(Clone)]
@@ -193,6 +210,15 @@ enum Image {
         /// The setup header of the bzImage it was extracted from (host decompression).
         header: Option<bzimage::BzImageHeader>,
     },
+    Multiboot(Box<MultibootKernel>),
+}
+
+/// A multiboot module: the `-initrd` item (its command line), the file and its bytes.
+#[derive(Clone)]
+struct MultibootModule {
+    item: String,
+    path: PathBuf,
+    data: Arc<[u8]>,
 }
 
 /// A Linux kernel, its initrd and command line, checked and ready to load.
@@ -202,6 +228,7 @@ pub struct LinuxBoot {
     kernel: Arc<[u8]>,
     image: Image,
     initrd: Option<(PathBuf, Arc<[u8]>)>,
+    modules: Vec<MultibootModule>,
     cmdline: String,
 }
 
@@ -212,6 +239,14 @@ impl std::fmt::Debug for LinuxBoot {
             .field("format", &self.format())
             .field("kernel_bytes", &self.kernel.len())
             .field("initrd", &self.initrd.as_ref().map(|(p, b)| (p, b.len())))
+            .field(
+                "modules",
+                &self
+                    .modules
+                    .iter()
+                    .map(|m| (&m.item, &m.path, m.data.len()))
+                    .collect::<Vec<_>>(),
+            )
             .field("cmdline", &self.cmdline)
             .finish()
     }
@@ -264,6 +299,11 @@ impl LoadedLinux {
                 regs.rip = u64::from(eip);
                 regs.rbx = self.boot_info_addr;
             }
+            LinuxEntry::Multiboot { eip } => {
+                regs.rip = u64::from(eip);
+                regs.rax = u64::from(multiboot::BOOTLOADER_MAGIC);
+                regs.rbx = self.boot_info_addr;
+            }
         }
         regs
     }
@@ -273,7 +313,9 @@ impl LoadedLinux {
     pub fn sregs(&self, sregs: &mut kvm_sregs) {
         match self.entry {
             LinuxEntry::Long64 { .. } => boot::long_mode_sregs(sregs, IdentityMap::default().pml4),
-            LinuxEntry::Protected32 { .. } | LinuxEntry::Pvh { .. } => {
+            LinuxEntry::Protected32 { .. }
+            | LinuxEntry::Pvh { .. }
+            | LinuxEntry::Multiboot { .. } => {
                 boot::protected_mode_sregs(sregs);
             }
         }
@@ -300,6 +342,10 @@ impl LinuxBoot {
         let bytes = read_file("kernel", kernel)?;
         let boot = Self::new(kernel, bytes, cmdline, decompress)?;
         match initrd {
+            // As QEMU: for a multiboot kernel, -initrd lists modules ("a arg,b").
+            Some(text) if boot.format() == KernelFormat::Multiboot => {
+                boot.with_module_list(&text.to_string_lossy())
+            }
             Some(path) => boot.with_initrd(path, read_file("initrd", path)?),
             None => Ok(boot),
         }
@@ -322,7 +368,16 @@ impl LinuxBoot {
             path: kernel_path.clone(),
             reason,
         };
-        let (kernel, image) = if elf::is_elf(&kernel) {
+        let multiboot = if is_elf64(&kernel) || has_hdrs(&kernel) {
+            None
+        } else {
+            MultibootKernel::parse(&kernel)
+                .map_err(|e| image_error(format!("{e}")))?
+                .map(Box::new)
+        };
+        let (kernel, image) = if let Some(multiboot) = multiboot {
+            (kernel, Image::Multiboot(multiboot))
+        } else if elf::is_elf(&kernel) {
             let parsed = elf::parse(&kernel).map_err(image_error)?;
             check_elf_placement(&parsed).map_err(image_error)?;
             let pvh_entry = elf_note::pvh_entry(&kernel).map_err(image_error)?;
@@ -357,15 +412,21 @@ impl LinuxBoot {
             kernel: kernel.into(),
             image,
             initrd: None,
+            modules: Vec::new(),
             cmdline,
         };
         boot.check_cmdline()?;
         Ok(boot)
     }
 
-    /// Adds an initrd (`path` names it in messages). An empty one is refused.
+    /// Adds an initrd (`path` names it in messages). An empty one is refused. For a
+    /// multiboot kernel it becomes module 0, with `path` as its command line.
     pub fn with_initrd(mut self, path: impl Into<PathBuf>, initrd: Vec<u8>) -> Result<Self> {
         let path = path.into();
+        if self.format() == KernelFormat::Multiboot {
+            let item = path.to_string_lossy().into_owned();
+            return self.with_module(item, path, initrd);
+        }
         if initrd.is_empty() {
             return Err(Error::Config(format!(
                 "-initrd: {} is empty",
@@ -376,12 +437,103 @@ impl LinuxBoot {
         Ok(self)
     }
 
+    /// Adds the multiboot modules of QEMU's `-initrd` text: items separated by `,` (`,,` is
+    /// a comma), each "path" or "path args"; a module's command line is its whole item.
+    ///
+    /// # Errors
+    /// A module file that cannot be read; a kernel that is not multiboot.
+    pub fn with_module_list(mut self, text: &str) -> Result<Self> {
+        for item in multiboot::split_modules(text) {
+            let path = PathBuf::from(multiboot::module_path(&item));
+            let data = read_file("multiboot module (-initrd)", &path)?;
+            self = self.with_module(item, path, data)?;
+        }
+        Ok(self)
+    }
+
+    /// Adds one multiboot module: `item` is its command line, `path` names it in messages.
+    ///
+    /// # Errors
+    /// [`Error::Config`] if the kernel is not multiboot.
+    pub fn with_module(
+        mut self,
+        item: impl Into<String>,
+        path: impl Into<PathBuf>,
+        data: Vec<u8>,
+    ) -> Result<Self> {
+        let item = item.into();
+        if self.format() != KernelFormat::Multiboot {
+            return Err(Error::Config(format!(
+                "-initrd: module '{item}' needs a multiboot kernel; {} is not one",
+                self.kernel_path.display()
+            )));
+        }
+        if item.contains('\0') {
+            return Err(Error::Config(format!(
+                "-initrd: the module command line '{item}' contains a NUL byte"
+            )));
+        }
+        self.modules.push(MultibootModule {
+            item,
+            path: path.into(),
+            data: data.into(),
+        });
+        Ok(self)
+    }
+
     /// The kind of image loaded into guest memory.
     pub fn format(&self) -> KernelFormat {
         match self.image {
             Image::BzImage(_) => KernelFormat::BzImage,
             Image::Elf { .. } => KernelFormat::Elf,
+            Image::Multiboot(_) => KernelFormat::Multiboot,
         }
+    }
+
+    /// The command line a multiboot kernel gets: as QEMU, the kernel's file name, a space,
+    /// and `-append`.
+    pub fn multiboot_cmdline(&self) -> String {
+        format!("{} {}", self.kernel_path.display(), self.cmdline)
+    }
+
+    fn multiboot_plan(
+        &self,
+        kernel: &MultibootKernel,
+        layout: &MemoryLayout,
+    ) -> Result<multiboot::LoadPlan> {
+        let memory_map: Vec<MemoryRegion> = layout
+            .e820()
+            .entries()
+            .iter()
+            .map(|entry| MemoryRegion {
+                addr: entry.addr,
+                size: entry.size,
+                kind: entry.kind.code(),
+            })
+            .collect();
+        let modules = self.multiboot_modules();
+        let cmdline = self.multiboot_cmdline();
+        kernel
+            .plan(&PlanConfig {
+                cmdline: &cmdline,
+                modules: &modules,
+                memory_map: &memory_map,
+                reserved: &MULTIBOOT_RESERVED,
+            })
+            .map_err(|e| Error::KernelImage {
+                path: self.kernel_path.clone(),
+                reason: format!("{e}"),
+            })
+    }
+
+    fn multiboot_modules(&self) -> Vec<Module<'_>> {
+        self.modules
+            .iter()
+            .map(|m| Module {
+                cmdline: &m.item,
+                data: &m.data,
+            })
+            .collect()
     }
 
     /// The kernel command line.
@@ -395,6 +547,7 @@ impl LinuxBoot {
         match &self.image {
             Image::BzImage(header) => Some(header.version),
             Image::Elf { header, .. } => header.as_ref().map(|h| h.version),
+            Image::Multiboot(_) => None,
         }
     }
 
@@ -408,7 +561,15 @@ impl LinuxBoot {
         let header = match &self.image {
             Image::BzImage(header) => Some(header),
             Image::Elf { header, .. } => header.as_ref(),
+            Image::Multiboot(_) => None,
         };
+        if let Image::Multiboot(_) = self.image {
+            // QEMU sets no limit; the line goes after the image in RAM.
+            return (
+                u64::from(u32::MAX),
+                "the 32-bit address space of a multiboot kernel".into(),
+            );
+        }
         let (limit, origin) = match header {
             Some(header) => (
                 header.cmdline_limit,
@@ -460,6 +621,23 @@ impl LinuxBoot {
             ram_end,
             min_mib: needed_end.div_ceil(MIB),
         };
+        if let Image::Multiboot(kernel) = &self.image {
+            let plan = self.multiboot_plan(kernel, layout)?;
+            return Ok(LoadedLinux {
+                format: KernelFormat::Multiboot,
+                entry: LinuxEntry::Multiboot { eip: plan.entry },
+                boot_info_addr: u64::from(plan.info_addr),
+                kernel_start: plan.image_span.0,
+                kernel_end: plan.image_span.1,
+                initrd: plan
+                    .modules
+                    .first()
+                    .map(|m| (u64::from(m.start), u64::from(m.end - m.start))),
+                cmdline_addr: u64::from(plan.info.cmdline),
+                cmdline_len: self.multiboot_cmdline().len() as u64,
+                cmdline_limit: self.cmdline_limit().0,
+            });
+        }
         let (format, entry, kernel_start, kernel_end, initrd_addr_max, zero_page) = match &self
             .image
         {
@@ -523,6 +701,11 @@ impl LinuxBoot {
                     zero_page,
                 )
             }
+            Image::Multiboot(_) => {
+                return Err(Error::Config(
+                    "a multiboot kernel has no Linux boot plan".into(),
+                ))
+            }
         };
         let initrd = match &self.initrd {
             None => None,
@@ -572,6 +755,7 @@ impl LinuxBoot {
         let header = match &self.image {
             Image::BzImage(header) => Some(header),
             Image::Elf { header, .. } => header.as_ref(),
+            Image::Multiboot(_) => None,
         };
         match header {
             Some(header) => params.hdr = header.raw,
@@ -662,6 +846,9 @@ pub fn load_linux<M: GuestMemoryBackend>(
     layout: &MemoryLayout,
     boot: &LinuxBoot,
 ) -> Result<LoadedLinux> {
+    if let Image::Multiboot(kernel) = &boot.image {
+        return load_multiboot(memory, layout, boot, kernel);
+    }
     let plan = boot.plan(layout)?;
     let loader_error = |e: linux_loader::loader::Error| Error::KernelImage {
         path: boot.kernel_path.clone(),
@@ -684,6 +871,7 @@ pub fn load_linux<M: GuestMemoryBackend>(
             )
             .map_err(loader_error)?;
         }
+        Image::Multiboot(_) => {}
         Image::Elf { elf, .. } => {
             Elf::load(memory, None, &mut Cursor::new(&*boot.kernel), high_memory)
                 .map_err(loader_error)?;
@@ -722,16 +910,52 @@ pub fn load_linux<M: GuestMemoryBackend>(
             .map_err(|e| Error::Config(format!("cannot write the zero page: {e}")))?;
         }
         LinuxEntry::Pvh { .. } => write_pvh_start_info(memory, &plan, &e820)?,
+        LinuxEntry::Multiboot { .. } => {}
     }
     match plan.entry {
         LinuxEntry::Long64 { .. } => {
             boot::write_long_mode_tables(memory, &IdentityMap::default())?;
         }
-        LinuxEntry::Protected32 { .. } | LinuxEntry::Pvh { .. } => {
+        LinuxEntry::Protected32 { .. } | LinuxEntry::Pvh { .. } | LinuxEntry::Multiboot { .. } => {
             boot::write_protected_mode_tables(memory)?;
         }
     }
     Ok(plan)
+}
+
+/// Loader areas a multiboot image must not overlap: the boot GDT/IDT/TSS and the boot stack.
+const MULTIBOOT_RESERVED: [(u64, u64); 2] = [
+    (boot::BOOT_GDT_ADDR, boot::BOOT_TSS_ADDR + boot::TSS_SIZE),
+    (BOOT_STACK_TOP & !(PAGE - 1), BOOT_STACK_TOP + 0x10),
+];
+
+/// Loads a multiboot kernel as QEMU's multiboot loader and option ROM do: the segments (bss
+/// zeroed), the memory map, module list, command lines and modules, the information, and the
+/// flat 32-bit GDT for the protected-mode entry.
+fn load_multiboot<M: GuestMemoryBackend>(
+    memory: &M,
+    layout: &MemoryLayout,
+    boot: &LinuxBoot,
+    kernel: &MultibootKernel,
+) -> Result<LoadedLinux> {
+    let loaded = boot.plan(layout)?;
+    let plan = boot.multiboot_plan(kernel, layout)?;
+    let modules = boot.multiboot_modules();
+    plan.write(&boot.kernel, &modules, |what, addr, bytes| {
+        write_bytes(memory, what, addr, bytes)
+    })?;
+    boot::write_protected_mode_tables(memory)?;
+    Ok(loaded)
+}
+
+/// Whether `image` is a 64-bit ELF file (the vmlinux path, even with a multiboot header).
+fn is_elf64(image: &[u8]) -> bool {
+    elf::is_elf(image) && image.get(4) == Some(&2)
+}
+
+/// Whether `image` has a bzImage's "HdrS" magic (the Linux path wins, as in QEMU).
+fn has_hdrs(image: &[u8]) -> bool {
+    image.get(0x202..0x206) == Some(&HDRS_MAGIC.to_le_bytes()[..])
 }
 
 fn write_pvh_start_info<M: GuestMemoryBackend>(
