@@ -393,6 +393,7 @@ impl PcMachine {
         let legacy_gate = Arc::new(LegacyGate::new(Arc::clone(&irq_router)));
         context.irq = legacy_gate.clone();
         context.ram = CmosMemoryLayout::split(config.ram_size, PCI_HOLE_START);
+        context.mmio = Some(mmio.clone());
         for (id, backend) in config.chardevs {
             context.serial_backends.insert(id, backend);
         }
