@@ -15,7 +15,9 @@
 //!   out what a loader writes: the segments, the memory map at [`MMAP_ADDR`], the
 //!   information structure at [`INFO_ADDR`] and, page-aligned after the highest segment, the
 //!   module list, the command lines, the boot loader name ([`BOOT_LOADER_NAME`]) and each
-//!   module, as QEMU's one contiguous buffer does.
+//!   module, as QEMU's one contiguous buffer does, then a page of boot stack. When the image
+//!   covers QEMU's 0x9000 area (QEMU would load the image over its own information), the
+//!   information and memory map go after the strings instead.
 //!
 //! The kernel is entered in flat 32-bit protected mode, paging off, with
 //! EAX = [`BOOTLOADER_MAGIC`] and EBX = [`INFO_ADDR`]; setting the registers is the VMM's job.
@@ -87,7 +89,8 @@ pub const FLAG_AOUT_KLUDGE: u32 = 1 << 16;
 
 /// Guest-physical address of the memory map (QEMU's `ADDR_E820_MAP`).
 pub const MMAP_ADDR: u64 = 0x9000;
-/// Guest-physical address of the multiboot information (QEMU's `ADDR_MBI`): EBX at entry.
+/// Guest-physical address of the multiboot information (QEMU's `ADDR_MBI`): EBX at entry,
+/// unless the image covers it.
 pub const INFO_ADDR: u64 = 0x9500;
 /// Size of the multiboot information structure.
 pub const INFO_SIZE: usize = 88;
@@ -387,10 +390,13 @@ pub struct LoadPlan {
     pub modules: Vec<PlacedModule>,
     /// The lowest and one-past-highest addresses of the kernel image.
     pub image_span: (u64, u64),
-    /// The page after everything placed (kernel, strings, modules).
+    /// The initial stack pointer: the top of a page after the modules.
+    pub stack_top: u32,
+    /// The page after everything placed (kernel, strings, modules, stack).
     pub end: u64,
     segments: Vec<Segment>,
-    memory_map: Vec<u8>,
+    /// Address and bytes of the memory map.
+    memory_map: (u64, Vec<u8>),
     /// Address and bytes of the module list, command lines and boot loader name.
     strings: (u64, Vec<u8>),
 }
@@ -424,8 +430,12 @@ impl LoadPlan {
                 addr += len;
             }
         }
-        write("multiboot memory map", MMAP_ADDR, &self.memory_map)?;
         write("multiboot module list", self.strings.0, &self.strings.1)?;
+        write(
+            "multiboot memory map",
+            self.memory_map.0,
+            &self.memory_map.1,
+        )?;
         for (placed, module) in self.modules.iter().zip(modules) {
             write("multiboot module", u64::from(placed.start), module.data)?;
         }
@@ -674,11 +684,6 @@ impl MultibootKernel {
                 .iter()
                 .any(|region| region.addr <= start && end <= region.end())
         };
-        let loader_areas = [(
-            MMAP_ADDR,
-            INFO_ADDR + INFO_SIZE as u64,
-            "the multiboot memory map and information",
-        )];
         for (index, segment) in self.segments.iter().enumerate() {
             let (start, end) = (segment.addr, segment.end());
             let what = format!(
@@ -725,35 +730,17 @@ impl MultibootKernel {
                     });
                 }
             }
-            let reserved = loader_areas
-                .iter()
-                .map(|&(a, b, name)| (a, b, name.to_string()))
-                .chain(config.reserved.iter().map(|&(a, b)| {
-                    (
-                        a,
-                        b,
-                        "an area the VMM keeps for the boot (GDT, stack)".to_string(),
-                    )
-                }));
-            for (a, b, name) in reserved {
+            for &(a, b) in config.reserved {
                 if a < end && start < b {
                     return Err(Error::MultibootPlacement {
                         what,
-                        reason: format!("overlaps {name} at [{a:#x}, {b:#x})"),
+                        reason: format!(
+                            "overlaps [{a:#x}, {b:#x}), which the VMM keeps for the boot (GDT)"
+                        ),
                     });
                 }
             }
         }
-        if config.memory_map.len() > MMAP_MAX_ENTRIES {
-            return Err(Error::MultibootPlacement {
-                what: format!("the memory map ({} entries)", config.memory_map.len()),
-                reason: format!(
-                    "more than the {MMAP_MAX_ENTRIES} entries that fit between {MMAP_ADDR:#x} and \
-                     {INFO_ADDR:#x}"
-                ),
-            });
-        }
-
         // QEMU's buffer: the image, then (page-aligned) module list, command lines and the
         // boot loader name, then each module on its own page boundary.
         let (image_start, image_end) = self.span();
@@ -790,11 +777,37 @@ impl MultibootKernel {
             .collect();
         let cmdline_addr = add_string(&mut strings, config.cmdline);
         let name_addr = add_string(&mut strings, BOOT_LOADER_NAME);
+        // QEMU's fixed 0x9000 area, unless the image is there (realmode.flat loads at
+        // 0x8000): then the information and memory map follow the strings.
+        let low_area = (MMAP_ADDR, INFO_ADDR + INFO_SIZE as u64);
+        let low_area_free = self
+            .segments
+            .iter()
+            .all(|s| s.end() <= low_area.0 || low_area.1 <= s.addr);
+        let mmap_len = config.memory_map.len() * MMAP_ENTRY_SIZE;
+        let (info_addr, mmap_addr) = if low_area_free {
+            (INFO_ADDR, MMAP_ADDR)
+        } else {
+            strings.resize(strings.len().next_multiple_of(8), 0);
+            let info_addr = strings_addr + strings.len() as u64;
+            strings.resize(strings.len() + INFO_SIZE + mmap_len, 0);
+            (info_addr, info_addr + INFO_SIZE as u64)
+        };
         fits(
             "the module list and command lines".into(),
             strings_addr,
             strings.len() as u64,
         )?;
+        if config.memory_map.len() > MMAP_MAX_ENTRIES && low_area_free {
+            return Err(Error::MultibootPlacement {
+                what: format!("the memory map ({} entries)", config.memory_map.len()),
+                reason: format!(
+                    "more than the {MMAP_MAX_ENTRIES} entries that fit between {MMAP_ADDR:#x} and \
+                     {INFO_ADDR:#x}"
+                ),
+            });
+        }
+
         let mut next = (strings_addr + strings.len() as u64).next_multiple_of(PAGE);
         let mut modules = Vec::with_capacity(config.modules.len());
         for (index, (module, cmdline)) in config.modules.iter().zip(&module_cmdlines).enumerate() {
@@ -812,6 +825,9 @@ impl MultibootKernel {
             modules.push(placed);
             next = (next + len).next_multiple_of(PAGE);
         }
+        // The boot stack: one page after everything (multiboot leaves ESP undefined).
+        fits("the boot stack".into(), next, PAGE)?;
+        let stack_top = next + PAGE;
 
         let mut memory_map = Vec::with_capacity(config.memory_map.len() * MMAP_ENTRY_SIZE);
         for region in config.memory_map {
@@ -845,18 +861,19 @@ impl MultibootKernel {
             mods_count: modules.len() as u32,
             mods_addr: strings_addr as u32,
             mmap_length: memory_map.len() as u32,
-            mmap_addr: MMAP_ADDR as u32,
+            mmap_addr: mmap_addr as u32,
             boot_loader_name: name_addr as u32,
         };
         Ok(LoadPlan {
             entry: self.entry,
-            info_addr: INFO_ADDR as u32,
+            info_addr: info_addr as u32,
             info,
             modules,
             image_span: (image_start, image_end),
-            end: next,
+            stack_top: stack_top as u32,
+            end: stack_top,
             segments: self.segments.clone(),
-            memory_map,
+            memory_map: (mmap_addr, memory_map),
             strings: (strings_addr, strings),
         })
     }
@@ -1096,7 +1113,8 @@ mod tests {
         assert_eq!(plan.modules[0].end, 0x40_3005);
         assert_eq!(plan.modules[1].start, 0x40_4000);
         assert_eq!(plan.modules[1].end, 0x40_4000 + 5000);
-        assert_eq!(plan.end, 0x40_6000);
+        assert_eq!(plan.stack_top, 0x40_7000);
+        assert_eq!(plan.end, 0x40_7000);
 
         // Write into a flat buffer and read it back as a guest would.
         let mut ram = vec![0xaau8; 8 << 20];
@@ -1150,14 +1168,42 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("BIOS area"), "{err}");
-        let info = elf32(0x9000, &[0xf4], 0x100);
-        let err = MultibootKernel::parse(&info)
+        let gdt = elf32(0x400, &[0xf4], 0x200);
+        let err = MultibootKernel::parse(&gdt)
             .unwrap()
             .unwrap()
             .plan(&config(&map, &[]))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("multiboot memory map"), "{err}");
+        assert!(err.contains("GDT") && err.contains("0x500"), "{err}");
+    }
+
+    #[test]
+    fn an_image_over_the_low_info_area_gets_its_info_after_it() {
+        // As kvm-unit-tests' realmode.flat: loaded at 0x8000, over QEMU's 0x9000 area.
+        let image = elf32(0x8000, &[0xf4], 0x286c);
+        let kernel = MultibootKernel::parse(&image).unwrap().unwrap();
+        let map = pc_map(16 << 20);
+        let plan = kernel.plan(&config(&map, &[])).unwrap();
+        let strings = 0xb000;
+        assert!(
+            plan.info_addr > strings && plan.info_addr < strings + 0x100,
+            "{plan:?}"
+        );
+        assert_eq!(plan.info_addr % 8, 0);
+        assert_eq!(plan.info.mmap_addr, plan.info_addr + INFO_SIZE as u32);
+        let mut ram = vec![0u8; 1 << 20];
+        plan.write(&image, &[], |_, addr, bytes| {
+            ram[addr as usize..addr as usize + bytes.len()].copy_from_slice(bytes);
+            Ok::<(), ()>(())
+        })
+        .unwrap();
+        let info = plan.info_addr as usize;
+        assert_eq!(u32_at(&ram, info), Some(INFO_FLAGS));
+        assert_eq!(u32_at(&ram, plan.info.mmap_addr as usize), Some(20));
+        // The image was not overwritten.
+        assert_eq!(u32_at(&ram, 0x8000), Some(HEADER_MAGIC));
+        assert!(ram[0x9000..0x9558].iter().all(|b| *b == 0));
     }
 
     #[test]

@@ -18,7 +18,7 @@
 //! | bzImage, [`KernelDecompress::Host`] | the extracted vmlinux's `e_entry` (`startup_64`) | 64-bit | RSI = zero page, setup header from the bzImage |
 //! | ELF vmlinux with a PVH note | the note's 32-bit entry | flat 32-bit, paging off | EBX = `hvm_start_info` |
 //! | ELF vmlinux without one | `e_entry` (`startup_64`) | 64-bit | RSI = zero page without a kernel setup header |
-//! | multiboot kernel (not a bzImage, not a 64-bit ELF, with a multiboot header) | ELF32 `e_entry` or the header's `entry_addr` | flat 32-bit, paging off | EAX = 0x2BADB002, EBX = multiboot information at 0x9500 |
+//! | multiboot kernel (not a bzImage, not a 64-bit ELF, with a multiboot header) | ELF32 `e_entry` or the header's `entry_addr` | flat 32-bit, paging off | EAX = 0x2BADB002, EBX = multiboot information (0x9500), ESP = a page after the modules |
 //!
 //! Interrupts are off (RFLAGS = 2), segments flat with Linux's `__BOOT_CS` (0x10) and
 //! `__BOOT_DS` (0x18), RSP = [`BOOT_STACK_TOP`]. An ELF vmlinux with a PVH note boots through
@@ -198,6 +198,9 @@ pub enum LinuxEntry {
     Multiboot {
         /// The entry point (ELF `e_entry` or the header's `entry_addr`).
         eip: u32,
+        /// The initial stack pointer: a page after the modules (multiboot leaves it
+        /// undefined).
+        esp: u32,
     },
 }
 
@@ -299,8 +302,9 @@ impl LoadedLinux {
                 regs.rip = u64::from(eip);
                 regs.rbx = self.boot_info_addr;
             }
-            LinuxEntry::Multiboot { eip } => {
+            LinuxEntry::Multiboot { eip, esp } => {
                 regs.rip = u64::from(eip);
+                regs.rsp = u64::from(esp);
                 regs.rax = u64::from(multiboot::BOOTLOADER_MAGIC);
                 regs.rbx = self.boot_info_addr;
             }
@@ -625,7 +629,10 @@ impl LinuxBoot {
             let plan = self.multiboot_plan(kernel, layout)?;
             return Ok(LoadedLinux {
                 format: KernelFormat::Multiboot,
-                entry: LinuxEntry::Multiboot { eip: plan.entry },
+                entry: LinuxEntry::Multiboot {
+                    eip: plan.entry,
+                    esp: plan.stack_top,
+                },
                 boot_info_addr: u64::from(plan.info_addr),
                 kernel_start: plan.image_span.0,
                 kernel_end: plan.image_span.1,
@@ -923,11 +930,9 @@ pub fn load_linux<M: GuestMemoryBackend>(
     Ok(plan)
 }
 
-/// Loader areas a multiboot image must not overlap: the boot GDT/IDT/TSS and the boot stack.
-const MULTIBOOT_RESERVED: [(u64, u64); 2] = [
-    (boot::BOOT_GDT_ADDR, boot::BOOT_TSS_ADDR + boot::TSS_SIZE),
-    (BOOT_STACK_TOP & !(PAGE - 1), BOOT_STACK_TOP + 0x10),
-];
+/// Loader areas a multiboot image must not overlap: the boot GDT/IDT/TSS.
+const MULTIBOOT_RESERVED: [(u64, u64); 1] =
+    [(boot::BOOT_GDT_ADDR, boot::BOOT_TSS_ADDR + boot::TSS_SIZE)];
 
 /// Loads a multiboot kernel as QEMU's multiboot loader and option ROM do: the segments (bss
 /// zeroed), the memory map, module list, command lines and modules, the information, and the
