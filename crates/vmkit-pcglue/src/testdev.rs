@@ -7,12 +7,12 @@
 //! | ports 0xE0-0xE3 | 1-4 bytes | a 32-bit scratch register: an access of `len` bytes at port `0xE0 + n` reads or writes bytes `n..n+len` of it |
 //! | ports 0xE4-0xE7 | 4 bytes only | "flush page": a write names a guest page (the value with its low 12 bits cleared), which QEMU `mprotect`s away and back; reads 0 |
 //! | ports 0xE8-0xEB | 1-4 bytes, taken a byte at a time | the same scratch register |
-//! | ports 0x2000-0x2017 | 1 byte only | IRQ lines: a write to `0x2000 + n` drives ISA IRQ `n` high (value != 0) or low; reads 0 |
+//! | ports 0x2000-0x2017 | 1 byte (wider accesses split into bytes) | IRQ lines: a byte written to `0x2000 + n` drives ISA IRQ `n` high (value != 0) or low; reads 0 |
 //! | memory 0xFF000000-0xFF00FFFF | 1-8 bytes | a 64 KiB scratch buffer |
 //!
 //! Differences, none visible to a well-behaved guest: QEMU's IRQ-line region is 24 ports
 //! but its ISA bus has 16 IRQs, and a write to ports 0x2010-0x2017 aborts QEMU; here those
-//! writes are ignored. Accesses of the wrong size are ignored and read 0, as QEMU's invalid
+//! writes are ignored. Flush-port accesses other than 4 bytes are ignored and read 0, as QEMU's invalid
 //! accesses. An access that runs past the end of a region keeps only the bytes inside it
 //! (the rest read 0xFF); QEMU splits it between neighbouring regions. Port accesses wider
 //! than 4 bytes are ignored.
@@ -179,10 +179,14 @@ impl<I: TestdevIrq> PcTestdev<I> {
                 self.flushes += 1;
                 self.last_flush = Some(u64::from(value) & !0xfff);
             }
-            Region::Irq if len == 1 => {
-                let irq = u32::from(offset);
-                if irq < TESTDEV_ISA_IRQS {
-                    self.irq.set_irq(irq, data[0] != 0);
+            Region::Irq => {
+                // QEMU's dispatch splits wider accesses into bytes at consecutive ports
+                // (realmode.flat's `outl` to 0x200b drives IRQs 11-14).
+                for (i, byte) in data.iter().enumerate() {
+                    let irq = u32::from(offset) + i as u32;
+                    if irq < TESTDEV_ISA_IRQS {
+                        self.irq.set_irq(irq, *byte != 0);
+                    }
                 }
             }
             _ => {}
@@ -323,11 +327,17 @@ mod tests {
         dev.pio_write_port(0x200e, &[1]);
         dev.pio_write_port(0x200e, &[0]);
         dev.pio_write_port(0x2004, &[0x80]);
-        dev.pio_write_port(0x2004, &[0, 0]); // words are invalid
         dev.pio_write_port(0x2010, &[1]); // past the ISA IRQs
         assert_eq!(
             *lines.lock().unwrap(),
             vec![(14, true), (14, false), (4, true)]
+        );
+        // A dword is four byte writes, as QEMU splits it (realmode.flat: outl to 0x200b).
+        lines.lock().unwrap().clear();
+        dev.pio_write_port(0x200b, &1u32.to_le_bytes());
+        assert_eq!(
+            *lines.lock().unwrap(),
+            vec![(11, true), (12, false), (13, false), (14, false)]
         );
         let mut byte = [0xaau8];
         dev.pio_read_port(0x2000, &mut byte);
