@@ -204,6 +204,8 @@ pub enum LinuxEntry {
     },
 }
 
+// `BzImage` is the format's name, not a repetition of the enum's.
+#[allow(clippy::enum_variant_names)]
 #[derive(Clone)]
 enum Image {
     BzImage(bzimage::BzImageHeader),
