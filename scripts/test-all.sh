@@ -10,9 +10,13 @@ if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 
     rustup component add rustfmt clippy
 fi
 
-# Debian packages the tests use: SeaBIOS (the firmware QEMU boots; the chipset test boots it).
+# Debian packages the tests use: SeaBIOS (the firmware QEMU boots; the chipset test boots it),
+# QEMU's option ROMs (linuxboot_dma.bin, with which SeaBIOS boots -kernel) and gdb (the
+# gdbstub tests drive it).
 need_packages=()
 [[ -f /usr/share/seabios/bios.bin ]] || need_packages+=(seabios)
+[[ -f /usr/share/qemu/linuxboot_dma.bin ]] || need_packages+=(qemu-system-data)
+command -v gdb >/dev/null || need_packages+=(gdb)
 if ((${#need_packages[@]})); then
     echo "== apt-get install ${need_packages[*]}"
     as_root=()

@@ -140,6 +140,7 @@ pub fn run_scaling(image: Vec<u8>, vcpus: usize) -> Result<ScalingRun> {
     let kvm = KvmSystem::open().map_err(machine_error)?;
     let controller = Arc::new(Controller::new().map_err(machine_error)?);
     let config = PcConfig {
+        netdevs: Vec::new(),
         firmware_linux: None,
         hpet: true,
         ram_size: GUEST_RAM,
@@ -150,6 +151,7 @@ pub fn run_scaling(image: Vec<u8>, vcpus: usize) -> Result<ScalingRun> {
         com1: None,
         devices: vec![debug_exit_device()],
         chardevs: Vec::new(),
+        drives: Vec::new(),
     };
     let mut machine = PcMachine::build(
         &kvm,

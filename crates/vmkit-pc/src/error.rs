@@ -131,23 +131,34 @@ pub enum Error {
     /// Creating or configuring an object failed (e.g. a bad `-device` option).
     #[error(transparent)]
     Object(#[from] vmkit_object::Error),
-    /// A flat binary could not be read.
-    #[error("cannot read flat binary {}: {source}", path.display())]
-    FlatFile {
-        /// The file.
-        path: std::path::PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// A kernel or initrd file could not be read.
+    /// A boot image (kernel, initrd, flat binary) could not be read.
     #[error("cannot read the {what} {}: {source}", path.display())]
-    LinuxFile {
-        /// "kernel" or "initrd".
+    ImageFile {
+        /// "kernel", "initrd" or "flat binary".
         what: &'static str,
         /// The file.
         path: PathBuf,
         /// The operating system's error.
         source: std::io::Error,
+    },
+    /// A boot image is larger than what can be loaded (the guest's RAM); refused before it
+    /// is read.
+    #[error(
+        "the {what} {} is {}larger than the {limit} bytes that can be loaded (the guest's RAM{}); \
+         give a smaller image or more -m",
+        path.display(),
+        match size { Some(size) => format!("{size} bytes, "), None => format!("more than {limit} bytes, ") },
+        if *limit == crate::image_file::MAX_IMAGE_BYTES { ", at most 4 GiB" } else { "" }
+    )]
+    ImageTooLarge {
+        /// "kernel", "initrd" or "flat binary".
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Its length when it is a regular file; `None` when reading hit the limit.
+        size: Option<u64>,
+        /// The most bytes accepted.
+        limit: u64,
     },
     /// The kernel image is corrupt, truncated or of a kind vmkit cannot boot.
     #[error("kernel {}: {reason}", path.display())]

@@ -78,6 +78,7 @@ mod error;
 pub mod firmware;
 pub mod firmware_cfg;
 pub mod hpet;
+pub mod image_file;
 pub mod irq;
 pub mod layout;
 pub mod linux;

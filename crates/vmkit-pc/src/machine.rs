@@ -77,18 +77,24 @@ pub enum BootSource {
 }
 
 impl BootSource {
-    /// A flat binary read from `path`.
+    /// A flat binary read from `path`, refused before it is read when it holds more than
+    /// `limit` bytes (the guest's RAM).
     pub fn flat_file(
         path: impl Into<PathBuf>,
         addr: u64,
         entry: u64,
         mode: FlatMode,
+        limit: u64,
     ) -> Result<Self> {
         let path = path.into();
-        let image = std::fs::read(&path).map_err(|source| Error::FlatFile {
-            path: path.clone(),
-            source,
-        })?;
+        let image = crate::image_file::read_image("flat binary", &path, limit)?;
+        if image.is_empty() {
+            // Zeroed RAM would run as `add [bx+si], al` forever.
+            return Err(Error::Config(format!(
+                "flat binary {} is empty: nothing to run",
+                path.display()
+            )));
+        }
         Ok(BootSource::Flat {
             image,
             addr,
@@ -126,11 +132,15 @@ pub struct PcConfig {
     /// Character backends by chardev id, for devices with `chardev=ID` (`isa-serial`,
     /// `isa-debugcon`).
     pub chardevs: Vec<(String, SerialBackend)>,
+    /// Network backends by `-netdev` id, for `virtio-net-pci,netdev=ID`.
+    pub netdevs: Vec<(String, Box<dyn vmkit_net::NetBackend>)>,
     /// A Linux kernel the firmware boots from fw_cfg (`-kernel` with `-bios`); needs a
     /// firmware [`boot`](Self::boot).
     pub firmware_linux: Option<Box<crate::linux::FirmwareLinux>>,
     /// The HPET at 0xFED00000 and its ACPI table, as QEMU's pc has them (`-no-hpet`: false).
     pub hpet: bool,
+    /// Opened `-drive` backends by id, for `virtio-blk-pci,drive=ID`.
+    pub drives: Vec<(String, Arc<dyn vmkit_block::BlockBackend>)>,
 }
 
 impl std::fmt::Debug for PcConfig {
@@ -213,6 +223,34 @@ pub fn pc_registry() -> Result<Registry> {
             .description("Standard PC (i440FX + PIIX, 1996)"),
     )?;
     Ok(registry)
+}
+
+/// `-device` creates devices only: ISA and PCI devices and virtio serial ports, as QEMU's
+/// `-device` takes `TYPE_DEVICE` subtypes only (`-device pc` or `-device container` is
+/// refused, not added to the tree). Unknown and abstract types are left to the registry,
+/// whose errors name them.
+fn check_device_type(registry: &Registry, options: &str) -> Result<()> {
+    let Ok(parsed) = vmkit_object::ObjectOptions::parse(options) else {
+        return Ok(());
+    };
+    let Ok(class) = registry.class(&parsed.type_name) else {
+        return Ok(());
+    };
+    let is_device = [
+        vmkit_isa::TYPE_ISA_DEVICE,
+        crate::pci_devices::TYPE_PCI_DEVICE,
+        crate::pci_devices::TYPE_VIRTIO_SERIAL_PORT,
+    ]
+    .iter()
+    .any(|base| class.is_a(base));
+    if is_device {
+        Ok(())
+    } else {
+        Err(Error::Config(format!(
+            "-device {}: '{}' is not a valid device model name (-device help lists them)",
+            options, parsed.type_name
+        )))
+    }
 }
 
 /// Puts a vCPU in its power-on state for `boot`: the boot processor at the firmware reset
@@ -434,6 +472,7 @@ impl PcMachine {
         // PCI devices go on the bus once the chipset exists, in command-line order.
         let mut pci_devices = Vec::new();
         for device in &config.devices {
+            check_device_type(&registry, device)?;
             if needs_pci_context(&registry, device) {
                 pci_devices.push(device.as_str());
                 continue;
@@ -500,9 +539,16 @@ impl PcMachine {
                 .then(|| Arc::new(KvmMsi::new(Arc::clone(&vm))) as Arc<dyn vmkit_pci::MsiSignal>),
         );
         // The chardevs the ISA devices left, for virtio console ports.
+        pci_context.netdevs.extend(config.netdevs); // and the -netdevs, for virtio-net
         pci_context.chardevs = std::mem::take(&mut context.serial_backends);
+        // The drives, for virtio-blk devices.
+        pci_context.drives = config.drives.into_iter().collect();
         for device in pci_devices {
             tree.device_add_with(device, &mut Context::new(&mut pci_context))?;
+        }
+        for id in pci_context.netdevs.unused() {
+            // As QEMU warns: the backend stays open but nothing sends or receives on it.
+            eprintln!("vmkit: warning: netdev {id} has no peer");
         }
 
         // Linux finds the application processors and the IOAPIC in the MP table or, when

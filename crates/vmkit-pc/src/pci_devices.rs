@@ -4,7 +4,7 @@
 //!
 //! PCI devices are realized with a [`PciContext`] (the bus, the PIIX3's INTx steering,
 //! guest memory and, with the in-kernel irqchip, KVM's MSI delivery) instead of the ISA
-//! context; [`is_pci_device`] tells a machine which one an option text needs.
+//! context; [`needs_pci_context`] tells a machine which one an option text needs.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -31,6 +31,15 @@ pub const TYPE_VIRTIO_SERIAL_PCI: &str = "virtio-serial-pci";
 pub const TYPE_VIRTIO_SERIAL_PORT: &str = "virtio-serial-port";
 /// A console port on a virtio-serial device, on a chardev.
 pub const TYPE_VIRTCONSOLE: &str = "virtconsole";
+/// virtio-blk on PCI, on a `-drive` (`drive=ID`).
+pub const TYPE_VIRTIO_BLK_PCI: &str = "virtio-blk-pci";
+
+/// Opened `-drive` backends by drive id, for `virtio-blk-pci,drive=ID` (each used once).
+pub type DriveMap = HashMap<String, Arc<dyn vmkit_block::BlockBackend>>;
+
+#[path = "pci_net.rs"]
+mod net;
+pub use net::{net_link, virtio_net_pci_type, Netdevs, TYPE_VIRTIO_NET_PCI};
 
 /// The guest memory virtio devices see.
 pub type PciGuestMemory = GuestMemoryAtomic<GuestMemoryView>;
@@ -45,10 +54,14 @@ pub struct PciContext {
     pub memory: PciGuestMemory,
     /// MSI delivery (the in-kernel irqchip's); `None`: devices get no MSI-X.
     pub msi: Option<Arc<dyn MsiSignal>>,
+    /// `-netdev` backends by id, for `virtio-net-pci,netdev=ID` (each used once).
+    pub netdevs: Netdevs,
     /// Character backends by chardev id, for `virtconsole,chardev=ID` (each used once).
     pub chardevs: HashMap<String, SerialBackend>,
     /// virtio-serial devices, in creation order, waiting for their port.
     serial_buses: Vec<SerialBus>,
+    /// Block backends by `-drive` id, for `virtio-blk-pci,drive=ID` (each used once).
+    pub drives: DriveMap,
 }
 
 impl PciContext {
@@ -64,8 +77,10 @@ impl PciContext {
             intx,
             memory,
             msi,
+            netdevs: Netdevs::default(),
             chardevs: HashMap::new(),
             serial_buses: Vec::new(),
+            drives: HashMap::new(),
         }
     }
 }
@@ -306,6 +321,37 @@ fn realize_virtio(
     Ok(())
 }
 
+/// `virtio-blk-pci`: the drive's backend (taken from the context, so a drive serves one
+/// device), the device properties, then the virtio-pci transport.
+fn realize_virtio_blk(object: &Object, ctx: &mut PciContext) -> vmkit_object::Result<()> {
+    let fail = |text: String| vmkit_object::Error::failed(text);
+    let drive = object.get_string("drive")?;
+    if drive.is_empty() {
+        return Err(fail(
+            "virtio-blk-pci: drive property not set (give drive=ID of a -drive if=none,id=ID)"
+                .into(),
+        ));
+    }
+    let Some(backend) = ctx.drives.remove(&drive) else {
+        return Err(fail(format!(
+            "Property 'virtio-blk-pci.drive' can't find value '{drive}': no -drive with \
+             id={drive}, or another device already uses it"
+        )));
+    };
+    let queue_size = u16::try_from(object.get_u64("queue-size")?).unwrap_or(0);
+    let options = vmkit_block::BlkOptions {
+        serial: object.get_string("serial")?,
+        queue_size,
+        discard: object.get_bool("discard")?,
+        write_zeroes: object.get_bool("write-zeroes")?,
+        config_wce: object.get_bool("config-wce")?,
+        ..vmkit_block::BlkOptions::default()
+    };
+    let blk = vmkit_block::VirtioBlk::with_options(backend, options)
+        .map_err(|e| fail(format!("virtio-blk-pci: {e}")))?;
+    realize_virtio(object, ctx, Box::new(blk))
+}
+
 /// The PCI device types: `pci-device`, `virtio-pci` and the virtio devices.
 pub fn pci_device_types() -> Vec<TypeInfo> {
     vec![
@@ -362,6 +408,43 @@ pub fn pci_device_types() -> Vec<TypeInfo> {
                 parent.call(object, ctx)?;
                 realize_virtio_serial(object, pci_context(ctx)?)
             }),
+        TypeInfo::new(TYPE_VIRTIO_BLK_PCI)
+            .parent(TYPE_VIRTIO_PCI)
+            .description("virtio-blk: a block device on a -drive")
+            .property(
+                PropertyDef::string("drive")
+                    .default("")
+                    .description("the -drive (if=none,id=ID) it serves"),
+            )
+            .property(
+                PropertyDef::string("serial")
+                    .default("")
+                    .description("disk serial number (GET_ID, at most 20 bytes)"),
+            )
+            .property(
+                PropertyDef::uint("queue-size", 2..=1024)
+                    .default(u64::from(vmkit_block::BLK_QUEUE_SIZE))
+                    .description("request queue size (a power of two)"),
+            )
+            .property(
+                PropertyDef::bool("discard")
+                    .default(true)
+                    .description("offer DISCARD (what it does is the drive's discard=)"),
+            )
+            .property(
+                PropertyDef::bool("write-zeroes")
+                    .default(true)
+                    .description("offer WRITE_ZEROES"),
+            )
+            .property(
+                PropertyDef::bool("config-wce")
+                    .default(true)
+                    .description("offer CONFIG_WCE (the driver may switch the write cache)"),
+            )
+            .realize(|object, ctx, parent| {
+                parent.call(object, ctx)?;
+                realize_virtio_blk(object, pci_context(ctx)?)
+            }),
         TypeInfo::new(TYPE_VIRTIO_SERIAL_PORT)
             .parent("container")
             .abstract_type()
@@ -389,6 +472,7 @@ pub fn pci_device_types() -> Vec<TypeInfo> {
                 parent.call(object, ctx)?;
                 realize_virtconsole(object, pci_context(ctx)?)
             }),
+        virtio_net_pci_type(),
     ]
 }
 

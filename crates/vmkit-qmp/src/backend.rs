@@ -53,6 +53,16 @@ pub trait QmpBackend: Send {
         Value::Object(serde_json::Map::new())
     }
 
+    /// `set_link`: sets the link of the NIC or network backend `name` (a `-netdev` id or a
+    /// NIC's id) up or down, as QEMU's: the NIC's link status changes and the guest gets
+    /// a configuration interrupt. The default knows no NIC: QEMU's `DeviceNotFound`.
+    fn set_link(&mut self, name: &str, up: bool) -> Result<(), QmpError> {
+        let _ = up;
+        Err(QmpError::device_not_found(format!(
+            "Device '{name}' not found"
+        )))
+    }
+
     /// The QOM composition tree behind `qom-list`, `qom-get`, `qom-set` and (through
     /// [`ObjectTree::registry`]) `qom-list-types`; `None` (the default) makes those
     /// commands fail with a clear error.

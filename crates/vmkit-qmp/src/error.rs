@@ -9,8 +9,21 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The socket could not be created (bad directory, permissions, path too long for a
-    /// Unix socket: at most about 100 bytes including a temporary name).
+    /// The socket path is longer than a Unix socket address holds, so no client could
+    /// connect to it.
+    #[error(
+        "the QMP socket path {path} is {len} bytes: a Unix socket path holds at most {limit} \
+         bytes (use a shorter directory or name)"
+    )]
+    PathTooLong {
+        /// The requested socket path.
+        path: PathBuf,
+        /// Its length in bytes.
+        len: usize,
+        /// The most bytes a socket path may have ([`crate::MAX_SOCKET_PATH`]).
+        limit: usize,
+    },
+    /// The socket could not be created (bad directory, permissions).
     #[error("cannot create the QMP socket at {path}: {source}")]
     Bind {
         /// The requested socket path.

@@ -24,7 +24,8 @@
 //!
 //! Commands: `qmp_capabilities`, `query-version`, `query-commands`, `query-status`,
 //! `stop`, `cont`, `system_reset`, `system_powerdown`, `quit`, `query-cpus-fast`,
-//! `qom-list-types`, `qom-list`, `qom-get`, `qom-set`, and vmkit's own `query-exits`.
+//! `qom-list-types`, `qom-list`, `qom-get`, `qom-set`, `set_link`, and vmkit's own
+//! `query-exits`.
 //! Out-of-band execution is not offered (as in QEMU without a monitor I/O thread), so
 //! `exec-oob` gets QEMU's "QMP input member 'exec-oob' is unexpected".
 //!
@@ -106,6 +107,6 @@ pub use protocol::{
     greeting_json, version_json, CpuInfoFast, CpuProps, ErrorClass, QmpError, QmpEvent, RunState,
     ShutdownCause, StatusInfo, PACKAGE, QEMU_VERSION,
 };
-pub use server::{QmpConfig, QmpEventSender, QmpServer, DEFAULT_MAX_OUTPUT};
+pub use server::{QmpConfig, QmpEventSender, QmpServer, DEFAULT_MAX_OUTPUT, MAX_SOCKET_PATH};
 pub use session::{command_names, encode_message, error_response, Output, QmpSession};
 pub use splitter::{Frame, JsonSplitter, DEFAULT_MAX_MESSAGE};

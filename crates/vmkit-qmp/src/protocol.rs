@@ -112,6 +112,8 @@ pub enum RunState {
     InternalError,
     /// The guest reported a panic.
     GuestPanicked,
+    /// Stopped by the gdb stub (a breakpoint, a step, Ctrl-C).
+    Debug,
 }
 
 impl RunState {
@@ -124,6 +126,7 @@ impl RunState {
             RunState::Shutdown => "shutdown",
             RunState::InternalError => "internal-error",
             RunState::GuestPanicked => "guest-panicked",
+            RunState::Debug => "debug",
         }
     }
 }

@@ -32,6 +32,9 @@ const READ_CHUNK: usize = 64 << 10;
 const READS_PER_EVENT: usize = 16;
 /// Connections accepted per readiness event of the listener.
 const ACCEPTS_PER_EVENT: usize = 64;
+/// How long accepting stays paused after the process ran out of file descriptors, unless a
+/// client closes first.
+const ACCEPT_RETRY: Duration = Duration::from_secs(1);
 
 /// Limits of a [`QmpServer`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,6 +159,11 @@ pub struct QmpServer {
     clients: BTreeMap<RawFd, Client>,
     scratch: Vec<u8>,
     listener_registered: bool,
+    /// Since when accepting is paused because the process is out of file descriptors: the
+    /// listener stays readable, so watching it would spin the main loop.
+    accept_paused: Option<Instant>,
+    /// Whether the listener is watched for new connections (not while paused).
+    listener_watched: bool,
     quit: bool,
 }
 
@@ -208,6 +216,8 @@ impl QmpServer {
             clients: BTreeMap::new(),
             scratch: vec![0; READ_CHUNK],
             listener_registered: false,
+            accept_paused: None,
+            listener_watched: true,
             quit: false,
         })
     }
@@ -285,6 +295,10 @@ impl QmpServer {
         let mut ready = [EpollEvent::default(); 1];
         loop {
             self.accept_pending();
+            if self.accept_paused.take().is_some() {
+                // Out of descriptors: the readable listener would wake epoll at once.
+                std::thread::sleep(Duration::from_millis(100));
+            }
             if self.client_count() > 0 {
                 self.flush_clients();
                 // Registered with the event loop on its next turn.
@@ -341,7 +355,12 @@ impl QmpServer {
             let stream = match self.listener.accept() {
                 Ok((stream, _)) => stream,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                // WouldBlock, or out of fds (the next turn retries).
+                Err(e) if out_of_descriptors(&e) => {
+                    // The connection waits in the backlog until a descriptor frees.
+                    self.accept_paused = Some(Instant::now());
+                    return;
+                }
+                // WouldBlock: all accepted.
                 Err(_) => return,
             };
             if stream.set_nonblocking(true).is_err() {
@@ -447,6 +466,7 @@ impl QmpServer {
             .filter(|(_, c)| c.finished())
             .map(|(fd, _)| *fd)
             .collect();
+        let closed_any = !finished.is_empty();
         for fd in finished {
             if let Some(client) = self.clients.remove(&fd) {
                 if client.registered.is_some() {
@@ -471,6 +491,31 @@ impl QmpServer {
         // Clients that could not be registered are closed now rather than leaked.
         self.clients
             .retain(|_, c| !(c.dead && c.registered.is_none()));
+        self.sync_listener(ops, closed_any);
+    }
+
+    /// Stops watching the listener while accepting is paused, and watches it again once a
+    /// client closed or [`ACCEPT_RETRY`] passed.
+    fn sync_listener(&mut self, ops: &mut EventOps, closed_any: bool) {
+        if !self.listener_registered {
+            return;
+        }
+        if let Some(since) = self.accept_paused {
+            if closed_any || since.elapsed() >= ACCEPT_RETRY {
+                self.accept_paused = None;
+            }
+        }
+        let wanted = self.accept_paused.is_none();
+        if wanted != self.listener_watched {
+            let set = if wanted {
+                EventSet::IN
+            } else {
+                EventSet::empty()
+            };
+            if ops.modify(Events::new(&self.listener, set)).is_ok() {
+                self.listener_watched = wanted;
+            }
+        }
     }
 }
 
@@ -522,6 +567,21 @@ impl Drop for QmpServer {
     }
 }
 
+/// EMFILE/ENFILE and kin: accepting cannot succeed until a descriptor (or memory) frees.
+fn out_of_descriptors(error: &io::Error) -> bool {
+    matches!(
+        error.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
+/// The most bytes a Unix socket path may have: `sun_path` is 108 bytes with the final NUL.
+pub const MAX_SOCKET_PATH: usize = 107;
+
+/// What the private staging directory adds to the parent's path: "/.vq" + mkdtemp's six
+/// characters + "/s".
+const STAGING_OVERHEAD: usize = 4 + 6 + 2;
+
 fn create_socket(path: &Path) -> Result<(UnixListener, (u64, u64))> {
     let bind_err = |source| Error::Bind {
         path: path.to_path_buf(),
@@ -553,13 +613,38 @@ fn create_socket(path: &Path) -> Result<(UnixListener, (u64, u64))> {
             "the path names no file",
         )));
     }
-    // mkdtemp creates the directory with mode 0700.
-    let private = TempDir::new_with_prefix(parent.join(".vmkit-qmp-"))
-        .map_err(|e| bind_err(io::Error::from_raw_os_error(e.errno())))?;
-    let staging = private.as_path().join("s");
-    let listener = UnixListener::bind(&staging).map_err(bind_err)?;
-    fs::set_permissions(&staging, fs::Permissions::from_mode(0o600)).map_err(bind_err)?;
-    fs::rename(&staging, path).map_err(bind_err)?;
+    let len = path.as_os_str().len();
+    if len > MAX_SOCKET_PATH {
+        return Err(Error::PathTooLong {
+            path: path.to_path_buf(),
+            len,
+            limit: MAX_SOCKET_PATH,
+        });
+    }
+    // The socket is bound in a private directory (mkdtemp: mode 0700) and renamed into
+    // place, so it is never reachable with the umask's permissions and a stale socket is
+    // replaced atomically. Where the staging path would not fit a socket address (a final
+    // path within STAGING_OVERHEAD bytes of the limit), it is bound in place instead, after
+    // removing the stale socket, and restricted right after.
+    let staging_fits = parent.as_os_str().len() + STAGING_OVERHEAD <= MAX_SOCKET_PATH;
+    let listener = if staging_fits {
+        let private = TempDir::new_with_prefix(parent.join(".vq"))
+            .map_err(|e| bind_err(io::Error::from_raw_os_error(e.errno())))?;
+        let staging = private.as_path().join("s");
+        let listener = UnixListener::bind(&staging).map_err(bind_err)?;
+        fs::set_permissions(&staging, fs::Permissions::from_mode(0o600)).map_err(bind_err)?;
+        fs::rename(&staging, path).map_err(bind_err)?;
+        listener
+    } else {
+        match fs::remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(bind_err(e)),
+        }
+        let listener = UnixListener::bind(path).map_err(bind_err)?;
+        fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(bind_err)?;
+        listener
+    };
     listener.set_nonblocking(true).map_err(bind_err)?;
     let meta = fs::symlink_metadata(path).map_err(bind_err)?;
     Ok((listener, (meta.dev(), meta.ino())))

@@ -110,6 +110,13 @@ const COMMANDS: &[(&str, &[Param])] = &[
             required("value", ParamKind::Any),
         ],
     ),
+    (
+        "set_link",
+        &[
+            required("name", ParamKind::Str),
+            required("up", ParamKind::Bool),
+        ],
+    ),
 ];
 
 /// The names of the commands this crate implements.
@@ -398,6 +405,11 @@ impl QmpSession {
                     .collect(),
             )),
             "query-exits" => Ok(backend.query_exits()),
+            "set_link" => {
+                let up = args.get("up").and_then(Value::as_bool).unwrap_or(false);
+                backend.set_link(str_arg(args, "name"), up)?;
+                ok()
+            }
             _ => run_qom(command, args, qom_tree(backend)?),
         }
     }
@@ -580,6 +592,32 @@ mod tests {
         fn query_cpus_fast(&mut self) -> Vec<CpuInfoFast> {
             Vec::new()
         }
+    }
+
+    #[test]
+    fn set_link_needs_a_backend_with_nics() {
+        let mut session = QmpSession::default();
+        let mut backend = Recorder::default();
+        run(
+            &mut session,
+            &mut backend,
+            r#"{"execute": "qmp_capabilities"}"#,
+        );
+        let out = run(
+            &mut session,
+            &mut backend,
+            r#"{"execute": "set_link", "arguments": {"name": "n0", "up": false}}"#,
+        );
+        assert_eq!(
+            reply(&out),
+            json!({"error": {"class": "DeviceNotFound", "desc": "Device 'n0' not found"}})
+        );
+        let out = run(
+            &mut session,
+            &mut backend,
+            r#"{"execute": "set_link", "arguments": {"name": "n0"}}"#,
+        );
+        assert_eq!(reply(&out)["error"]["desc"], "Parameter 'up' is missing");
     }
 
     fn run(session: &mut QmpSession, backend: &mut Recorder, input: &str) -> Vec<Output> {

@@ -326,6 +326,7 @@ fn query_commands_reply_shapes() {
         "qom-list",
         "qom-get",
         "qom-set",
+        "set_link",
     ] {
         assert!(
             names.contains(&expected),
@@ -847,4 +848,51 @@ mod random_input {
             prop_assert!(status["return"]["status"].is_string());
         }
     }
+}
+
+#[test]
+fn socket_paths_up_to_the_unix_limit_work_and_longer_ones_are_refused() {
+    let backend = || -> Box<dyn QmpBackend> {
+        Box::new(FakeVm {
+            seen: Arc::default(),
+            state: RunState::Prelaunch,
+            tree: None,
+        })
+    };
+    let dir = TempDir::new_with_prefix("/tmp/vmkit-qmp-len").unwrap();
+    // Final paths of 95 to 107 bytes, in a directory with room for the private staging
+    // directory and in one without (bound in place): each is bound and reachable.
+    let base = dir.as_path().to_str().unwrap().len();
+    let mut deep = dir.as_path().to_path_buf();
+    for (dir_len, lens) in [(80usize, &[95usize, 100, 107][..]), (97, &[100, 107][..])] {
+        deep = dir.as_path().join("d".repeat(dir_len - base - 1));
+        std::fs::create_dir(&deep).unwrap();
+        assert_eq!(deep.to_str().unwrap().len(), dir_len);
+        for &len in lens {
+            let name = "q".repeat(len - dir_len - 1);
+            let path = deep.join(name);
+            assert_eq!(path.to_str().unwrap().len(), len);
+            // A stale socket is replaced on these paths too.
+            drop(UnixListener::bind(&path).unwrap());
+            let server = QmpServer::bind(&path, backend()).unwrap();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{len}");
+            UnixStream::connect(&path).unwrap();
+            drop(server);
+            assert!(!path.exists(), "{len}");
+        }
+    }
+    // 108 bytes and more: refused up front, naming the limit, nothing created.
+    for len in [108usize, 144] {
+        let path = deep.join("q".repeat(len - deep.to_str().unwrap().len() - 1));
+        let err = QmpServer::bind(&path, backend()).unwrap_err();
+        assert!(matches!(err, Error::PathTooLong { .. }), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains(&format!("{len} bytes")) && text.contains("107"),
+            "{text}"
+        );
+        assert!(!path.exists());
+    }
+    assert_eq!(std::fs::read_dir(&deep).unwrap().count(), 0);
 }

@@ -60,11 +60,12 @@ pub fn boot_source(options: &Options) -> Result<BootSource> {
             KernelDecompressOption::Host => KernelDecompress::Host,
         };
         let fail = |e: vmkit_pc::Error| Error::Machine(format!("vmkit: {e}"));
-        let linux = LinuxBoot::from_files(
+        let linux = LinuxBoot::from_files_within(
             kernel,
             options.initrd.as_deref(),
             options.append.as_deref().unwrap_or_default(),
             decompress,
+            options.ram_size,
         )
         .map_err(fail)?;
         linux
@@ -80,7 +81,7 @@ pub fn boot_source(options: &Options) -> Result<BootSource> {
             cli::FlatMode::Real => FlatMode::Real,
             cli::FlatMode::Long => FlatMode::Long,
         };
-        return BootSource::flat_file(&flat.path, flat.addr, flat.entry, mode)
+        return BootSource::flat_file(&flat.path, flat.addr, flat.entry, mode, options.ram_size)
             .map_err(|e| Error::Machine(format!("vmkit: -flat: {e}")));
     }
     Err(Error::Machine(
@@ -155,6 +156,13 @@ pub fn start_pc(
 ) -> Result<Vmm> {
     let kvm = KvmSystem::open()?;
     let controller = Arc::new(Controller::new()?);
+    // Before anything waits for a client: a signal then ends vmkit cleanly too.
+    if run.handle_signals {
+        crate::signals::install_termination_handler().map_err(|source| Error::Host {
+            what: "installing the SIGINT/SIGTERM/SIGHUP handlers",
+            source,
+        })?;
+    }
 
     let room_fd = EventFd::new(EFD_NONBLOCK).map_err(Error::EventFd)?;
     let chardevs = open_chardevs(options)?;
@@ -198,6 +206,13 @@ pub fn start_pc(
         SerialOption::None => None,
     };
     let stdio_console = options.serial == SerialOption::Stdio;
+    let mut netdevs = Vec::new();
+    for spec in &options.netdevs {
+        let backend = spec
+            .open()
+            .map_err(|e| Error::Machine(format!("vmkit: -netdev id={}: {e}", spec.id)))?;
+        netdevs.push((spec.id.clone(), backend));
+    }
 
     let cpu = CpuModel::parse(&options.cpu.to_text())
         .map_err(|e| Error::Machine(format!("vmkit: -cpu: {e}")))?;
@@ -207,12 +222,15 @@ pub fn start_pc(
                 kernel,
                 options.initrd.as_deref(),
                 options.append.as_deref().unwrap_or_default(),
+                options.ram_size,
             )
             .map_err(|e| Error::Machine(format!("vmkit: {e}")))?,
         )),
         _ => None,
     };
+    let drives = open_drives(options)?;
     let config = PcConfig {
+        drives,
         firmware_linux,
         hpet: options.hpet,
         ram_size: options.ram_size,
@@ -227,8 +245,10 @@ pub fn start_pc(
         devices: debugcon_device(options)
             .into_iter()
             .chain(options.devices.iter().cloned())
+            .chain(virtio_drive_devices(options))
             .collect(),
         chardevs: backends,
+        netdevs,
     };
     let mut machine = PcMachine::build(
         &kvm,
@@ -286,7 +306,16 @@ pub fn start_pc(
         }
         None => None,
     };
-    let parts = MachineParts {
+    // -gdb: bind before the guest starts, as QEMU; serve once the VM exists.
+    let gdb = match &options.gdb {
+        Some(addr) => {
+            let listener = vmkit_gdb::GdbListener::bind(addr.clone())
+                .map_err(|e| Error::Machine(format!("vmkit: {e}")))?;
+            Some(listener)
+        }
+        None => None,
+    };
+    let mut parts = MachineParts {
         vcpus: std::mem::take(&mut machine.vcpus),
         pio: machine.pio.clone(),
         mmio: machine.mmio.clone(),
@@ -298,9 +327,7 @@ pub fn start_pc(
         service_timers: Box::new(move || timers.service()),
         timer,
         console_input,
-        memory: Arc::new(move |gpa: u64, buf: &mut [u8]| {
-            memory.memory().read_slice(buf, GuestAddress(gpa)).is_ok()
-        }),
+        memory: Arc::new(GuestRam(memory)),
         set_boot_cpu_waker: pic.map(|pic| {
             Box::new(move |waker: crate::runtime::Waker| pic.set_waker(waker)) as SetWaker
         }),
@@ -310,6 +337,9 @@ pub fn start_pc(
     attach_chardev_inputs(&machine_tree, &options.serial, inputs, &mut additions)?;
     if let Some(qmp) = qmp {
         qmp.attach(&mut additions);
+    }
+    if let Some(listener) = gdb {
+        crate::debug::attach_gdb(listener, &mut parts, &mut additions);
     }
     Vmm::start_with(
         controller,
@@ -336,13 +366,51 @@ fn open_chardevs(options: &Options) -> Result<Vec<(String, Arc<Chardev>)>> {
                 "vmkit: waiting for connection on: disconnected:{}",
                 chardev.describe()
             );
-            chardev
-                .wait_for_client(None)
-                .map_err(|e| Error::Machine(format!("vmkit: {e}")))?;
+            wait_for_chardev_client(&chardev)?;
         }
         opened.push((spec.id.clone(), chardev));
     }
     Ok(opened)
+}
+
+/// Waits for a `wait=on` chardev's client, or a termination signal ([`Error::Terminated`]).
+fn wait_for_chardev_client(chardev: &Chardev) -> Result<()> {
+    loop {
+        if let Some(signal) = crate::signals::termination_requested() {
+            return Err(Error::Terminated(signal));
+        }
+        match chardev.wait_for_client(Some(crate::signals::POLL_INTERVAL)) {
+            Ok(()) => return Ok(()),
+            Err(vmkit_chardev::Error::WaitTimeout { .. }) => {}
+            Err(e) => return Err(Error::Machine(format!("vmkit: {e}"))),
+        }
+    }
+}
+
+/// Opens every `-drive` before the guest starts (a missing file, or a qcow2 image given
+/// without `format=`, ends vmkit here naming the file).
+fn open_drives(options: &Options) -> Result<Vec<(String, Arc<dyn vmkit_block::BlockBackend>)>> {
+    let mut drives = Vec::new();
+    for spec in &options.drives {
+        let raw = spec.open().map_err(|e| {
+            Error::Machine(format!("vmkit: -drive file={}: {e}", spec.file.display()))
+        })?;
+        let id = spec.id.clone().unwrap_or_default();
+        drives.push((id, Arc::new(raw) as Arc<dyn vmkit_block::BlockBackend>));
+    }
+    Ok(drives)
+}
+
+/// `-drive ...,if=virtio`: a `virtio-blk-pci` for each, after the `-device`s, as QEMU
+/// creates them.
+fn virtio_drive_devices(options: &Options) -> Vec<String> {
+    options
+        .drives
+        .iter()
+        .filter(|d| d.interface == vmkit_block::DriveInterface::Virtio)
+        .filter_map(|d| d.id.as_ref())
+        .map(|id| format!("virtio-blk-pci,drive={id}"))
+        .collect()
 }
 
 /// `-debugcon ID`: QEMU's `isa-debugcon` at its default port 0xE9 on that chardev.
@@ -440,4 +508,17 @@ fn input_of(
         }
     }
     Ok(None)
+}
+
+/// Guest RAM as diagnostics and the debugger read and write it.
+struct GuestRam<M>(M);
+
+impl<M: GuestAddressSpace + Send + Sync> crate::dump::GuestMemoryReader for GuestRam<M> {
+    fn read_guest(&self, gpa: u64, buf: &mut [u8]) -> bool {
+        self.0.memory().read_slice(buf, GuestAddress(gpa)).is_ok()
+    }
+
+    fn write_guest(&self, gpa: u64, data: &[u8]) -> bool {
+        self.0.memory().write_slice(data, GuestAddress(gpa)).is_ok()
+    }
 }

@@ -136,6 +136,8 @@ pub struct Options {
     pub serial: SerialOption,
     /// `-device`, in order.
     pub devices: Vec<String>,
+    /// `-netdev` (and the backends of `-nic`), in order.
+    pub netdevs: Vec<vmkit_net::NetdevSpec>,
     /// `-chardev`, plus the chardevs the `-serial`/`-debugcon` short forms describe
     /// (`serial0`, `debugcon`), in order.
     pub chardevs: Vec<vmkit_chardev::ChardevSpec>,
@@ -149,6 +151,10 @@ pub struct Options {
     pub irqchip: IrqchipOption,
     /// The HPET (`-no-hpet` or `-machine hpet=off` clear it).
     pub hpet: bool,
+    /// `-drive`, in order, each with its id (given, or QEMU's default `virtio0`, `none0`, ...).
+    pub drives: Vec<vmkit_block::DriveSpec>,
+    /// `-gdb DEV` / `-s`: where the gdb stub listens.
+    pub gdb: Option<vmkit_gdb::ListenAddr>,
 }
 
 impl Default for Options {
@@ -166,12 +172,15 @@ impl Default for Options {
             qmp: None,
             serial: SerialOption::Stdio,
             devices: Vec::new(),
+            netdevs: Vec::new(),
             chardevs: Vec::new(),
             debugcon: None,
             no_reboot: false,
             start_paused: false,
             irqchip: IrqchipOption::Kernel,
             hpet: true,
+            drives: Vec::new(),
+            gdb: None,
         }
     }
 }
@@ -229,6 +238,9 @@ Machine:
   -no-reboot           end vmkit when the guest resets instead of rebooting
   -no-hpet             no HPET (QEMU's pc has one at 0xfed00000); -machine pc,hpet=off
   -S                   do not start the vCPUs (stay in prelaunch)
+  -gdb tcp:[HOST]:PORT | unix:PATH[,server]
+                       wait for a gdb connection (target remote) there
+  -s                   shorthand for -gdb tcp::1234
 
 Guest:
   -bios FILE           firmware image, mapped to end at 4 GiB, reset vector start
@@ -255,9 +267,18 @@ Devices:
   -debugcon BACKEND    QEMU's debug console (isa-debugcon) at port 0xE9 on a backend as
                        -serial takes; -device isa-debugcon,iobase=0x402,chardev=ID for
                        SeaBIOS's log port
+  -netdev tap,id=ID[,ifname=NAME][,script=no][,downscript=no][,fd=N][,vhost=off]
+                       a tap network backend for -device virtio-net-pci,netdev=ID[,mac=MAC]
+                       (vmkit runs no scripts: set the interface up beforehand)
+  -nic tap,...[,mac=MAC]
+                       a tap backend and its virtio-net-pci NIC in one option
   -device DRIVER[,prop=value,...]
                        add a device, e.g. isa-serial,iobase=0x2f8,irq=3 or
                        isa-debug-exit,iobase=0x501,iosize=2
+  -drive file=IMAGE,if=none|virtio[,id=ID][,format=raw][,readonly=on|off]
+         [,cache=none|writeback|writethrough|directsync|unsafe][,discard=ignore|unmap]
+                       a raw disk image; if=virtio adds a virtio-blk-pci for it, if=none
+                       waits for -device virtio-blk-pci,drive=ID[,serial=S][,addr=SLOT]
 
 Control:
   -qmp unix:PATH,server=on[,wait=on|off]
@@ -272,12 +293,29 @@ Control:
 pub fn parse_size(option: &str, text: &str) -> Result<u64, CliError> {
     let trimmed = text.trim();
     let split = trimmed
-        .find(|c: char| !c.is_ascii_digit())
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
         .unwrap_or(trimmed.len());
-    let (digits, suffix) = trimmed.split_at(split);
-    let value: u64 = digits
-        .parse()
-        .map_err(|_| error(option, format!("'{text}' is not a size (try 512M or 2G)")))?;
+    let (number, suffix) = trimmed.split_at(split);
+    let not_a_size = || {
+        error(
+            option,
+            format!("'{text}' is not a size (try 512M, 1.5G or 2G)"),
+        )
+    };
+    // QEMU accepts a decimal fraction ("1.5G"); it is computed exactly here.
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    if whole.is_empty() || fraction.contains('.') || fraction.len() > 18 {
+        return Err(not_a_size());
+    }
+    let whole: u128 = whole.parse().map_err(|_| not_a_size())?;
+    let (fraction_value, fraction_scale) = if fraction.is_empty() {
+        (0u128, 1u128)
+    } else {
+        (
+            fraction.parse::<u128>().map_err(|_| not_a_size())?,
+            10u128.pow(fraction.len() as u32),
+        )
+    };
     let shift = match suffix
         .to_ascii_uppercase()
         .trim_end_matches("IB")
@@ -289,8 +327,22 @@ pub fn parse_size(option: &str, text: &str) -> Result<u64, CliError> {
         "T" => 40,
         _ => return Err(error(option, format!("unknown size suffix in '{text}'"))),
     };
-    value
-        .checked_mul(1u64 << shift)
+    let unit = 1u128 << shift;
+    let scaled = whole
+        .checked_mul(fraction_scale)
+        .and_then(|w| w.checked_add(fraction_value))
+        .and_then(|v| v.checked_mul(unit));
+    let bytes = match scaled {
+        Some(scaled) if scaled % fraction_scale != 0 => {
+            return Err(error(
+                option,
+                format!("'{text}' is not a whole number of bytes"),
+            ))
+        }
+        Some(scaled) => u64::try_from(scaled / fraction_scale).ok(),
+        None => None,
+    };
+    bytes
         .filter(|bytes| *bytes > 0)
         .ok_or_else(|| error(option, format!("'{text}' is zero or too large")))
 }
@@ -343,6 +395,22 @@ fn parse_on_off(option: &str, value: &str) -> Result<bool, CliError> {
         "off" | "no" | "false" => Ok(false),
         _ => Err(error(option, format!("'{value}': use on or off"))),
     }
+}
+
+/// Adds a netdev, refusing a second one with the same id as QEMU does.
+fn add_netdev(
+    options: &mut Options,
+    option: &str,
+    spec: vmkit_net::NetdevSpec,
+) -> Result<(), CliError> {
+    if options.netdevs.iter().any(|n| n.id == spec.id) {
+        return Err(error(
+            option,
+            format!("Duplicate ID '{}' for netdev", spec.id),
+        ));
+    }
+    options.netdevs.push(spec);
+    Ok(())
 }
 
 /// Parses `-qmp unix:PATH,server=on[,wait=on|off]` (also QEMU's older `server` and
@@ -456,6 +524,26 @@ pub fn parse_cpu(text: &str) -> Result<CpuOption, CliError> {
     })
 }
 
+/// Gives each `-drive` without `id=` QEMU's default id (the interface name and its index
+/// among the drives of that interface: `virtio0`, `virtio1`, `none0`, ...) and refuses
+/// duplicate ids.
+fn assign_drive_ids(drives: &mut [vmkit_block::DriveSpec]) -> Result<(), CliError> {
+    let mut counts = std::collections::HashMap::new();
+    let mut seen = std::collections::HashSet::new();
+    for drive in drives.iter_mut() {
+        let index = counts.entry(drive.interface).or_insert(0usize);
+        let id = drive
+            .id
+            .get_or_insert_with(|| format!("{}{}", drive.interface.name(), index))
+            .clone();
+        *index += 1;
+        if !seen.insert(id.clone()) {
+            return Err(error("-drive", format!("Duplicate ID '{id}' for drive")));
+        }
+    }
+    Ok(())
+}
+
 /// Parses the arguments after the program name.
 pub fn parse<I, S>(args: I) -> Result<Command, CliError>
 where
@@ -471,6 +559,7 @@ where
     let mut chardevs = vmkit_chardev::ChardevSet::new();
     let mut serial_text: Option<String> = None;
     let mut debugcon_text: Option<String> = None;
+    let mut nics = 0;
     let mut iter = args.into_iter();
     while let Some(arg) = iter.next() {
         // QEMU accepts --opt as -opt.
@@ -563,6 +652,20 @@ where
                     .map_err(|e| error("-chardev", e.to_string()))?;
             }
             "-debugcon" => debugcon_text = Some(value("a character backend")?),
+            "-netdev" => {
+                let text = value("a network backend")?;
+                let spec = vmkit_net::NetdevSpec::parse(&text)
+                    .map_err(|e| error("-netdev", e.to_string()))?;
+                add_netdev(&mut options, "-netdev", spec)?;
+            }
+            "-nic" => {
+                let text = value("a network backend")?;
+                let nic = vmkit_net::NicSpec::parse(&text, nics)
+                    .map_err(|e| error("-nic", e.to_string()))?;
+                nics += 1;
+                add_netdev(&mut options, "-nic", nic.netdev)?;
+                options.devices.push(nic.device);
+            }
             "-device" => {
                 let text = value("a device description")?;
                 if text == "help" || text == "?" {
@@ -575,9 +678,25 @@ where
                 }
                 options.devices.push(text);
             }
+            "-drive" => {
+                let text = value("a drive description")?;
+                let drive = vmkit_block::DriveSpec::parse(&text)
+                    .map_err(|e| error("-drive", e.to_string()))?;
+                options.drives.push(drive);
+            }
             "-no-reboot" => options.no_reboot = true,
             "-no-hpet" => options.hpet = false,
             "-S" => options.start_paused = true,
+            "-s" => options.gdb = Some(vmkit_gdb::ListenAddr::Tcp("0.0.0.0:1234".into())),
+            "-gdb" => {
+                let text = value("tcp::PORT, tcp:HOST:PORT or unix:PATH[,server]")?;
+                options.gdb = Some(text.parse().map_err(|e: vmkit_gdb::Error| {
+                    error(
+                        "-gdb",
+                        e.to_string().trim_start_matches("-gdb: ").to_string(),
+                    )
+                })?);
+            }
             "-irqchip" => {
                 let text = value("kernel or user")?;
                 options.irqchip = match text.as_str() {
@@ -601,6 +720,7 @@ where
             .map_err(|e| error("-debugcon", e.to_string()))?;
     }
     options.chardevs = chardevs.iter().cloned().collect();
+    assign_drive_ids(&mut options.drives)?;
     if options.bios.is_some() && options.flat.is_some() {
         return Err(error("-flat", "cannot be combined with -bios"));
     }
@@ -644,6 +764,46 @@ mod tests {
     }
 
     #[test]
+    fn netdevs_and_nics_in_qemu_syntax() {
+        let options = run(&[
+            "-netdev",
+            "tap,id=n0,ifname=tap0,script=no,downscript=no",
+            "-device",
+            "virtio-net-pci,netdev=n0",
+            "-nic",
+            "tap,ifname=tap1,mac=52:54:00:00:00:02",
+        ]);
+        let ids: Vec<_> = options.netdevs.iter().map(|n| n.id.as_str()).collect();
+        assert_eq!(ids, ["n0", "__org.qemu.nic0"]);
+        assert_eq!(
+            options.devices,
+            [
+                "virtio-net-pci,netdev=n0",
+                "virtio-net-pci,netdev=__org.qemu.nic0,mac=52:54:00:00:00:02"
+            ]
+        );
+        for (args, needle) in [
+            (&["-netdev", "user,id=n0"][..], "is tap"),
+            (
+                &["-netdev", "tap,id=n0,script=/etc/qemu-ifup"][..],
+                "script=no",
+            ),
+            (
+                &["-netdev", "tap,id=n0,ifname=waytoolonginterface"][..],
+                "15 bytes",
+            ),
+            (
+                &["-netdev", "tap,id=n0", "-netdev", "tap,id=n0"][..],
+                "Duplicate ID 'n0'",
+            ),
+            (&["-nic", "user"][..], "is tap"),
+        ] {
+            let err = parse(args.iter().copied()).unwrap_err();
+            assert!(err.to_string().contains(needle), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
     fn chardevs_serial_short_forms_and_debugcon() {
         let options = run(&[
             "-chardev",
@@ -669,6 +829,44 @@ mod tests {
         assert_eq!(options.debugcon.as_deref(), Some("debugcon"));
         let err = parse(["-chardev", "null,id=a", "-chardev", "null,id=a"]).unwrap_err();
         assert_eq!(err.option, "-chardev");
+    }
+
+    #[test]
+    fn drives_in_qemu_syntax_with_default_ids() {
+        let options = run(&[
+            "-drive",
+            "file=a.img,format=raw,if=none,id=d0,cache=none,readonly=on",
+            "-drive",
+            "file=b.img,if=virtio",
+            "-drive",
+            "file=c.img,if=virtio,discard=unmap",
+        ]);
+        let ids: Vec<_> = options
+            .drives
+            .iter()
+            .map(|d| d.id.clone().unwrap())
+            .collect();
+        assert_eq!(ids, ["d0", "virtio0", "virtio1"]);
+        assert!(options.drives[0].read_only);
+        assert_eq!(options.drives[0].cache, vmkit_block::CacheMode::None);
+        assert_eq!(options.drives[2].discard, vmkit_block::DiscardMode::Unmap);
+        for (text, needle) in [
+            ("file=x.qcow2,format=qcow2,if=virtio", "qcow2"),
+            ("file=x,if=virtio,cache=fast", "cache=fast"),
+            ("file=x", "if=virtio"),
+        ] {
+            let err = parse(["-drive", text]).unwrap_err();
+            assert_eq!(err.option, "-drive", "{text}");
+            assert!(err.reason.contains(needle), "{text}: {err}");
+        }
+        let err = parse([
+            "-drive",
+            "file=a,if=none,id=x",
+            "-drive",
+            "file=b,if=none,id=x",
+        ])
+        .unwrap_err();
+        assert!(err.reason.contains("Duplicate ID 'x'"), "{err}");
     }
 
     #[test]
@@ -710,7 +908,20 @@ mod tests {
         assert_eq!(parse_size("-m", "512M").unwrap(), 512 << 20);
         assert_eq!(parse_size("-m", "64MiB").unwrap(), 64 << 20);
         assert_eq!(parse_size("-m", "1024k").unwrap(), 1 << 20);
-        for bad in ["", "x", "0", "12Q", "99999999999T"] {
+        assert_eq!(parse_size("-m", "1.5G").unwrap(), 3 << 29);
+        assert_eq!(parse_size("-m", "0.5").unwrap(), 512 << 10);
+        assert_eq!(parse_size("-m", "2.25G").unwrap(), 9 << 28);
+        for bad in [
+            "",
+            "x",
+            "0",
+            "12Q",
+            "99999999999T",
+            ".5G",
+            "1..5G",
+            "1.5.2G",
+            "0.0",
+        ] {
             let err = parse_size("-m", bad).unwrap_err();
             assert_eq!(err.option, "-m", "{bad}");
         }
@@ -747,6 +958,31 @@ mod tests {
         assert_eq!(options.devices.len(), 2);
         assert!(options.no_reboot && options.start_paused);
         assert_eq!(options.irqchip, IrqchipOption::User);
+    }
+
+    #[test]
+    fn gdb_options_as_qemu_spells_them() {
+        use vmkit_gdb::ListenAddr;
+        assert_eq!(
+            run(&["-s", "-S"]).gdb,
+            Some(ListenAddr::Tcp("0.0.0.0:1234".into()))
+        );
+        assert_eq!(
+            run(&["-gdb", "tcp::4321"]).gdb,
+            Some(ListenAddr::Tcp("0.0.0.0:4321".into()))
+        );
+        assert_eq!(
+            run(&["-gdb", "tcp:127.0.0.1:4321"]).gdb,
+            Some(ListenAddr::Tcp("127.0.0.1:4321".into()))
+        );
+        assert_eq!(
+            run(&["-gdb", "unix:/tmp/g.sock,server"]).gdb,
+            Some(ListenAddr::Unix("/tmp/g.sock".into()))
+        );
+        for bad in ["tcp:1234x", "udp::1", "unix:", "tcp::1,frob"] {
+            let err = parse(["-gdb", bad]).unwrap_err();
+            assert_eq!(err.option, "-gdb", "{bad}");
+        }
     }
 
     #[test]

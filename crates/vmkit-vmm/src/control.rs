@@ -25,6 +25,8 @@ pub enum RunState {
     Running,
     /// vCPUs are stopped by request and can be resumed.
     Paused,
+    /// vCPUs are stopped by the debugger (a breakpoint, a step, Ctrl-C); QEMU's `debug`.
+    Debug,
     /// The machine has ended (power-off, quit, signal, or reset under `-no-reboot`).
     Shutdown,
     /// A vCPU hit an exit KVM could not handle; the machine is stopped for good.
@@ -38,6 +40,7 @@ impl RunState {
             RunState::Prelaunch => "prelaunch",
             RunState::Running => "running",
             RunState::Paused => "paused",
+            RunState::Debug => "debug",
             RunState::Shutdown => "shutdown",
             RunState::InternalError => "internal-error",
         }
@@ -85,6 +88,22 @@ pub enum MachineEvent {
 const REQUEST_NONE: u32 = 0;
 const REQUEST_PAUSE: u32 = 1;
 const REQUEST_STOP: u32 = 2;
+/// Only the vCPU in `Shared::run_only` runs (a debugger's single step); the others park.
+const REQUEST_PARTIAL: u32 = 3;
+
+/// Work a parked vCPU runs on its own thread for the debugger (QEMU's `run_on_cpu`).
+pub(crate) type VcpuJob = Box<dyn FnOnce(&mut vmkit_kvm::Vcpu) + Send>;
+
+/// What the debugger asked the vCPUs to arm (see [`crate::debug`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct GuestDebugConfig {
+    /// A debugger is attached.
+    pub attached: bool,
+    /// DR0-DR3.
+    pub registers: [Option<vmkit_gdb::DebugRegister>; vmkit_gdb::MAX_DEBUG_REGISTERS],
+    /// The vCPU to single-step on the next resume.
+    pub step: Option<usize>,
+}
 
 /// What a vCPU thread should do after checking its requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,13 +117,40 @@ pub enum VcpuAction {
     Exit,
 }
 
-#[derive(Debug)]
 struct Shared {
     state: RunState,
     vcpus: usize,
     parked: usize,
     reset_generation: u64,
     exit: Option<ExitReason>,
+    run_only: Option<usize>,
+    jobs: Vec<VecDeque<VcpuJob>>,
+    debug_stops: VecDeque<vmkit_gdb::StopEvent>,
+    debug: GuestDebugConfig,
+}
+
+impl std::fmt::Debug for VcpuJobs<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} queued",
+            self.0.iter().map(VecDeque::len).sum::<usize>()
+        )
+    }
+}
+
+struct VcpuJobs<'a>(&'a [VecDeque<VcpuJob>]);
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("state", &self.state)
+            .field("vcpus", &self.vcpus)
+            .field("parked", &self.parked)
+            .field("jobs", &VcpuJobs(&self.jobs))
+            .field("debug", &self.debug)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The run-state machine: requests to vCPUs, their acknowledgements, and events back.
@@ -117,6 +163,7 @@ pub struct Controller {
     wakers: Mutex<Vec<std::sync::Arc<crate::vcpu::HaltWaiter>>>,
     events: Mutex<VecDeque<MachineEvent>>,
     event_fd: EventFd,
+    debug_generation: std::sync::atomic::AtomicU64,
 }
 
 impl Controller {
@@ -131,12 +178,17 @@ impl Controller {
                 parked: 0,
                 reset_generation: 0,
                 exit: None,
+                run_only: None,
+                jobs: Vec::new(),
+                debug_stops: VecDeque::new(),
+                debug: GuestDebugConfig::default(),
             }),
             changed: Condvar::new(),
             kickers: Mutex::new(Vec::new()),
             wakers: Mutex::new(Vec::new()),
             events: Mutex::new(VecDeque::new()),
             event_fd: EventFd::new(EFD_NONBLOCK).map_err(Error::EventFd)?,
+            debug_generation: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -145,7 +197,9 @@ impl Controller {
     }
 
     pub(crate) fn set_vcpu_count(&self, vcpus: usize) {
-        self.lock().vcpus = vcpus;
+        let mut shared = self.lock();
+        shared.vcpus = vcpus;
+        shared.jobs = (0..vcpus).map(|_| VecDeque::new()).collect();
     }
 
     pub(crate) fn add_vcpu(
@@ -212,7 +266,7 @@ impl Controller {
     pub fn resume(&self) -> Result<()> {
         let mut shared = self.lock();
         match shared.state {
-            RunState::Prelaunch | RunState::Paused => {}
+            RunState::Prelaunch | RunState::Paused | RunState::Debug => {}
             RunState::Running => return Ok(()),
             other => {
                 return Err(Error::InvalidState {
@@ -222,6 +276,9 @@ impl Controller {
             }
         }
         shared.state = RunState::Running;
+        // A vCPU a debugger stopped at a breakpoint must get past it, not re-hit it.
+        shared.debug.step = None;
+        self.debug_generation.fetch_add(1, Ordering::SeqCst);
         self.request.store(REQUEST_NONE, Ordering::SeqCst);
         self.changed.notify_all();
         Ok(())
@@ -233,7 +290,7 @@ impl Controller {
             let shared = self.lock();
             match shared.state {
                 RunState::Running => {}
-                RunState::Paused | RunState::Prelaunch => return Ok(()),
+                RunState::Paused | RunState::Prelaunch | RunState::Debug => return Ok(()),
                 other => {
                     return Err(Error::InvalidState {
                         action: "pause",
@@ -317,11 +374,20 @@ impl Controller {
 
     /// vCPU side: honours a request, parking as long as asked. `seen_generation` is the reset
     /// generation this vCPU last applied.
-    pub(crate) fn vcpu_check(&self, seen_generation: &mut u64) -> VcpuAction {
+    pub(crate) fn vcpu_check(
+        &self,
+        index: usize,
+        seen_generation: &mut u64,
+        vcpu: &mut vmkit_kvm::Vcpu,
+    ) -> VcpuAction {
         let mut shared = self.lock();
         let mut parked = false;
         loop {
-            match self.request.load(Ordering::SeqCst) {
+            let mut request = self.request.load(Ordering::SeqCst);
+            if request == REQUEST_PARTIAL && shared.run_only != Some(index) {
+                request = REQUEST_PAUSE;
+            }
+            match request {
                 REQUEST_STOP => {
                     if parked {
                         shared.parked -= 1;
@@ -335,6 +401,14 @@ impl Controller {
                         parked = true;
                         shared.parked += 1;
                         self.changed.notify_all();
+                    }
+                    // A parked vCPU does the debugger's work on its own thread.
+                    let job = shared.jobs.get_mut(index).and_then(VecDeque::pop_front);
+                    if let Some(job) = job {
+                        drop(shared);
+                        job(vcpu);
+                        shared = self.lock();
+                        continue;
                     }
                     shared = self.changed.wait(shared).unwrap_or_else(|e| e.into_inner());
                 }
@@ -369,6 +443,157 @@ impl Controller {
         let mut shared = self.lock();
         while shared.vcpus > 0 {
             shared = self.changed.wait(shared).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+/// The debugger's side of the run-state machine (used by [`crate::debug`]).
+impl Controller {
+    /// Runs `job` on vCPU `index`'s thread once it is parked, and returns its result; `None`
+    /// if the vCPU did not run it within `limit` (its thread has ended, or it never parks).
+    pub(crate) fn run_on_vcpu<R: Send + 'static>(
+        &self,
+        index: usize,
+        limit: Duration,
+        job: impl FnOnce(&mut vmkit_kvm::Vcpu) -> R + Send + 'static,
+    ) -> Option<R> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        {
+            let mut shared = self.lock();
+            if shared.exit.is_some() {
+                return None;
+            }
+            let queue = shared.jobs.get_mut(index)?;
+            queue.push_back(Box::new(move |vcpu| {
+                let _ = tx.send(job(vcpu));
+            }));
+            self.changed.notify_all();
+        }
+        rx.recv_timeout(limit).ok()
+    }
+
+    /// Stops every vCPU for the debugger (state `debug`), and marks a debugger attached.
+    /// A machine that is already stopped stays in its state (`prelaunch` under `-S`).
+    pub(crate) fn debug_pause(&self) -> Result<()> {
+        {
+            let mut shared = self.lock();
+            shared.debug.attached = true;
+            match shared.state {
+                RunState::Running => {}
+                RunState::Paused | RunState::Prelaunch | RunState::Debug => return Ok(()),
+                other => {
+                    return Err(Error::InvalidState {
+                        action: "stop for the debugger",
+                        state: other,
+                    })
+                }
+            }
+        }
+        let mut shared = self.park_all();
+        shared.state = RunState::Debug;
+        Ok(())
+    }
+
+    /// Resumes the guest for the debugger: every vCPU, or only `step` for one instruction.
+    pub(crate) fn debug_resume(&self, step: Option<usize>) -> Result<()> {
+        let mut shared = self.lock();
+        match shared.state {
+            RunState::Prelaunch | RunState::Paused | RunState::Debug => {}
+            RunState::Running => return Ok(()),
+            other => {
+                return Err(Error::InvalidState {
+                    action: "resume for the debugger",
+                    state: other,
+                })
+            }
+        }
+        shared.debug.step = step;
+        shared.debug_stops.clear();
+        shared.run_only = step;
+        shared.state = RunState::Running;
+        self.debug_generation.fetch_add(1, Ordering::SeqCst);
+        self.request.store(
+            if step.is_some() {
+                REQUEST_PARTIAL
+            } else {
+                REQUEST_NONE
+            },
+            Ordering::SeqCst,
+        );
+        self.changed.notify_all();
+        Ok(())
+    }
+
+    /// Sets the debug registers every vCPU arms when it next enters the guest.
+    pub(crate) fn set_debug_registers(&self, registers: &vmkit_gdb::DebugRegisters) {
+        self.lock().debug.registers = *registers;
+        self.debug_generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The debugger has gone: nothing stays armed; a guest it held runs on.
+    pub(crate) fn debug_detach(&self) {
+        let held = {
+            let mut shared = self.lock();
+            shared.debug = GuestDebugConfig::default();
+            shared.debug_stops.clear();
+            self.debug_generation.fetch_add(1, Ordering::SeqCst);
+            matches!(shared.state, RunState::Debug | RunState::Prelaunch)
+        };
+        if held {
+            let _ = self.debug_resume(None);
+        }
+    }
+
+    /// vCPU side: the debug configuration, if it changed since `seen`.
+    pub(crate) fn debug_config(&self, seen: &mut u64) -> Option<GuestDebugConfig> {
+        let now = self.debug_generation.load(Ordering::SeqCst);
+        if now == *seen {
+            return None;
+        }
+        *seen = now;
+        Some(self.lock().debug)
+    }
+
+    /// vCPU side: a debug exit the debugger wants to hear about. Stops every vCPU (without
+    /// waiting: the caller parks on its next request check). False if no debugger is
+    /// attached.
+    pub(crate) fn debug_stop(&self, event: vmkit_gdb::StopEvent) -> bool {
+        {
+            let mut shared = self.lock();
+            if !shared.debug.attached || shared.exit.is_some() {
+                return false;
+            }
+            shared.debug_stops.push_back(event);
+            shared.state = RunState::Debug;
+            self.request.store(REQUEST_PAUSE, Ordering::SeqCst);
+            self.changed.notify_all();
+        }
+        self.kick_all();
+        true
+    }
+
+    /// Debugger side: waits up to `timeout` for a debug stop with every vCPU parked, or for
+    /// the machine's end.
+    pub(crate) fn wait_debug_stop(&self, timeout: Duration) -> Option<vmkit_gdb::StopEvent> {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut shared = self.lock();
+        loop {
+            if let Some(reason) = &shared.exit {
+                let code = u8::try_from(reason.exit_code() & 0xff).unwrap_or(1);
+                return Some(vmkit_gdb::StopEvent::Exited(code));
+            }
+            if !shared.debug_stops.is_empty() && shared.parked >= shared.vcpus {
+                return shared.debug_stops.pop_front();
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return None;
+            }
+            let (guard, _) = self
+                .changed
+                .wait_timeout(shared, deadline - now)
+                .unwrap_or_else(|e| e.into_inner());
+            shared = guard;
         }
     }
 }

@@ -11,6 +11,12 @@ use vmkit_kvm::Vcpu;
 pub trait GuestMemoryReader: Send + Sync {
     /// Fills `buf` from guest physical `gpa`; false if any byte is not RAM/ROM.
     fn read_guest(&self, gpa: u64, buf: &mut [u8]) -> bool;
+
+    /// Writes `data` to guest physical `gpa` (a debugger's memory writes); false if any byte
+    /// is not RAM, or the machine offers no writes (the default).
+    fn write_guest(&self, _gpa: u64, _data: &[u8]) -> bool {
+        false
+    }
 }
 
 impl<F: Fn(u64, &mut [u8]) -> bool + Send + Sync> GuestMemoryReader for F {

@@ -30,6 +30,10 @@ pub enum Error {
     /// The machine could not be built.
     #[error("{0}")]
     Machine(String),
+    /// A termination signal arrived before the guest started (while waiting for a
+    /// `wait=on` client): vmkit ends cleanly, as on a signal while the guest runs.
+    #[error("terminated by signal {0}")]
+    Terminated(i32),
     /// A host I/O facility (timerfd, terminal, epoll) failed.
     #[error("{what}: {source}")]
     Host {

@@ -49,6 +49,7 @@ pub mod builtin;
 pub mod cli;
 pub mod console;
 pub mod control;
+pub mod debug;
 pub mod dump;
 mod error;
 pub mod help;

@@ -44,6 +44,7 @@ impl QmpBackend for VmmBackend {
             None | Some(RunState::Prelaunch) => QmpRunState::Prelaunch,
             Some(RunState::Running) => QmpRunState::Running,
             Some(RunState::Paused) => QmpRunState::Paused,
+            Some(RunState::Debug) => QmpRunState::Debug,
             Some(RunState::Shutdown) => QmpRunState::Shutdown,
             Some(RunState::InternalError) => QmpRunState::InternalError,
         };
@@ -143,6 +144,51 @@ impl QmpBackend for VmmBackend {
     fn object_tree(&self) -> Option<&ObjectTree> {
         self.tree.as_ref()
     }
+
+    fn set_link(&mut self, name: &str, up: bool) -> std::result::Result<(), QmpError> {
+        let links = self.tree.as_ref().map(nic_links).unwrap_or_default();
+        // As QEMU: a NIC's id or its netdev's id; every NIC on that netdev follows.
+        let matching: Vec<_> = links
+            .into_iter()
+            .filter(|(id, netdev, _)| id == name || netdev == name)
+            .collect();
+        if matching.is_empty() {
+            return Err(QmpError::device_not_found(format!(
+                "Device '{name}' not found"
+            )));
+        }
+        for (_, _, link) in matching {
+            link.set_up(up);
+        }
+        Ok(())
+    }
+}
+
+/// Every NIC in the tree: (its id, its netdev id, its link).
+fn nic_links(tree: &ObjectTree) -> Vec<(String, String, vmkit_net::NetLink)> {
+    let mut links = Vec::new();
+    for container in ["/machine/peripheral", "/machine/peripheral-anon"] {
+        let Ok(children) = tree.list(container) else {
+            continue;
+        };
+        for child in children
+            .iter()
+            .filter(|c| c.type_name.starts_with("child<"))
+        {
+            let Ok(object) = tree.resolve(&format!("{container}/{}", child.name)) else {
+                continue;
+            };
+            if let Some((link, netdev)) = vmkit_pc::pci_devices::net_link(&object) {
+                let id = if container == "/machine/peripheral" {
+                    child.name.clone()
+                } else {
+                    String::new()
+                };
+                links.push((id, netdev, link));
+            }
+        }
+    }
+    links
 }
 
 /// A bound QMP socket, ready to join a VM's main loop.
@@ -184,13 +230,23 @@ impl QmpAttachment {
         })
     }
 
-    /// Blocks until a client connects (`wait=on`).
+    /// Blocks until a client connects (`wait=on`), or a termination signal arrives
+    /// ([`Error::Terminated`]).
     pub fn wait_for_client(&self) -> Result<()> {
         let mut server = self.server.lock().unwrap_or_else(|e| e.into_inner());
-        server.wait_for_client(None).map_err(|e| {
-            Error::Machine(format!("vmkit: -qmp: waiting for a client failed: {e}"))
-        })?;
-        Ok(())
+        loop {
+            if let Some(signal) = crate::signals::termination_requested() {
+                return Err(Error::Terminated(signal));
+            }
+            let connected = server
+                .wait_for_client(Some(crate::signals::POLL_INTERVAL))
+                .map_err(|e| {
+                    Error::Machine(format!("vmkit: -qmp: waiting for a client failed: {e}"))
+                })?;
+            if connected {
+                return Ok(());
+            }
+        }
     }
 
     /// Adds the server to `additions`: it joins the main loop, and guest resets and exits

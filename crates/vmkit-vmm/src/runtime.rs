@@ -137,6 +137,17 @@ impl VmmHandle {
         self.memory.read_guest(gpa, buf)
     }
 
+    /// Writes guest-physical memory at `gpa` (for a debugger); false if any byte is not RAM
+    /// or the machine's memory takes no writes.
+    pub fn write_guest_memory(&self, gpa: u64, data: &[u8]) -> bool {
+        self.memory.write_guest(gpa, data)
+    }
+
+    /// The debugger's view of this VM, for [`vmkit_gdb::GdbServer`].
+    pub fn debug_target(&self) -> crate::debug::VmDebugTarget {
+        crate::debug::VmDebugTarget::new(self.clone())
+    }
+
     /// Number of vCPUs.
     pub fn vcpu_count(&self) -> usize {
         self.stats.len()
@@ -218,7 +229,7 @@ impl Vmm {
         }
         if options.handle_signals {
             signals::install_termination_handler().map_err(|source| Error::Host {
-                what: "installing SIGINT/SIGTERM handlers",
+                what: "installing the SIGINT/SIGTERM/SIGHUP handlers",
                 source,
             })?;
         }

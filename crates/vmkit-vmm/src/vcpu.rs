@@ -142,9 +142,13 @@ impl VcpuRunner {
     pub fn run(mut self) {
         let mut generation = 0u64;
         let mut window_requested = false;
+        let mut debug = crate::debug::VcpuDebug::default();
         loop {
             if self.controller.has_request() {
-                match self.controller.vcpu_check(&mut generation) {
+                match self
+                    .controller
+                    .vcpu_check(self.index, &mut generation, &mut self.vcpu)
+                {
                     VcpuAction::Exit => return,
                     VcpuAction::Run => {}
                     VcpuAction::ResetThenRun => {
@@ -154,6 +158,12 @@ impl VcpuRunner {
                         }
                     }
                 }
+                debug.on_resume(
+                    &self.controller,
+                    &self.vcpu,
+                    self.index,
+                    self.memory.as_ref(),
+                );
             }
             if let Some(pic) = self.pic.as_deref() {
                 inject_pending(&mut self.vcpu, self.index, pic, &mut window_requested);
@@ -193,10 +203,28 @@ impl VcpuRunner {
                 VcpuExit::MmioRead { addr, data } => {
                     self.mmio.read(addr, data);
                 }
-                VcpuExit::Interrupted | VcpuExit::IrqWindowOpen | VcpuExit::Debug { .. } => {}
+                VcpuExit::Interrupted | VcpuExit::IrqWindowOpen => {}
+                VcpuExit::Debug { dr6, .. } => {
+                    debug.on_debug_exit(
+                        &self.controller,
+                        &self.vcpu,
+                        self.index,
+                        dr6,
+                        self.memory.as_ref(),
+                    );
+                }
                 VcpuExit::Hlt => self.halt_until_interrupt(),
                 VcpuExit::Shutdown => {
-                    // A triple fault: the CPU is unusable until the machine resets.
+                    // A triple fault: the CPU is unusable until the machine resets. Said
+                    // with where it happened: with -no-reboot it is how vmkit ends.
+                    let text = describe_exit_failure(
+                        &self.vcpu,
+                        self.index,
+                        "triple fault (KVM_EXIT_SHUTDOWN): the machine resets, or ends with \
+                         -no-reboot",
+                        self.memory.as_ref(),
+                    );
+                    eprint!("{text}");
                     self.controller.post(MachineEvent::Reset);
                     self.wait_for_request();
                 }

@@ -285,3 +285,52 @@ fn sigterm_ends_vmkit_cleanly() {
         stderr(&output)
     );
 }
+
+/// The probe's silent outcomes now say what happened.
+#[test]
+fn triple_faults_empty_images_and_non_devices_are_reported() {
+    // Refused before KVM is touched.
+    let empty = guest_file("empty", b"");
+    for (args, needle) in [
+        (
+            vec!["-flat", empty.to_str().unwrap()],
+            "is empty: nothing to run",
+        ),
+        (
+            vec!["-flat", "/etc/hostname", "-device", "pc"],
+            "'pc' is not a valid device model name",
+        ),
+        (
+            vec!["-flat", "/etc/hostname", "-device", "container"],
+            "'container' is not a valid device model name",
+        ),
+    ] {
+        let mut command = vmkit();
+        command.args(&args);
+        let (output, _) = run(command, Duration::from_secs(10));
+        assert_eq!(output.status.code(), Some(1), "{args:?}");
+        assert!(
+            stderr(&output).contains(needle),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+    }
+
+    // A long-mode entry at a non-canonical address triple-faults at once: with -no-reboot
+    // vmkit still ends with 0 (as QEMU) but says where the guest died.
+    require_kvm!();
+    let guest = guest_file("nop", &[0x90]);
+    let mut command = vmkit();
+    command
+        .arg("-flat")
+        .arg(format!(
+            "{},mode=long,entry=0xffffffffffff",
+            guest.display()
+        ))
+        .args(["-no-reboot", "-serial", "none"]);
+    let (output, _) = run(command, Duration::from_secs(20));
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(0), "{err}");
+    assert!(err.contains("triple fault (KVM_EXIT_SHUTDOWN)"), "{err}");
+    assert!(err.contains("RIP="), "{err}");
+}

@@ -7,16 +7,6 @@ use std::time::Duration;
 
 use common::*;
 
-/// Emits: CONFIG_ADDRESS = `address`, then `out CONFIG_DATA + (address & 3)` of AL/EAX.
-fn emit_config_write32(a: &mut CodeAssembler, address: u32, value: u32) -> Result<(), IcedError> {
-    a.mov(eax, address)?;
-    a.mov(dx, 0xcf8u32)?;
-    a.out(dx, eax)?;
-    a.mov(eax, value)?;
-    a.mov(dx, 0xcfcu32)?;
-    a.out(dx, eax)
-}
-
 #[test]
 fn a_guest_moves_the_pm_block_and_powers_off_through_s5() {
     require_kvm!();

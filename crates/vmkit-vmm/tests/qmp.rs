@@ -414,3 +414,139 @@ fn system_powerdown_presses_the_acpi_button_and_s5_ends_vmkit() {
     );
     assert_eq!(std::fs::read_to_string(&out).unwrap(), "RP");
 }
+
+fn send_signal(child: &Child, signal: &str) {
+    let sent = std::process::Command::new("kill")
+        .args([format!("-{signal}"), child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+}
+
+/// Waits for the child to end (at most 5 s) and returns its exit code and stderr.
+fn end_of(mut child: VmkitProcess) -> (Option<i32>, String) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "vmkit did not end within 5 s");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.0.stderr.take().unwrap(), &mut err).unwrap();
+    (status.code(), err)
+}
+
+#[test]
+fn termination_signals_send_shutdown_and_remove_the_socket() {
+    require_kvm!();
+    for signal in ["TERM", "INT", "HUP"] {
+        let socket = scratch(&format!("qmp-sig-{signal}.sock"));
+        let out = scratch(&format!("qmp-sig-{signal}.out"));
+        let child = start_vmkit(&socket, &out, "off");
+        let mut client = Client::connect(&socket);
+        client.read();
+        client.execute(json!({"execute": "qmp_capabilities"}));
+        send_signal(&child.0, signal);
+        // QEMU's event for a host signal.
+        let event = client.event("SHUTDOWN");
+        assert_eq!(
+            event["data"],
+            json!({"guest": false, "reason": "host-signal"}),
+            "{signal}: {event}"
+        );
+        let (code, err) = end_of(child);
+        assert_eq!(code, Some(0), "{signal}: {err}");
+        assert!(err.contains("terminated by signal"), "{signal}: {err}");
+        assert!(!socket.exists(), "{signal}: the socket was left behind");
+        let _ = std::fs::remove_file(out);
+    }
+}
+
+#[test]
+fn termination_signals_while_waiting_for_a_client_end_cleanly() {
+    require_kvm!();
+    for signal in ["TERM", "INT", "HUP"] {
+        let socket = scratch(&format!("qmp-sigwait-{signal}.sock"));
+        let out = scratch(&format!("qmp-sigwait-{signal}.out"));
+        let child = start_vmkit(&socket, &out, "on");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !socket.exists() {
+            assert!(Instant::now() < deadline, "no socket");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        send_signal(&child.0, signal);
+        let (code, err) = end_of(child);
+        assert_eq!(code, Some(0), "{signal}: {err}");
+        assert!(err.contains("terminated by signal"), "{signal}: {err}");
+        assert!(!socket.exists(), "{signal}: the socket was left behind");
+        assert_eq!(file_len(&out), 0, "{signal}: the guest ran");
+        let _ = std::fs::remove_file(out);
+    }
+}
+
+/// User plus system CPU time of process `pid`, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which ends at the last ')'): utime is the 12th.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn out_of_file_descriptors_pauses_accepting_instead_of_spinning() {
+    require_kvm!();
+    // Halts with interrupts off: the guest itself uses no CPU.
+    let guest = guest_file(
+        "qmp-idle",
+        &real_mode_guest(|a| {
+            a.cli()?;
+            a.hlt()
+        }),
+    );
+    let socket = scratch("qmp-nofile.sock");
+    let child = std::process::Command::new("prlimit")
+        .arg("--nofile=40")
+        .arg(env!("CARGO_BIN_EXE_vmkit"))
+        .arg("-flat")
+        .arg(&guest)
+        .arg("-qmp")
+        .arg(format!("unix:{},server=on,wait=off", socket.display()))
+        .arg("-serial")
+        .arg("none")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start vmkit under prlimit");
+    let child = VmkitProcess(child);
+    let mut first = Client::connect(&socket);
+    first.read();
+    // More connections than the process has descriptors for.
+    let crowd: Vec<UnixStream> = (0..60)
+        .map(|_| UnixStream::connect(&socket).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let ticks_per_second = 100; // USER_HZ on Linux
+    let before = cpu_ticks(child.0.id());
+    std::thread::sleep(Duration::from_secs(2));
+    let used = cpu_ticks(child.0.id()) - before;
+    // Idle is 0 ticks; the old busy loop took every tick the scheduler gave it (25-97).
+    assert!(
+        used * 20 < 2 * ticks_per_second,
+        "vmkit used {used} of {} CPU ticks in 2 s with its descriptors exhausted",
+        2 * ticks_per_second
+    );
+    // Closing the crowd frees descriptors: a new client is served again, and the first
+    // one kept working throughout.
+    drop(crowd);
+    first.execute(json!({"execute": "qmp_capabilities"}));
+    let reply = first.execute(json!({"execute": "query-status"}));
+    assert_eq!(reply["return"]["status"], "running", "{reply}");
+    let mut late = Client::connect(&socket);
+    assert!(late.read()["QMP"].is_object());
+    late.execute(json!({"execute": "qmp_capabilities"}));
+    late.execute(json!({"execute": "quit"}));
+    let (code, err) = end_of(child);
+    assert_eq!(code, Some(0), "{err}");
+}

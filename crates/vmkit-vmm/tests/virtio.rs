@@ -5,114 +5,12 @@ mod common;
 
 use std::time::Duration;
 
+use common::legacy_driver::*;
 use common::*;
 
-/// Where the guest puts the legacy I/O BAR.
-const IO_BASE: u32 = 0xc000;
 /// The ring (page frame 0x10) and the buffer the device fills.
 const RING: u32 = 0x1_0000;
 const BUFFER: u32 = 0x2_0000;
-/// The virtio-rng queue size (vmkit-virtio's RNG_QUEUE_SIZE, QEMU's 8).
-const QUEUE_SIZE: u32 = 256;
-
-/// CONFIG_ADDRESS for `reg` of function `slot`.0.
-fn config_address(slot: u32, reg: u32) -> u32 {
-    0x8000_0000 | (slot << 11) | reg
-}
-
-fn emit_config_write32(a: &mut CodeAssembler, address: u32, value: u32) -> Result<(), IcedError> {
-    a.mov(eax, address)?;
-    a.mov(dx, 0xcf8u32)?;
-    a.out(dx, eax)?;
-    a.mov(eax, value)?;
-    a.mov(dx, 0xcfcu32)?;
-    a.out(dx, eax)
-}
-
-/// Emits: select queue `queue`, write one descriptor (`buffer`, `len`, `flags`) at the
-/// ring of page frame `ring >> 12` and publish it in the avail ring, then give the ring to
-/// the device (QUEUE_PFN). Leaves DS = 0.
-fn emit_queue_with_one_buffer(
-    a: &mut CodeAssembler,
-    queue: u32,
-    ring: u32,
-    buffer: u32,
-    len: u32,
-    flags: u32,
-) -> Result<(), IcedError> {
-    let avail = 16 * QUEUE_SIZE;
-    a.mov(dx, IO_BASE + 0x0e)?;
-    a.mov(ax, queue)?;
-    a.out(dx, ax)?;
-    a.mov(ax, ring >> 4)?;
-    a.mov(ds, ax)?;
-    a.mov(dword_ptr(0), buffer)?;
-    a.mov(dword_ptr(4), 0u32)?;
-    a.mov(dword_ptr(8), len)?;
-    a.mov(word_ptr(12), flags)?;
-    a.mov(word_ptr(14), 0u32)?;
-    a.mov(word_ptr(avail + 4), 0u32)?;
-    a.mov(word_ptr(avail + 2), 1u32)?;
-    a.xor(ax, ax)?;
-    a.mov(ds, ax)?;
-    a.mov(dx, IO_BASE + 0x08)?;
-    a.mov(eax, ring >> 12)?;
-    a.out(dx, eax)
-}
-
-/// Offset of the used ring in a legacy ring of [`QUEUE_SIZE`] entries.
-fn used_offset() -> u32 {
-    (16 * QUEUE_SIZE + 6 + 2 * QUEUE_SIZE + 4095) & !4095
-}
-
-/// Emits: wait until the used idx of the ring at `ring` is 1; leaves DS = ring's segment.
-fn emit_wait_used(a: &mut CodeAssembler, ring: u32) -> Result<(), IcedError> {
-    let mut poll = a.create_label();
-    a.mov(ax, ring >> 4)?;
-    a.mov(ds, ax)?;
-    a.set_label(&mut poll)?;
-    a.pause()?;
-    a.cmp(word_ptr(used_offset() + 2), 1u32)?;
-    a.jne(poll)
-}
-
-/// Emits: check that function `slot`.0 is 1af4:`device` (print 'V'), put its legacy BAR at
-/// [`IO_BASE`] with I/O and bus mastering on, and set ACKNOWLEDGE | DRIVER with no
-/// features.
-fn emit_probe(a: &mut CodeAssembler, slot: u32, device: u32) -> Result<(), IcedError> {
-    let mut skip_v = a.create_label();
-    a.mov(eax, config_address(slot, 0))?;
-    a.mov(dx, 0xcf8u32)?;
-    a.out(dx, eax)?;
-    a.mov(dx, 0xcfcu32)?;
-    a.in_(eax, dx)?;
-    a.cmp(eax, (device << 16) | 0x1af4)?;
-    a.jne(skip_v)?;
-    a.mov(al, b'V' as u32)?;
-    emit_putc(a)?;
-    a.set_label(&mut skip_v)?;
-    emit_config_write32(a, config_address(slot, 0x10), IO_BASE)?;
-    emit_config_write32(a, config_address(slot, 0x04), 0x5)?;
-    a.mov(dx, IO_BASE + 0x12)?;
-    a.mov(al, 3u32)?;
-    a.out(dx, al)?;
-    a.mov(dx, IO_BASE + 0x04)?;
-    a.xor(eax, eax)?;
-    a.out(dx, eax)
-}
-
-/// Emits: DRIVER_OK, then notify each of `queues`.
-fn emit_driver_ok(a: &mut CodeAssembler, queues: &[u32]) -> Result<(), IcedError> {
-    a.mov(dx, IO_BASE + 0x12)?;
-    a.mov(al, 7u32)?;
-    a.out(dx, al)?;
-    for &queue in queues {
-        a.mov(dx, IO_BASE + 0x10)?;
-        a.mov(ax, queue)?;
-        a.out(dx, ax)?;
-    }
-    Ok(())
-}
 
 /// Emits: S5 through the PM block vmkit programs at 0x600 for firmware-less boots.
 fn emit_power_off(a: &mut CodeAssembler) -> Result<(), IcedError> {

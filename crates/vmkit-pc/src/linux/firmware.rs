@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use vmkit_fwcfg::LinuxBoot as FwCfgLinuxBoot;
 
 use crate::error::{Error, Result};
+use crate::image_file::read_image;
 
 /// File name of QEMU's DMA-capable Linux boot option ROM.
 pub const LINUXBOOT_ROM: &str = "linuxboot_dma.bin";
@@ -67,28 +68,31 @@ pub struct FirmwareLinux {
 
 impl FirmwareLinux {
     /// Reads the kernel, the initrd and [`LINUXBOOT_ROM`] (from `$VMKIT_ROM_DIR`, then
-    /// [`ROM_DIRS`]) and checks the kernel's setup header.
-    pub fn from_files(kernel: &Path, initrd: Option<&Path>, cmdline: &str) -> Result<Self> {
-        let read = |what: &'static str, path: &Path| {
-            std::fs::read(path).map_err(|source| Error::LinuxFile {
-                what,
-                path: path.to_path_buf(),
-                source,
-            })
-        };
+    /// [`ROM_DIRS`]) and checks the kernel's setup header. A kernel or initrd over `limit`
+    /// bytes (the guest's RAM) is refused before it is read.
+    pub fn from_files(
+        kernel: &Path,
+        initrd: Option<&Path>,
+        cmdline: &str,
+        limit: u64,
+    ) -> Result<Self> {
+        let read = |what: &'static str, path: &Path| read_image(what, path, limit);
         let kernel_bytes = read("kernel", kernel)?;
         let initrd = match initrd {
             Some(path) => Some((path.to_path_buf(), read("initrd", path)?)),
             None => None,
         };
-        let option_rom = find_option_rom()?;
-        Self::new(
+        // The kernel is checked before the ROM is looked for, so a bad kernel is reported
+        // as such on a machine without QEMU's ROMs too.
+        let mut linux = Self::new(
             kernel.to_path_buf(),
             kernel_bytes,
             initrd,
             cmdline,
-            option_rom,
-        )
+            Vec::new(),
+        )?;
+        linux.option_rom = find_option_rom()?;
+        Ok(linux)
     }
 
     /// A kernel given in memory (`kernel_path` names it in errors), with the option ROM's

@@ -118,6 +118,7 @@ use vmkit_kvm::Vcpu;
 use crate::boot::{self, IdentityMap, RFLAGS_FIXED};
 use crate::e820::E820Map;
 use crate::error::{Error, Result};
+use crate::image_file::{read_image, MAX_IMAGE_BYTES};
 use crate::layout::{MemoryLayout, HIGH_MEMORY_START};
 
 pub use bzimage::{
@@ -328,14 +329,6 @@ impl LoadedLinux {
     }
 }
 
-fn read_file(what: &'static str, path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|source| Error::LinuxFile {
-        what,
-        path: path.to_path_buf(),
-        source,
-    })
-}
-
 impl LinuxBoot {
     /// Reads and checks `kernel` (a bzImage or an ELF vmlinux) and `initrd`; see
     /// [`new`](Self::new).
@@ -345,14 +338,26 @@ impl LinuxBoot {
         cmdline: &str,
         decompress: KernelDecompress,
     ) -> Result<Self> {
-        let bytes = read_file("kernel", kernel)?;
+        Self::from_files_within(kernel, initrd, cmdline, decompress, MAX_IMAGE_BYTES)
+    }
+
+    /// [`from_files`](Self::from_files), refusing a kernel or initrd over `limit` bytes
+    /// (the guest's RAM) before reading it.
+    pub fn from_files_within(
+        kernel: &Path,
+        initrd: Option<&Path>,
+        cmdline: &str,
+        decompress: KernelDecompress,
+        limit: u64,
+    ) -> Result<Self> {
+        let bytes = read_image("kernel", kernel, limit)?;
         let boot = Self::new(kernel, bytes, cmdline, decompress)?;
         match initrd {
             // As QEMU: for a multiboot kernel, -initrd lists modules ("a arg,b").
             Some(text) if boot.format() == KernelFormat::Multiboot => {
-                boot.with_module_list(&text.to_string_lossy())
+                boot.with_module_list_within(&text.to_string_lossy(), limit)
             }
-            Some(path) => boot.with_initrd(path, read_file("initrd", path)?),
+            Some(path) => boot.with_initrd(path, read_image("initrd", path, limit)?),
             None => Ok(boot),
         }
     }
@@ -448,10 +453,16 @@ impl LinuxBoot {
     ///
     /// # Errors
     /// A module file that cannot be read; a kernel that is not multiboot.
-    pub fn with_module_list(mut self, text: &str) -> Result<Self> {
+    pub fn with_module_list(self, text: &str) -> Result<Self> {
+        self.with_module_list_within(text, MAX_IMAGE_BYTES)
+    }
+
+    /// [`with_module_list`](Self::with_module_list), refusing a module over `limit` bytes
+    /// (the guest's RAM) before reading it.
+    pub fn with_module_list_within(mut self, text: &str, limit: u64) -> Result<Self> {
         for item in multiboot::split_modules(text) {
             let path = PathBuf::from(multiboot::module_path(&item));
-            let data = read_file("multiboot module (-initrd)", &path)?;
+            let data = read_image("multiboot module (-initrd)", &path, limit)?;
             self = self.with_module(item, path, data)?;
         }
         Ok(self)

@@ -59,6 +59,10 @@ fn run() -> i32 {
     };
     let vmm = match start_pc(&options, boot, run, Vec::new()) {
         Ok(vmm) => vmm,
+        Err(e @ vmkit_vmm::Error::Terminated(_)) => {
+            eprintln!("vmkit: {e}");
+            return 0;
+        }
         Err(e) => {
             eprintln!("{e}");
             return 1;

@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 pub use vmkit_testutil::iced_x86::code_asm::*;
 pub use vmkit_testutil::{assemble, require_kvm};
 
+/// The legacy virtio driver kit (multi-descriptor chains, several requests).
+pub mod virtio_legacy;
+
 /// Load address and entry of every real-mode test guest.
 pub const ENTRY: u64 = 0x1000;
 
@@ -135,4 +138,32 @@ pub fn stdout(output: &Output) -> String {
 /// stderr as text.
 pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// The legacy virtio driver pieces the virtio-rng, virtio-console and virtio-net tests use.
+pub mod legacy_driver;
+
+/// CONFIG_ADDRESS (0xCF8) for `reg` of PCI function `slot`.0 on bus 0.
+pub fn config_address(slot: u32, reg: u32) -> u32 {
+    0x8000_0000 | (slot << 11) | reg
+}
+
+/// Emits: a 32-bit PCI configuration write through mechanism #1 (CONFIG_ADDRESS =
+/// `address`, then `value` to CONFIG_DATA).
+pub fn emit_config_write32(
+    a: &mut CodeAssembler,
+    address: u32,
+    value: u32,
+) -> Result<(), IcedError> {
+    a.mov(eax, address)?;
+    a.mov(dx, 0xcf8u32)?;
+    a.out(dx, eax)?;
+    a.mov(eax, value)?;
+    a.mov(dx, 0xcfcu32)?;
+    a.out(dx, eax)
+}
+
+/// Waits for a spawned `child`, failing the test (and killing it) after `limit`.
+pub fn wait_child(child: std::process::Child, limit: Duration) -> Output {
+    wait_with_limit(child, limit)
 }

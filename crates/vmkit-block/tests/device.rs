@@ -1,0 +1,358 @@
+//! virtio-blk requests end to end through the device, its I/O thread and the worker pool,
+//! on memory and raw-file backends.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use vm_memory::{Bytes, GuestAddress};
+use vmkit_block::{
+    config as cfg, BlkOptions, BlockBackend, CacheMode, DiscardMode, MemoryBackend, RawFile,
+    RawOptions, VirtioBlk,
+};
+use vmkit_virtio::VirtioDevice;
+
+fn pattern(seed: u8, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31) ^ seed)
+        .collect()
+}
+
+#[test]
+fn write_flush_and_read_back() {
+    let backend = Arc::new(MemoryBackend::new(64 * 512));
+    let mut b = Bench::start(VirtioBlk::new(backend.clone()), F_FLUSH);
+    let data = pattern(7, 1024);
+    assert_eq!(b.request(T_OUT, 3, &data, 0).0, S_OK);
+    let flushes = backend.flush_count();
+    let (status, used, _) = b.request(T_FLUSH, 0, &[], 0);
+    assert_eq!((status, used), (S_OK, 1));
+    assert_eq!(backend.flush_count(), flushes + 1);
+    let (status, used, read) = b.request(T_IN, 3, &[], 1024);
+    assert_eq!((status, used), (S_OK, 1025));
+    assert_eq!(read, data);
+    assert_eq!(&backend.contents()[3 * 512..5 * 512], &data[..]);
+    assert!(b.irqs.0.load(Ordering::SeqCst) >= 3);
+    assert!(b.reset());
+}
+
+#[test]
+fn get_id_returns_the_serial_cut_to_20_bytes() {
+    let backend = Arc::new(MemoryBackend::new(4096));
+    let options = BlkOptions {
+        serial: "vmkit-disk-0".into(),
+        ..BlkOptions::default()
+    };
+    let mut b = Bench::start(
+        VirtioBlk::with_options(backend.clone(), options).unwrap(),
+        0,
+    );
+    let (status, used, id) = b.request(T_GET_ID, 0, &[], 20);
+    assert_eq!(status, S_OK);
+    assert_eq!(used, 14, "serial, NUL and status");
+    assert_eq!(&id[..13], b"vmkit-disk-0\0");
+    let options = BlkOptions {
+        serial: "a-serial-much-longer-than-twenty".into(),
+        ..BlkOptions::default()
+    };
+    let mut b = Bench::start(VirtioBlk::with_options(backend, options).unwrap(), 0);
+    let (status, used, id) = b.request(T_GET_ID, 0, &[], 32);
+    assert_eq!((status, used), (S_OK, 21));
+    assert_eq!(&id[..20], b"a-serial-much-longer");
+    assert_eq!(id[20], 0xa5, "nothing past 20 bytes");
+}
+
+#[test]
+fn out_of_range_and_partial_sectors_are_ioerr() {
+    let backend = Arc::new(MemoryBackend::new(16 * 512));
+    let mut b = Bench::start(VirtioBlk::new(backend.clone()), 0);
+    assert_eq!(b.request(T_IN, 16, &[], 512).0, S_IOERR);
+    assert_eq!(b.request(T_IN, 15, &[], 1024).0, S_IOERR);
+    assert_eq!(b.request(T_IN, u64::MAX, &[], 512).0, S_IOERR);
+    assert_eq!(b.request(T_IN, 0, &[], 100).0, S_IOERR);
+    assert_eq!(b.request(T_OUT, 16, &[1; 512], 0).0, S_IOERR);
+    assert_eq!(b.request(T_OUT, u64::MAX / 512, &[1; 512], 0).0, S_IOERR);
+    assert_eq!(b.request(T_OUT, 0, &[1; 300], 0).0, S_IOERR);
+    assert_eq!(backend.contents(), vec![0; 16 * 512], "nothing was written");
+    // The last sector is fine.
+    assert_eq!(b.request(T_OUT, 15, &[9; 512], 0).0, S_OK);
+    assert_eq!(b.request(T_IN, 15, &[], 512), (S_OK, 513, vec![9; 512]));
+}
+
+#[test]
+fn a_read_only_drive_offers_ro_and_refuses_writes_with_ioerr() {
+    let backend = Arc::new(MemoryBackend::from_bytes(vec![3; 8 * 512]).read_only());
+    let blk = VirtioBlk::new(backend.clone());
+    assert_ne!(VirtioDevice::<Mem>::device_features(&blk) & F_RO, 0);
+    let mut b = Bench::start(blk, F_DISCARD | F_WRITE_ZEROES | F_RO);
+    assert_eq!(b.request(T_OUT, 0, &[1; 512], 0).0, S_IOERR);
+    let mut seg = [0u8; 16];
+    seg[8..12].copy_from_slice(&1u32.to_le_bytes());
+    assert_eq!(b.request(T_DISCARD, 0, &seg, 0).0, S_IOERR);
+    assert_eq!(b.request(T_WRITE_ZEROES, 0, &seg, 0).0, S_IOERR);
+    assert_eq!(backend.contents(), vec![3; 8 * 512]);
+    assert_eq!(b.request(T_IN, 0, &[], 512), (S_OK, 513, vec![3; 512]));
+}
+
+#[test]
+fn unknown_types_and_unnegotiated_discard_are_unsupp() {
+    let backend = Arc::new(MemoryBackend::new(8 * 512));
+    let mut b = Bench::start(VirtioBlk::new(backend), 0);
+    assert_eq!(b.request(99, 0, &[], 0).0, S_UNSUPP);
+    assert_eq!(b.request(2 /* SCSI_CMD */, 0, &[], 0).0, S_UNSUPP);
+    let seg = [0u8; 16];
+    assert_eq!(b.request(T_DISCARD, 0, &seg, 0).0, S_UNSUPP);
+    assert_eq!(b.request(T_WRITE_ZEROES, 0, &seg, 0).0, S_UNSUPP);
+}
+
+fn segment(sector: u64, count: u32, flags: u32) -> [u8; 16] {
+    let mut s = [0u8; 16];
+    s[0..8].copy_from_slice(&sector.to_le_bytes());
+    s[8..12].copy_from_slice(&count.to_le_bytes());
+    s[12..16].copy_from_slice(&flags.to_le_bytes());
+    s
+}
+
+#[test]
+fn discard_and_write_zeroes_on_a_raw_file_with_discard_unmap() {
+    let path = temp_image("discard", &vec![0x5a; 64 * 1024]);
+    let raw = RawFile::open(
+        &path,
+        RawOptions {
+            discard: DiscardMode::Unmap,
+            ..RawOptions::default()
+        },
+    )
+    .unwrap();
+    let backend: Arc<dyn BlockBackend> = Arc::new(raw);
+    let mut b = Bench::start(VirtioBlk::new(backend.clone()), F_DISCARD | F_WRITE_ZEROES);
+    assert_eq!(b.request(T_WRITE_ZEROES, 8, &segment(8, 8, 1), 0).0, S_OK);
+    assert_eq!(b.request(T_WRITE_ZEROES, 0, &segment(0, 1, 0), 0).0, S_OK);
+    assert_eq!(b.request(T_DISCARD, 0, &segment(64, 8, 0), 0).0, S_OK);
+    // Bad segments: past the end, discard with the unmap flag, unknown flags, two segments.
+    assert_eq!(b.request(T_DISCARD, 0, &segment(127, 2, 0), 0).0, S_IOERR);
+    assert_eq!(b.request(T_DISCARD, 0, &segment(0, 1, 1), 0).0, S_UNSUPP);
+    assert_eq!(
+        b.request(T_WRITE_ZEROES, 0, &segment(0, 1, 2), 0).0,
+        S_UNSUPP
+    );
+    let two = [segment(0, 1, 0), segment(2, 1, 0)].concat();
+    assert_eq!(b.request(T_DISCARD, 0, &two, 0).0, S_UNSUPP);
+    let bytes = backend_bytes(&*backend);
+    assert_eq!(&bytes[..512], &[0; 512][..]);
+    assert_eq!(&bytes[512..4096], &vec![0x5a; 3584][..]);
+    assert_eq!(&bytes[4096..8192], &[0; 4096][..]);
+    assert!(bytes[8192..32768].iter().all(|&b| b == 0x5a));
+    // discard=unmap punched a hole: it reads back as zeros.
+    assert!(bytes[32768..36864].iter().all(|&b| b == 0));
+    assert!(bytes[36864..].iter().all(|&b| b == 0x5a));
+    assert!(b.reset());
+    drop(b);
+    drop(backend);
+    let file = std::fs::read(&path).unwrap();
+    assert!(file[4096..8192].iter().all(|&b| b == 0));
+    assert!(file[36864..].iter().all(|&b| b == 0x5a));
+    std::fs::remove_file(path).unwrap();
+}
+
+#[test]
+fn configuration_space_as_qemu_fills_it() {
+    let backend = Arc::new(MemoryBackend::new(10 << 20));
+    let blk = VirtioBlk::new(backend.clone());
+    let c = config(&blk);
+    let le32 = |o: usize| u32::from_le_bytes(c[o..o + 4].try_into().unwrap());
+    assert_eq!(u64::from_le_bytes(c[0..8].try_into().unwrap()), 20480);
+    assert_eq!(le32(cfg::SEG_MAX), 254);
+    assert_eq!(le32(cfg::BLK_SIZE), 512);
+    assert_eq!(c[cfg::GEOMETRY + 2..cfg::GEOMETRY + 4], [16, 63]);
+    assert_eq!(u16::from_le_bytes([c[16], c[17]]), 20);
+    assert_eq!(c[cfg::WRITEBACK], 1);
+    assert_eq!(le32(cfg::MAX_DISCARD_SEG), 1);
+    assert_eq!(le32(cfg::MAX_WRITE_ZEROES_SEG), 1);
+    assert_eq!(c[cfg::WRITE_ZEROES_MAY_UNMAP], 1);
+    // Reads past the end are zeros, and odd offsets work.
+    let mut tail = [0xffu8; 8];
+    VirtioDevice::<Mem>::read_config(&blk, 56, &mut tail);
+    assert_eq!(tail, [1, 0, 0, 0, 0, 0, 0, 0]);
+    let mut far = [0xffu8; 4];
+    VirtioDevice::<Mem>::read_config(&blk, u64::MAX, &mut far);
+    assert_eq!(far, [0; 4]);
+}
+
+#[test]
+fn the_write_cache_follows_the_driver_as_in_qemu() {
+    let backend = Arc::new(MemoryBackend::new(8 * 512));
+    // A driver without FLUSH or CONFIG_WCE gets writethrough: each write is flushed.
+    let mut b = Bench::start(VirtioBlk::new(backend.clone()), 0);
+    assert!(!backend.write_cache());
+    let before = backend.flush_count();
+    assert_eq!(b.request(T_OUT, 1, &[1; 512], 0).0, S_OK);
+    assert_eq!(
+        backend.flush_count(),
+        before + 1,
+        "writethrough flushed the write"
+    );
+    assert_eq!(config(&b.blk)[cfg::WRITEBACK], 0);
+    assert!(b.reset());
+    assert!(
+        backend.write_cache(),
+        "reset restores the drive's cache mode"
+    );
+    // With CONFIG_WCE the driver sets it through the configuration.
+    let mut b = Bench::start(VirtioBlk::new(backend.clone()), F_FLUSH | F_CONFIG_WCE);
+    assert!(backend.write_cache());
+    VirtioDevice::<Mem>::write_config(&mut b.blk, cfg::WRITEBACK as u64, &[0]);
+    assert!(!backend.write_cache());
+    VirtioDevice::<Mem>::write_config(&mut b.blk, 30, &[0, 0, 1, 0]);
+    assert!(backend.write_cache());
+    let before = backend.flush_count();
+    assert_eq!(b.request(T_OUT, 1, &[1; 512], 0).0, S_OK);
+    assert_eq!(
+        backend.flush_count(),
+        before,
+        "writeback: no flush per write"
+    );
+}
+
+/// A backend whose writes take a while.
+struct Slow {
+    inner: MemoryBackend,
+    delay: Duration,
+    log: Mutex<Vec<&'static str>>,
+}
+
+impl BlockBackend for Slow {
+    fn size(&self) -> u64 {
+        self.inner.size()
+    }
+    fn is_read_only(&self) -> bool {
+        false
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> vmkit_block::Result<()> {
+        self.inner.read_at(buf, offset)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> vmkit_block::Result<()> {
+        std::thread::sleep(self.delay);
+        self.log.lock().unwrap().push("write");
+        self.inner.write_at(buf, offset)
+    }
+    fn flush(&self) -> vmkit_block::Result<()> {
+        Ok(())
+    }
+    fn discard(&self, _: u64, _: u64) -> vmkit_block::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn reset_and_drop_wait_for_requests_in_flight() {
+    let slow = Arc::new(Slow {
+        inner: MemoryBackend::new(64 * 512),
+        delay: Duration::from_millis(200),
+        log: Mutex::new(Vec::new()),
+    });
+    let mut b = Bench::start(VirtioBlk::new(slow.clone()), F_FLUSH);
+    for sector in 0..4u64 {
+        let mut header = [0u8; 16];
+        header[0] = T_OUT as u8;
+        header[8..16].copy_from_slice(&sector.to_le_bytes());
+        let h = HEADER + 0x100 * sector;
+        b.mem().write_slice(&header, GuestAddress(h)).unwrap();
+        b.mem()
+            .write_slice(
+                &[sector as u8 + 1; 512],
+                GuestAddress(DATA + 0x1000 * sector),
+            )
+            .unwrap();
+        b.driver.add_chain(&[
+            (h, 16, false),
+            (DATA + 0x1000 * sector, 512, false),
+            (STATUS + sector, 1, true),
+        ]);
+    }
+    b.notify.write(1).unwrap();
+    // Let the I/O thread pop them, then reset while the workers sleep.
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(b.reset());
+    assert_eq!(
+        slow.log.lock().unwrap().len(),
+        4,
+        "every write finished first"
+    );
+    assert_eq!(b.driver.used_idx(), 4, "and completed to the driver");
+    let contents = slow.inner.contents();
+    for sector in 0..4usize {
+        assert_eq!(contents[sector * 512], sector as u8 + 1);
+        let status: u8 = b
+            .mem()
+            .read_obj(GuestAddress(STATUS + sector as u64))
+            .unwrap();
+        assert_eq!(status, S_OK);
+    }
+}
+
+#[test]
+fn malformed_chains_complete_without_a_status_or_with_ioerr() {
+    let backend = Arc::new(MemoryBackend::new(8 * 512));
+    let mut b = Bench::start(VirtioBlk::new(backend.clone()), 0);
+    // No writable descriptor at all: used length 0.
+    b.driver.add_chain(&[(HEADER, 16, false)]);
+    b.notify.write(1).unwrap();
+    assert_eq!(b.driver.wait_used(1)[0].1, 0);
+    // A header of 8 bytes: IOERR in the status byte.
+    b.mem().write_obj(0xeeu8, GuestAddress(STATUS)).unwrap();
+    b.driver.add_chain(&[(HEADER, 8, false), (STATUS, 1, true)]);
+    b.notify.write(1).unwrap();
+    assert_eq!(b.driver.wait_used(1)[0].1, 1);
+    assert_eq!(
+        b.mem().read_obj::<u8>(GuestAddress(STATUS)).unwrap(),
+        S_IOERR
+    );
+    // A data buffer outside guest memory: nowhere valid to write, used length 0.
+    b.driver
+        .add_chain(&[(HEADER, 16, false), (1 << 40, 512, true), (STATUS, 1, true)]);
+    b.notify.write(1).unwrap();
+    assert_eq!(b.driver.wait_used(1)[0].1, 0);
+    // A loop: descriptor 200 points at itself.
+    b.driver.write_desc(200, HEADER, 16, NEXT, 200);
+    b.driver.publish(200);
+    b.notify.write(1).unwrap();
+    assert_eq!(b.driver.wait_used(1).len(), 1);
+    // Header, data and status in one writable descriptor, with the header readable
+    // nowhere: IOERR.
+    b.driver.add_chain(&[(STATUS, 600, true)]);
+    b.notify.write(1).unwrap();
+    assert_eq!(b.driver.wait_used(1)[0].1, 1);
+    // The device still works.
+    assert_eq!(b.request(T_IN, 0, &[], 512).0, S_OK);
+    assert!(b.reset());
+}
+
+#[test]
+fn the_raw_file_sees_guest_writes_in_every_cache_mode() {
+    for (name, cache) in CacheMode::ALL {
+        let path = temp_image(&format!("cache-{name}"), &vec![0; 32 * 1024]);
+        let raw = RawFile::open(
+            &path,
+            RawOptions {
+                cache,
+                ..RawOptions::default()
+            },
+        )
+        .unwrap_or_else(|e| panic!("cache={name}: {e}"));
+        let backend: Arc<dyn BlockBackend> = Arc::new(raw);
+        let mut b = Bench::start(VirtioBlk::new(backend.clone()), F_FLUSH);
+        let data = pattern(cache as u8, 2048);
+        assert_eq!(b.request(T_OUT, 5, &data, 0).0, S_OK, "{name}");
+        assert_eq!(b.request(T_FLUSH, 0, &[], 0).0, S_OK, "{name}");
+        // On the file as soon as FLUSH completed, read by another open file description.
+        let file = std::fs::read(&path).unwrap();
+        assert_eq!(&file[5 * 512..9 * 512], &data[..], "cache={name}");
+        assert_eq!(b.request(T_IN, 5, &[], 2048).2, data, "{name}");
+        drop(b);
+        std::fs::remove_file(path).unwrap();
+    }
+}

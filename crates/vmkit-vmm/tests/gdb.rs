@@ -1,0 +1,942 @@
+//! The gdb stub against GNU gdb (`/usr/bin/gdb`, Debian's `gdb` package, which
+//! scripts/test-all.sh installs) in batch mode, on tiny real-mode guests run by the `vmkit`
+//! binary on real KVM.
+//!
+//! The guest ([`counting_guest`]) counts BX from 1 to 3, storing BL at 0x2000 each round,
+//! then exits through isa-debug-exit with the byte at 0x2001 (status `(byte << 1) | 1`): a
+//! gdb that writes 0x2001 changes vmkit's exit status, which proves the write landed.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// The loop head (`inc bx`): 3 bytes of `mov ax, 0x1234` and 2 of `xor bx, bx` after ENTRY.
+const LOOP: u64 = ENTRY + 5;
+/// After `inc bx` (1 byte): `mov [0x2000], bl` (4 bytes).
+const STORE: u64 = LOOP + 1;
+/// After the store: `cmp bx, 3`.
+const COMPARE: u64 = STORE + 4;
+
+fn counting_guest() -> Vec<u8> {
+    let bytes = real_mode_guest(|a| {
+        let mut head = a.create_label();
+        a.mov(ax, 0x1234u32)?;
+        a.xor(bx, bx)?;
+        a.set_label(&mut head)?;
+        a.inc(bx)?;
+        a.mov(byte_ptr(0x2000), bl)?;
+        a.cmp(bx, 3)?;
+        a.jne(head)?;
+        a.mov(al, byte_ptr(0x2001))?;
+        emit_debug_exit(a)
+    });
+    // The addresses above are what the encoder produced.
+    assert_eq!(&bytes[..5], &[0xb8, 0x34, 0x12, 0x31, 0xdb], "prologue");
+    assert_eq!(bytes[(LOOP - ENTRY) as usize], 0x43, "inc bx at LOOP");
+    assert_eq!(
+        &bytes[(STORE - ENTRY) as usize..(COMPARE - ENTRY) as usize],
+        &[0x88, 0x1e, 0x00, 0x20],
+        "mov [0x2000], bl at STORE"
+    );
+    bytes
+}
+
+/// Spins forever incrementing CX (for Ctrl-C and detach).
+fn spinning_guest() -> Vec<u8> {
+    real_mode_guest(|a| {
+        let mut head = a.create_label();
+        a.set_label(&mut head)?;
+        a.inc(cx)?;
+        a.jmp(head)
+    })
+}
+
+fn gdb_binary() -> &'static str {
+    let path = "/usr/bin/gdb";
+    assert!(
+        Path::new(path).exists(),
+        "GNU gdb is missing: `apt-get install gdb` (scripts/test-all.sh does)"
+    );
+    path
+}
+
+fn socket_path(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("gdb-{name}-{}.sock", std::process::id()))
+}
+
+/// Starts vmkit with `-gdb unix:SOCKET,server` and waits for the socket to exist.
+fn start_vmkit(name: &str, guest: &[u8], extra: &[&str]) -> (Child, PathBuf) {
+    let guest = guest_file(name, guest);
+    let socket = socket_path(name);
+    let _ = std::fs::remove_file(&socket);
+    let child = vmkit()
+        .arg("-flat")
+        .arg(&guest)
+        .args(["-device", "isa-debug-exit", "-serial", "none", "-gdb"])
+        .arg(format!("unix:{},server", socket.display()))
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start vmkit");
+    let start = Instant::now();
+    while !socket.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "vmkit never created {}",
+            socket.display()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    (child, socket)
+}
+
+/// Waits for vmkit to end (killing it after `limit`); returns (exit code, stderr).
+fn finish(mut child: Child, limit: Duration) -> (Option<i32>, String) {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("wait for vmkit") {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = e.read_to_string(&mut err);
+            }
+            return (status.code(), err);
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("vmkit did not end within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs gdb in batch mode: connects to `socket`, then runs `commands`; returns its stdout
+/// and stderr together.
+fn gdb(socket: &Path, commands: &[&str]) -> String {
+    let mut command = Command::new(gdb_binary());
+    command
+        .args(["-batch", "-nx", "-ex", "set confirm off", "-ex"])
+        .arg(format!("target remote {}", socket.display()));
+    for c in commands {
+        command.arg("-ex").arg(c);
+    }
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start gdb");
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let output = match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(output) => output.expect("gdb output"),
+        Err(_) => {
+            let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+            panic!("gdb did not finish within 60 s");
+        }
+    };
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    eprintln!(
+        "---- gdb ----\n{text}---- gdb stderr ----\n{}-------------",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    text
+}
+
+/// The value gdb printed for `print ...` number `n` (`$n = VALUE`).
+fn printed(text: &str, n: usize) -> String {
+    let key = format!("${n} = ");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(&key))
+        .unwrap_or_else(|| panic!("no {key} in gdb output:\n{text}"));
+    line[key.len()..].trim().to_string()
+}
+
+#[test]
+fn gdb_reads_registers_breaks_steps_watches_and_writes_memory() {
+    require_kvm!();
+    let (vmkit, socket) = start_vmkit("session", &counting_guest(), &["-S"]);
+    let out = gdb(
+        &socket,
+        &[
+            "print/x $pc", // $1: the reset state of the flat guest
+            "print/x $cs", // $2
+            &format!("hbreak *{LOOP:#x}"),
+            "continue",
+            "print/x $pc",  // $3: at the breakpoint
+            "print $rbx",   // $4: before the first increment
+            "print/x $rax", // $5: mov ax, 0x1234 ran
+            "continue",     // the same breakpoint, one round later
+            "print $rbx",   // $6
+            "stepi",        // off the armed breakpoint
+            "print/x $pc",  // $7
+            "stepi",
+            "print/x $pc",                     // $8
+            "print/x *(unsigned char*)0x2000", // $9: the guest's store of BL=2
+            "delete",
+            "watch *(unsigned char*)0x2000",
+            "continue",    // the guest stores BL=3
+            "print/x $pc", // $10: just after the store
+            "delete",
+            &format!("x/4xb {ENTRY:#x}"),
+            "set var *(unsigned char*)0x2001 = 0x21",
+            "print/x *(unsigned char*)0x2001", // $11
+            "continue",
+        ],
+    );
+    assert_eq!(printed(&out, 1), format!("{ENTRY:#x}"), "{out}");
+    assert_eq!(printed(&out, 2), "0x0");
+    assert!(
+        out.contains("Hardware assisted breakpoint 1 at 0x1005"),
+        "{out}"
+    );
+    assert_eq!(printed(&out, 3), format!("{LOOP:#x}"));
+    assert_eq!(printed(&out, 4), "0");
+    assert_eq!(printed(&out, 5), "0x1234");
+    assert_eq!(printed(&out, 6), "1", "the second hit is one round later");
+    assert_eq!(printed(&out, 7), format!("{STORE:#x}"), "stepi advances");
+    assert_eq!(printed(&out, 8), format!("{COMPARE:#x}"));
+    assert_eq!(printed(&out, 9), "0x2");
+    assert!(
+        out.contains("Hardware watchpoint 2: *(unsigned char*)0x2000"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Old value = 2") && out.contains("New value = 3"),
+        "{out}"
+    );
+    assert_eq!(printed(&out, 10), format!("{COMPARE:#x}"));
+    assert!(out.contains("0x1000:\t0xb8\t0x34\t0x12\t0x31"), "{out}");
+    assert_eq!(printed(&out, 11), "0x21");
+    // gdb prints exit codes in octal: 0x43 = 0103.
+    assert!(out.contains("exited with code 0103"), "{out}");
+    let (code, err) = finish(vmkit, Duration::from_secs(20));
+    assert_eq!(code, Some((0x21 << 1) | 1), "{err}");
+}
+
+/// Virtual alias of guest-physical 0: PML4 entry 1 (512 GiB) pointing at entry 0's PDPT.
+const HIGH_ALIAS: u64 = 0x80_0000_0000;
+
+/// 64-bit guest: aliases physical memory at [`HIGH_ALIAS`] by copying PML4[0] into PML4[1],
+/// then counts ECX to 3 storing CL through the alias (physical 0x2000), then exits with the
+/// byte at physical 0x2001. Returns the bytes and the loop head's address.
+fn long_mode_guest() -> (Vec<u8>, u64) {
+    fn prologue(a: &mut CodeAssembler) -> Result<(), IcedError> {
+        a.mov(rax, cr3)?;
+        a.mov(rdx, qword_ptr(rax))?;
+        a.mov(qword_ptr(rax + 8), rdx)?;
+        a.mov(cr3, rax)?;
+        a.mov(rbx, HIGH_ALIAS + 0x2000)?;
+        a.xor(ecx, ecx)
+    }
+    let head = ENTRY + assemble(64, ENTRY, prologue).len() as u64;
+    let bytes = assemble(64, ENTRY, |a| {
+        let mut top = a.create_label();
+        prologue(a)?;
+        a.set_label(&mut top)?;
+        a.inc(ecx)?;
+        a.mov(byte_ptr(rbx), cl)?;
+        a.cmp(ecx, 3)?;
+        a.jne(top)?;
+        a.mov(al, byte_ptr(0x2001))?;
+        a.mov(dx, 0x501u32)?;
+        a.out(dx, al)?;
+        a.hlt()
+    });
+    (bytes, head)
+}
+
+#[test]
+fn gdb_reads_and_writes_through_the_guest_page_tables_in_long_mode() {
+    require_kvm!();
+    let (guest, head) = long_mode_guest();
+    let guest = guest_file("long", &guest);
+    let socket = socket_path("long");
+    let _ = std::fs::remove_file(&socket);
+    let flat = format!("{},mode=long", guest.display());
+    let child = vmkit()
+        .args([
+            "-flat",
+            &flat,
+            "-device",
+            "isa-debug-exit",
+            "-serial",
+            "none",
+            "-S",
+            "-gdb",
+        ])
+        .arg(format!("unix:{},server", socket.display()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start vmkit");
+    let start = Instant::now();
+    while !socket.exists() {
+        assert!(start.elapsed() < Duration::from_secs(20), "no socket");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = gdb(
+        &socket,
+        &[
+            "print/x $pc", // $1
+            &format!("hbreak *{head:#x}"),
+            "continue",
+            "print/x $pc",  // $2
+            "print/x $rbx", // $3
+            // The code through the alias (only the guest's page tables map it).
+            &format!("x/2xb {:#x}", HIGH_ALIAS + ENTRY),
+            "delete",
+            &format!("watch *(unsigned char*){:#x}", HIGH_ALIAS + 0x2000),
+            "continue",
+            "print/x *(unsigned char*)0x2000", // $4: the physical byte behind the alias
+            "delete",
+            &format!("set var *(unsigned char*){:#x} = 0x21", HIGH_ALIAS + 0x2001),
+            "print/x *(unsigned char*)0x2001", // $5
+            "continue",
+        ],
+    );
+    assert_eq!(printed(&out, 1), format!("{ENTRY:#x}"), "{out}");
+    assert_eq!(printed(&out, 2), format!("{head:#x}"));
+    assert_eq!(printed(&out, 3), format!("{:#x}", HIGH_ALIAS + 0x2000));
+    // mov rax, cr3 is 0f 20 d8.
+    assert!(
+        out.contains(&format!("{:#x}:\t0x0f\t0x20", HIGH_ALIAS + ENTRY)),
+        "{out}"
+    );
+    assert!(
+        out.contains("Old value = 0") && out.contains("New value = 1"),
+        "{out}"
+    );
+    assert_eq!(printed(&out, 4), "0x1");
+    assert_eq!(printed(&out, 5), "0x21");
+    assert!(out.contains("exited with code 0103"), "{out}");
+    let (code, err) = finish(child, Duration::from_secs(20));
+    assert_eq!(code, Some((0x21 << 1) | 1), "{err}");
+}
+
+/// Where the 32-bit part of [`protected_mode_guest`] starts.
+const PM_CODE: u64 = ENTRY + 0x100;
+/// Its GDT (null, flat 32-bit code 0x08, flat data 0x10) and, after it, the GDTR.
+const PM_GDT: u64 = ENTRY + 0x200;
+
+/// Real mode at ENTRY switches to 32-bit protected mode itself (lgdt, CR0.PE, far jump to
+/// [`PM_CODE`]), then counts EBX to 3 storing BL at 0x2000 and exits with the byte at 0x2001.
+/// Returns the image and the loop head.
+fn protected_mode_guest() -> (Vec<u8>, u64) {
+    let gdtr = PM_GDT + 24;
+    let mut image = real_mode_guest(|a| {
+        a.cli()?;
+        a.lgdt(ptr(gdtr as u32))?;
+        a.mov(eax, cr0)?;
+        a.or(eax, 1)?;
+        a.mov(cr0, eax)?;
+        // jmp dword 0x08:PM_CODE
+        a.db(&[0x66, 0xea])?;
+        a.db(&(PM_CODE as u32).to_le_bytes())?;
+        a.db(&[0x08, 0x00])
+    });
+    fn setup(a: &mut CodeAssembler) -> Result<(), IcedError> {
+        a.mov(ax, 0x10u32)?;
+        a.mov(ds, ax)?;
+        a.mov(es, ax)?;
+        a.mov(ss, ax)?;
+        a.xor(ebx, ebx)
+    }
+    let head = PM_CODE + assemble(32, PM_CODE, setup).len() as u64;
+    let code = assemble(32, PM_CODE, |a| {
+        let mut top = a.create_label();
+        setup(a)?;
+        a.set_label(&mut top)?;
+        a.inc(ebx)?;
+        a.mov(byte_ptr(0x2000), bl)?;
+        a.cmp(ebx, 3)?;
+        a.jne(top)?;
+        a.mov(al, byte_ptr(0x2001))?;
+        a.mov(dx, 0x501u32)?;
+        a.out(dx, al)?;
+        a.hlt()
+    });
+    assert!(image.len() <= 0x100 && code.len() <= 0x100);
+    image.resize(0x100, 0x90);
+    image.extend_from_slice(&code);
+    image.resize(0x200, 0x90);
+    for descriptor in [0u64, 0x00cf_9a00_0000_ffff, 0x00cf_9200_0000_ffff] {
+        image.extend_from_slice(&descriptor.to_le_bytes());
+    }
+    image.extend_from_slice(&23u16.to_le_bytes());
+    image.extend_from_slice(&(PM_GDT as u32).to_le_bytes());
+    (image, head)
+}
+
+#[test]
+fn gdb_debugs_a_32_bit_protected_mode_guest_with_break_and_watch() {
+    require_kvm!();
+    let (guest, head) = protected_mode_guest();
+    let (vmkit, socket) = start_vmkit("prot", &guest, &["-S"]);
+    let out = gdb(
+        &socket,
+        &[
+            // gdb's software breakpoint: placed in a debug register, not as int3.
+            &format!("break *{head:#x}"),
+            "continue",
+            "print/x $pc", // $1
+            "print/x $cs", // $2
+            "print/x $ds", // $3
+            "continue",
+            "print $rbx", // $4
+            "delete",
+            "stepi",
+            "print/x $pc", // $5: past inc ebx
+            &format!("x/8xb {:#x}", PM_GDT + 8),
+            "watch *(unsigned char*)0x2000",
+            "continue",
+            "delete",
+            "set var *(unsigned char*)0x2001 = 0x11",
+            "continue",
+        ],
+    );
+    assert!(out.contains(&format!("Breakpoint 1 at {head:#x}")), "{out}");
+    assert_eq!(printed(&out, 1), format!("{head:#x}"));
+    assert_eq!(printed(&out, 2), "0x8", "the 32-bit code segment");
+    assert_eq!(
+        printed(&out, 3),
+        "0x10",
+        "the data segment the guest loaded"
+    );
+    assert_eq!(printed(&out, 4), "1");
+    assert_eq!(printed(&out, 5), format!("{:#x}", head + 1));
+    // The code descriptor as the CPU left it: loading CS set its accessed bit (0x9a -> 0x9b).
+    assert!(
+        out.contains(&format!(
+            "{:#x}:\t0xff\t0xff\t0x00\t0x00\t0x00\t0x9b\t0xcf\t0x00",
+            PM_GDT + 8
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains("Old value = 1") && out.contains("New value = 2"),
+        "{out}"
+    );
+    // 0x11 -> status 0x23 = 043 in gdb's octal.
+    assert!(out.contains("exited with code 043"), "{out}");
+    let (code, err) = finish(vmkit, Duration::from_secs(20));
+    assert_eq!(code, Some((0x11 << 1) | 1), "{err}");
+}
+
+/// Real mode: points IVT vector 3 at a handler that stores 0x21 at 0x2001, executes its own
+/// `int3`, then exits with the byte at 0x2001 (status 0x43 if the handler ran).
+fn own_int3_guest() -> Vec<u8> {
+    real_mode_guest(|a| {
+        a.xor(ax, ax)?;
+        a.mov(ds, ax)?;
+        a.mov(word_ptr(0x0c), 0x1100u32)?; // IVT[3] = 0000:1100
+        a.mov(word_ptr(0x0e), 0u32)?;
+        a.int3()?;
+        a.mov(al, byte_ptr(0x2001))?;
+        emit_debug_exit(a)
+    })
+}
+
+#[test]
+fn the_guests_own_int3_goes_to_the_guest_while_gdb_is_attached() {
+    require_kvm!();
+    let mut guest = own_int3_guest();
+    assert!(guest.len() <= 0x100);
+    guest.resize(0x100, 0x90);
+    // The handler at 0x1100: mov byte [0x2001], 0x21; iret.
+    guest.extend_from_slice(&[0xc6, 0x06, 0x01, 0x20, 0x21, 0xcf]);
+    let (vmkit, socket) = start_vmkit("int3", &guest, &["-S"]);
+    // A breakpoint in the handler: gdb sees the guest's own int3 arrive there.
+    let out = gdb(
+        &socket,
+        &[
+            "hbreak *0x1100",
+            "continue",
+            "print/x $pc",
+            "delete",
+            "continue",
+        ],
+    );
+    assert_eq!(printed(&out, 1), "0x1100", "{out}");
+    assert!(out.contains("exited with code 0103"), "{out}");
+    let (code, err) = finish(vmkit, Duration::from_secs(20));
+    assert_eq!(code, Some(0x43), "{err}");
+}
+
+#[test]
+fn gdb_lists_every_vcpu_as_a_thread() {
+    require_kvm!();
+    let (vmkit, socket) = start_vmkit("smp", &counting_guest(), &["-S", "-smp", "2"]);
+    let out = gdb(
+        &socket,
+        &[
+            "info threads",
+            "thread 2",
+            "print/x $pc",
+            "thread 1",
+            "print/x $pc",
+            "kill",
+        ],
+    );
+    assert!(
+        out.contains("Thread 1.1") && out.contains("Thread 1.2"),
+        "{out}"
+    );
+    assert!(out.contains("Switching to thread 2"), "{out}");
+    assert_eq!(printed(&out, 2), format!("{ENTRY:#x}"), "{out}");
+    let (code, err) = finish(vmkit, Duration::from_secs(20));
+    assert_eq!(code, Some(0), "kill ends vmkit: {err}");
+}
+
+#[test]
+fn detach_lets_the_guest_run_on() {
+    require_kvm!();
+    let (vmkit, socket) = start_vmkit("detach", &counting_guest(), &["-S"]);
+    let out = gdb(&socket, &["print/x $pc", "detach"]);
+    assert!(out.contains("[Inferior 1 (process 1) detached]"), "{out}");
+    // The guest ran from prelaunch to its end: 0x2001 is 0, status 1.
+    let (code, err) = finish(vmkit, Duration::from_secs(20));
+    assert_eq!(code, Some(1), "{err}");
+}
+
+/// One remote-protocol packet.
+fn packet(body: &str) -> Vec<u8> {
+    let sum = body.bytes().fold(0u8, |s, b| s.wrapping_add(b));
+    format!("${body}#{sum:02x}").into_bytes()
+}
+
+/// Expands the protocol's run-length encoding (`X*N`: N - 29 more copies of X).
+fn rle_decode(body: &str) -> String {
+    let mut out = String::new();
+    let mut chars = body.chars();
+    while let Some(c) = chars.next() {
+        if c == '*' {
+            let count = chars.next().map_or(0, |n| n as usize - 29);
+            let last = out.chars().last().unwrap_or('0');
+            out.extend(std::iter::repeat_n(last, count));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// RCX from a `g` reply (the third 64-bit register, little-endian hex).
+fn rcx_of(regs: &str) -> u64 {
+    let regs = rle_decode(regs);
+    u64::from_str_radix(&regs[32..48], 16).unwrap().swap_bytes()
+}
+
+/// Reads until a whole `$...#xx` reply arrives; returns its body.
+fn reply(stream: &mut UnixStream) -> String {
+    let mut text = Vec::new();
+    let mut byte = [0u8];
+    loop {
+        let n = stream.read(&mut byte).expect("read a reply");
+        assert_eq!(
+            n,
+            1,
+            "the stub closed the connection; got {:?}",
+            String::from_utf8_lossy(&text)
+        );
+        text.push(byte[0]);
+        if let Some(hash) = text.iter().position(|&b| b == b'#') {
+            if text.len() == hash + 3 {
+                let start = text.iter().position(|&b| b == b'$').unwrap_or(0);
+                let _ = stream.write_all(b"+");
+                return String::from_utf8_lossy(&text[start + 1..hash]).into_owned();
+            }
+        }
+    }
+}
+
+#[test]
+fn ctrl_c_stops_a_running_guest_and_kill_ends_vmkit() {
+    require_kvm!();
+    let (vmkit, socket) = start_vmkit("ctrlc", &spinning_guest(), &[]);
+    let mut s = UnixStream::connect(&socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(&packet("?")).unwrap();
+    assert!(reply(&mut s).starts_with('T'), "attach stops the guest");
+    s.write_all(&packet("vCont;c")).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    s.write_all(&[0x03]).unwrap();
+    let stop = reply(&mut s);
+    assert!(stop.starts_with("T02"), "SIGINT stop: {stop}");
+    // RCX (the third register in `g`) moved while the guest ran.
+    s.write_all(&packet("g")).unwrap();
+    let regs = reply(&mut s);
+    assert_ne!(rcx_of(&regs), 0, "the guest ran before Ctrl-C: {regs}");
+    s.write_all(&packet("k")).unwrap();
+    let (code, err) = finish(vmkit, Duration::from_secs(20));
+    assert_eq!(code, Some(0), "{err}");
+}
+
+/// Connects, stops the guest (`?`) and returns RCX.
+fn attach_and_read_rcx(socket: &Path) -> (UnixStream, u64) {
+    let mut s = UnixStream::connect(socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(&packet("?")).unwrap();
+    let stop = reply(&mut s);
+    assert!(stop.starts_with('T'), "attach stops the guest: {stop}");
+    s.write_all(&packet("g")).unwrap();
+    let regs = reply(&mut s);
+    (s, rcx_of(&regs))
+}
+
+#[test]
+fn garbage_a_second_client_and_a_vanishing_client_leave_the_guest_running() {
+    require_kvm!();
+    let (vmkit, socket) = start_vmkit("bad", &spinning_guest(), &[]);
+    // Garbage ends that client's session (gdbstub cannot parse it); the stub stays up.
+    let mut garbage = UnixStream::connect(&socket).unwrap();
+    garbage
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    garbage.write_all(b"hello$zz#00\x7f\xff").unwrap();
+    let mut buf = [0u8; 64];
+    while matches!(garbage.read(&mut buf), Ok(n) if n > 0) {}
+    drop(garbage);
+    // A client stops the guest; a second client meanwhile is refused.
+    let (mut first, rcx_before) = attach_and_read_rcx(&socket);
+    let mut second = UnixStream::connect(&socket).unwrap();
+    second
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    assert_eq!(
+        second.read(&mut buf).unwrap_or(0),
+        0,
+        "the second client is closed"
+    );
+    // The first still works: an unknown packet gets the empty reply.
+    first.write_all(&packet("qNoSuchPacket")).unwrap();
+    assert_eq!(reply(&mut first), "");
+    // It vanishes without detaching: the guest runs on.
+    drop(first);
+    std::thread::sleep(Duration::from_millis(300));
+    let (mut last, rcx_after) = attach_and_read_rcx(&socket);
+    assert_ne!(rcx_before, rcx_after, "the guest ran between the clients");
+    last.write_all(&packet("k")).unwrap();
+    let (code, err) = finish(vmkit, Duration::from_secs(20));
+    assert_eq!(code, Some(0), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn gdb_connects_over_tcp_host_port() {
+    // -gdb tcp:HOST:PORT on a free port (-s's 1234 may be taken on a shared machine; the
+    // command-line tests check that -s means tcp::1234).
+    require_kvm!();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let guest = guest_file("tcp", &counting_guest());
+    let vmkit = vmkit()
+        .arg("-flat")
+        .arg(&guest)
+        .args(["-device", "isa-debug-exit", "-serial", "none", "-S", "-gdb"])
+        .arg(format!("tcp:127.0.0.1:{port}"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start vmkit");
+    let start = Instant::now();
+    // Wait for the listener without becoming its client: /proc/net/tcp lists it.
+    let needle = format!(":{port:04X} 00000000:0000 0A");
+    while !std::fs::read_to_string("/proc/net/tcp")
+        .unwrap_or_default()
+        .contains(&needle)
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "nothing listens on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut command = Command::new(gdb_binary());
+    let output = command
+        .args(["-batch", "-nx", "-ex"])
+        .arg(format!("target remote 127.0.0.1:{port}"))
+        .args(["-ex", "print/x $pc", "-ex", "continue"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run gdb");
+    let out = String::from_utf8_lossy(&output.stdout).into_owned();
+    eprintln!("{out}{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(printed(&out, 1), format!("{ENTRY:#x}"));
+    assert!(out.contains("exited with code 01"), "{out}");
+    let (code, err) = finish(vmkit, Duration::from_secs(20));
+    assert_eq!(code, Some(1), "{err}");
+}
+
+/// A QMP client: greeting and capabilities done.
+fn qmp_connect(path: &Path) -> (std::io::BufReader<UnixStream>, UnixStream) {
+    use std::io::BufRead;
+    let start = Instant::now();
+    let stream = loop {
+        match UnixStream::connect(path) {
+            Ok(s) => break s,
+            Err(e) => {
+                assert!(start.elapsed() < Duration::from_secs(20), "QMP: {e}");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    };
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    assert!(line.contains("QMP"), "{line}");
+    let mut writer = stream;
+    let _ = qmp(&mut reader, &mut writer, "qmp_capabilities");
+    (reader, writer)
+}
+
+/// Runs a QMP command, skipping events; returns the reply line.
+fn qmp(
+    reader: &mut std::io::BufReader<UnixStream>,
+    writer: &mut UnixStream,
+    command: &str,
+) -> String {
+    use std::io::BufRead;
+    writer
+        .write_all(format!("{{\"execute\": \"{command}\"}}\n").as_bytes())
+        .unwrap();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        assert!(!line.is_empty(), "QMP closed");
+        if !line.contains("\"event\"") {
+            return line;
+        }
+    }
+}
+
+#[test]
+fn qmp_reports_debug_while_gdb_holds_the_guest_and_cont_resumes_it() {
+    require_kvm!();
+    let qmp_socket = socket_path("qmp-status");
+    let (vmkit, socket) = start_vmkit(
+        "qmp",
+        &counting_guest(),
+        &[
+            "-S",
+            "-qmp",
+            &format!("unix:{},server=on,wait=off", qmp_socket.display()),
+        ],
+    );
+    let (mut reader, mut writer) = qmp_connect(&qmp_socket);
+    let status =
+        |r: &mut std::io::BufReader<UnixStream>, w: &mut UnixStream| qmp(r, w, "query-status");
+    assert!(status(&mut reader, &mut writer).contains("\"status\": \"prelaunch\""));
+    let mut g = UnixStream::connect(&socket).unwrap();
+    g.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    g.write_all(&packet("?")).unwrap();
+    assert!(reply(&mut g).starts_with('T'));
+    g.write_all(&packet(&format!("Z1,{LOOP:x},1"))).unwrap();
+    assert_eq!(reply(&mut g), "OK");
+    g.write_all(&packet("vCont;c")).unwrap();
+    let stop = reply(&mut g);
+    assert!(stop.contains("hwbreak"), "{stop}");
+    let held = status(&mut reader, &mut writer);
+    assert!(
+        held.contains("\"status\": \"debug\"") && held.contains("\"running\": false"),
+        "{held}"
+    );
+    g.write_all(&packet("g")).unwrap();
+    let bx_of = |regs: &str| {
+        u64::from_str_radix(&rle_decode(regs)[16..32], 16)
+            .unwrap()
+            .swap_bytes()
+    };
+    assert_eq!(bx_of(&reply(&mut g)), 0);
+    // QMP cont resumes the guest under gdb's nose (gdb still thinks it stopped, as with
+    // QEMU); the armed breakpoint stops it again one round later.
+    assert!(qmp(&mut reader, &mut writer, "cont").contains("return"));
+    let start = Instant::now();
+    while !status(&mut reader, &mut writer).contains("\"status\": \"debug\"") {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the breakpoint did not stop it again"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    g.write_all(&packet("g")).unwrap();
+    assert_eq!(bx_of(&reply(&mut g)), 1, "the guest ran one round");
+    g.write_all(&packet(&format!("z1,{LOOP:x},1"))).unwrap();
+    assert_eq!(reply(&mut g), "OK");
+    g.write_all(&packet("D")).unwrap();
+    assert_eq!(reply(&mut g), "OK");
+    let (code, err) = finish(vmkit, Duration::from_secs(20));
+    assert_eq!(code, Some(1), "{err}");
+}
+
+/// What the test needs from a vmlinux: its 64-bit entry (physical, as vmkit enters it) with
+/// the bytes there, and the virtual address of its "Linux version " banner.
+struct Vmlinux {
+    entry_phys: u64,
+    entry_bytes: Vec<u8>,
+    banner_virt: u64,
+}
+
+fn u64_at(elf: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(elf[at..at + 8].try_into().unwrap())
+}
+
+fn inspect_vmlinux(bzimage: &Path) -> Vmlinux {
+    let image = std::fs::read(bzimage).unwrap();
+    let elf = vmkit_kernel::decompress_payload(&image, 512 << 20).expect("decompress the kernel");
+    let entry = u64_at(&elf, 0x18);
+    let phoff = u64_at(&elf, 0x20) as usize;
+    let phnum = usize::from(u16::from_le_bytes([elf[0x38], elf[0x39]]));
+    // PT_LOAD segments: (file offset, vaddr, paddr, size in file).
+    let loads: Vec<(u64, u64, u64, u64)> = (0..phnum)
+        .map(|i| phoff + i * 56)
+        .filter(|&ph| u32::from_le_bytes(elf[ph..ph + 4].try_into().unwrap()) == 1)
+        .map(|ph| {
+            (
+                u64_at(&elf, ph + 8),
+                u64_at(&elf, ph + 16),
+                u64_at(&elf, ph + 24),
+                u64_at(&elf, ph + 32),
+            )
+        })
+        .collect();
+    // e_entry is physical or virtual depending on how the kernel was linked.
+    let (off, vaddr, paddr, _) = *loads
+        .iter()
+        .find(|(_, v, p, size)| (*v..v + size).contains(&entry) || (*p..p + size).contains(&entry))
+        .expect("a segment holds the entry");
+    let base = if (paddr..).contains(&entry) && entry < vaddr {
+        paddr
+    } else {
+        vaddr
+    };
+    let entry_off = entry - base + off;
+    let entry_phys = paddr + (entry - base);
+    let needle = b"Linux version ";
+    let banner_off = elf
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .expect("a banner in the kernel") as u64;
+    let (off, vaddr, _, _) = *loads
+        .iter()
+        .find(|(o, _, _, size)| (*o..o + size).contains(&banner_off))
+        .expect("a segment holds the banner");
+    Vmlinux {
+        entry_phys,
+        entry_bytes: elf[entry_off as usize..entry_off as usize + 8].to_vec(),
+        banner_virt: vaddr + (banner_off - off),
+    }
+}
+
+/// Debian's kernel (`VMKIT_TEST_KERNEL`, as tests/linux.rs): gdb at its 64-bit entry (host
+/// decompression enters there), then its banner read from the kernel's own virtual address
+/// once the kernel runs on its page tables.
+#[test]
+fn gdb_on_debians_kernel_entry_and_its_banner_at_a_kernel_virtual_address() {
+    require_kvm!();
+    let kernel = match std::env::var_os("VMKIT_TEST_KERNEL") {
+        Some(path) if !path.is_empty() => PathBuf::from(path),
+        _ if std::env::var("VMKIT_REQUIRE_KVM").as_deref() == Ok("1") => {
+            panic!("VMKIT_TEST_KERNEL is not set (scripts/test-all.sh sets it)")
+        }
+        _ => {
+            println!("SKIPPED gdb kernel test: VMKIT_TEST_KERNEL is not set");
+            return;
+        }
+    };
+    let vmlinux = inspect_vmlinux(&kernel);
+    let socket = socket_path("kernel");
+    let serial = guest_file("kernel-serial", b"");
+    let _ = std::fs::remove_file(&socket);
+    let mut child = vmkit()
+        .arg("-kernel")
+        .arg(&kernel)
+        .args([
+            "-kernel-decompress",
+            "host",
+            "-m",
+            "256M",
+            "-cpu",
+            "host,-cx16",
+        ])
+        .args(["-append", "console=ttyS0 earlyprintk=serial,ttyS0 nokaslr"])
+        .arg("-serial")
+        .arg(format!("file:{}", serial.display()))
+        .args(["-S", "-gdb"])
+        .arg(format!("unix:{},server", socket.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start vmkit");
+    let start = Instant::now();
+    while !socket.exists() {
+        assert!(start.elapsed() < Duration::from_secs(120), "no gdb socket");
+        assert!(child.try_wait().unwrap().is_none(), "vmkit ended early");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = gdb(
+        &socket,
+        &["print/x $pc", "print/x $cs", "x/8xb $pc", "detach"],
+    );
+    assert_eq!(
+        printed(&out, 1),
+        format!("{:#x}", vmlinux.entry_phys),
+        "{out}"
+    );
+    assert_eq!(printed(&out, 2), "0x10", "64-bit code segment");
+    let bytes: Vec<String> = vmlinux
+        .entry_bytes
+        .iter()
+        .map(|b| format!("{b:#04x}"))
+        .collect();
+    assert!(
+        out.contains(&bytes.join("\t")),
+        "startup_64's bytes {bytes:?}:\n{out}"
+    );
+    // The kernel runs; once it has printed its banner it runs on its own page tables.
+    let start = Instant::now();
+    while !std::fs::read_to_string(&serial)
+        .unwrap_or_default()
+        .contains("Linux version ")
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no banner on the serial port"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut g = UnixStream::connect(&socket).unwrap();
+    g.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    g.write_all(&packet("?")).unwrap();
+    assert!(reply(&mut g).starts_with('T'));
+    g.write_all(&packet(&format!("m{:x},20", vmlinux.banner_virt)))
+        .unwrap();
+    let hex = reply(&mut g);
+    let text: Vec<u8> = (0..hex.len() / 2)
+        .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap_or(b'?'))
+        .collect();
+    let text = String::from_utf8_lossy(&text).into_owned();
+    println!("banner at {:#x}: {text:?}", vmlinux.banner_virt);
+    assert!(text.starts_with("Linux version "), "{hex}");
+    g.write_all(&packet("k")).unwrap();
+    let (code, err) = finish(child, Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{err}");
+}
