@@ -99,6 +99,7 @@ pub use devices::{
     TYPE_DEBUG_EXIT, TYPE_I8042, TYPE_I8254, TYPE_I8259, TYPE_ISA_DEVICE, TYPE_ISA_SERIAL,
     TYPE_PORT80, TYPE_RTC,
 };
+pub use devices::{IsaTestdev, TYPE_PC_TESTDEV};
 pub use irq::{IrqRouter, IsaIrqLine, PicIntr, RecordingRouter, UserspacePic, Waker};
 /// The device-timer protocol, which lives in vmkit-hw so device crates implement it
 /// themselves; re-exported here for the machine code that wires timers.

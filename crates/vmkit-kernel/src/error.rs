@@ -104,6 +104,42 @@ pub enum Error {
     /// The ELF header is not that of a 64-bit little-endian x86-64 executable.
     #[error("vmlinux ELF header: {0}")]
     BadElf(&'static str),
+    /// A multiboot header magic was found but no checksum matched.
+    #[error(
+        "multiboot header at file offset {offset:#x}: checksum {checksum:#010x} is wrong for flags {flags:#010x} (magic + flags + checksum must be 0, so checksum must be {expected:#010x})"
+    )]
+    MultibootChecksum {
+        /// File offset of the (first) magic.
+        offset: usize,
+        /// Its `flags`.
+        flags: u32,
+        /// Its `checksum`.
+        checksum: u32,
+        /// The checksum that would be right.
+        expected: u32,
+    },
+    /// A multiboot header field is inconsistent with the others or with the file.
+    #[error("multiboot header field `{field}`: {reason}")]
+    MultibootHeader {
+        /// The field (as the Multiboot Specification names it).
+        field: &'static str,
+        /// What is wrong, with the values and the limit.
+        reason: String,
+    },
+    /// A multiboot kernel without a.out-kludge fields is not a loadable ELF32.
+    #[error("multiboot ELF kernel: {reason}")]
+    MultibootElf {
+        /// What is wrong.
+        reason: String,
+    },
+    /// Part of a multiboot kernel, or something the loader places, does not fit the guest.
+    #[error("multiboot kernel: {what} {reason}")]
+    MultibootPlacement {
+        /// The segment, module or table.
+        what: String,
+        /// Why it does not fit, with the limit.
+        reason: String,
+    },
 }
 
 /// The crate's result type.

@@ -19,6 +19,9 @@
 //! backend). LZO is detected but reported as [`Error::UnsupportedFormat`]: boot such a
 //! kernel with guest decompression.
 //!
+//! [`multiboot`] reads Multiboot (v1) kernels (ELF32 or a.out kludge) and lays out the
+//! multiboot information as QEMU's `-kernel` does.
+//!
 //! No input panics: truncated or corrupt images give an [`Error`].
 //!
 //! ```
@@ -54,6 +57,7 @@
 mod elf;
 mod error;
 pub mod header;
+pub mod multiboot;
 mod payload;
 
 pub use elf::VmlinuxInfo;

@@ -109,6 +109,40 @@ impl KvmSystem {
         Ok(Vm::new(fd, self.max_memslots(), self.has(Cap::ReadonlyMem)))
     }
 
+    /// The machine-check capabilities KVM supports: the `MCG_CAP` flags of
+    /// KVM_X86_GET_MCE_CAP_SUPPORTED and, in bits 7:0, the most banks (`KVM_CAP_MCE`'s value);
+    /// `None` without `KVM_CAP_MCE`.
+    pub fn mce_cap_supported(&self) -> Result<Option<u64>> {
+        vmm_sys_util::ioctl_ior_nr!(
+            KVM_X86_GET_MCE_CAP_SUPPORTED,
+            kvm_bindings::KVMIO,
+            0x9d,
+            u64
+        );
+        // KVM_CAP_MCE's value is the most banks; the ioctl gives the flags.
+        let banks = match u64::try_from(self.kvm.check_extension_int(Cap::Mce)) {
+            Ok(banks) if banks > 0 => banks.min(0xff),
+            _ => return Ok(None),
+        };
+        let mut cap = 0u64;
+        // SAFETY: the ioctl writes one u64 through the pointer, valid for the call; the fd is
+        // /dev/kvm.
+        let ret = unsafe {
+            vmm_sys_util::ioctl::ioctl_with_mut_ref(
+                &self.kvm,
+                KVM_X86_GET_MCE_CAP_SUPPORTED(),
+                &mut cap,
+            )
+        };
+        if ret < 0 {
+            return Err(Error::Ioctl {
+                op: "KVM_X86_GET_MCE_CAP_SUPPORTED",
+                source: vmm_sys_util::errno::Error::last(),
+            });
+        }
+        Ok(Some((cap & !0xff) | banks))
+    }
+
     /// The underlying kvm-ioctls handle, for ioctls this crate does not wrap.
     pub fn as_raw(&self) -> &Kvm {
         &self.kvm

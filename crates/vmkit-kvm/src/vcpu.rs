@@ -20,6 +20,7 @@ use crate::exit::{InternalError, SystemEvent, VcpuExit};
 use crate::kick::{current_thread_id, ensure_kick_handler, KickTarget, VcpuKicker};
 
 ioctl_iow_nr!(KVM_INTERRUPT, KVMIO, 0x86, kvm_interrupt);
+ioctl_iow_nr!(KVM_X86_SETUP_MCE, KVMIO, 0x9c, u64);
 
 /// One virtual CPU: its registers and state, `KVM_RUN`, interrupt injection, and a kicker other
 /// threads use to make it leave `KVM_RUN`.
@@ -195,6 +196,22 @@ impl Vcpu {
             }
             other => VcpuExit::Other(other),
         })
+    }
+
+    /// Sets the machine-check capabilities (`MCG_CAP`: bank count in bits 7:0 and flags) the
+    /// guest sees (KVM_X86_SETUP_MCE). Without it KVM offers its maximum bank count; QEMU
+    /// sets 10 banks. See [`KvmSystem::mce_cap_supported`](crate::KvmSystem::mce_cap_supported).
+    pub fn setup_mce(&self, mcg_cap: u64) -> Result<()> {
+        // SAFETY: KVM_X86_SETUP_MCE reads one u64 from the pointer, valid for the call; the fd
+        // is a vCPU fd.
+        let ret = unsafe { ioctl_with_ref(&self.fd, KVM_X86_SETUP_MCE(), &mcg_cap) };
+        if ret < 0 {
+            return Err(Error::Ioctl {
+                op: "KVM_X86_SETUP_MCE",
+                source: errno::Error::last(),
+            });
+        }
+        Ok(())
     }
 
     /// Injects external interrupt `vector` (KVM_INTERRUPT). Only valid without the in-kernel

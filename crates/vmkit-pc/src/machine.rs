@@ -308,11 +308,32 @@ fn set_cpuid(
     vcpu: &Vcpu,
     index: usize,
     count: usize,
-) -> Result<()> {
+) -> Result<kvm_bindings::CpuId> {
     let index = u32::try_from(index).unwrap_or(u32::MAX);
     let count = u32::try_from(count).unwrap_or(u32::MAX);
-    vcpu.set_cpuid(&build_cpuid(supported, model, index, count)?)?;
-    Ok(())
+    let cpuid = build_cpuid(supported, model, index, count)?;
+    vcpu.set_cpuid(&cpuid)?;
+    Ok(cpuid)
+}
+
+/// QEMU's default machine-check banks (`MCE_BANKS_DEF`).
+const MCE_BANKS: u64 = 10;
+/// `MCG_CAP` flags QEMU asks for by default: `MCG_CTL_P` and `MCG_SER_P`.
+const MCE_CAP_FLAGS: u64 = (1 << 8) | (1 << 24);
+
+/// The guest's `MCG_CAP` as QEMU's `kvm_arch_init_vcpu` sets it: when the CPU has MCE and
+/// MCA (CPUID.1:EDX bits 7 and 14) and family 6 or later, 10 banks and MCG_CTL_P|MCG_SER_P,
+/// limited to what KVM supports; KVM's own default would be its maximum (32) banks.
+fn guest_mcg_cap(cpuid: &kvm_bindings::CpuId, supported: Option<u64>) -> Option<u64> {
+    let supported = supported?;
+    let leaf1 = cpuid.as_slice().iter().find(|e| e.function == 1)?;
+    let family = (leaf1.eax >> 8) & 0xf;
+    let mce_mca = (1 << 7) | (1 << 14);
+    if family < 6 || leaf1.edx & mce_mca != mce_mca {
+        return None;
+    }
+    let banks = MCE_BANKS.min(supported & 0xff);
+    Some((MCE_CAP_FLAGS & supported) | banks)
 }
 
 impl PcMachine {
@@ -433,6 +454,7 @@ impl PcMachine {
         let legacy_gate = Arc::new(LegacyGate::new(Arc::clone(&irq_router)));
         context.irq = legacy_gate.clone();
         context.ram = CmosMemoryLayout::split(config.ram_size, PCI_HOLE_START);
+        context.mmio = Some(mmio.clone());
         for (id, backend) in config.chardevs {
             context.serial_backends.insert(id, backend);
         }
@@ -547,10 +569,14 @@ impl PcMachine {
             write_linux_boot_tables(&guest_memory, cpus, &layout, config.hpet)?;
         }
         let supported_cpuid = kvm.supported_cpuid()?;
+        let mce_supported = kvm.mce_cap_supported()?;
         let mut vcpus = Vec::with_capacity(config.smp);
         for index in 0..config.smp {
             let vcpu = vm.create_vcpu(index as u64)?;
-            set_cpuid(&supported_cpuid, &config.cpu, &vcpu, index, config.smp)?;
+            let cpuid = set_cpuid(&supported_cpuid, &config.cpu, &vcpu, index, config.smp)?;
+            if let Some(mcg_cap) = guest_mcg_cap(&cpuid, mce_supported) {
+                vcpu.setup_mce(mcg_cap)?;
+            }
             set_boot_state(&vcpu, index, &boot, linux.as_ref(), &guest_memory)?;
             vcpus.push(vcpu);
         }
@@ -736,4 +762,35 @@ fn write_linux_boot_tables(
 /// I/O on): for boots without firmware, whose OS reads the FADT's PM blocks directly.
 fn needs_pm_setup(boot: &BootSource) -> bool {
     !matches!(boot, BootSource::FirmwareFile(_) | BootSource::Firmware(_))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kvm_bindings::{kvm_cpuid_entry2, CpuId};
+
+    fn leaf1(eax: u32, edx: u32) -> CpuId {
+        let entry = kvm_cpuid_entry2 {
+            function: 1,
+            eax,
+            edx,
+            ..Default::default()
+        };
+        CpuId::from_entries(&[entry]).unwrap()
+    }
+
+    #[test]
+    fn mcg_cap_is_qemus_ten_banks_within_what_kvm_supports() {
+        let mce_mca = (1 << 7) | (1 << 14);
+        // KVM here: MCG_CTL_P | MCG_SER_P | MCG_LMCE_P (bit 27) flags, 32 banks.
+        let supported = Some((1 << 8) | (1 << 24) | (1 << 27) | 32);
+        assert_eq!(
+            guest_mcg_cap(&leaf1(0x6_06f0, mce_mca), supported),
+            Some((1 << 8) | (1 << 24) | 10)
+        );
+        assert_eq!(guest_mcg_cap(&leaf1(0x6_06f0, mce_mca), Some(4)), Some(4));
+        assert_eq!(guest_mcg_cap(&leaf1(0x6_06f0, 1 << 7), supported), None);
+        assert_eq!(guest_mcg_cap(&leaf1(0x500, mce_mca), supported), None);
+        assert_eq!(guest_mcg_cap(&leaf1(0x6_06f0, mce_mca), None), None);
+    }
 }

@@ -6,6 +6,7 @@
 //! | [`post`] | POST code sink / Linux's `outb_p` I/O-delay port | 0x80 |
 //! | [`cmos`] | CMOS RAM and MC146818A real-time clock | 0x70, 0x71 |
 //! | [`debug_exit`] | QEMU's `isa-debug-exit`: the guest asks the VMM to exit | 0x501..0x503 by default |
+//! | [`testdev`] | QEMU's `pc-testdev` (kvm-unit-tests): scratch register, flush port, IRQ lines, 64 KiB memory window | 0xE0-0xEB, 0x2000-0x2017, 0xFF000000 |
 //!
 //! Like the other vmkit device crates these know only their registers: no KVM, no bus, no
 //! threads. Outputs go through [`vmkit_hw::IrqLine`] (the i8042's CPU-reset line and its
@@ -67,12 +68,14 @@ pub mod debug_exit;
 pub mod debugcon;
 pub mod i8042;
 pub mod post;
+pub mod testdev;
 
 pub use cmos::{Cmos, CmosMemoryLayout};
 pub use debug_exit::{DebugExit, ExitFn, ExitRequest, RecordingExit};
 pub use debugcon::DebugCon;
 pub use i8042::I8042;
 pub use post::PostPort;
+pub use testdev::{PcTestdev, TestdevIrq};
 
 use vm_device::bus::{PioAddress, PioAddressOffset};
 

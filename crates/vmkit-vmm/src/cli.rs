@@ -249,8 +249,10 @@ Guest:
                        mode (default) or 64-bit mode with identity paging
   -kernel FILE         boot Linux: a bzImage, or an ELF vmlinux (PVH entry if it has one);
                        with -bios the firmware boots the bzImage from fw_cfg through
-                       QEMU's linuxboot_dma.bin option ROM, as QEMU does
-  -initrd FILE         initial ramdisk for -kernel
+                       QEMU's linuxboot_dma.bin option ROM, as QEMU does; or a
+                       multiboot (v1) kernel (ELF32 or a.out kludge), entered as QEMU does
+  -initrd FILE         initial ramdisk for -kernel; for a multiboot kernel the modules,
+                       \"file args,file2\" (each module's command line is its whole item)
   -append CMDLINE      kernel command line (e.g. \"console=ttyS0 earlyprintk=serial\")
   -kernel-decompress guest|host
                        who decompresses a bzImage: the kernel itself (default) or vmkit,

@@ -17,6 +17,7 @@
 //! | `mc146818rtc` | 0x70-0x71 | - | memory size bytes from [`IsaContext::ram`] |
 //! | `port80` | 0x80 | - | POST-code sink |
 //! | `isa-debug-exit` | `iobase`..+`iosize` | - | exit request to [`MachineEvents::exit_requested`] |
+//! | `pc-testdev` | 0xe0-0xeb, 0x2000-0x2017 (+ 64 KiB at 0xff000000 on [`IsaContext::mmio`]) | 0-15 | QEMU's test device |
 //!
 //! # In-kernel model and port 0x61
 //!
@@ -30,6 +31,7 @@ mod chips;
 mod glue;
 mod pc;
 mod serial;
+mod testdev;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -50,6 +52,7 @@ pub use chips::{pit_handle, IsaPit};
 pub use glue::{cmos_handle, post_handle, IsaCmos, IsaI8042};
 pub use pc::{add_pc_isa_devices, IsaConfig, IsaDevices};
 pub use serial::{serial_handle, IsaSerial, SerialHandle};
+pub use testdev::{IsaTestdev, RouterIrq, TYPE_PC_TESTDEV};
 
 /// The abstract parent of every ISA device type.
 pub const TYPE_ISA_DEVICE: &str = "isa-device";
@@ -251,6 +254,9 @@ pub struct IsaContext {
     pub serial_backends: HashMap<String, SerialBackend>,
     /// The RAM layout written to the CMOS memory-size bytes.
     pub ram: CmosMemoryLayout,
+    /// The memory bus, for ISA devices with memory windows (`pc-testdev`); `None`: such
+    /// windows are not mapped.
+    pub mmio: Option<vmkit_bus::MmioBus>,
 }
 
 impl IsaContext {
@@ -295,6 +301,7 @@ impl IsaContext {
             events,
             serial_backends: HashMap::new(),
             ram: CmosMemoryLayout::default(),
+            mmio: None,
         }
     }
 
@@ -470,6 +477,7 @@ pub fn register_isa_types(registry: &Registry) -> Result<()> {
     let mut types = vec![base, serial::type_info()];
     types.extend(chips::type_infos());
     types.extend(glue::type_infos());
+    types.push(testdev::type_info());
     registry.register_all(types)?;
     Ok(())
 }

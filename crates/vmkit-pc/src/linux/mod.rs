@@ -18,6 +18,7 @@
 //! | bzImage, [`KernelDecompress::Host`] | the extracted vmlinux's `e_entry` (`startup_64`) | 64-bit | RSI = zero page, setup header from the bzImage |
 //! | ELF vmlinux with a PVH note | the note's 32-bit entry | flat 32-bit, paging off | EBX = `hvm_start_info` |
 //! | ELF vmlinux without one | `e_entry` (`startup_64`) | 64-bit | RSI = zero page without a kernel setup header |
+//! | multiboot kernel (not a bzImage, not a 64-bit ELF, with a multiboot header) | ELF32 `e_entry` or the header's `entry_addr` | flat 32-bit, paging off, reached from a real-mode stub at 0x600 that first sets up the 8259A pair and PIT as SeaBIOS leaves them | EAX = 0x2BADB002, EBX = multiboot information (0x9500), ESP = a page after the modules |
 //!
 //! Interrupts are off (RFLAGS = 2), segments flat with Linux's `__BOOT_CS` (0x10) and
 //! `__BOOT_DS` (0x18), RSP = [`BOOT_STACK_TOP`]. An ELF vmlinux with a PVH note boots through
@@ -39,6 +40,12 @@
 //! | top of RAM below min(`initrd_addr_max`, 3 GiB) | the initrd, page-aligned, above the kernel's `init_size` |
 //!
 //! The zero page's e820 table, like PVH's memory map, is [`MemoryLayout::e820`].
+//!
+//! A multiboot kernel is laid out as QEMU's loader does ([`vmkit_kernel::multiboot`]): its
+//! segments where it asks (inside usable RAM, off the boot GDT and stack), the memory map at
+//! 0x9000, the information at 0x9500, then after the image the module list, the command lines
+//! (the kernel's is "KERNEL-PATH APPEND", as QEMU passes it), the boot loader name "vmkit" and
+//! the `-initrd` modules ("file args,file2": each module's command line is its whole item).
 //!
 //! # Example
 //!
@@ -105,6 +112,7 @@ use linux_loader::loader::elf::start_info::{
 };
 use linux_loader::loader::{BzImage, Elf, KernelLoader};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
+use vmkit_kernel::multiboot::{self, MemoryRegion, Module, MultibootKernel, PlanConfig};
 use vmkit_kvm::Vcpu;
 
 use crate::boot::{self, IdentityMap, RFLAGS_FIXED};
@@ -163,6 +171,9 @@ pub enum KernelFormat {
     BzImage,
     /// An ELF vmlinux (given as such, or extracted from a bzImage on the host).
     Elf,
+    /// A Multiboot (v1) kernel: an ELF32 or a.out-kludge image with a multiboot header
+    /// (kvm-unit-tests' `.flat` files, for example).
+    Multiboot,
 }
 
 /// How the boot vCPU enters the kernel.
@@ -183,8 +194,19 @@ pub enum LinuxEntry {
         /// The entry point from the kernel's `XEN_ELFNOTE_PHYS32_ENTRY` note.
         eip: u32,
     },
+    /// Multiboot: flat protected mode without paging, EAX = 0x2BADB002, EBX = the
+    /// multiboot information.
+    Multiboot {
+        /// The entry point (ELF `e_entry` or the header's `entry_addr`).
+        eip: u32,
+        /// The initial stack pointer: a page after the modules (multiboot leaves it
+        /// undefined).
+        esp: u32,
+    },
 }
 
+// `BzImage` is the format's name, not a repetition of the enum's.
+#[allow(clippy::enum_variant_names)]
 #[derive(Clone)]
 enum Image {
     BzImage(bzimage::BzImageHeader),
@@ -194,6 +216,15 @@ enum Image {
         /// The setup header of the bzImage it was extracted from (host decompression).
         header: Option<bzimage::BzImageHeader>,
     },
+    Multiboot(Box<MultibootKernel>),
+}
+
+/// A multiboot module: the `-initrd` item (its command line), the file and its bytes.
+#[derive(Clone)]
+struct MultibootModule {
+    item: String,
+    path: PathBuf,
+    data: Arc<[u8]>,
 }
 
 /// A Linux kernel, its initrd and command line, checked and ready to load.
@@ -203,6 +234,7 @@ pub struct LinuxBoot {
     kernel: Arc<[u8]>,
     image: Image,
     initrd: Option<(PathBuf, Arc<[u8]>)>,
+    modules: Vec<MultibootModule>,
     cmdline: String,
 }
 
@@ -213,6 +245,14 @@ impl std::fmt::Debug for LinuxBoot {
             .field("format", &self.format())
             .field("kernel_bytes", &self.kernel.len())
             .field("initrd", &self.initrd.as_ref().map(|(p, b)| (p, b.len())))
+            .field(
+                "modules",
+                &self
+                    .modules
+                    .iter()
+                    .map(|m| (&m.item, &m.path, m.data.len()))
+                    .collect::<Vec<_>>(),
+            )
             .field("cmdline", &self.cmdline)
             .finish()
     }
@@ -265,6 +305,12 @@ impl LoadedLinux {
                 regs.rip = u64::from(eip);
                 regs.rbx = self.boot_info_addr;
             }
+            LinuxEntry::Multiboot { eip, esp } => {
+                regs.rip = u64::from(eip);
+                regs.rsp = u64::from(esp);
+                regs.rax = u64::from(multiboot::BOOTLOADER_MAGIC);
+                regs.rbx = self.boot_info_addr;
+            }
         }
         regs
     }
@@ -274,7 +320,9 @@ impl LoadedLinux {
     pub fn sregs(&self, sregs: &mut kvm_sregs) {
         match self.entry {
             LinuxEntry::Long64 { .. } => boot::long_mode_sregs(sregs, IdentityMap::default().pml4),
-            LinuxEntry::Protected32 { .. } | LinuxEntry::Pvh { .. } => {
+            LinuxEntry::Protected32 { .. }
+            | LinuxEntry::Pvh { .. }
+            | LinuxEntry::Multiboot { .. } => {
                 boot::protected_mode_sregs(sregs);
             }
         }
@@ -305,6 +353,10 @@ impl LinuxBoot {
         let bytes = read_image("kernel", kernel, limit)?;
         let boot = Self::new(kernel, bytes, cmdline, decompress)?;
         match initrd {
+            // As QEMU: for a multiboot kernel, -initrd lists modules ("a arg,b").
+            Some(text) if boot.format() == KernelFormat::Multiboot => {
+                boot.with_module_list_within(&text.to_string_lossy(), limit)
+            }
             Some(path) => boot.with_initrd(path, read_image("initrd", path, limit)?),
             None => Ok(boot),
         }
@@ -327,7 +379,16 @@ impl LinuxBoot {
             path: kernel_path.clone(),
             reason,
         };
-        let (kernel, image) = if elf::is_elf(&kernel) {
+        let multiboot = if is_elf64(&kernel) || has_hdrs(&kernel) {
+            None
+        } else {
+            MultibootKernel::parse(&kernel)
+                .map_err(|e| image_error(format!("{e}")))?
+                .map(Box::new)
+        };
+        let (kernel, image) = if let Some(multiboot) = multiboot {
+            (kernel, Image::Multiboot(multiboot))
+        } else if elf::is_elf(&kernel) {
             let parsed = elf::parse(&kernel).map_err(image_error)?;
             check_elf_placement(&parsed).map_err(image_error)?;
             let pvh_entry = elf_note::pvh_entry(&kernel).map_err(image_error)?;
@@ -362,15 +423,21 @@ impl LinuxBoot {
             kernel: kernel.into(),
             image,
             initrd: None,
+            modules: Vec::new(),
             cmdline,
         };
         boot.check_cmdline()?;
         Ok(boot)
     }
 
-    /// Adds an initrd (`path` names it in messages). An empty one is refused.
+    /// Adds an initrd (`path` names it in messages). An empty one is refused. For a
+    /// multiboot kernel it becomes module 0, with `path` as its command line.
     pub fn with_initrd(mut self, path: impl Into<PathBuf>, initrd: Vec<u8>) -> Result<Self> {
         let path = path.into();
+        if self.format() == KernelFormat::Multiboot {
+            let item = path.to_string_lossy().into_owned();
+            return self.with_module(item, path, initrd);
+        }
         if initrd.is_empty() {
             return Err(Error::Config(format!(
                 "-initrd: {} is empty",
@@ -381,12 +448,109 @@ impl LinuxBoot {
         Ok(self)
     }
 
+    /// Adds the multiboot modules of QEMU's `-initrd` text: items separated by `,` (`,,` is
+    /// a comma), each "path" or "path args"; a module's command line is its whole item.
+    ///
+    /// # Errors
+    /// A module file that cannot be read; a kernel that is not multiboot.
+    pub fn with_module_list(self, text: &str) -> Result<Self> {
+        self.with_module_list_within(text, MAX_IMAGE_BYTES)
+    }
+
+    /// [`with_module_list`](Self::with_module_list), refusing a module over `limit` bytes
+    /// (the guest's RAM) before reading it.
+    pub fn with_module_list_within(mut self, text: &str, limit: u64) -> Result<Self> {
+        for item in multiboot::split_modules(text) {
+            let path = PathBuf::from(multiboot::module_path(&item));
+            let data = read_image("multiboot module (-initrd)", &path, limit)?;
+            self = self.with_module(item, path, data)?;
+        }
+        Ok(self)
+    }
+
+    /// Adds one multiboot module: `item` is its command line, `path` names it in messages.
+    ///
+    /// # Errors
+    /// [`Error::Config`] if the kernel is not multiboot.
+    pub fn with_module(
+        mut self,
+        item: impl Into<String>,
+        path: impl Into<PathBuf>,
+        data: Vec<u8>,
+    ) -> Result<Self> {
+        let item = item.into();
+        if self.format() != KernelFormat::Multiboot {
+            return Err(Error::Config(format!(
+                "-initrd: module '{item}' needs a multiboot kernel; {} is not one",
+                self.kernel_path.display()
+            )));
+        }
+        if item.contains('\0') {
+            return Err(Error::Config(format!(
+                "-initrd: the module command line '{item}' contains a NUL byte"
+            )));
+        }
+        self.modules.push(MultibootModule {
+            item,
+            path: path.into(),
+            data: data.into(),
+        });
+        Ok(self)
+    }
+
     /// The kind of image loaded into guest memory.
     pub fn format(&self) -> KernelFormat {
         match self.image {
             Image::BzImage(_) => KernelFormat::BzImage,
             Image::Elf { .. } => KernelFormat::Elf,
+            Image::Multiboot(_) => KernelFormat::Multiboot,
         }
+    }
+
+    /// The command line a multiboot kernel gets: as QEMU, the kernel's file name, a space,
+    /// and `-append`.
+    pub fn multiboot_cmdline(&self) -> String {
+        format!("{} {}", self.kernel_path.display(), self.cmdline)
+    }
+
+    fn multiboot_plan(
+        &self,
+        kernel: &MultibootKernel,
+        layout: &MemoryLayout,
+    ) -> Result<multiboot::LoadPlan> {
+        let memory_map: Vec<MemoryRegion> = layout
+            .e820()
+            .entries()
+            .iter()
+            .map(|entry| MemoryRegion {
+                addr: entry.addr,
+                size: entry.size,
+                kind: entry.kind.code(),
+            })
+            .collect();
+        let modules = self.multiboot_modules();
+        let cmdline = self.multiboot_cmdline();
+        kernel
+            .plan(&PlanConfig {
+                cmdline: &cmdline,
+                modules: &modules,
+                memory_map: &memory_map,
+                reserved: &MULTIBOOT_RESERVED,
+            })
+            .map_err(|e| Error::KernelImage {
+                path: self.kernel_path.clone(),
+                reason: format!("{e}"),
+            })
+    }
+
+    fn multiboot_modules(&self) -> Vec<Module<'_>> {
+        self.modules
+            .iter()
+            .map(|m| Module {
+                cmdline: &m.item,
+                data: &m.data,
+            })
+            .collect()
     }
 
     /// The kernel command line.
@@ -400,6 +564,7 @@ impl LinuxBoot {
         match &self.image {
             Image::BzImage(header) => Some(header.version),
             Image::Elf { header, .. } => header.as_ref().map(|h| h.version),
+            Image::Multiboot(_) => None,
         }
     }
 
@@ -413,7 +578,15 @@ impl LinuxBoot {
         let header = match &self.image {
             Image::BzImage(header) => Some(header),
             Image::Elf { header, .. } => header.as_ref(),
+            Image::Multiboot(_) => None,
         };
+        if let Image::Multiboot(_) = self.image {
+            // QEMU sets no limit; the line goes after the image in RAM.
+            return (
+                u64::from(u32::MAX),
+                "the 32-bit address space of a multiboot kernel".into(),
+            );
+        }
         let (limit, origin) = match header {
             Some(header) => (
                 header.cmdline_limit,
@@ -465,6 +638,26 @@ impl LinuxBoot {
             ram_end,
             min_mib: needed_end.div_ceil(MIB),
         };
+        if let Image::Multiboot(kernel) = &self.image {
+            let plan = self.multiboot_plan(kernel, layout)?;
+            return Ok(LoadedLinux {
+                format: KernelFormat::Multiboot,
+                entry: LinuxEntry::Multiboot {
+                    eip: plan.entry,
+                    esp: plan.stack_top,
+                },
+                boot_info_addr: u64::from(plan.info_addr),
+                kernel_start: plan.image_span.0,
+                kernel_end: plan.image_span.1,
+                initrd: plan
+                    .modules
+                    .first()
+                    .map(|m| (u64::from(m.start), u64::from(m.end - m.start))),
+                cmdline_addr: u64::from(plan.info.cmdline),
+                cmdline_len: self.multiboot_cmdline().len() as u64,
+                cmdline_limit: self.cmdline_limit().0,
+            });
+        }
         let (format, entry, kernel_start, kernel_end, initrd_addr_max, zero_page) = match &self
             .image
         {
@@ -528,6 +721,11 @@ impl LinuxBoot {
                     zero_page,
                 )
             }
+            Image::Multiboot(_) => {
+                return Err(Error::Config(
+                    "a multiboot kernel has no Linux boot plan".into(),
+                ))
+            }
         };
         let initrd = match &self.initrd {
             None => None,
@@ -577,6 +775,7 @@ impl LinuxBoot {
         let header = match &self.image {
             Image::BzImage(header) => Some(header),
             Image::Elf { header, .. } => header.as_ref(),
+            Image::Multiboot(_) => None,
         };
         match header {
             Some(header) => params.hdr = header.raw,
@@ -667,6 +866,9 @@ pub fn load_linux<M: GuestMemoryBackend>(
     layout: &MemoryLayout,
     boot: &LinuxBoot,
 ) -> Result<LoadedLinux> {
+    if let Image::Multiboot(kernel) = &boot.image {
+        return load_multiboot(memory, layout, boot, kernel);
+    }
     let plan = boot.plan(layout)?;
     let loader_error = |e: linux_loader::loader::Error| Error::KernelImage {
         path: boot.kernel_path.clone(),
@@ -689,6 +891,7 @@ pub fn load_linux<M: GuestMemoryBackend>(
             )
             .map_err(loader_error)?;
         }
+        Image::Multiboot(_) => {}
         Image::Elf { elf, .. } => {
             Elf::load(memory, None, &mut Cursor::new(&*boot.kernel), high_memory)
                 .map_err(loader_error)?;
@@ -727,16 +930,148 @@ pub fn load_linux<M: GuestMemoryBackend>(
             .map_err(|e| Error::Config(format!("cannot write the zero page: {e}")))?;
         }
         LinuxEntry::Pvh { .. } => write_pvh_start_info(memory, &plan, &e820)?,
+        LinuxEntry::Multiboot { .. } => {}
     }
     match plan.entry {
         LinuxEntry::Long64 { .. } => {
             boot::write_long_mode_tables(memory, &IdentityMap::default())?;
         }
-        LinuxEntry::Protected32 { .. } | LinuxEntry::Pvh { .. } => {
+        LinuxEntry::Protected32 { .. } | LinuxEntry::Pvh { .. } | LinuxEntry::Multiboot { .. } => {
             boot::write_protected_mode_tables(memory)?;
         }
     }
     Ok(plan)
+}
+
+/// Loader areas a multiboot image must not overlap: the real-mode IVT and BDA, the boot
+/// GDT/IDT/TSS and the entry stub with its interrupt handlers ([`MULTIBOOT_STUB_ADDR`]).
+const MULTIBOOT_RESERVED: [(u64, u64); 1] = [(0, MULTIBOOT_STUB_END)];
+
+/// Where the boot vCPU of a multiboot kernel starts, in real mode: a stub that leaves the
+/// interrupt controllers as SeaBIOS does before QEMU's multiboot option ROM runs, then enters
+/// the kernel as that ROM does.
+pub const MULTIBOOT_STUB_ADDR: u64 = 0x600;
+const MULTIBOOT_STUB_END: u64 = 0x700;
+const STUB_IRQ_MASTER: u64 = 0x6c0;
+const STUB_IRQ_SLAVE: u64 = 0x6c8;
+const STUB_IRET: u64 = 0x6d8;
+const STUB_GDT_DESC: u64 = 0x6f0;
+/// The PIC masks SeaBIOS leaves for the devices this machine has: timer, keyboard and the
+/// cascade on the master; RTC and mouse on the slave.
+const STUB_PIC_MASKS: (u8, u8) = (0xf8, 0xee);
+
+/// The multiboot entry stub (16-bit code at [`MULTIBOOT_STUB_ADDR`], then 32-bit code): the
+/// 8259A pair initialised as SeaBIOS does (vectors 0x08 and 0x70, [`STUB_PIC_MASKS`]), PIT
+/// channel 0 in mode 3 with count 0 (18.2 Hz), then as QEMU's multiboot.bin: the flat GDT,
+/// CR0.PE, far jump to 32-bit code, data segments flat, EAX = 0x2BADB002, EBX = the
+/// information, ESP = `esp`, jump to `eip`.
+fn multiboot_stub(eip: u32, esp: u32, info: u32) -> Vec<u8> {
+    let mut code = vec![0xfa, 0xfc]; // cli; cld
+    let (master_mask, slave_mask) = STUB_PIC_MASKS;
+    for (port, value) in [
+        (0x20u8, 0x11u8),
+        (0xa0, 0x11),
+        (0x21, 0x08),
+        (0xa1, 0x70),
+        (0x21, 0x04),
+        (0xa1, 0x02),
+        (0x21, 0x01),
+        (0xa1, 0x01),
+        (0x21, master_mask),
+        (0xa1, slave_mask),
+        (0x43, 0x36),
+        (0x40, 0x00),
+        (0x40, 0x00),
+    ] {
+        code.extend_from_slice(&[0xb0, value, 0xe6, port]); // mov al, value; out port, al
+    }
+    code.extend_from_slice(&[0x66, 0x0f, 0x01, 0x16]); // o32 lgdt [disp16]
+    code.extend_from_slice(&(STUB_GDT_DESC as u16).to_le_bytes());
+    code.extend_from_slice(&[0x0f, 0x20, 0xc0]); // mov eax, cr0
+    code.extend_from_slice(&[0x66, 0x83, 0xc8, 0x01]); // or eax, 1
+    code.extend_from_slice(&[0x0f, 0x22, 0xc0]); // mov cr0, eax
+    let far_jump_at = code.len();
+    code.extend_from_slice(&[0x66, 0xea, 0, 0, 0, 0]); // o32 jmp far ptr16:32
+    code.extend_from_slice(&boot::BOOT_CS.to_le_bytes());
+    let pm32 = MULTIBOOT_STUB_ADDR as u32 + code.len() as u32;
+    code[far_jump_at + 2..far_jump_at + 6].copy_from_slice(&pm32.to_le_bytes());
+    code.push(0xb8); // mov eax, BOOT_DS
+    code.extend_from_slice(&u32::from(boot::BOOT_DS).to_le_bytes());
+    for modrm in [0xd8, 0xc0, 0xd0, 0xe0, 0xe8] {
+        code.extend_from_slice(&[0x8e, modrm]); // mov ds/es/ss/fs/gs, ax
+    }
+    code.push(0xbc); // mov esp, imm32
+    code.extend_from_slice(&esp.to_le_bytes());
+    code.push(0xbb); // mov ebx, imm32
+    code.extend_from_slice(&info.to_le_bytes());
+    code.push(0xb8); // mov eax, imm32
+    code.extend_from_slice(&multiboot::BOOTLOADER_MAGIC.to_le_bytes());
+    code.push(0x68); // push imm32
+    code.extend_from_slice(&eip.to_le_bytes());
+    code.push(0xc3); // ret
+    code
+}
+
+/// Writes the real-mode IVT (every vector to an IRET; IRQ vectors to handlers that send the
+/// 8259A an EOI, as a BIOS's do), the handlers, the entry stub and its GDT pointer.
+fn write_multiboot_stub<M: GuestMemoryBackend>(memory: &M, loaded: &LoadedLinux) -> Result<()> {
+    let LinuxEntry::Multiboot { eip, esp } = loaded.entry else {
+        return Ok(());
+    };
+    let info = u32::try_from(loaded.boot_info_addr).unwrap_or(u32::MAX);
+    let mut ivt = Vec::with_capacity(1024);
+    for vector in 0..256u64 {
+        let handler = match vector {
+            0x08..=0x0f => STUB_IRQ_MASTER,
+            0x70..=0x77 => STUB_IRQ_SLAVE,
+            _ => STUB_IRET,
+        };
+        ivt.extend_from_slice(&(handler as u16).to_le_bytes());
+        ivt.extend_from_slice(&0u16.to_le_bytes());
+    }
+    write_bytes(memory, "multiboot real-mode IVT", 0, &ivt)?;
+    // push ax; mov al, 0x20; out 0x20, al; pop ax; iret — and the slave's, EOI to both.
+    let master = [0x50, 0xb0, 0x20, 0xe6, 0x20, 0x58, 0xcf];
+    let slave = [0x50, 0xb0, 0x20, 0xe6, 0xa0, 0xe6, 0x20, 0x58, 0xcf];
+    write_bytes(memory, "multiboot IRQ handler", STUB_IRQ_MASTER, &master)?;
+    write_bytes(memory, "multiboot IRQ handler", STUB_IRQ_SLAVE, &slave)?;
+    write_bytes(memory, "multiboot IRQ handler", STUB_IRET, &[0xcf])?;
+    let gdt_limit = (boot::protected_mode_gdt(0).len() * 8 - 1) as u16;
+    let mut descriptor = gdt_limit.to_le_bytes().to_vec();
+    descriptor.extend_from_slice(&(boot::BOOT_GDT_ADDR as u32).to_le_bytes());
+    write_bytes(memory, "multiboot GDT pointer", STUB_GDT_DESC, &descriptor)?;
+    let stub = multiboot_stub(eip, esp, info);
+    write_bytes(memory, "multiboot entry stub", MULTIBOOT_STUB_ADDR, &stub)
+}
+
+/// Loads a multiboot kernel as QEMU's multiboot loader and option ROM do: the segments (bss
+/// zeroed), the memory map, module list, command lines and modules, the information, and the
+/// flat 32-bit GDT for the protected-mode entry.
+fn load_multiboot<M: GuestMemoryBackend>(
+    memory: &M,
+    layout: &MemoryLayout,
+    boot: &LinuxBoot,
+    kernel: &MultibootKernel,
+) -> Result<LoadedLinux> {
+    let loaded = boot.plan(layout)?;
+    let plan = boot.multiboot_plan(kernel, layout)?;
+    let modules = boot.multiboot_modules();
+    plan.write(&boot.kernel, &modules, |what, addr, bytes| {
+        write_bytes(memory, what, addr, bytes)
+    })?;
+    boot::write_protected_mode_tables(memory)?;
+    write_multiboot_stub(memory, &loaded)?;
+    Ok(loaded)
+}
+
+/// Whether `image` is a 64-bit ELF file (the vmlinux path, even with a multiboot header).
+fn is_elf64(image: &[u8]) -> bool {
+    elf::is_elf(image) && image.get(4) == Some(&2)
+}
+
+/// Whether `image` has a bzImage's "HdrS" magic (the Linux path wins, as in QEMU).
+fn has_hdrs(image: &[u8]) -> bool {
+    image.get(0x202..0x206) == Some(&HDRS_MAGIC.to_le_bytes()[..])
 }
 
 fn write_pvh_start_info<M: GuestMemoryBackend>(
@@ -792,12 +1127,37 @@ fn write_pvh_start_info<M: GuestMemoryBackend>(
 }
 
 /// Puts the boot vCPU at the kernel's entry as `loaded` describes (general, segment and
-/// control registers, and the x87/SSE reset state). Set the vCPU's CPUID first.
+/// control registers, and the x87/SSE reset state). Set the vCPU's CPUID first. A multiboot
+/// kernel starts at the real-mode stub [`load_linux`] wrote at [`MULTIBOOT_STUB_ADDR`], which
+/// reaches the state [`LoadedLinux::regs`]/[`sregs`](LoadedLinux::sregs) describe.
 pub fn set_linux_entry(vcpu: &Vcpu, loaded: &LoadedLinux) -> Result<()> {
+    if let LinuxEntry::Multiboot { .. } = loaded.entry {
+        return boot::real_mode_at(vcpu, MULTIBOOT_STUB_ADDR);
+    }
     let mut sregs = vcpu.sregs()?;
     loaded.sregs(&mut sregs);
     vcpu.set_sregs(&sregs)?;
     vcpu.set_regs(&loaded.regs())?;
     vcpu.set_fpu(&boot::initial_fpu())?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_multiboot_stub_fits_below_its_handlers_and_ends_in_the_jump_to_the_kernel() {
+        let stub = multiboot_stub(0x40_00bc, 0x107_0000, 0x9500);
+        assert!(MULTIBOOT_STUB_ADDR + stub.len() as u64 <= STUB_IRQ_MASTER);
+        let tail = &stub[stub.len() - 16..];
+        // mov ebx, info; mov eax, 0x2BADB002; push eip; ret
+        assert_eq!(tail[0], 0xbb);
+        assert_eq!(&tail[1..5], &0x9500u32.to_le_bytes());
+        assert_eq!(tail[5], 0xb8);
+        assert_eq!(&tail[6..10], &0x2bad_b002u32.to_le_bytes());
+        assert_eq!(tail[10], 0x68);
+        assert_eq!(&tail[11..15], &0x40_00bcu32.to_le_bytes());
+        assert_eq!(tail[15], 0xc3);
+    }
 }
