@@ -89,8 +89,8 @@ mod counter;
 mod state;
 
 pub use counter::AccessMode;
-pub use state::{CounterState, PitState, PIT_STATE_VERSION};
 use counter::Counter;
+pub use state::{CounterState, PitState, PIT_STATE_VERSION};
 use vm_device::bus::{PioAddress, PioAddressOffset};
 use vm_device::MutDevicePio;
 use vmkit_hw::{Clock, IrqLine};

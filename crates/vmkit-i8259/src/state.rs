@@ -94,7 +94,11 @@ fn apply_chip(c: &mut I8259, s: &ChipState, which: &str) -> Result<()> {
         4 => InitStep::Icw4,
         value => {
             return Err(Error::InvalidState {
-                field: if which == "master" { "master.init_step" } else { "slave.init_step" },
+                field: if which == "master" {
+                    "master.init_step"
+                } else {
+                    "slave.init_step"
+                },
                 value,
             })
         }
@@ -238,7 +242,11 @@ mod tests {
         let err = b.restore(&bad).unwrap_err().to_string();
         assert!(err.contains("slave.init_step"), "{err}");
         bad.version = 2;
-        assert!(b.restore(&bad).unwrap_err().to_string().contains("version 2"));
+        assert!(b
+            .restore(&bad)
+            .unwrap_err()
+            .to_string()
+            .contains("version 2"));
     }
 
     proptest! {

@@ -72,6 +72,7 @@ mod error;
 mod exit;
 pub mod kick;
 mod listener;
+pub mod state;
 mod system;
 mod vcpu;
 mod vm;

@@ -165,7 +165,10 @@ impl VmStateRegistry {
             if entry.id != section.id {
                 return Err(fail(
                     path,
-                    format!("section is '{}', this machine has '{}' there", section.id, entry.id),
+                    format!(
+                        "section is '{}', this machine has '{}' there",
+                        section.id, entry.id
+                    ),
                 ));
             }
             if entry.version != section.version {
@@ -242,16 +245,28 @@ mod tests {
 
         let (c, _) = registry(&[("/machine/a", 0.into())]);
         let err = c.restore_all(&saved).unwrap_err().to_string();
-        assert!(err.contains("/machine/b") && err.contains("unknown section"), "{err}");
+        assert!(
+            err.contains("/machine/b") && err.contains("unknown section"),
+            "{err}"
+        );
         let err = b.restore_all(&saved[..1]).unwrap_err().to_string();
-        assert!(err.contains("/machine/b") && err.contains("no section"), "{err}");
+        assert!(
+            err.contains("/machine/b") && err.contains("no section"),
+            "{err}"
+        );
         let mut bad = saved.clone();
         bad[0].version = 7;
         let err = b.restore_all(&bad).unwrap_err().to_string();
         assert!(err.contains("version 7"), "{err}");
         bad[0].version = 1;
         bad[0].data = Value::Null;
-        assert!(b.restore_all(&bad).unwrap_err().to_string().contains("null state"));
-        assert!(a.register("/machine/a", "cell", 1, cells[0].clone()).is_err());
+        assert!(b
+            .restore_all(&bad)
+            .unwrap_err()
+            .to_string()
+            .contains("null state"));
+        assert!(a
+            .register("/machine/a", "cell", 1, cells[0].clone())
+            .is_err());
     }
 }

@@ -113,7 +113,9 @@ pub enum Error {
         source: std::io::Error,
     },
     /// A saved state of a layout version this build does not read.
-    #[error("serial state version {found} is not supported (this build reads version {supported})")]
+    #[error(
+        "serial state version {found} is not supported (this build reads version {supported})"
+    )]
     StateVersion {
         /// The version in the state.
         found: u32,

@@ -72,10 +72,7 @@ impl<L: IrqLine, C: Clock, W: Write + Send> Serial<L, C, W> {
             thre_pending: self.thre_pending,
             msr_deltas: self.msr_deltas,
             modem_inputs: self.modem_inputs,
-            rx_idle_ns: self
-                .clock
-                .now_ns()
-                .saturating_sub(self.last_rx_activity_ns),
+            rx_idle_ns: self.clock.now_ns().saturating_sub(self.last_rx_activity_ns),
             timeout_latched: self.timeout_latched,
         }
     }
@@ -166,7 +163,10 @@ mod tests {
         let (mut b, irq_b, _) = uart();
         b.restore(&back).unwrap();
         assert_eq!(b.state(), state);
-        assert!(irq_b.level(), "the restored UART raises its pending interrupt");
+        assert!(
+            irq_b.level(),
+            "the restored UART raises its pending interrupt"
+        );
         for offset in [1u64, 2, 3, 4, 5, 6, 7, 0, 0, 0, 5] {
             let (mut x, mut y) = ([0u8], [0u8]);
             a.read(offset, &mut x);
@@ -188,7 +188,11 @@ mod tests {
         assert!(err.contains("rx_fifo"), "{err}");
         state.rx_fifo.clear();
         state.rx_trigger = 3;
-        assert!(a.restore(&state).unwrap_err().to_string().contains("rx_trigger"));
+        assert!(a
+            .restore(&state)
+            .unwrap_err()
+            .to_string()
+            .contains("rx_trigger"));
     }
 
     #[derive(Debug, Clone)]
