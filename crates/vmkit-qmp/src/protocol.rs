@@ -112,6 +112,10 @@ pub enum RunState {
     InternalError,
     /// The guest reported a panic.
     GuestPanicked,
+    /// Waiting for an incoming migration (`-incoming`).
+    InMigrate,
+    /// Migrated away: the source stays stopped.
+    PostMigrate,
 }
 
 impl RunState {
@@ -124,6 +128,8 @@ impl RunState {
             RunState::Shutdown => "shutdown",
             RunState::InternalError => "internal-error",
             RunState::GuestPanicked => "guest-panicked",
+            RunState::InMigrate => "inmigrate",
+            RunState::PostMigrate => "postmigrate",
         }
     }
 }

@@ -117,6 +117,21 @@ pub struct Controller {
     wakers: Mutex<Vec<std::sync::Arc<crate::vcpu::HaltWaiter>>>,
     events: Mutex<VecDeque<MachineEvent>>,
     event_fd: EventFd,
+    /// Work for parked vCPUs (state save/restore), by vCPU index.
+    vcpu_jobs: Mutex<JobQueue>,
+}
+
+/// Work a parked vCPU thread runs on its own vCPU (QEMU's `run_on_cpu`).
+pub type VcpuJob = Box<dyn FnOnce(&mut vmkit_kvm::Vcpu) + Send>;
+
+/// Queued [`VcpuJob`]s by vCPU index.
+#[derive(Default)]
+struct JobQueue(Vec<(usize, VcpuJob)>);
+
+impl std::fmt::Debug for JobQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} vCPU job(s)", self.0.len())
+    }
 }
 
 impl Controller {
@@ -137,6 +152,7 @@ impl Controller {
             wakers: Mutex::new(Vec::new()),
             events: Mutex::new(VecDeque::new()),
             event_fd: EventFd::new(EFD_NONBLOCK).map_err(Error::EventFd)?,
+            vcpu_jobs: Mutex::new(JobQueue::default()),
         })
     }
 
@@ -317,7 +333,19 @@ impl Controller {
 
     /// vCPU side: honours a request, parking as long as asked. `seen_generation` is the reset
     /// generation this vCPU last applied.
+    #[allow(dead_code)] // for vCPU loops that queue no jobs
     pub(crate) fn vcpu_check(&self, seen_generation: &mut u64) -> VcpuAction {
+        self.vcpu_check_with(seen_generation, 0, None)
+    }
+
+    /// [`Controller::vcpu_check`] that also runs the jobs queued for vCPU `index` while
+    /// it is parked.
+    pub(crate) fn vcpu_check_with(
+        &self,
+        seen_generation: &mut u64,
+        index: usize,
+        mut vcpu: Option<&mut vmkit_kvm::Vcpu>,
+    ) -> VcpuAction {
         let mut shared = self.lock();
         let mut parked = false;
         loop {
@@ -336,6 +364,12 @@ impl Controller {
                         shared.parked += 1;
                         self.changed.notify_all();
                     }
+                    if let (Some(vcpu), Some(job)) = (vcpu.as_deref_mut(), self.take_job(index)) {
+                        drop(shared);
+                        job(vcpu);
+                        shared = self.lock();
+                        continue;
+                    }
                     shared = self.changed.wait(shared).unwrap_or_else(|e| e.into_inner());
                 }
                 _ => {
@@ -351,6 +385,68 @@ impl Controller {
                 }
             }
         }
+    }
+
+    fn take_job(&self, index: usize) -> Option<VcpuJob> {
+        let mut jobs = self.vcpu_jobs.lock().unwrap_or_else(|e| e.into_inner());
+        let at = jobs.0.iter().position(|(i, _)| *i == index)?;
+        Some(jobs.0.remove(at).1)
+    }
+
+    /// Runs `f` on every vCPU's own thread while the machine is stopped (prelaunch or
+    /// paused) and returns the results in vCPU order (QEMU's `run_on_cpu`). Fails if the
+    /// machine is running or has ended, or a vCPU thread is gone.
+    pub fn run_on_vcpus<R: Send + 'static>(
+        &self,
+        f: impl Fn(usize, &mut vmkit_kvm::Vcpu) -> R + Send + Sync + 'static,
+    ) -> Result<Vec<R>> {
+        let count = {
+            let shared = self.lock();
+            if !matches!(shared.state, RunState::Prelaunch | RunState::Paused) {
+                return Err(Error::InvalidState {
+                    action: "run on the vCPUs",
+                    state: shared.state,
+                });
+            }
+            shared.vcpus
+        };
+        let f = std::sync::Arc::new(f);
+        let (tx, rx) = std::sync::mpsc::channel();
+        {
+            let mut jobs = self.vcpu_jobs.lock().unwrap_or_else(|e| e.into_inner());
+            for index in 0..count {
+                let f = std::sync::Arc::clone(&f);
+                let tx = tx.clone();
+                jobs.0.push((
+                    index,
+                    Box::new(move |vcpu: &mut vmkit_kvm::Vcpu| {
+                        let _ = tx.send((index, f(index, vcpu)));
+                    }),
+                ));
+            }
+        }
+        drop(tx);
+        {
+            let _shared = self.lock();
+            self.changed.notify_all();
+        }
+        let mut results: Vec<Option<R>> = (0..count).map(|_| None).collect();
+        for _ in 0..count {
+            match rx.recv_timeout(Duration::from_secs(10)) {
+                Ok((index, r)) => results[index] = Some(r),
+                Err(_) => {
+                    self.vcpu_jobs
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                        .clear();
+                    return Err(Error::Machine(
+                        "a vCPU thread did not run its state job within 10 s".into(),
+                    ));
+                }
+            }
+        }
+        Ok(results.into_iter().flatten().collect())
     }
 
     /// Blocks until the machine has ended, and says why.

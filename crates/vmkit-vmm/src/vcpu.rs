@@ -144,7 +144,11 @@ impl VcpuRunner {
         let mut window_requested = false;
         loop {
             if self.controller.has_request() {
-                match self.controller.vcpu_check(&mut generation) {
+                match self.controller.vcpu_check_with(
+                    &mut generation,
+                    self.index,
+                    Some(&mut self.vcpu),
+                ) {
                     VcpuAction::Exit => return,
                     VcpuAction::Run => {}
                     VcpuAction::ResetThenRun => {
