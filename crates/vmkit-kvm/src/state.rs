@@ -380,3 +380,18 @@ impl Vm {
         Ok(())
     }
 }
+
+impl Vcpu {
+    /// Completes an exit userspace has handled (the data of an `IN`, an MMIO read) without
+    /// entering the guest: `KVM_RUN` with `immediate_exit` set, as KVM's API asks before
+    /// the registers are read for a save.
+    pub fn complete_pending_exit(&mut self) -> Result<()> {
+        self.kicker()?.kick()?;
+        match self.run()? {
+            crate::VcpuExit::Interrupted => Ok(()),
+            other => Err(invalid(format!(
+                "completing the pending exit left the vCPU at {other:?}"
+            ))),
+        }
+    }
+}

@@ -153,6 +153,8 @@ pub struct Options {
     pub hpet: bool,
     /// `-drive`, in order, each with its id (given, or QEMU's default `virtio0`, `none0`, ...).
     pub drives: Vec<vmkit_block::DriveSpec>,
+    /// `-incoming URI`: wait for an incoming migration (`defer`, `file:PATH`, `unix:PATH`).
+    pub incoming: Option<String>,
 }
 
 impl Default for Options {
@@ -178,6 +180,7 @@ impl Default for Options {
             irqchip: IrqchipOption::Kernel,
             hpet: true,
             drives: Vec::new(),
+            incoming: None,
         }
     }
 }
@@ -275,6 +278,8 @@ Devices:
 Control:
   -qmp unix:PATH,server=on[,wait=on|off]
                        QMP control socket (wait=on, the default, waits for a client)
+  -incoming defer|file:PATH|unix:PATH
+                       wait for the machine's state (QMP migrate-incoming after defer)
   -h, --help           this text
   -version             vmkit's version
   -machine help | -cpu help | -device help | -device DRIVER,help
@@ -636,6 +641,12 @@ where
                 options.cpu = parse_cpu(&text)?;
             }
             "-qmp" => options.qmp = Some(parse_qmp(&value("unix:PATH,server=on")?)?),
+            "-incoming" => {
+                let uri = value("a migration URI (defer, file:PATH, unix:PATH)")?;
+                crate::migration::MigrationUri::parse(&uri)
+                    .map_err(|e| error("-incoming", e.to_string()))?;
+                options.incoming = Some(uri);
+            }
             "-serial" => serial_text = Some(value("a character backend")?),
             "-chardev" => {
                 let text = value("a character device")?;

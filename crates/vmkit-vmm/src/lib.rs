@@ -52,6 +52,7 @@ pub mod control;
 pub mod dump;
 mod error;
 pub mod help;
+pub mod migration;
 pub mod qmp;
 pub mod runtime;
 pub mod signals;
