@@ -52,8 +52,8 @@ pub struct VcpuState {
     pub xcrs: kvm_xcrs,
     /// Debug registers DR0-3, DR6, DR7.
     pub debugregs: kvm_debugregs,
-    /// The local APIC's register page.
-    pub lapic: kvm_lapic_state,
+    /// The local APIC's register page (with the in-kernel irqchip only).
+    pub lapic: Option<kvm_lapic_state>,
     /// Every MSR KVM lists that the vCPU would read: (index, value).
     pub msrs: Vec<(u32, u64)>,
     /// Pending exceptions, interrupts, NMIs, SMM and the interrupt shadow.
@@ -102,6 +102,7 @@ impl std::fmt::Debug for VmState {
 pub struct StateContext {
     msr_indices: Vec<u32>,
     xsave2_bytes: Option<usize>,
+    lapic: bool,
 }
 
 impl StateContext {
@@ -115,7 +116,14 @@ impl StateContext {
         Ok(Self {
             msr_indices: list.as_slice().to_vec(),
             xsave2_bytes,
+            lapic: true,
         })
+    }
+
+    /// For vCPUs of a VM without the in-kernel irqchip: no local APIC state is taken or put.
+    pub fn without_lapic(mut self) -> Self {
+        self.lapic = false;
+        self
     }
 
     /// The MSRs a state holds.
@@ -193,7 +201,7 @@ impl Vcpu {
         let debugregs = fd
             .get_debug_regs()
             .map_err(Error::ioctl("KVM_GET_DEBUGREGS"))?;
-        let lapic = self.lapic()?;
+        let lapic = if ctx.lapic { Some(self.lapic()?) } else { None };
         let msrs = self.read_msrs(&ctx.msr_indices)?;
         Ok(VcpuState {
             version: KVM_STATE_VERSION,
@@ -267,7 +275,16 @@ impl Vcpu {
             .map_err(Error::ioctl("KVM_SET_XCRS"))?;
         fd.set_debug_regs(&state.debugregs)
             .map_err(Error::ioctl("KVM_SET_DEBUGREGS"))?;
-        self.set_lapic(&state.lapic)?;
+        match (&state.lapic, ctx.lapic) {
+            (Some(lapic), true) => self.set_lapic(lapic)?,
+            (None, false) => {}
+            (Some(_), false) | (None, true) => {
+                return Err(invalid(
+                    "the vCPU state and this VM differ in having a local APIC (the in-kernel \
+                     irqchip): give the same -irqchip on both sides",
+                ))
+            }
+        }
         // The TSC before the TSC deadline (the deadline is relative to it), then the rest.
         let mut ordered: Vec<(u32, u64)> = state.msrs.clone();
         ordered.sort_by_key(|&(index, _)| match index {
@@ -275,14 +292,25 @@ impl Vcpu {
             MSR_IA32_TSC_DEADLINE => 2,
             _ => 1,
         });
-        for chunk in ordered.chunks(MSR_CHUNK) {
-            let msrs = msrs_of(chunk)?;
-            let written = fd.set_msrs(&msrs).map_err(Error::ioctl("KVM_SET_MSRS"))?;
-            if written != chunk.len() {
-                return Err(invalid(format!(
-                    "KVM_SET_MSRS refused MSR {:#x} (this host's vCPU lacks it)",
-                    chunk[written].0
-                )));
+        let mut rest: &[(u32, u64)] = &ordered;
+        while !rest.is_empty() {
+            let chunk = &rest[..rest.len().min(MSR_CHUNK)];
+            let written = fd
+                .set_msrs(&msrs_of(chunk)?)
+                .map_err(Error::ioctl("KVM_SET_MSRS"))?;
+            if written < chunk.len() {
+                let (index, value) = chunk[written];
+                // An MSR this VM's configuration refuses (a paravirtual feature that needs
+                // the in-kernel LAPIC, say) is only acceptable at its reset value 0.
+                if value != 0 {
+                    return Err(invalid(format!(
+                        "KVM_SET_MSRS refused MSR {index:#x} = {value:#x} (this host's vCPU \
+                         lacks it)"
+                    )));
+                }
+                rest = &rest[written + 1..];
+            } else {
+                rest = &rest[written..];
             }
         }
         self.set_mp_state(state.mp_state)?;

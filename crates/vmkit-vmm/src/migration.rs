@@ -58,6 +58,8 @@ const SECTION_VCPU: u8 = 5;
 const SECTION_END: u8 = 255;
 
 const PAGE: usize = 4096;
+/// Compared with `==` (memcmp, fast even in debug builds).
+static ZERO_PAGE: [u8; PAGE] = [0; PAGE];
 /// Pages per RAM section.
 const PAGES_PER_SECTION: usize = 256;
 
@@ -84,7 +86,9 @@ impl MigrationUri {
         }
         let (scheme, rest) = text.split_once(':').unwrap_or((text, ""));
         match scheme {
-            "file" | "unix" if rest.is_empty() => Err(fail(format!("'{text}': {scheme}: needs a path"))),
+            "file" | "unix" if rest.is_empty() => {
+                Err(fail(format!("'{text}': {scheme}: needs a path")))
+            }
             "file" => Ok(Self::File(rest.into())),
             "unix" => Ok(Self::Unix(rest.into())),
             "tcp" | "exec" | "fd" | "rdma" => Err(fail(format!(
@@ -133,7 +137,11 @@ fn read_section(input: &mut impl Read, index: usize) -> Result<Option<(u8, Vec<u
     while got < head.len() {
         match input.read(&mut head[got..]) {
             Ok(0) if got == 0 => return Ok(None),
-            Ok(0) => return Err(fail(format!("stream truncated in the header of section {index}"))),
+            Ok(0) => {
+                return Err(fail(format!(
+                    "stream truncated in the header of section {index}"
+                )))
+            }
             Ok(n) => got += n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(fail(format!("reading section {index}: {e}"))),
@@ -277,7 +285,9 @@ pub fn register_pc_devices(machine: &vmkit_pc::PcMachine) -> Result<Arc<VmStateR
         let Ok(handle) = vmkit_isa::serial_handle(object) else {
             continue;
         };
-        let path = object.path().unwrap_or_else(|| format!("/machine/{}", object.describe()));
+        let path = object
+            .path()
+            .unwrap_or_else(|| format!("/machine/{}", object.describe()));
         let model = Arc::clone(handle.model());
         let model2 = Arc::clone(&model);
         let timers = machine.timers.clone();
@@ -394,7 +404,11 @@ impl MachineMigration {
             after_restore: Box::new(move || {
                 timers.service();
             }),
-            kvm_state: StateContext::new(kvm)?,
+            kvm_state: if kernel_irqchip {
+                StateContext::new(kvm)?
+            } else {
+                StateContext::new(kvm)?.without_lapic()
+            },
             kernel_irqchip,
             config: json!({
                 "ram-size": machine.layout.ram_size(),
@@ -465,7 +479,7 @@ impl MachineMigration {
                     .map_err(|e| fail(format!("reading guest RAM at {gpa:#x}: {e}")))?;
                 payload.clear();
                 for (i, page) in chunk[..len].chunks(PAGE).enumerate() {
-                    if page.iter().all(|&b| b == 0) {
+                    if page == ZERO_PAGE.as_slice() {
                         info.zero_pages += 1;
                         continue;
                     }
@@ -597,7 +611,11 @@ impl MachineMigration {
                         .map_err(|e| fail(format!("vCPU section {}: {e}", vcpus.len())))?,
                 ),
                 SECTION_END => break,
-                other => return Err(fail(format!("unknown section kind {other} (section {index})"))),
+                other => {
+                    return Err(fail(format!(
+                        "unknown section kind {other} (section {index})"
+                    )))
+                }
             }
         }
         let devices = devices.ok_or_else(|| fail("the stream has no devices section"))?;
@@ -647,7 +665,7 @@ impl MachineMigration {
                 memory
                     .read_slice(&mut page, GuestAddress(gpa))
                     .map_err(|e| fail(format!("reading RAM at {gpa:#x}: {e}")))?;
-                if page.iter().any(|&b| b != 0) {
+                if page != ZERO_PAGE.as_slice() {
                     memory
                         .write_slice(&zero, GuestAddress(gpa))
                         .map_err(|e| fail(format!("clearing RAM at {gpa:#x}: {e}")))?;
@@ -704,12 +722,14 @@ impl MachineMigration {
 
     fn outgoing(&self, uri: &MigrationUri, start: Instant) -> Result<()> {
         let sink: Box<dyn Write + Send> = match uri {
-            MigrationUri::File(path) => Box::new(std::fs::File::create(path).map_err(|e| {
-                fail(format!("Failed to open file '{}': {e}", path.display()))
-            })?),
-            MigrationUri::Unix(path) => Box::new(UnixStream::connect(path).map_err(|e| {
-                fail(format!("Failed to connect to '{}': {e}", path.display()))
-            })?),
+            MigrationUri::File(path) => Box::new(
+                std::fs::File::create(path)
+                    .map_err(|e| fail(format!("Failed to open file '{}': {e}", path.display())))?,
+            ),
+            MigrationUri::Unix(path) => Box::new(
+                UnixStream::connect(path)
+                    .map_err(|e| fail(format!("Failed to connect to '{}': {e}", path.display())))?,
+            ),
             MigrationUri::Defer => return Err(fail("'defer' is for -incoming only")),
         };
         self.set_status("active");
@@ -756,8 +776,9 @@ impl MachineMigration {
                 lock(&self.info).error = Some(e.to_string());
                 self.set_status("failed");
                 eprintln!("vmkit: load of migration failed: {e}");
-                self.controller
-                    .shutdown(ExitReason::InternalError(format!("load of migration failed: {e}")));
+                self.controller.shutdown(ExitReason::InternalError(format!(
+                    "load of migration failed: {e}"
+                )));
                 Err(e)
             }
         }
@@ -766,9 +787,8 @@ impl MachineMigration {
     fn receive(&self, uri: &MigrationUri) -> Result<()> {
         match uri {
             MigrationUri::File(path) => {
-                let file = std::fs::File::open(path).map_err(|e| {
-                    fail(format!("Failed to open file '{}': {e}", path.display()))
-                })?;
+                let file = std::fs::File::open(path)
+                    .map_err(|e| fail(format!("Failed to open file '{}': {e}", path.display())))?;
                 self.set_status("active");
                 self.load(BufReader::with_capacity(1 << 20, file))
             }
@@ -832,8 +852,14 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("not supported yet"));
-        assert!(MigrationUri::parse("file:").unwrap_err().to_string().contains("needs a path"));
-        assert!(MigrationUri::parse("bogus").unwrap_err().to_string().contains("unknown"));
+        assert!(MigrationUri::parse("file:")
+            .unwrap_err()
+            .to_string()
+            .contains("needs a path"));
+        assert!(MigrationUri::parse("bogus")
+            .unwrap_err()
+            .to_string()
+            .contains("unknown"));
     }
 
     #[test]
@@ -848,7 +874,9 @@ mod tests {
         assert_eq!((kind, payload.as_slice()), (SECTION_DEVICES, &b"[]"[..]));
         let mut corrupt = good.clone();
         corrupt[5] ^= 1;
-        let err = read_section(&mut corrupt.as_slice(), 0).unwrap_err().to_string();
+        let err = read_section(&mut corrupt.as_slice(), 0)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("checksum"), "{err}");
         let err = read_section(&mut &good[..good.len() - 2], 0)
             .unwrap_err()
@@ -856,7 +884,9 @@ mod tests {
         assert!(err.contains("truncated"), "{err}");
         let mut huge = good.clone();
         huge[1..5].copy_from_slice(&u32::MAX.to_le_bytes());
-        let err = read_section(&mut huge.as_slice(), 0).unwrap_err().to_string();
+        let err = read_section(&mut huge.as_slice(), 0)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("limit"), "{err}");
     }
 }
