@@ -196,6 +196,8 @@ pub struct MigrationInfo {
     pub ram_total: u64,
     /// The whole stream's size.
     pub stream_bytes: u64,
+    /// CRC-32 of the whole RAM as sent (source) or as loaded (destination).
+    pub ram_crc32: Option<u32>,
     /// Why it failed.
     pub error: Option<String>,
 }
@@ -225,6 +227,9 @@ impl MigrationInfo {
         }
         if let Some(e) = &self.error {
             v["error-desc"] = json!(e);
+        }
+        if let Some(crc) = self.ram_crc32 {
+            v["x-vmkit-ram-crc32"] = json!(crc);
         }
         v
     }
@@ -647,6 +652,25 @@ impl MachineMigration {
         Ok(())
     }
 
+    /// CRC-32 of every RAM range, in order.
+    pub fn ram_crc32(&self) -> Result<u32> {
+        let memory = self.memory.memory();
+        let mut crc = crc32fast::Hasher::new();
+        let mut chunk = vec![0u8; 1 << 20];
+        for &(base, size) in &self.ram {
+            let mut gpa = base;
+            while gpa < base + size {
+                let len = ((base + size - gpa) as usize).min(chunk.len());
+                memory
+                    .read_slice(&mut chunk[..len], GuestAddress(gpa))
+                    .map_err(|e| fail(format!("reading RAM at {gpa:#x}: {e}")))?;
+                crc.update(&chunk[..len]);
+                gpa += len as u64;
+            }
+        }
+        Ok(crc.finalize())
+    }
+
     fn in_ram(&self, gpa: u64) -> bool {
         self.ram
             .iter()
@@ -747,7 +771,11 @@ impl MachineMigration {
                     total_time_ms: start.elapsed().as_millis() as u64,
                     ..stats
                 };
+                drop(info);
                 self.migrated.store(true, Ordering::SeqCst);
+                // The source stays stopped: its RAM is what was sent.
+                let crc = self.ram_crc32()?;
+                lock(&self.info).ram_crc32 = Some(crc);
                 Ok(())
             }
             Err(e) => {
@@ -769,6 +797,9 @@ impl MachineMigration {
         self.incoming.store(false, Ordering::SeqCst);
         match result {
             Ok(()) => {
+                // Before the guest runs: the RAM as loaded.
+                let crc = self.ram_crc32().ok();
+                lock(&self.info).ram_crc32 = crc;
                 self.set_status("completed");
                 self.controller.resume()
             }

@@ -229,8 +229,7 @@ fn assert_consecutive(values: &[u32], first: u32, who: &str) {
 
 fn end(mut child: Vmkit) -> String {
     let _ = child.0.kill();
-    let output = child.0.wait_with_output_ref();
-    output
+    child.0.wait_with_output_ref()
 }
 
 trait WaitRef {
@@ -273,9 +272,17 @@ fn save_and_restore(irqchip: &str) -> PathBuf {
     drop(qmp);
     end(source);
 
-    let restore = ["-incoming".to_string(), format!("file:{}", state.display())];
+    let dest_socket = scratch(&format!("save-{irqchip}-b.qmp"));
+    let mut restore = qmp_arg(&dest_socket).to_vec();
+    restore.extend(["-incoming".to_string(), format!("file:{}", state.display())]);
     let mut dest = start(&guest, irqchip, "64", &out_b, &restore);
     let after = wait_lines(&out_b, 5, &mut dest);
+    let mut dest_qmp = Qmp::connect(&dest_socket);
+    let dest_info = dest_qmp.execute(json!({"execute": "query-migrate"}));
+    assert_eq!(
+        dest_info["return"]["x-vmkit-ram-crc32"], info["x-vmkit-ram-crc32"],
+        "RAM checksum: {dest_info} vs {info}"
+    );
     let last = *before.last().unwrap();
     assert_consecutive(&after, last + 1, "restored");
     end(dest);
@@ -294,7 +301,7 @@ fn save_to_file_and_restore_with_the_userspace_irqchip() {
     let _ = std::fs::remove_file(save_and_restore("user"));
 }
 
-fn live(irqchip: &str, mem: &str) {
+fn live(irqchip: &str, mem: &str, smp: &str) {
     let guest = counter_guest();
     let socket = scratch(&format!("live-{irqchip}.qmp"));
     let mig = scratch(&format!("live-{irqchip}.sock"));
@@ -303,10 +310,13 @@ fn live(irqchip: &str, mem: &str) {
     let dest_socket = scratch(&format!("live-{irqchip}-b.qmp"));
     let mut extra = qmp_arg(&dest_socket).to_vec();
     extra.extend(["-incoming".to_string(), format!("unix:{}", mig.display())]);
+    extra.extend(["-smp".to_string(), smp.to_string()]);
     let mut dest = start(&guest, irqchip, mem, &out_b, &extra);
     let mut dest_qmp = Qmp::connect(&dest_socket);
     assert_eq!(dest_qmp.status(), "inmigrate");
-    let mut source = start(&guest, irqchip, mem, &out_a, &qmp_arg(&socket));
+    let mut source_args = qmp_arg(&socket).to_vec();
+    source_args.extend(["-smp".to_string(), smp.to_string()]);
+    let mut source = start(&guest, irqchip, mem, &out_a, &source_args);
     let mut qmp = Qmp::connect(&socket);
     wait_lines(&out_a, 5, &mut source);
     let r = qmp.execute(
@@ -323,6 +333,14 @@ fn live(irqchip: &str, mem: &str) {
     assert_consecutive(&before, 1, "source");
     let after = wait_lines(&out_b, 5, &mut dest);
     assert_eq!(dest_qmp.status(), "running");
+    let dest_info = dest_qmp.execute(json!({"execute": "query-migrate"}));
+    assert_eq!(dest_info["return"]["status"], "completed", "{dest_info}");
+    let crc = &info["x-vmkit-ram-crc32"];
+    assert!(crc.is_u64(), "{info}");
+    assert_eq!(
+        &dest_info["return"]["x-vmkit-ram-crc32"], crc,
+        "RAM checksum"
+    );
     assert_consecutive(&after, *before.last().unwrap() + 1, "destination");
     drop(qmp);
     end(source);
@@ -332,13 +350,19 @@ fn live(irqchip: &str, mem: &str) {
 #[test]
 fn live_migration_over_unix_with_the_kernel_irqchip() {
     require_kvm!();
-    live("kernel", "256");
+    live("kernel", "256", "1");
 }
 
 #[test]
 fn live_migration_over_unix_with_the_userspace_irqchip() {
     require_kvm!();
-    live("user", "64");
+    live("user", "64", "1");
+}
+
+#[test]
+fn live_migration_over_unix_with_two_vcpus() {
+    require_kvm!();
+    live("kernel", "64", "2");
 }
 
 /// Truncated, corrupt and foreign streams are refused with the reason, and the
