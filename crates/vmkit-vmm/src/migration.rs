@@ -372,7 +372,31 @@ pub fn register_pc_devices(machine: &vmkit_pc::PcMachine) -> Result<Arc<VmStateR
                 .map_err(reg_fail)?;
         }
     }
+    if let Some(hpet) = &machine.hpet {
+        let (a, b) = (Arc::clone(hpet), Arc::clone(hpet));
+        let timers = machine.timers.clone();
+        registry
+            .register(
+                "/machine/hpet",
+                "hpet",
+                vmkit_hpet_version(),
+                Arc::new(FnHandler {
+                    save: move || serde_json::to_value(lock(&a).state()).map_err(|e| e.to_string()),
+                    load: move |v: &Value| {
+                        let state = serde_json::from_value(v.clone()).map_err(|e| e.to_string())?;
+                        lock(&b).restore(&state).map_err(|e| e.to_string())?;
+                        timers.service();
+                        Ok(())
+                    },
+                }),
+            )
+            .map_err(reg_fail)?;
+    }
     Ok(registry)
+}
+
+fn vmkit_hpet_version() -> u32 {
+    1
 }
 
 fn vmkit_serial_version() -> u32 {
