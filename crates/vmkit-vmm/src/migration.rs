@@ -372,6 +372,30 @@ pub fn register_pc_devices(machine: &vmkit_pc::PcMachine) -> Result<Arc<VmStateR
                 .map_err(reg_fail)?;
         }
     }
+    if let Ok(cmos) = vmkit_isa::cmos_handle(&machine.isa.rtc) {
+        let path = machine
+            .isa
+            .rtc
+            .path()
+            .unwrap_or_else(|| "/machine/rtc".into());
+        let cmos2 = Arc::clone(&cmos);
+        registry
+            .register(
+                &path,
+                "mc146818rtc",
+                1,
+                Arc::new(FnHandler {
+                    save: move || {
+                        serde_json::to_value(lock(&cmos).state()).map_err(|e| e.to_string())
+                    },
+                    load: move |v: &Value| {
+                        let state = serde_json::from_value(v.clone()).map_err(|e| e.to_string())?;
+                        lock(&cmos2).restore(&state).map_err(|e| e.to_string())
+                    },
+                }),
+            )
+            .map_err(reg_fail)?;
+    }
     if let Some(hpet) = &machine.hpet {
         let (a, b) = (Arc::clone(hpet), Arc::clone(hpet));
         let timers = machine.timers.clone();
