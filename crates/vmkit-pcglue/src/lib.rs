@@ -71,7 +71,7 @@ pub mod post;
 pub use cmos::{Cmos, CmosMemoryLayout, CmosState, CMOS_STATE_VERSION};
 pub use debug_exit::{DebugExit, ExitFn, ExitRequest, RecordingExit};
 pub use debugcon::DebugCon;
-pub use i8042::I8042;
+pub use i8042::{I8042State, I8042, I8042_STATE_VERSION};
 pub use post::PostPort;
 
 use vm_device::bus::{PioAddress, PioAddressOffset};

@@ -396,6 +396,30 @@ pub fn register_pc_devices(machine: &vmkit_pc::PcMachine) -> Result<Arc<VmStateR
             )
             .map_err(reg_fail)?;
     }
+    if let Ok(kbc) = vmkit_isa::i8042_handle(&machine.isa.i8042) {
+        let path = machine
+            .isa
+            .i8042
+            .path()
+            .unwrap_or_else(|| "/machine/i8042".into());
+        let kbc2 = Arc::clone(&kbc);
+        registry
+            .register(
+                &path,
+                "i8042",
+                1,
+                Arc::new(FnHandler {
+                    save: move || {
+                        serde_json::to_value(lock(&kbc).state()).map_err(|e| e.to_string())
+                    },
+                    load: move |v: &Value| {
+                        let state = serde_json::from_value(v.clone()).map_err(|e| e.to_string())?;
+                        lock(&kbc2).restore(&state).map_err(|e| e.to_string())
+                    },
+                }),
+            )
+            .map_err(reg_fail)?;
+    }
     if let Some(hpet) = &machine.hpet {
         let (a, b) = (Arc::clone(hpet), Arc::clone(hpet));
         let timers = machine.timers.clone();
