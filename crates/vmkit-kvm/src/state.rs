@@ -423,3 +423,19 @@ impl Vcpu {
         }
     }
 }
+
+/// Which 4 KiB pages of the host mapping at `host_addr` (`len` bytes, page-aligned) are
+/// resident (`mincore`): a page of anonymous guest RAM that never was is all zeros, so a
+/// RAM save can skip it without reading (and faulting in) it. `None` if the kernel refuses.
+pub fn resident_pages(host_addr: *mut u8, len: usize) -> Option<Vec<bool>> {
+    let pages = len.div_ceil(4096);
+    let mut vec = vec![0u8; pages];
+    if (host_addr as usize) % 4096 != 0 {
+        return None;
+    }
+    // SAFETY: mincore only reads the residency of the pages of [host_addr, host_addr + len)
+    // and writes one byte per page into `vec`, which holds `pages` bytes; the range is a
+    // mapping of guest RAM the caller holds.
+    let ret = unsafe { libc::mincore(host_addr.cast(), len, vec.as_mut_ptr()) };
+    (ret == 0).then(|| vec.into_iter().map(|b| b & 1 != 0).collect())
+}
