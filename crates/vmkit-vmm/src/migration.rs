@@ -420,6 +420,26 @@ pub fn register_pc_devices(machine: &vmkit_pc::PcMachine) -> Result<Arc<VmStateR
             )
             .map_err(reg_fail)?;
     }
+    {
+        let (a, b) = (
+            Arc::clone(&machine.chipset.fw_cfg),
+            Arc::clone(&machine.chipset.fw_cfg),
+        );
+        registry
+            .register(
+                "/machine/fw_cfg",
+                "fw_cfg",
+                1,
+                Arc::new(FnHandler {
+                    save: move || serde_json::to_value(lock(&a).state()).map_err(|e| e.to_string()),
+                    load: move |v: &Value| {
+                        let state = serde_json::from_value(v.clone()).map_err(|e| e.to_string())?;
+                        lock(&b).restore(&state).map_err(|e| e.to_string())
+                    },
+                }),
+            )
+            .map_err(reg_fail)?;
+    }
     if let Some(hpet) = &machine.hpet {
         let (a, b) = (Arc::clone(hpet), Arc::clone(hpet));
         let timers = machine.timers.clone();
