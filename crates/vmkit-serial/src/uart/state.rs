@@ -8,7 +8,7 @@ use crate::{Error, Result, FIFO_SIZE};
 use std::io::Write;
 use vmkit_hw::{Clock, IrqLine};
 
-/// The layout version [`SerialState`] has; [`Serial::from_state`] accepts only this one.
+/// The layout version [`SerialState`] has; [`Serial::restore`] accepts only this one.
 pub const SERIAL_STATE_VERSION: u32 = 1;
 
 /// Everything a guest can observe of a [`Serial`]: registers, the receive FIFO with the
