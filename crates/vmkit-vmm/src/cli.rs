@@ -153,7 +153,8 @@ pub struct Options {
     pub hpet: bool,
     /// `-drive`, in order, each with its id (given, or QEMU's default `virtio0`, `none0`, ...).
     pub drives: Vec<vmkit_block::DriveSpec>,
-    /// `-incoming URI`: wait for an incoming migration (`defer`, `file:PATH`, `unix:PATH`).
+    /// `-incoming URI`: wait for an incoming migration (`defer`, `file:PATH`, `unix:PATH`,
+    /// `tcp:HOST:PORT`, `exec:CMD`).
     pub incoming: Option<String>,
 }
 
@@ -278,7 +279,7 @@ Devices:
 Control:
   -qmp unix:PATH,server=on[,wait=on|off]
                        QMP control socket (wait=on, the default, waits for a client)
-  -incoming defer|file:PATH|unix:PATH
+  -incoming defer|file:PATH|unix:PATH|tcp:HOST:PORT|exec:CMD
                        wait for the machine's state (QMP migrate-incoming after defer)
   -h, --help           this text
   -version             vmkit's version
@@ -642,7 +643,9 @@ where
             }
             "-qmp" => options.qmp = Some(parse_qmp(&value("unix:PATH,server=on")?)?),
             "-incoming" => {
-                let uri = value("a migration URI (defer, file:PATH, unix:PATH)")?;
+                let uri = value(
+                    "a migration URI (defer, file:PATH, unix:PATH, tcp:HOST:PORT, exec:CMD)",
+                )?;
                 crate::migration::MigrationUri::parse(&uri)
                     .map_err(|e| error("-incoming", e.to_string()))?;
                 options.incoming = Some(uri);

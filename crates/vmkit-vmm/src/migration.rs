@@ -76,6 +76,11 @@ pub enum MigrationUri {
     File(PathBuf),
     /// `unix:PATH`: the destination listens, the source connects.
     Unix(PathBuf),
+    /// `tcp:HOST:PORT`: the destination listens, the source connects.
+    Tcp(String),
+    /// `exec:CMD`: the source writes the stream to the command's stdin, the destination
+    /// reads it from the command's stdout (`sh -c CMD`).
+    Exec(String),
 }
 
 impl MigrationUri {
@@ -91,11 +96,17 @@ impl MigrationUri {
             }
             "file" => Ok(Self::File(rest.into())),
             "unix" => Ok(Self::Unix(rest.into())),
-            "tcp" | "exec" | "fd" | "rdma" => Err(fail(format!(
-                "'{text}': the {scheme}: transport is not supported yet (use file: or unix:)"
+            "tcp" if !rest.contains(':') => Err(fail(format!("'{text}': tcp: needs HOST:PORT"))),
+            "tcp" => Ok(Self::Tcp(rest.to_string())),
+            "exec" if rest.is_empty() => Err(fail(format!("'{text}': exec: needs a command"))),
+            "exec" => Ok(Self::Exec(rest.to_string())),
+            "fd" | "rdma" => Err(fail(format!(
+                "'{text}': the {scheme}: transport is not supported yet (use file:, unix:, \
+                 tcp: or exec:)"
             ))),
             _ => Err(fail(format!(
-                "'{text}': unknown migration protocol (use file:PATH or unix:PATH)"
+                "'{text}': unknown migration protocol (use file:PATH, unix:PATH, \
+                 tcp:HOST:PORT or exec:CMD)"
             ))),
         }
     }
@@ -884,6 +895,18 @@ impl MachineMigration {
                 UnixStream::connect(path)
                     .map_err(|e| fail(format!("Failed to connect to '{}': {e}", path.display())))?,
             ),
+            MigrationUri::Tcp(addr) => Box::new(
+                std::net::TcpStream::connect(addr)
+                    .map_err(|e| fail(format!("Failed to connect to '{addr}': {e}")))?,
+            ),
+            MigrationUri::Exec(cmd) => {
+                let mut child = std::process::Command::new("sh")
+                    .args(["-c", cmd])
+                    .stdin(std::process::Stdio::piped())
+                    .spawn()
+                    .map_err(|e| fail(format!("exec '{cmd}': {e}")))?;
+                Box::new(child.stdin.take().ok_or_else(|| fail("exec: no stdin"))?)
+            }
             MigrationUri::Defer => return Err(fail("'defer' is for -incoming only")),
         };
         self.set_status("active");
@@ -964,6 +987,27 @@ impl MachineMigration {
                 self.set_status("active");
                 self.load(BufReader::with_capacity(1 << 20, stream))
             }
+            MigrationUri::Tcp(addr) => {
+                let listener = std::net::TcpListener::bind(addr)
+                    .map_err(|e| fail(format!("Failed to bind '{addr}': {e}")))?;
+                let (stream, _) = listener
+                    .accept()
+                    .map_err(|e| fail(format!("accepting on '{addr}': {e}")))?;
+                self.set_status("active");
+                self.load(BufReader::with_capacity(1 << 20, stream))
+            }
+            MigrationUri::Exec(cmd) => {
+                let mut child = std::process::Command::new("sh")
+                    .args(["-c", cmd])
+                    .stdout(std::process::Stdio::piped())
+                    .spawn()
+                    .map_err(|e| fail(format!("exec '{cmd}': {e}")))?;
+                let out = child.stdout.take().ok_or_else(|| fail("exec: no stdout"))?;
+                self.set_status("active");
+                let result = self.load(BufReader::with_capacity(1 << 20, out));
+                let _ = child.wait();
+                result
+            }
             MigrationUri::Defer => Err(fail("migrate-incoming needs a URI, not 'defer'")),
         }
     }
@@ -1009,7 +1053,11 @@ mod tests {
             MigrationUri::parse("unix:/tmp/m.sock").unwrap(),
             MigrationUri::Unix("/tmp/m.sock".into())
         );
-        assert!(MigrationUri::parse("tcp:0:4444")
+        assert_eq!(
+            MigrationUri::parse("tcp:127.0.0.1:4444").unwrap(),
+            MigrationUri::Tcp("127.0.0.1:4444".into())
+        );
+        assert!(MigrationUri::parse("fd:3")
             .unwrap_err()
             .to_string()
             .contains("not supported yet"));

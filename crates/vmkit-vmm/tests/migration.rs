@@ -249,17 +249,31 @@ impl WaitRef for Child {
 
 /// Save to a file, restore in a new process: the counter runs on from where it stopped.
 fn save_and_restore(irqchip: &str) -> PathBuf {
+    save_and_restore_via(irqchip, false)
+}
+
+/// As [`save_and_restore`]; with `exec`, through `exec:cat > FILE` and `exec:cat FILE`.
+fn save_and_restore_via(irqchip: &str, exec: bool) -> PathBuf {
     let guest = counter_guest();
-    let socket = scratch(&format!("save-{irqchip}.qmp"));
-    let out_a = scratch(&format!("save-{irqchip}-a.txt"));
-    let out_b = scratch(&format!("save-{irqchip}-b.txt"));
-    let state = scratch(&format!("save-{irqchip}.state"));
+    let socket = scratch(&format!("save-{irqchip}-{exec}.qmp"));
+    let out_a = scratch(&format!("save-{irqchip}-{exec}-a.txt"));
+    let out_b = scratch(&format!("save-{irqchip}-{exec}-b.txt"));
+    let state = scratch(&format!("save-{irqchip}-{exec}.state"));
+    let (save_uri, load_uri) = if exec {
+        (
+            format!("exec:cat > '{}'", state.display()),
+            format!("exec:cat '{}'", state.display()),
+        )
+    } else {
+        (
+            format!("file:{}", state.display()),
+            format!("file:{}", state.display()),
+        )
+    };
     let mut source = start(&guest, irqchip, "64", &out_a, &qmp_arg(&socket));
     let mut qmp = Qmp::connect(&socket);
     wait_lines(&out_a, 5, &mut source);
-    let r = qmp.execute(
-        json!({"execute": "migrate", "arguments": {"uri": format!("file:{}", state.display())}}),
-    );
+    let r = qmp.execute(json!({"execute": "migrate", "arguments": {"uri": save_uri}}));
     assert!(r.get("return").is_some(), "{r}");
     let info = qmp.wait_migration();
     assert_eq!(info["status"], "completed", "{info}");
@@ -272,9 +286,9 @@ fn save_and_restore(irqchip: &str) -> PathBuf {
     drop(qmp);
     end(source);
 
-    let dest_socket = scratch(&format!("save-{irqchip}-b.qmp"));
+    let dest_socket = scratch(&format!("save-{irqchip}-{exec}-b.qmp"));
     let mut restore = qmp_arg(&dest_socket).to_vec();
-    restore.extend(["-incoming".to_string(), format!("file:{}", state.display())]);
+    restore.extend(["-incoming".to_string(), load_uri]);
     let mut dest = start(&guest, irqchip, "64", &out_b, &restore);
     let after = wait_lines(&out_b, 5, &mut dest);
     let mut dest_qmp = Qmp::connect(&dest_socket);
@@ -296,12 +310,22 @@ fn save_to_file_and_restore_with_the_kernel_irqchip() {
 }
 
 #[test]
+fn save_and_restore_through_exec_commands() {
+    require_kvm!();
+    let _ = std::fs::remove_file(save_and_restore_via("kernel", true));
+}
+
+#[test]
 fn save_to_file_and_restore_with_the_userspace_irqchip() {
     require_kvm!();
     let _ = std::fs::remove_file(save_and_restore("user"));
 }
 
 fn live(irqchip: &str, mem: &str, smp: &str) {
+    live_via(irqchip, mem, smp, "unix");
+}
+
+fn live_via(irqchip: &str, mem: &str, smp: &str, transport: &str) {
     let guest = counter_guest();
     let socket = scratch(&format!("live-{irqchip}.qmp"));
     let mig = scratch(&format!("live-{irqchip}.sock"));
@@ -309,7 +333,17 @@ fn live(irqchip: &str, mem: &str, smp: &str) {
     let out_b = scratch(&format!("live-{irqchip}-b.txt"));
     let dest_socket = scratch(&format!("live-{irqchip}-b.qmp"));
     let mut extra = qmp_arg(&dest_socket).to_vec();
-    extra.extend(["-incoming".to_string(), format!("unix:{}", mig.display())]);
+    let uri = if transport == "tcp" {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        format!("tcp:127.0.0.1:{port}")
+    } else {
+        format!("unix:{}", mig.display())
+    };
+    extra.extend(["-incoming".to_string(), uri.clone()]);
     extra.extend(["-smp".to_string(), smp.to_string()]);
     let mut dest = start(&guest, irqchip, mem, &out_b, &extra);
     let mut dest_qmp = Qmp::connect(&dest_socket);
@@ -319,9 +353,7 @@ fn live(irqchip: &str, mem: &str, smp: &str) {
     let mut source = start(&guest, irqchip, mem, &out_a, &source_args);
     let mut qmp = Qmp::connect(&socket);
     wait_lines(&out_a, 5, &mut source);
-    let r = qmp.execute(
-        json!({"execute": "migrate", "arguments": {"uri": format!("unix:{}", mig.display())}}),
-    );
+    let r = qmp.execute(json!({"execute": "migrate", "arguments": {"uri": uri}}));
     assert!(r.get("return").is_some(), "{r}");
     let info = qmp.wait_migration();
     assert_eq!(info["status"], "completed", "{info}");
@@ -360,6 +392,12 @@ fn live_migration_over_unix_with_the_userspace_irqchip() {
 }
 
 #[test]
+fn live_migration_over_tcp() {
+    require_kvm!();
+    live_via("kernel", "64", "1", "tcp");
+}
+
+#[test]
 fn live_migration_over_unix_with_two_vcpus() {
     require_kvm!();
     live("kernel", "64", "2");
@@ -395,7 +433,7 @@ fn bad_streams_are_refused_and_an_unreachable_target_leaves_the_source_running()
     assert_eq!(qmp.status(), "running");
     let n = lines(&out_a).len();
     wait_lines(&out_a, n + 3, &mut source);
-    let r = qmp.execute(json!({"execute": "migrate", "arguments": {"uri": "tcp:localhost:1"}}));
+    let r = qmp.execute(json!({"execute": "migrate", "arguments": {"uri": "fd:3"}}));
     assert!(
         r["error"]["desc"]
             .as_str()
