@@ -353,6 +353,7 @@ pub fn start_pc(
         additions,
     )?;
     if let Some(uri) = &options.incoming {
+        migration.set_stay_paused(options.start_paused);
         match crate::migration::MigrationUri::parse(uri)? {
             crate::migration::MigrationUri::Defer => migration.set_deferred(),
             uri => {

@@ -262,6 +262,7 @@ pub struct MachineMigration {
     incoming: AtomicBool,
     migrated: AtomicBool,
     busy: AtomicBool,
+    stay_paused: AtomicBool,
 }
 
 impl std::fmt::Debug for MachineMigration {
@@ -528,7 +529,13 @@ impl MachineMigration {
             incoming: AtomicBool::new(false),
             migrated: AtomicBool::new(false),
             busy: AtomicBool::new(false),
+            stay_paused: AtomicBool::new(false),
         }))
+    }
+
+    /// After an incoming migration, stay paused (`-S`, as QEMU) instead of running.
+    pub fn set_stay_paused(&self, paused: bool) {
+        self.stay_paused.store(paused, Ordering::SeqCst);
     }
 
     /// Where MIGRATION events go.
@@ -954,7 +961,12 @@ impl MachineMigration {
                 let crc = self.ram_crc32().ok();
                 lock(&self.info).ram_crc32 = crc;
                 self.set_status("completed");
-                self.controller.resume()
+                if self.stay_paused.load(Ordering::SeqCst) {
+                    // `-S`: the loaded machine waits for `cont` (still in prelaunch).
+                    Ok(())
+                } else {
+                    self.controller.resume()
+                }
             }
             Err(e) => {
                 lock(&self.info).error = Some(e.to_string());

@@ -289,9 +289,29 @@ fn save_and_restore_via(irqchip: &str, exec: bool) -> PathBuf {
     let dest_socket = scratch(&format!("save-{irqchip}-{exec}-b.qmp"));
     let mut restore = qmp_arg(&dest_socket).to_vec();
     restore.extend(["-incoming".to_string(), load_uri]);
+    if exec {
+        // With -S the loaded machine waits for `cont`, as QEMU's.
+        restore.push("-S".to_string());
+    }
     let mut dest = start(&guest, irqchip, "64", &out_b, &restore);
-    let after = wait_lines(&out_b, 5, &mut dest);
     let mut dest_qmp = Qmp::connect(&dest_socket);
+    if exec {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let r = dest_qmp.execute(json!({"execute": "query-migrate"}));
+            if r["return"]["status"] == "completed" {
+                break;
+            }
+            assert!(Instant::now() < deadline, "no incoming migration: {r}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(lines(&out_b).is_empty(), "the guest ran before cont");
+        assert_eq!(dest_qmp.status(), "prelaunch");
+        let r = dest_qmp.execute(json!({"execute": "cont"}));
+        assert!(r.get("return").is_some(), "{r}");
+    }
+    let after = wait_lines(&out_b, 5, &mut dest);
     let dest_info = dest_qmp.execute(json!({"execute": "query-migrate"}));
     assert_eq!(
         dest_info["return"]["x-vmkit-ram-crc32"], info["x-vmkit-ram-crc32"],
