@@ -55,7 +55,7 @@
 pub mod device;
 pub mod loader;
 
-pub use device::{E820Entry, FwCfg, LinuxBoot};
+pub use device::{E820Entry, FwCfg, FwCfgState, LinuxBoot, FW_CFG_STATE_VERSION};
 pub use loader::{AllocZone, TableLoader};
 
 /// Selector port on x86 (16-bit little-endian writes).
@@ -161,6 +161,16 @@ pub const FW_CFG_DMA_CTL_WRITE: u32 = 0x10;
 /// Errors from building fw_cfg contents (the guest side never fails, see [`device`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
+    /// A saved state of a layout version this build does not read.
+    #[error(
+        "fw_cfg state version {found} is not supported (this build reads version {supported})"
+    )]
+    StateVersion {
+        /// The version in the state.
+        found: u32,
+        /// The version this build reads.
+        supported: u32,
+    },
     /// A file name does not fit the 56-byte name field.
     #[error(
         "fw_cfg file name {name:?} is {len} bytes, the limit is {max} (56-byte field with NUL)"

@@ -642,6 +642,22 @@ impl<I: HpetIrq, C: Clock> Hpet<I, C> {
         }
     }
 
+    /// Puts this HPET into `state` in place (as [`Hpet::from_state`] with this device's
+    /// configuration, lines and clock); on error it is left as it was.
+    pub fn restore(&mut self, state: &HpetState) -> Result<()>
+    where
+        I: Clone,
+        C: Clone,
+    {
+        let config = HpetConfig {
+            timers: u8::try_from(self.timers.len()).unwrap_or(HPET_MAX_TIMERS),
+            int_route_cap: self.int_route_cap,
+            fsb: self.fsb_cap,
+        };
+        *self = Self::from_state(config, state, self.irq.clone(), self.clock.clone())?;
+        Ok(())
+    }
+
     /// Creates an HPET from a saved state; `config` must describe the same device (timer
     /// count). Capability bits come from `config`, not from the state. Lines are driven to
     /// the restored levels.

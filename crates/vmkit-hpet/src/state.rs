@@ -1,7 +1,7 @@
 //! A plain, versioned snapshot of the HPET for save/restore.
 //!
-//! The workspace has no serde yet, so this is a plain struct of integers: a VMM serializes
-//! it however it serializes the rest of the machine.
+//! Plain integers with serde derives: a VMM serializes it however it serializes the rest of
+//! the machine.
 
 /// The layout version [`HpetState`] has; [`Hpet::from_state`](crate::Hpet::from_state)
 /// accepts only this one.
@@ -9,7 +9,7 @@ pub const HPET_STATE_VERSION: u32 = 1;
 
 /// The HPET's guest-visible and hidden state (QEMU's `vmstate_hpet`, version 2, with the
 /// counter and deadlines made clock-independent).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct HpetState {
     /// Layout version, [`HPET_STATE_VERSION`].
     pub version: u32,
@@ -25,7 +25,7 @@ pub struct HpetState {
 }
 
 /// One timer of an [`HpetState`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct HpetTimerState {
     /// Configuration and capability register (capabilities are taken from the device's
     /// configuration on restore).

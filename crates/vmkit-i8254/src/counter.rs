@@ -14,7 +14,7 @@ const BINARY_MODULUS: u32 = 65_536;
 const BCD_MODULUS: u32 = 10_000;
 
 /// How the CPU reads and writes a counter's 16-bit value (control word bits RW1 RW0).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum AccessMode {
     /// Least significant byte only; the most significant byte of a written count is 0.
     Lsb,
@@ -46,7 +46,7 @@ impl AccessMode {
 }
 
 /// Why a held counter is not counting.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 enum HeldKind {
     /// Nothing to count yet (no count since the control word, mode 1/5 waiting for a trigger,
     /// mode 2/3 stopped by its gate: a gate trigger reloads the count).
@@ -57,7 +57,7 @@ enum HeldKind {
 }
 
 /// A counting sequence that started (CE loaded or resumed) at tick `start`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct Run {
     start: u64,
     /// CE at `start` (0..=modulus; the modulus itself reads as 0).
@@ -71,13 +71,13 @@ struct Run {
     low_first: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 enum Activity {
     Held { ce: u32, out: bool, kind: HeldKind },
     Counting(Run),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 enum PendingKind {
     /// CR -> CE on the CLK pulse after a count write (modes 0, 2, 3, 4).
     Load,
@@ -89,7 +89,7 @@ enum PendingKind {
     Resume,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct Pending {
     tick: u64,
     kind: PendingKind,
@@ -98,7 +98,7 @@ struct Pending {
 }
 
 /// One of the three counters of an 8254.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Counter {
     /// M2 M1 M0 as written (6 and 7 are kept so the status byte returns them).
     mode_bits: u8,
@@ -726,5 +726,35 @@ impl Counter {
                 }
             }
         }
+    }
+}
+
+impl Counter {
+    /// Whether a counter read from a saved state is one this model can be in: a mode,
+    /// counts within the modulus and reload values that are not 0. Names the bad field.
+    pub(crate) fn check(&self) -> Result<(), &'static str> {
+        let modulus = self.modulus();
+        if self.mode_bits > 7 {
+            return Err("mode_bits");
+        }
+        let count_ok = |c: u32| (1..=modulus).contains(&c);
+        match &self.activity {
+            Activity::Held { ce, .. } if *ce > modulus => return Err("activity.ce"),
+            Activity::Counting(run) => {
+                if run.ce0 > modulus {
+                    return Err("activity.ce0");
+                }
+                if !count_ok(run.reload) {
+                    return Err("activity.reload");
+                }
+            }
+            Activity::Held { .. } => {}
+        }
+        if let Some(p) = &self.pending {
+            if !count_ok(p.count) {
+                return Err("pending.count");
+            }
+        }
+        Ok(())
     }
 }

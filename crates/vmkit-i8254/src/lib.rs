@@ -86,9 +86,11 @@
 #![forbid(unsafe_code)]
 
 mod counter;
+mod state;
 
 pub use counter::AccessMode;
 use counter::Counter;
+pub use state::{CounterState, PitState, PIT_STATE_VERSION};
 use vm_device::bus::{PioAddress, PioAddressOffset};
 use vm_device::MutDevicePio;
 use vmkit_hw::{Clock, IrqLine};
@@ -128,6 +130,22 @@ pub enum Error {
     /// A counter index other than 0, 1 or 2.
     #[error("the 8254 has counters 0, 1 and 2; there is no counter {0}")]
     NoSuchCounter(usize),
+    /// A saved state of a layout version this build does not read.
+    #[error("i8254 state version {found} is not supported (this build reads version {supported})")]
+    StateVersion {
+        /// The version in the state.
+        found: u32,
+        /// The version this build reads.
+        supported: u32,
+    },
+    /// A saved state no 8254 can be in.
+    #[error("invalid i8254 state: counter {counter} field {field} is out of range")]
+    InvalidState {
+        /// The counter (0..2), or 3 for the counter list itself.
+        counter: usize,
+        /// The field.
+        field: &'static str,
+    },
 }
 
 /// Result type of this crate.
@@ -183,6 +201,8 @@ pub struct Pit<L: IrqLine, C: Clock> {
     irq_level: bool,
     /// OUT0 changes up to and including this tick have been delivered to IRQ0.
     irq_tick: u64,
+    /// Added to the clock's ns: a restored PIT keeps the time base of the one saved.
+    ns_bias: i64,
 }
 
 impl<L: IrqLine, C: Clock> Pit<L, C> {
@@ -196,6 +216,7 @@ impl<L: IrqLine, C: Clock> Pit<L, C> {
             clock,
             irq_level: false,
             irq_tick,
+            ns_bias: 0,
         };
         pit.irq0.set_level(false);
         pit
@@ -234,7 +255,19 @@ impl<L: IrqLine, C: Clock> Pit<L, C> {
     }
 
     fn now_tick(&self) -> u64 {
-        ns_to_ticks(self.clock.now_ns())
+        ns_to_ticks(self.time_base_ns())
+    }
+
+    /// The clock's ns on the PIT's time base (the saved one's, after a restore).
+    fn time_base_ns(&self) -> u64 {
+        let ns = i128::from(self.clock.now_ns()) + i128::from(self.ns_bias);
+        u64::try_from(ns.max(0)).unwrap_or(u64::MAX)
+    }
+
+    /// The clock's ns at which the PIT's time base reads `tick` (clamped at 0).
+    fn tick_to_clock_ns(&self, tick: u64) -> u64 {
+        let ns = i128::from(ticks_to_ns(tick)) - i128::from(self.ns_bias);
+        u64::try_from(ns.max(0)).unwrap_or(u64::MAX)
     }
 
     /// Reads `data.len()` bytes starting at I/O port `port`, one port per byte.
@@ -435,7 +468,7 @@ impl<L: IrqLine, C: Clock> Pit<L, C> {
     pub fn next_deadline_ns(&self) -> Option<u64> {
         self.counters[0]
             .next_out_change(self.irq_tick)
-            .map(ticks_to_ns)
+            .map(|tick| self.tick_to_clock_ns(tick))
     }
 
     /// When OUT0 next goes high (the next IRQ0 rising edge), or `None` if it never will without
@@ -449,7 +482,7 @@ impl<L: IrqLine, C: Clock> Pit<L, C> {
         } else {
             counter.next_out_change(first)?
         };
-        Some(ticks_to_ns(rising))
+        Some(self.tick_to_clock_ns(rising))
     }
 
     /// A snapshot of counter `index` (0, 1 or 2) at the current time.

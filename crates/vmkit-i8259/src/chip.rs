@@ -63,14 +63,14 @@ pub(crate) struct I8259 {
     pub(crate) pins: u8,
     /// Edge/level control register (PIIX ELCR), already masked by `elcr_writable`.
     pub(crate) elcr: u8,
-    elcr_writable: u8,
+    pub(crate) elcr_writable: u8,
     /// The IR with the highest priority; IR `highest_priority - 1` is the lowest.
     pub(crate) highest_priority: u8,
-    read_isr: bool,
-    poll: bool,
+    pub(crate) read_isr: bool,
+    pub(crate) poll: bool,
     pub(crate) special_mask: bool,
     pub(crate) init: InitStep,
-    icw4_expected: bool,
+    pub(crate) icw4_expected: bool,
     pub(crate) single: bool,
     /// ICW1 LTIM: every input level-triggered.
     pub(crate) level_triggered: bool,

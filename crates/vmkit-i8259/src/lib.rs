@@ -49,6 +49,7 @@
 #![forbid(unsafe_code)]
 
 mod chip;
+mod state;
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -57,6 +58,7 @@ use vm_device::MutDevicePio;
 use vmkit_hw::IrqLine;
 
 use chip::{InitStep, Role, I8259};
+pub use state::{ChipState, PicState, PIC_STATE_VERSION};
 
 /// First port of the master 8259A (command / status; the data / IMR port follows).
 pub const PIC_MASTER_BASE: u16 = 0x20;
@@ -96,6 +98,22 @@ pub enum Error {
          connect an ISA device that uses IRQ 2 to IRQ 9, as the PC/AT bus does"
     )]
     CascadeLine,
+    /// A saved state of a layout version this build does not read.
+    #[error("i8259 state version {found} is not supported (this build reads version {supported})")]
+    StateVersion {
+        /// The version in the state.
+        found: u32,
+        /// The version this build reads.
+        supported: u32,
+    },
+    /// A saved state no 8259A pair can be in.
+    #[error("invalid i8259 state: {field} = {value} is out of range")]
+    InvalidState {
+        /// The field, such as `master.init_step`.
+        field: &'static str,
+        /// Its value.
+        value: u8,
+    },
 }
 
 /// The result type of this crate.

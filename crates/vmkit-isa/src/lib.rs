@@ -93,11 +93,11 @@ pub mod devices;
 pub mod irq;
 
 pub use devices::{
-    add_pc_isa_devices, cmos_handle, pit_handle, post_handle, register_isa_types, serial_handle,
-    InterruptModel, IsaCmos, IsaConfig, IsaContext, IsaDevices, IsaI8042, IsaPit, IsaSerial,
-    MachineEvents, RecordingEvents, SerialBackend, SerialHandle, SharedBuffer, TYPE_DEBUGCON,
-    TYPE_DEBUG_EXIT, TYPE_I8042, TYPE_I8254, TYPE_I8259, TYPE_ISA_DEVICE, TYPE_ISA_SERIAL,
-    TYPE_PORT80, TYPE_RTC,
+    add_pc_isa_devices, cmos_handle, i8042_handle, pit_handle, post_handle, register_isa_types,
+    serial_handle, InterruptModel, IsaCmos, IsaConfig, IsaContext, IsaDevices, IsaI8042, IsaPit,
+    IsaSerial, MachineEvents, RecordingEvents, SerialBackend, SerialHandle, SharedBuffer,
+    TYPE_DEBUGCON, TYPE_DEBUG_EXIT, TYPE_I8042, TYPE_I8254, TYPE_I8259, TYPE_ISA_DEVICE,
+    TYPE_ISA_SERIAL, TYPE_PORT80, TYPE_RTC,
 };
 pub use devices::{IsaTestdev, TYPE_PC_TESTDEV};
 pub use irq::{IrqRouter, IsaIrqLine, PicIntr, RecordingRouter, UserspacePic, Waker};

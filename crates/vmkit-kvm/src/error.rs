@@ -64,6 +64,9 @@ pub enum Error {
     /// The kvm_run mapping holds exit data the crate cannot trust.
     #[error("malformed KVM exit data: {0}")]
     MalformedExit(&'static str),
+    /// A saved vCPU or VM state does not fit this VM; the text says why.
+    #[error("invalid KVM state: {0}")]
+    InvalidState(String),
 }
 
 impl Error {

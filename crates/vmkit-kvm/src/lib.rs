@@ -81,6 +81,7 @@ mod ioeventfd;
 pub mod kick;
 mod listener;
 mod routing;
+pub mod state;
 mod system;
 mod vcpu;
 mod vm;

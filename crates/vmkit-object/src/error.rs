@@ -265,6 +265,14 @@ pub enum Error {
     /// A device-specific failure reported by a hook or accessor.
     #[error("{0}")]
     Failed(String),
+    /// Saving or restoring the state of the object at `path` failed.
+    #[error("device state of '{path}': {reason}")]
+    VmState {
+        /// The object's path.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
 }
 
 impl Error {

@@ -83,6 +83,7 @@ mod options;
 mod property;
 mod registry;
 mod tree;
+mod vmstate;
 
 pub use class::{Class, ClassData, Context, InitFn, LifecycleFn, ParentHook, ParentReset, ResetFn};
 pub use error::{Error, Result};
@@ -93,6 +94,7 @@ pub use property::{
 };
 pub use registry::{Registry, TypeInfo, TypeSummary, TYPE_CONTAINER, TYPE_INTERFACE, TYPE_OBJECT};
 pub use tree::ObjectTree;
+pub use vmstate::{VmStateHandler, VmStateRegistry, VmStateSection};
 
 /// Re-exported so users need no direct `serde_json` dependency for property values.
 pub use serde_json::{json, Value};

@@ -70,10 +70,10 @@ pub mod i8042;
 pub mod post;
 pub mod testdev;
 
-pub use cmos::{Cmos, CmosMemoryLayout};
+pub use cmos::{Cmos, CmosMemoryLayout, CmosState, CMOS_STATE_VERSION};
 pub use debug_exit::{DebugExit, ExitFn, ExitRequest, RecordingExit};
 pub use debugcon::DebugCon;
-pub use i8042::I8042;
+pub use i8042::{I8042State, I8042, I8042_STATE_VERSION};
 pub use post::PostPort;
 pub use testdev::{PcTestdev, TestdevIrq};
 
@@ -101,6 +101,26 @@ pub const DEBUG_EXIT_DEFAULT_SIZE: u16 = 2;
 /// Errors from configuring the devices (guest accesses never fail).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
+    /// A saved state of a layout version this build does not read.
+    #[error(
+        "{device} state version {found} is not supported (this build reads version {supported})"
+    )]
+    StateVersion {
+        /// The device.
+        device: &'static str,
+        /// The version in the state.
+        found: u32,
+        /// The version this build reads.
+        supported: u32,
+    },
+    /// A saved state the device cannot be in.
+    #[error("invalid {device} state: {field}")]
+    InvalidState {
+        /// The device.
+        device: &'static str,
+        /// The field and what is wrong with it.
+        field: &'static str,
+    },
     /// The CMOS memory layout puts more than 4 GiB below 4 GiB.
     #[error(
         "CMOS memory layout has {below_4g:#x} bytes below 4 GiB, more than 4 GiB; \

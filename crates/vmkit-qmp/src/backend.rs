@@ -69,4 +69,27 @@ pub trait QmpBackend: Send {
     fn object_tree(&self) -> Option<&ObjectTree> {
         None
     }
+
+    /// `migrate`: sends the machine's state to `uri` (`file:PATH`, `unix:PATH`...). Returns
+    /// once the migration has started; progress is in [`QmpBackend::query_migrate`].
+    fn migrate(&mut self, uri: &str) -> Result<(), QmpError> {
+        let _ = uri;
+        Err(QmpError::generic("migration is not supported by this VMM"))
+    }
+
+    /// `query-migrate`: QEMU's `MigrationInfo` (`{}` before any migration).
+    fn query_migrate(&mut self) -> Value {
+        serde_json::json!({})
+    }
+
+    /// `migrate-incoming`: receives the machine's state from `uri` (after `-incoming defer`).
+    fn migrate_incoming(&mut self, uri: &str) -> Result<(), QmpError> {
+        let _ = uri;
+        Err(QmpError::generic("migration is not supported by this VMM"))
+    }
+
+    /// `migrate_cancel`: stops an outgoing migration; the source keeps running.
+    fn migrate_cancel(&mut self) -> Result<(), QmpError> {
+        Ok(())
+    }
 }

@@ -114,6 +114,10 @@ pub enum RunState {
     GuestPanicked,
     /// Stopped by the gdb stub (a breakpoint, a step, Ctrl-C).
     Debug,
+    /// Waiting for an incoming migration (`-incoming`).
+    InMigrate,
+    /// Migrated away: the source stays stopped.
+    PostMigrate,
 }
 
 impl RunState {
@@ -127,6 +131,8 @@ impl RunState {
             RunState::InternalError => "internal-error",
             RunState::GuestPanicked => "guest-panicked",
             RunState::Debug => "debug",
+            RunState::InMigrate => "inmigrate",
+            RunState::PostMigrate => "postmigrate",
         }
     }
 }

@@ -111,6 +111,19 @@ const COMMANDS: &[(&str, &[Param])] = &[
         ],
     ),
     (
+        "migrate",
+        &[
+            required("uri", ParamKind::Str),
+            optional("detach", ParamKind::Bool),
+            optional("blk", ParamKind::Bool),
+            optional("inc", ParamKind::Bool),
+            optional("resume", ParamKind::Bool),
+        ],
+    ),
+    ("query-migrate", &[]),
+    ("migrate-incoming", &[required("uri", ParamKind::Str)]),
+    ("migrate_cancel", &[]),
+    (
         "set_link",
         &[
             required("name", ParamKind::Str),
@@ -405,6 +418,19 @@ impl QmpSession {
                     .collect(),
             )),
             "query-exits" => Ok(backend.query_exits()),
+            "migrate" => {
+                backend.migrate(str_arg(args, "uri"))?;
+                ok()
+            }
+            "query-migrate" => Ok(backend.query_migrate()),
+            "migrate-incoming" => {
+                backend.migrate_incoming(str_arg(args, "uri"))?;
+                ok()
+            }
+            "migrate_cancel" => {
+                backend.migrate_cancel()?;
+                ok()
+            }
             "set_link" => {
                 let up = args.get("up").and_then(Value::as_bool).unwrap_or(false);
                 backend.set_link(str_arg(args, "name"), up)?;

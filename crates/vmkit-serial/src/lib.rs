@@ -68,7 +68,7 @@ mod uart;
 use std::fmt;
 use std::str::FromStr;
 
-pub use uart::{Serial, DEFAULT_MODEM_INPUTS};
+pub use uart::{Serial, SerialState, DEFAULT_MODEM_INPUTS, SERIAL_STATE_VERSION};
 
 /// Base I/O port of COM1.
 pub const COM1_BASE: u16 = 0x3F8;
@@ -112,6 +112,19 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A saved state of a layout version this build does not read.
+    #[error(
+        "serial state version {found} is not supported (this build reads version {supported})"
+    )]
+    StateVersion {
+        /// The version in the state.
+        found: u32,
+        /// The version this build reads.
+        supported: u32,
+    },
+    /// A saved state no PC16550D can be in; the text names the field.
+    #[error("invalid serial state: {0}")]
+    InvalidState(String),
 }
 
 /// Result type of this crate.

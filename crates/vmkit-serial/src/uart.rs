@@ -642,3 +642,5 @@ impl<L: IrqLine, C: Clock, W: Write + Send> MutDevicePio for Serial<L, C, W> {
 
 #[cfg(test)]
 mod proptests;
+mod state;
+pub use state::{SerialState, SERIAL_STATE_VERSION};

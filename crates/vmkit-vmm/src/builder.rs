@@ -263,6 +263,14 @@ pub fn start_pc(
             .map_err(|e| Error::Machine(format!("vmkit: {e}")))?;
     }
 
+    let migration = crate::migration::MachineMigration::for_pc(
+        &kvm,
+        Arc::clone(&controller),
+        &machine,
+        options.smp,
+        options.irqchip == IrqchipOption::Kernel,
+    )?;
+
     let timer = Arc::new(HostTimer::new(machine.clock)?);
     let notify_timer = Arc::clone(&timer);
     machine
@@ -300,6 +308,8 @@ pub fn start_pc(
                     Arc::new(move || chipset.power_button()) as crate::qmp::PowerButton
                 }),
             )?;
+            attachment.set_migration(Arc::clone(&migration));
+            migration.set_event_sender(attachment.event_sender());
             if qmp.wait {
                 attachment.wait_for_client()?;
             }
@@ -344,17 +354,37 @@ pub fn start_pc(
     if let Some(listener) = gdb {
         crate::debug::attach_gdb(listener, &mut parts, &mut additions);
     }
-    Vmm::start_with(
+    let vmm = Vmm::start_with(
         controller,
         parts,
         RunOptions {
             no_reboot: options.no_reboot,
-            start_paused: options.start_paused,
+            start_paused: options.start_paused || options.incoming.is_some(),
             stdin_console: run.stdin_console && stdio_console,
             handle_signals: run.handle_signals,
         },
         additions,
-    )
+    )?;
+    if let Some(uri) = &options.incoming {
+        migration.set_stay_paused(options.start_paused);
+        match crate::migration::MigrationUri::parse(uri)? {
+            crate::migration::MigrationUri::Defer => migration.set_deferred(),
+            uri => {
+                migration.set_deferred();
+                let incoming = Arc::clone(&migration);
+                std::thread::Builder::new()
+                    .name("vmkit-incoming".into())
+                    .spawn(move || {
+                        let _ = incoming.run_incoming(&uri);
+                    })
+                    .map_err(|source| Error::Thread {
+                        name: "vmkit-incoming".into(),
+                        source,
+                    })?;
+            }
+        }
+    }
+    Ok(vmm)
 }
 
 /// Opens every `-chardev` (and the chardevs `-serial`/`-debugcon` short forms describe)

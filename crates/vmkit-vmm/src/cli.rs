@@ -155,6 +155,9 @@ pub struct Options {
     pub drives: Vec<vmkit_block::DriveSpec>,
     /// `-gdb DEV` / `-s`: where the gdb stub listens.
     pub gdb: Option<vmkit_gdb::ListenAddr>,
+    /// `-incoming URI`: wait for an incoming migration (`defer`, `file:PATH`, `unix:PATH`,
+    /// `tcp:HOST:PORT`, `exec:CMD`).
+    pub incoming: Option<String>,
 }
 
 impl Default for Options {
@@ -181,6 +184,7 @@ impl Default for Options {
             hpet: true,
             drives: Vec::new(),
             gdb: None,
+            incoming: None,
         }
     }
 }
@@ -283,6 +287,8 @@ Devices:
 Control:
   -qmp unix:PATH,server=on[,wait=on|off]
                        QMP control socket (wait=on, the default, waits for a client)
+  -incoming defer|file:PATH|unix:PATH|tcp:HOST:PORT|exec:CMD
+                       wait for the machine's state (QMP migrate-incoming after defer)
   -h, --help           this text
   -version             vmkit's version
   -machine help | -cpu help | -device help | -device DRIVER,help
@@ -644,6 +650,14 @@ where
                 options.cpu = parse_cpu(&text)?;
             }
             "-qmp" => options.qmp = Some(parse_qmp(&value("unix:PATH,server=on")?)?),
+            "-incoming" => {
+                let uri = value(
+                    "a migration URI (defer, file:PATH, unix:PATH, tcp:HOST:PORT, exec:CMD)",
+                )?;
+                crate::migration::MigrationUri::parse(&uri)
+                    .map_err(|e| error("-incoming", e.to_string()))?;
+                options.incoming = Some(uri);
+            }
             "-serial" => serial_text = Some(value("a character backend")?),
             "-chardev" => {
                 let text = value("a character device")?;

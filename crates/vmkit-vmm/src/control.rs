@@ -427,6 +427,56 @@ impl Controller {
         }
     }
 
+    /// Runs `f` on every vCPU's own thread while the machine is stopped (prelaunch or
+    /// paused) and returns the results in vCPU order (QEMU's `run_on_cpu`). Fails if the
+    /// machine is running or has ended, or a vCPU thread is gone.
+    pub fn run_on_vcpus<R: Send + 'static>(
+        &self,
+        f: impl Fn(usize, &mut vmkit_kvm::Vcpu) -> R + Send + Sync + 'static,
+    ) -> Result<Vec<R>> {
+        let count = {
+            let shared = self.lock();
+            if !matches!(shared.state, RunState::Prelaunch | RunState::Paused) {
+                return Err(Error::InvalidState {
+                    action: "run on the vCPUs",
+                    state: shared.state,
+                });
+            }
+            shared.vcpus
+        };
+        let f = std::sync::Arc::new(f);
+        let (tx, rx) = std::sync::mpsc::channel();
+        {
+            let mut shared = self.lock();
+            for index in 0..count {
+                let f = std::sync::Arc::clone(&f);
+                let tx = tx.clone();
+                if let Some(queue) = shared.jobs.get_mut(index) {
+                    queue.push_back(Box::new(move |vcpu: &mut vmkit_kvm::Vcpu| {
+                        let _ = tx.send((index, f(index, vcpu)));
+                    }));
+                }
+            }
+            self.changed.notify_all();
+        }
+        drop(tx);
+        let mut results: Vec<Option<R>> = (0..count).map(|_| None).collect();
+        for _ in 0..count {
+            match rx.recv_timeout(Duration::from_secs(10)) {
+                Ok((index, r)) => results[index] = Some(r),
+                Err(_) => {
+                    for queue in self.lock().jobs.iter_mut() {
+                        queue.clear();
+                    }
+                    return Err(Error::Machine(
+                        "a vCPU thread did not run its state job within 10 s".into(),
+                    ));
+                }
+            }
+        }
+        Ok(results.into_iter().flatten().collect())
+    }
+
     /// Blocks until the machine has ended, and says why.
     pub fn wait_until_ended(&self) -> ExitReason {
         let mut shared = self.lock();

@@ -54,6 +54,7 @@ pub mod dump;
 pub mod emulate;
 mod error;
 pub mod help;
+pub mod migration;
 pub mod qmp;
 pub mod runtime;
 pub mod signals;

@@ -19,6 +19,7 @@ use crate::runtime::{MachineEventObserver, MainLoopAdditions, MainLoopSubscriber
 /// serves no command before that.
 struct VmmBackend {
     handle: Arc<OnceLock<VmmHandle>>,
+    migration: Arc<OnceLock<Arc<crate::migration::MachineMigration>>>,
     tree: Option<ObjectTree>,
     power_button: Option<PowerButton>,
 }
@@ -40,6 +41,14 @@ fn qmp_error(e: Error) -> QmpError {
 
 impl QmpBackend for VmmBackend {
     fn query_status(&mut self) -> StatusInfo {
+        if let Some(m) = self.migration.get() {
+            if m.is_incoming() {
+                return StatusInfo::new(QmpRunState::InMigrate);
+            }
+            if m.is_migrated() {
+                return StatusInfo::new(QmpRunState::PostMigrate);
+            }
+        }
         let state = match self.handle.get().map(|vm| vm.controller().state()) {
             None | Some(RunState::Prelaunch) => QmpRunState::Prelaunch,
             Some(RunState::Running) => QmpRunState::Running,
@@ -141,6 +150,29 @@ impl QmpBackend for VmmBackend {
         json!({"vcpus": vcpus, "pio": bus(&stats.pio), "mmio": bus(&stats.mmio)})
     }
 
+    fn migrate(&mut self, uri: &str) -> std::result::Result<(), QmpError> {
+        self.vm()?;
+        let m = self
+            .migration
+            .get()
+            .ok_or_else(|| QmpError::generic("this machine cannot be migrated"))?;
+        m.start_outgoing(uri).map_err(qmp_error)
+    }
+
+    fn query_migrate(&mut self) -> Value {
+        self.migration
+            .get()
+            .map_or_else(|| json!({}), |m| m.info().to_json())
+    }
+
+    fn migrate_incoming(&mut self, uri: &str) -> std::result::Result<(), QmpError> {
+        let m = self
+            .migration
+            .get()
+            .ok_or_else(|| QmpError::generic("this machine cannot be migrated"))?;
+        m.start_incoming(uri).map_err(qmp_error)
+    }
+
     fn object_tree(&self) -> Option<&ObjectTree> {
         self.tree.as_ref()
     }
@@ -194,6 +226,7 @@ fn nic_links(tree: &ObjectTree) -> Vec<(String, String, vmkit_net::NetLink)> {
 /// A bound QMP socket, ready to join a VM's main loop.
 pub struct QmpAttachment {
     server: Arc<Mutex<QmpServer>>,
+    migration: Arc<OnceLock<Arc<crate::migration::MachineMigration>>>,
     handle: Arc<OnceLock<VmmHandle>>,
     events: QmpEventSender,
     no_reboot: bool,
@@ -214,8 +247,10 @@ impl QmpAttachment {
         power_button: Option<PowerButton>,
     ) -> Result<Self> {
         let handle = Arc::new(OnceLock::new());
+        let migration = Arc::new(OnceLock::new());
         let backend = VmmBackend {
             handle: Arc::clone(&handle),
+            migration: Arc::clone(&migration),
             tree,
             power_button,
         };
@@ -224,10 +259,21 @@ impl QmpAttachment {
         let events = server.event_sender();
         Ok(Self {
             server: Arc::new(Mutex::new(server)),
+            migration,
             handle,
             events,
             no_reboot,
         })
+    }
+
+    /// Gives `migrate`, `query-migrate` and `migrate-incoming` their machine.
+    pub fn set_migration(&self, migration: Arc<crate::migration::MachineMigration>) {
+        let _ = self.migration.set(migration);
+    }
+
+    /// Sends events to the clients (e.g. MIGRATION).
+    pub fn event_sender(&self) -> QmpEventSender {
+        self.events.clone()
     }
 
     /// Blocks until a client connects (`wait=on`), or a termination signal arrives
@@ -254,6 +300,7 @@ impl QmpAttachment {
     pub fn attach(self, additions: &mut MainLoopAdditions) {
         let Self {
             server,
+            migration: _,
             handle,
             events,
             no_reboot,

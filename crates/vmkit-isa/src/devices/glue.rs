@@ -149,6 +149,18 @@ pub fn cmos_handle(object: &Object) -> Result<Arc<Mutex<IsaCmos>>> {
         .ok_or_else(|| Error::NotRealized(object.describe()))
 }
 
+/// The keyboard controller model of a realized `i8042` object (e.g. for migration).
+///
+/// # Errors
+/// [`Error::Object`] if `object` is not an `i8042`; [`Error::NotRealized`] if it is not
+/// realized.
+pub fn i8042_handle(object: &Object) -> Result<Arc<Mutex<IsaI8042>>> {
+    object.cast(TYPE_I8042)?;
+    object
+        .with_state::<Model<IsaI8042>, _>(|s| s.0.clone())?
+        .ok_or_else(|| Error::NotRealized(object.describe()))
+}
+
 /// The POST port of a realized `port80` object (the last POST code written).
 ///
 /// # Errors

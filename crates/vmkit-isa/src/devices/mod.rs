@@ -49,7 +49,7 @@ use crate::{Error, Result};
 use vmkit_hw::timers::{DeviceTimers, TimedDevice, TimerId};
 
 pub use chips::{pit_handle, IsaPit};
-pub use glue::{cmos_handle, post_handle, IsaCmos, IsaI8042};
+pub use glue::{cmos_handle, i8042_handle, post_handle, IsaCmos, IsaI8042};
 pub use pc::{add_pc_isa_devices, IsaConfig, IsaDevices};
 pub use serial::{serial_handle, IsaSerial, SerialHandle};
 pub use testdev::{IsaTestdev, RouterIrq, TYPE_PC_TESTDEV};

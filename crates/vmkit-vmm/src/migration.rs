@@ -1,0 +1,1113 @@
+//! Save, restore and migrate a running machine, as QEMU's `migrate` / `-incoming`.
+//!
+//! # The stream (version 1)
+//!
+//! ```text
+//! header   "VMKITMIG" (8 bytes)  version: u32 LE (1)
+//! section  kind: u8  length: u32 LE  payload: length bytes  crc32(kind, length, payload): u32 LE
+//! ...
+//! ```
+//!
+//! Sections, in the order a source writes them:
+//!
+//! | kind | name    | payload |
+//! |------|---------|---------|
+//! | 1    | config  | JSON `{"ram-size", "smp", "irqchip"}`; the destination must match |
+//! | 2    | ram     | repeated `gpa: u64 LE` + 4096 bytes: the non-zero pages (zero pages are skipped) |
+//! | 3    | devices | JSON array of `VmStateSection`s, one per object path (vmkit-object) |
+//! | 4    | kvm-vm  | JSON `vmkit_kvm::state::VmState` (irqchip, PIT2, KVM clock) |
+//! | 5    | vcpu    | JSON `vmkit_kvm::state::VcpuState`, one section per vCPU |
+//! | 255  | end     | empty |
+//!
+//! A section is at most [`MAX_SECTION`] bytes. A stream with another magic, another version,
+//! a bad checksum, an unknown section kind or no end section is refused with an error that
+//! says which; the destination applies device and vCPU state only after the end section
+//! arrived intact, and it never runs a guest whose load failed (it ends with the error).
+//! RAM is stop-and-copy: the source pauses, sends everything, and stays paused
+//! (`postmigrate`); on any failure it resumes.
+
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use serde_json::{json, Value};
+use vm_memory::{Bytes, GuestAddress, GuestAddressSpace, GuestMemoryBackend};
+use vmkit_kvm::state::{StateContext, VcpuState, VmState};
+use vmkit_kvm::Vm;
+use vmkit_object::{VmStateHandler, VmStateRegistry, VmStateSection};
+use vmkit_qmp::{QmpEvent, QmpEventSender};
+
+use crate::control::{Controller, ExitReason, RunState};
+use crate::error::{Error, Result};
+
+/// The stream's first 8 bytes.
+pub const MAGIC: &[u8; 8] = b"VMKITMIG";
+/// The stream version this build writes and reads.
+pub const STREAM_VERSION: u32 = 1;
+/// The largest section accepted.
+pub const MAX_SECTION: u32 = 16 << 20;
+
+const SECTION_CONFIG: u8 = 1;
+const SECTION_RAM: u8 = 2;
+const SECTION_DEVICES: u8 = 3;
+const SECTION_KVM_VM: u8 = 4;
+const SECTION_VCPU: u8 = 5;
+const SECTION_END: u8 = 255;
+
+const PAGE: usize = 4096;
+/// Compared with `==` (memcmp, fast even in debug builds).
+static ZERO_PAGE: [u8; PAGE] = [0; PAGE];
+/// Pages per RAM section.
+const PAGES_PER_SECTION: usize = 256;
+
+fn fail(text: impl Into<String>) -> Error {
+    Error::Machine(format!("migration: {}", text.into()))
+}
+
+/// Where a migration goes or comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MigrationUri {
+    /// `-incoming defer`: wait for `migrate-incoming`.
+    Defer,
+    /// `file:PATH`.
+    File(PathBuf),
+    /// `unix:PATH`: the destination listens, the source connects.
+    Unix(PathBuf),
+    /// `tcp:HOST:PORT`: the destination listens, the source connects.
+    Tcp(String),
+    /// `exec:CMD`: the source writes the stream to the command's stdin, the destination
+    /// reads it from the command's stdout (`sh -c CMD`).
+    Exec(String),
+}
+
+impl MigrationUri {
+    /// Parses QEMU's URI syntax; `tcp:` and `exec:` are named as not supported yet.
+    pub fn parse(text: &str) -> Result<Self> {
+        if text == "defer" {
+            return Ok(Self::Defer);
+        }
+        let (scheme, rest) = text.split_once(':').unwrap_or((text, ""));
+        match scheme {
+            "file" | "unix" if rest.is_empty() => {
+                Err(fail(format!("'{text}': {scheme}: needs a path")))
+            }
+            "file" => Ok(Self::File(rest.into())),
+            "unix" => Ok(Self::Unix(rest.into())),
+            "tcp" if !rest.contains(':') => Err(fail(format!("'{text}': tcp: needs HOST:PORT"))),
+            "tcp" => Ok(Self::Tcp(rest.to_string())),
+            "exec" if rest.is_empty() => Err(fail(format!("'{text}': exec: needs a command"))),
+            "exec" => Ok(Self::Exec(rest.to_string())),
+            "fd" | "rdma" => Err(fail(format!(
+                "'{text}': the {scheme}: transport is not supported yet (use file:, unix:, \
+                 tcp: or exec:)"
+            ))),
+            _ => Err(fail(format!(
+                "'{text}': unknown migration protocol (use file:PATH, unix:PATH, \
+                 tcp:HOST:PORT or exec:CMD)"
+            ))),
+        }
+    }
+}
+
+/// Writes sections with their checksums, counting bytes.
+struct SectionWriter<W: Write> {
+    out: W,
+    bytes: u64,
+}
+
+impl<W: Write> SectionWriter<W> {
+    fn header(&mut self) -> std::io::Result<()> {
+        self.out.write_all(MAGIC)?;
+        self.out.write_all(&STREAM_VERSION.to_le_bytes())?;
+        self.bytes += 12;
+        Ok(())
+    }
+
+    fn section(&mut self, kind: u8, payload: &[u8]) -> std::io::Result<()> {
+        let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&[kind]);
+        crc.update(&len.to_le_bytes());
+        crc.update(payload);
+        self.out.write_all(&[kind])?;
+        self.out.write_all(&len.to_le_bytes())?;
+        self.out.write_all(payload)?;
+        self.out.write_all(&crc.finalize().to_le_bytes())?;
+        self.bytes += 9 + u64::from(len);
+        Ok(())
+    }
+}
+
+/// Reads and checks one section; `None` at a clean end of input before any byte of it.
+fn read_section(input: &mut impl Read, index: usize) -> Result<Option<(u8, Vec<u8>)>> {
+    let mut head = [0u8; 5];
+    let mut got = 0;
+    while got < head.len() {
+        match input.read(&mut head[got..]) {
+            Ok(0) if got == 0 => return Ok(None),
+            Ok(0) => {
+                return Err(fail(format!(
+                    "stream truncated in the header of section {index}"
+                )))
+            }
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(fail(format!("reading section {index}: {e}"))),
+        }
+    }
+    let kind = head[0];
+    let len = u32::from_le_bytes([head[1], head[2], head[3], head[4]]);
+    if len > MAX_SECTION {
+        return Err(fail(format!(
+            "section {index} (kind {kind}) claims {len} bytes, over the {MAX_SECTION}-byte limit: \
+             a corrupt stream"
+        )));
+    }
+    let mut payload = vec![0u8; len as usize + 4];
+    input.read_exact(&mut payload).map_err(|e| {
+        fail(format!(
+            "stream truncated in section {index} (kind {kind}, {len} bytes): {e}"
+        ))
+    })?;
+    let stored = u32::from_le_bytes(payload[len as usize..].try_into().unwrap_or([0; 4]));
+    payload.truncate(len as usize);
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&[kind]);
+    crc.update(&len.to_le_bytes());
+    crc.update(&payload);
+    let computed = crc.finalize();
+    if computed != stored {
+        return Err(fail(format!(
+            "section {index} (kind {kind}) fails its checksum (crc32 {computed:#010x}, stream \
+             says {stored:#010x}): a corrupt stream"
+        )));
+    }
+    Ok(Some((kind, payload)))
+}
+
+/// What `query-migrate` reports.
+#[derive(Debug, Clone, Default)]
+pub struct MigrationInfo {
+    /// QEMU's status: none, setup, active, completed, failed, cancelled.
+    pub status: String,
+    /// Milliseconds from start to end (or to now while active).
+    pub total_time_ms: u64,
+    /// Milliseconds the guest was stopped.
+    pub downtime_ms: Option<u64>,
+    /// RAM bytes sent (the non-zero pages).
+    pub ram_transferred: u64,
+    /// Pages sent.
+    pub ram_pages: u64,
+    /// Zero pages skipped.
+    pub zero_pages: u64,
+    /// RAM size.
+    pub ram_total: u64,
+    /// The whole stream's size.
+    pub stream_bytes: u64,
+    /// CRC-32 of the whole RAM as sent (source) or as loaded (destination).
+    pub ram_crc32: Option<u32>,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+impl MigrationInfo {
+    /// The JSON `query-migrate` returns.
+    pub fn to_json(&self) -> Value {
+        if self.status.is_empty() {
+            return json!({});
+        }
+        let mut v = json!({ "status": self.status });
+        if self.status != "setup" {
+            v["total-time"] = json!(self.total_time_ms);
+            v["ram"] = json!({
+                "transferred": self.ram_transferred,
+                "total": self.ram_total,
+                "remaining": 0,
+                "duplicate": self.zero_pages,
+                "normal": self.ram_pages,
+                "normal-bytes": self.ram_transferred,
+                "dirty-sync-count": 1,
+                "dirty-pages-rate": 0,
+            });
+        }
+        if let Some(d) = self.downtime_ms {
+            v["downtime"] = json!(d);
+        }
+        if let Some(e) = &self.error {
+            v["error-desc"] = json!(e);
+        }
+        if let Some(crc) = self.ram_crc32 {
+            v["x-vmkit-ram-crc32"] = json!(crc);
+        }
+        v
+    }
+}
+
+/// A machine's migration endpoint: what is saved, where RAM is, and the status.
+pub struct MachineMigration {
+    controller: Arc<Controller>,
+    vm: Arc<Vm>,
+    memory: vm_memory::GuestMemoryAtomic<vmkit_memory::GuestMemoryView>,
+    ram: Vec<(u64, u64)>,
+    devices: Arc<VmStateRegistry>,
+    after_restore: Box<dyn Fn() + Send + Sync>,
+    kvm_state: StateContext,
+    kernel_irqchip: bool,
+    config: Value,
+    info: Mutex<MigrationInfo>,
+    events: Mutex<Option<QmpEventSender>>,
+    incoming: AtomicBool,
+    migrated: AtomicBool,
+    busy: AtomicBool,
+    stay_paused: AtomicBool,
+}
+
+impl std::fmt::Debug for MachineMigration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MachineMigration")
+            .field("config", &self.config)
+            .field("devices", &self.devices)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A device state handler from two closures.
+struct FnHandler<S, L> {
+    save: S,
+    load: L,
+}
+
+impl<S, L> VmStateHandler for FnHandler<S, L>
+where
+    S: Fn() -> std::result::Result<Value, String> + Send + Sync,
+    L: Fn(&Value) -> std::result::Result<(), String> + Send + Sync,
+{
+    fn save(&self) -> std::result::Result<Value, String> {
+        (self.save)()
+    }
+    fn load(&self, state: &Value) -> std::result::Result<(), String> {
+        (self.load)(state)
+    }
+}
+
+/// Registers the state of the `pc` machine's userspace devices (UARTs, and with
+/// `-irqchip user` the 8259A pair and the 8254) under their object paths.
+pub fn register_pc_devices(machine: &vmkit_pc::PcMachine) -> Result<Arc<VmStateRegistry>> {
+    let registry = Arc::new(VmStateRegistry::new());
+    let reg_fail = |e: vmkit_object::Error| fail(e.to_string());
+    for object in &machine.isa.serial {
+        let Ok(handle) = vmkit_isa::serial_handle(object) else {
+            continue;
+        };
+        let path = object
+            .path()
+            .unwrap_or_else(|| format!("/machine/{}", object.describe()));
+        let model = Arc::clone(handle.model());
+        let model2 = Arc::clone(&model);
+        let timers = machine.timers.clone();
+        registry
+            .register(
+                &path,
+                "serial",
+                vmkit_serial_version(),
+                Arc::new(FnHandler {
+                    save: move || {
+                        serde_json::to_value(lock(&model).state()).map_err(|e| e.to_string())
+                    },
+                    load: move |v: &Value| {
+                        let state = serde_json::from_value(v.clone()).map_err(|e| e.to_string())?;
+                        let deadline = {
+                            let mut uart = lock(&model2);
+                            uart.restore(&state).map_err(|e| e.to_string())?;
+                            uart.next_deadline_ns()
+                        };
+                        timers.deadline_changed(deadline);
+                        Ok(())
+                    },
+                }),
+            )
+            .map_err(reg_fail)?;
+    }
+    if let Some(pic) = &machine.pic {
+        let path = machine
+            .isa
+            .pic
+            .as_ref()
+            .and_then(|o| o.path())
+            .unwrap_or_else(|| "/machine/pic".into());
+        let (a, b) = (Arc::clone(pic), Arc::clone(pic));
+        registry
+            .register(
+                &path,
+                "i8259",
+                1,
+                Arc::new(FnHandler {
+                    save: move || serde_json::to_value(a.lock().state()).map_err(|e| e.to_string()),
+                    load: move |v: &Value| {
+                        let state = serde_json::from_value(v.clone()).map_err(|e| e.to_string())?;
+                        b.lock().restore(&state).map_err(|e| e.to_string())
+                    },
+                }),
+            )
+            .map_err(reg_fail)?;
+    }
+    if let Some(object) = &machine.isa.pit {
+        if let Ok(pit) = vmkit_isa::pit_handle(object) {
+            let path = object.path().unwrap_or_else(|| "/machine/pit".into());
+            let pit2 = Arc::clone(&pit);
+            let timers = machine.timers.clone();
+            registry
+                .register(
+                    &path,
+                    "i8254",
+                    1,
+                    Arc::new(FnHandler {
+                        save: move || {
+                            serde_json::to_value(lock(&pit).state()).map_err(|e| e.to_string())
+                        },
+                        load: move |v: &Value| {
+                            let state =
+                                serde_json::from_value(v.clone()).map_err(|e| e.to_string())?;
+                            let deadline = {
+                                let mut pit = lock(&pit2);
+                                pit.restore(&state).map_err(|e| e.to_string())?;
+                                pit.next_rising_edge_ns()
+                            };
+                            timers.deadline_changed(deadline);
+                            Ok(())
+                        },
+                    }),
+                )
+                .map_err(reg_fail)?;
+        }
+    }
+    if let Ok(cmos) = vmkit_isa::cmos_handle(&machine.isa.rtc) {
+        let path = machine
+            .isa
+            .rtc
+            .path()
+            .unwrap_or_else(|| "/machine/rtc".into());
+        let cmos2 = Arc::clone(&cmos);
+        registry
+            .register(
+                &path,
+                "mc146818rtc",
+                1,
+                Arc::new(FnHandler {
+                    save: move || {
+                        serde_json::to_value(lock(&cmos).state()).map_err(|e| e.to_string())
+                    },
+                    load: move |v: &Value| {
+                        let state = serde_json::from_value(v.clone()).map_err(|e| e.to_string())?;
+                        lock(&cmos2).restore(&state).map_err(|e| e.to_string())
+                    },
+                }),
+            )
+            .map_err(reg_fail)?;
+    }
+    if let Ok(kbc) = vmkit_isa::i8042_handle(&machine.isa.i8042) {
+        let path = machine
+            .isa
+            .i8042
+            .path()
+            .unwrap_or_else(|| "/machine/i8042".into());
+        let kbc2 = Arc::clone(&kbc);
+        registry
+            .register(
+                &path,
+                "i8042",
+                1,
+                Arc::new(FnHandler {
+                    save: move || {
+                        serde_json::to_value(lock(&kbc).state()).map_err(|e| e.to_string())
+                    },
+                    load: move |v: &Value| {
+                        let state = serde_json::from_value(v.clone()).map_err(|e| e.to_string())?;
+                        lock(&kbc2).restore(&state).map_err(|e| e.to_string())
+                    },
+                }),
+            )
+            .map_err(reg_fail)?;
+    }
+    {
+        let (a, b) = (
+            Arc::clone(&machine.chipset.fw_cfg),
+            Arc::clone(&machine.chipset.fw_cfg),
+        );
+        registry
+            .register(
+                "/machine/fw_cfg",
+                "fw_cfg",
+                1,
+                Arc::new(FnHandler {
+                    save: move || serde_json::to_value(lock(&a).state()).map_err(|e| e.to_string()),
+                    load: move |v: &Value| {
+                        let state = serde_json::from_value(v.clone()).map_err(|e| e.to_string())?;
+                        lock(&b).restore(&state).map_err(|e| e.to_string())
+                    },
+                }),
+            )
+            .map_err(reg_fail)?;
+    }
+    if let Some(hpet) = &machine.hpet {
+        let (a, b) = (Arc::clone(hpet), Arc::clone(hpet));
+        let timers = machine.timers.clone();
+        registry
+            .register(
+                "/machine/hpet",
+                "hpet",
+                vmkit_hpet_version(),
+                Arc::new(FnHandler {
+                    save: move || serde_json::to_value(lock(&a).state()).map_err(|e| e.to_string()),
+                    load: move |v: &Value| {
+                        let state = serde_json::from_value(v.clone()).map_err(|e| e.to_string())?;
+                        lock(&b).restore(&state).map_err(|e| e.to_string())?;
+                        timers.service();
+                        Ok(())
+                    },
+                }),
+            )
+            .map_err(reg_fail)?;
+    }
+    Ok(registry)
+}
+
+fn vmkit_hpet_version() -> u32 {
+    1
+}
+
+fn vmkit_serial_version() -> u32 {
+    1
+}
+
+fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl MachineMigration {
+    /// The migration endpoint of a built `pc` machine (before its parts go to the runtime).
+    pub fn for_pc(
+        kvm: &vmkit_kvm::KvmSystem,
+        controller: Arc<Controller>,
+        machine: &vmkit_pc::PcMachine,
+        smp: usize,
+        kernel_irqchip: bool,
+    ) -> Result<Arc<Self>> {
+        let devices = register_pc_devices(machine)?;
+        let ram = machine
+            .layout
+            .ram_ranges()
+            .iter()
+            .map(|r| (r.guest_addr, r.size))
+            .collect();
+        let timers = machine.timers.clone();
+        Ok(Arc::new(Self {
+            controller,
+            vm: Arc::clone(&machine.vm),
+            memory: machine.guest_memory().clone(),
+            ram,
+            devices,
+            after_restore: Box::new(move || {
+                timers.service();
+            }),
+            kvm_state: if kernel_irqchip {
+                StateContext::new(kvm)?
+            } else {
+                StateContext::new(kvm)?.without_lapic()
+            },
+            kernel_irqchip,
+            config: json!({
+                "ram-size": machine.layout.ram_size(),
+                "smp": smp,
+                "irqchip": if kernel_irqchip { "kernel" } else { "user" },
+            }),
+            info: Mutex::new(MigrationInfo::default()),
+            events: Mutex::new(None),
+            incoming: AtomicBool::new(false),
+            migrated: AtomicBool::new(false),
+            busy: AtomicBool::new(false),
+            stay_paused: AtomicBool::new(false),
+        }))
+    }
+
+    /// After an incoming migration, stay paused (`-S`, as QEMU) instead of running.
+    pub fn set_stay_paused(&self, paused: bool) {
+        self.stay_paused.store(paused, Ordering::SeqCst);
+    }
+
+    /// Where MIGRATION events go.
+    pub fn set_event_sender(&self, events: QmpEventSender) {
+        *lock(&self.events) = Some(events);
+    }
+
+    /// The device state registry (add your own devices' handlers here).
+    pub fn devices(&self) -> &Arc<VmStateRegistry> {
+        &self.devices
+    }
+
+    /// `query-migrate`.
+    pub fn info(&self) -> MigrationInfo {
+        lock(&self.info).clone()
+    }
+
+    /// Waiting for an incoming migration (run state `inmigrate`).
+    pub fn is_incoming(&self) -> bool {
+        self.incoming.load(Ordering::SeqCst)
+    }
+
+    /// Migrated away and stopped (run state `postmigrate`).
+    pub fn is_migrated(&self) -> bool {
+        self.migrated.load(Ordering::SeqCst) && self.controller.state() == RunState::Paused
+    }
+
+    fn set_status(&self, status: &str) {
+        lock(&self.info).status = status.to_string();
+        if let Some(events) = lock(&self.events).as_ref() {
+            let _ = events.send(QmpEvent::Custom {
+                name: "MIGRATION".into(),
+                data: Some(json!({ "status": status })),
+            });
+        }
+    }
+
+    /// Writes the whole machine to `out`. The machine must be stopped.
+    pub fn save(&self, out: impl Write) -> Result<MigrationInfo> {
+        let io = |e: std::io::Error| fail(format!("writing the stream: {e}"));
+        let mut w = SectionWriter { out, bytes: 0 };
+        w.header().map_err(io)?;
+        w.section(SECTION_CONFIG, self.config.to_string().as_bytes())
+            .map_err(io)?;
+        let mut info = MigrationInfo::default();
+        let memory = self.memory.memory();
+        let mut chunk = vec![0u8; PAGE * PAGES_PER_SECTION];
+        let mut payload = Vec::with_capacity((PAGE + 8) * PAGES_PER_SECTION);
+        for &(base, size) in &self.ram {
+            info.ram_total += size;
+            let mut gpa = base;
+            while gpa < base + size {
+                let len = ((base + size - gpa) as usize).min(chunk.len());
+                // Pages never faulted in are zero: skip them unread.
+                let resident = memory
+                    .get_host_address(GuestAddress(gpa))
+                    .ok()
+                    .and_then(|host| vmkit_kvm::state::resident_pages(host, len));
+                if let Some(resident) = &resident {
+                    if !resident.iter().any(|&r| r) {
+                        info.zero_pages += resident.len() as u64;
+                        gpa += len as u64;
+                        continue;
+                    }
+                }
+                memory
+                    .read_slice(&mut chunk[..len], GuestAddress(gpa))
+                    .map_err(|e| fail(format!("reading guest RAM at {gpa:#x}: {e}")))?;
+                payload.clear();
+                for (i, page) in chunk[..len].chunks(PAGE).enumerate() {
+                    let untouched = resident.as_ref().is_some_and(|r| !r[i]);
+                    if untouched || page == ZERO_PAGE.as_slice() {
+                        info.zero_pages += 1;
+                        continue;
+                    }
+                    payload.extend_from_slice(&(gpa + (i * PAGE) as u64).to_le_bytes());
+                    payload.extend_from_slice(page);
+                    info.ram_pages += 1;
+                    info.ram_transferred += page.len() as u64;
+                }
+                if !payload.is_empty() {
+                    w.section(SECTION_RAM, &payload).map_err(io)?;
+                }
+                gpa += len as u64;
+            }
+        }
+        let devices = self.devices.save_all().map_err(|e| fail(e.to_string()))?;
+        let devices = serde_json::to_vec(&devices).map_err(|e| fail(e.to_string()))?;
+        w.section(SECTION_DEVICES, &devices).map_err(io)?;
+        let vm = self
+            .vm
+            .save_state(self.kernel_irqchip, self.kernel_irqchip)?;
+        w.section(
+            SECTION_KVM_VM,
+            &serde_json::to_vec(&vm).map_err(|e| fail(e.to_string()))?,
+        )
+        .map_err(io)?;
+        let ctx = self.kvm_state.clone();
+        let vcpus = self.controller.run_on_vcpus(move |_, vcpu| {
+            // An exit userspace handled (an IN's data) completes on the next KVM_RUN: do
+            // that without entering the guest, so the registers are between instructions.
+            vcpu.complete_pending_exit()?;
+            vcpu.save_state(&ctx)
+        })?;
+        for state in vcpus {
+            let state = state?;
+            w.section(
+                SECTION_VCPU,
+                &serde_json::to_vec(&state).map_err(|e| fail(e.to_string()))?,
+            )
+            .map_err(io)?;
+        }
+        w.section(SECTION_END, &[]).map_err(io)?;
+        w.out.flush().map_err(io)?;
+        info.stream_bytes = w.bytes;
+        Ok(info)
+    }
+
+    /// Reads a whole stream from `input` and puts the machine into it. The machine must be
+    /// stopped and not have run. Nothing but RAM is touched before the end section arrived
+    /// intact; on error the machine must not be run.
+    pub fn load(&self, mut input: impl Read) -> Result<()> {
+        let mut header = [0u8; 12];
+        input
+            .read_exact(&mut header)
+            .map_err(|e| fail(format!("stream too short for its header: {e}")))?;
+        if &header[..8] != MAGIC {
+            return Err(fail(format!(
+                "not a vmkit migration stream (magic {:02x?}, expected \"VMKITMIG\")",
+                &header[..8]
+            )));
+        }
+        let version = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
+        if version != STREAM_VERSION {
+            return Err(fail(format!(
+                "stream version {version} is not supported (this build reads version \
+                 {STREAM_VERSION})"
+            )));
+        }
+        let memory = self.memory.memory();
+        let mut devices: Option<Vec<VmStateSection>> = None;
+        let mut vm: Option<VmState> = None;
+        let mut vcpus: Vec<VcpuState> = Vec::new();
+        let mut index = 0;
+        let mut configured = false;
+        loop {
+            let Some((kind, payload)) = read_section(&mut input, index)? else {
+                return Err(fail(format!(
+                    "stream ends after section {index} without its end section (truncated)"
+                )));
+            };
+            index += 1;
+            if kind != SECTION_CONFIG && !configured {
+                return Err(fail("the stream does not start with its config section"));
+            }
+            match kind {
+                SECTION_CONFIG => {
+                    let theirs: Value = serde_json::from_slice(&payload)
+                        .map_err(|e| fail(format!("config section: {e}")))?;
+                    if theirs != self.config {
+                        return Err(fail(format!(
+                            "the stream is of a machine {theirs}, this one is {}: start the \
+                             destination with the same -m, -smp and -irqchip",
+                            self.config
+                        )));
+                    }
+                    self.clear_ram()?;
+                    configured = true;
+                }
+                SECTION_RAM => {
+                    if payload.len() % (PAGE + 8) != 0 {
+                        return Err(fail(format!(
+                            "RAM section {index} has {} bytes, not whole pages",
+                            payload.len()
+                        )));
+                    }
+                    for page in payload.chunks(PAGE + 8) {
+                        let gpa = u64::from_le_bytes(page[..8].try_into().unwrap_or([0; 8]));
+                        if !self.in_ram(gpa) {
+                            return Err(fail(format!("RAM page at {gpa:#x} is outside RAM")));
+                        }
+                        memory
+                            .write_slice(&page[8..], GuestAddress(gpa))
+                            .map_err(|e| fail(format!("writing RAM at {gpa:#x}: {e}")))?;
+                    }
+                }
+                SECTION_DEVICES => {
+                    devices = Some(
+                        serde_json::from_slice(&payload)
+                            .map_err(|e| fail(format!("devices section: {e}")))?,
+                    );
+                }
+                SECTION_KVM_VM => {
+                    vm = Some(
+                        serde_json::from_slice(&payload)
+                            .map_err(|e| fail(format!("KVM VM section: {e}")))?,
+                    );
+                }
+                SECTION_VCPU => vcpus.push(
+                    serde_json::from_slice(&payload)
+                        .map_err(|e| fail(format!("vCPU section {}: {e}", vcpus.len())))?,
+                ),
+                SECTION_END => break,
+                other => {
+                    return Err(fail(format!(
+                        "unknown section kind {other} (section {index})"
+                    )))
+                }
+            }
+        }
+        let devices = devices.ok_or_else(|| fail("the stream has no devices section"))?;
+        let vm = vm.ok_or_else(|| fail("the stream has no KVM VM section"))?;
+        self.devices
+            .restore_all(&devices)
+            .map_err(|e| fail(e.to_string()))?;
+        self.vm
+            .restore_state(&vm, self.kernel_irqchip, self.kernel_irqchip)?;
+        let vcpus = Arc::new(vcpus);
+        let count = vcpus.len();
+        let ctx = self.kvm_state.clone();
+        let results = self.controller.run_on_vcpus(move |index, vcpu| {
+            let state = vcpus
+                .get(index)
+                .ok_or_else(|| fail(format!("the stream has {count} vCPUs, this machine more")))?;
+            vcpu.restore_state(&ctx, state).map_err(Error::from)
+        })?;
+        if results.len() != count {
+            return Err(fail(format!(
+                "the stream has {count} vCPUs, this machine {}",
+                results.len()
+            )));
+        }
+        for r in results {
+            r?;
+        }
+        (self.after_restore)();
+        Ok(())
+    }
+
+    /// CRC-32 of every RAM range, in order.
+    pub fn ram_crc32(&self) -> Result<u32> {
+        let memory = self.memory.memory();
+        let mut crc = crc32fast::Hasher::new();
+        let mut chunk = vec![0u8; 1 << 20];
+        for &(base, size) in &self.ram {
+            let mut gpa = base;
+            while gpa < base + size {
+                let len = ((base + size - gpa) as usize).min(chunk.len());
+                if self.untouched(gpa, len) {
+                    // Never faulted in: zeros, without faulting them in now.
+                    chunk[..len].fill(0);
+                } else {
+                    memory
+                        .read_slice(&mut chunk[..len], GuestAddress(gpa))
+                        .map_err(|e| fail(format!("reading RAM at {gpa:#x}: {e}")))?;
+                }
+                crc.update(&chunk[..len]);
+                gpa += len as u64;
+            }
+        }
+        Ok(crc.finalize())
+    }
+
+    /// Whether no page of `[gpa, gpa + len)` was ever faulted in on the host (so all are
+    /// zero).
+    fn untouched(&self, gpa: u64, len: usize) -> bool {
+        let memory = self.memory.memory();
+        memory
+            .get_host_address(GuestAddress(gpa))
+            .ok()
+            .and_then(|host| vmkit_kvm::state::resident_pages(host, len))
+            .is_some_and(|r| !r.iter().any(|&p| p))
+    }
+
+    fn in_ram(&self, gpa: u64) -> bool {
+        self.ram
+            .iter()
+            .any(|&(base, size)| gpa >= base && gpa + PAGE as u64 <= base + size)
+    }
+
+    /// Zeroes every non-zero page of RAM (the destination's own boot image), so that the
+    /// pages the stream skips as zero are zero here too.
+    fn clear_ram(&self) -> Result<()> {
+        let memory = self.memory.memory();
+        let zero = vec![0u8; PAGE];
+        let mut page = vec![0u8; PAGE];
+        for &(base, size) in &self.ram {
+            let mut gpa = base;
+            while gpa + PAGE as u64 <= base + size {
+                // Skip whole untouched megabytes without faulting them in.
+                if (gpa - base) % (1 << 20) == 0 {
+                    let span = ((base + size - gpa) as usize).min(1 << 20);
+                    if self.untouched(gpa, span) {
+                        gpa += span as u64;
+                        continue;
+                    }
+                }
+                memory
+                    .read_slice(&mut page, GuestAddress(gpa))
+                    .map_err(|e| fail(format!("reading RAM at {gpa:#x}: {e}")))?;
+                if page != ZERO_PAGE.as_slice() {
+                    memory
+                        .write_slice(&zero, GuestAddress(gpa))
+                        .map_err(|e| fail(format!("clearing RAM at {gpa:#x}: {e}")))?;
+                }
+                gpa += PAGE as u64;
+            }
+        }
+        Ok(())
+    }
+
+    /// `migrate URI`: starts sending the machine on a thread. Returns an error at once for
+    /// a bad URI or a migration already running; a target that cannot be reached makes the
+    /// migration `failed` with the guest still running.
+    pub fn start_outgoing(self: &Arc<Self>, uri: &str) -> Result<()> {
+        let uri = MigrationUri::parse(uri)?;
+        if uri == MigrationUri::Defer {
+            return Err(fail("'defer' is for -incoming only"));
+        }
+        if self.busy.swap(true, Ordering::SeqCst) {
+            return Err(fail("There's a migration process in progress"));
+        }
+        *lock(&self.info) = MigrationInfo::default();
+        self.set_status("setup");
+        let this = Arc::clone(self);
+        std::thread::Builder::new()
+            .name("vmkit-migrate".into())
+            .spawn(move || {
+                let start = Instant::now();
+                let result = this.outgoing(&uri, start);
+                let total = start.elapsed().as_millis() as u64;
+                match result {
+                    Ok(()) => {
+                        // total-time was taken when the stream ended (before the checksum).
+                        let _ = total;
+                        this.set_status("completed");
+                    }
+                    Err(e) => {
+                        {
+                            let mut info = lock(&this.info);
+                            info.total_time_ms = total;
+                            info.error = Some(e.to_string());
+                        }
+                        eprintln!("vmkit: {e}");
+                        this.set_status("failed");
+                    }
+                }
+                this.busy.store(false, Ordering::SeqCst);
+            })
+            .map_err(|source| Error::Thread {
+                name: "vmkit-migrate".into(),
+                source,
+            })?;
+        Ok(())
+    }
+
+    fn outgoing(&self, uri: &MigrationUri, start: Instant) -> Result<()> {
+        let sink: Box<dyn Write + Send> = match uri {
+            MigrationUri::File(path) => Box::new(
+                std::fs::File::create(path)
+                    .map_err(|e| fail(format!("Failed to open file '{}': {e}", path.display())))?,
+            ),
+            MigrationUri::Unix(path) => Box::new(
+                UnixStream::connect(path)
+                    .map_err(|e| fail(format!("Failed to connect to '{}': {e}", path.display())))?,
+            ),
+            MigrationUri::Tcp(addr) => Box::new(
+                std::net::TcpStream::connect(addr)
+                    .map_err(|e| fail(format!("Failed to connect to '{addr}': {e}")))?,
+            ),
+            MigrationUri::Exec(cmd) => {
+                let mut child = std::process::Command::new("sh")
+                    .args(["-c", cmd])
+                    .stdin(std::process::Stdio::piped())
+                    .spawn()
+                    .map_err(|e| fail(format!("exec '{cmd}': {e}")))?;
+                Box::new(child.stdin.take().ok_or_else(|| fail("exec: no stdin"))?)
+            }
+            MigrationUri::Defer => return Err(fail("'defer' is for -incoming only")),
+        };
+        self.set_status("active");
+        let was_running = self.controller.state() == RunState::Running;
+        let stopped = Instant::now();
+        self.controller.pause()?;
+        let result = self.save(BufWriter::with_capacity(1 << 20, sink));
+        let downtime = stopped.elapsed().as_millis() as u64;
+        match result {
+            Ok(stats) => {
+                let mut info = lock(&self.info);
+                *info = MigrationInfo {
+                    status: info.status.clone(),
+                    downtime_ms: Some(downtime),
+                    total_time_ms: start.elapsed().as_millis() as u64,
+                    ..stats
+                };
+                drop(info);
+                self.migrated.store(true, Ordering::SeqCst);
+                // The source stays stopped: its RAM is what was sent.
+                let crc = self.ram_crc32()?;
+                lock(&self.info).ram_crc32 = Some(crc);
+                Ok(())
+            }
+            Err(e) => {
+                if was_running {
+                    self.controller.resume()?;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Receives the machine from `uri` and starts it (`-incoming` / `migrate-incoming`).
+    /// Blocks until done; on failure the machine ends with the error (exit status 1) and
+    /// never runs.
+    pub fn run_incoming(&self, uri: &MigrationUri) -> Result<()> {
+        self.incoming.store(true, Ordering::SeqCst);
+        self.set_status("setup");
+        let result = self.receive(uri);
+        self.incoming.store(false, Ordering::SeqCst);
+        match result {
+            Ok(()) => {
+                // Before the guest runs: the RAM as loaded.
+                let crc = self.ram_crc32().ok();
+                lock(&self.info).ram_crc32 = crc;
+                self.set_status("completed");
+                if self.stay_paused.load(Ordering::SeqCst) {
+                    // `-S`: the loaded machine waits for `cont` (still in prelaunch).
+                    Ok(())
+                } else {
+                    self.controller.resume()
+                }
+            }
+            Err(e) => {
+                lock(&self.info).error = Some(e.to_string());
+                self.set_status("failed");
+                eprintln!("vmkit: load of migration failed: {e}");
+                self.controller.shutdown(ExitReason::InternalError(format!(
+                    "load of migration failed: {e}"
+                )));
+                Err(e)
+            }
+        }
+    }
+
+    fn receive(&self, uri: &MigrationUri) -> Result<()> {
+        match uri {
+            MigrationUri::File(path) => {
+                let file = std::fs::File::open(path)
+                    .map_err(|e| fail(format!("Failed to open file '{}': {e}", path.display())))?;
+                self.set_status("active");
+                self.load(BufReader::with_capacity(1 << 20, file))
+            }
+            MigrationUri::Unix(path) => {
+                let _ = std::fs::remove_file(path);
+                let listener = UnixListener::bind(path)
+                    .map_err(|e| fail(format!("Failed to bind '{}': {e}", path.display())))?;
+                let (stream, _) = listener
+                    .accept()
+                    .map_err(|e| fail(format!("accepting on '{}': {e}", path.display())))?;
+                let _ = std::fs::remove_file(path);
+                self.set_status("active");
+                self.load(BufReader::with_capacity(1 << 20, stream))
+            }
+            MigrationUri::Tcp(addr) => {
+                let listener = std::net::TcpListener::bind(addr)
+                    .map_err(|e| fail(format!("Failed to bind '{addr}': {e}")))?;
+                let (stream, _) = listener
+                    .accept()
+                    .map_err(|e| fail(format!("accepting on '{addr}': {e}")))?;
+                self.set_status("active");
+                self.load(BufReader::with_capacity(1 << 20, stream))
+            }
+            MigrationUri::Exec(cmd) => {
+                let mut child = std::process::Command::new("sh")
+                    .args(["-c", cmd])
+                    .stdout(std::process::Stdio::piped())
+                    .spawn()
+                    .map_err(|e| fail(format!("exec '{cmd}': {e}")))?;
+                let out = child.stdout.take().ok_or_else(|| fail("exec: no stdout"))?;
+                self.set_status("active");
+                let result = self.load(BufReader::with_capacity(1 << 20, out));
+                let _ = child.wait();
+                result
+            }
+            MigrationUri::Defer => Err(fail("migrate-incoming needs a URI, not 'defer'")),
+        }
+    }
+
+    /// Marks the machine as waiting for `migrate-incoming` (`-incoming defer`).
+    pub fn set_deferred(&self) {
+        self.incoming.store(true, Ordering::SeqCst);
+    }
+
+    /// `migrate-incoming URI` after `-incoming defer`: receives on a thread.
+    pub fn start_incoming(self: &Arc<Self>, uri: &str) -> Result<()> {
+        let uri = MigrationUri::parse(uri)?;
+        if !self.is_incoming() {
+            return Err(fail(
+                "'-incoming' was not specified on the command line".to_string(),
+            ));
+        }
+        if self.busy.swap(true, Ordering::SeqCst) {
+            return Err(fail("The incoming migration has already been started"));
+        }
+        let this = Arc::clone(self);
+        std::thread::Builder::new()
+            .name("vmkit-incoming".into())
+            .spawn(move || {
+                let _ = this.run_incoming(&uri);
+            })
+            .map_err(|source| Error::Thread {
+                name: "vmkit-incoming".into(),
+                source,
+            })?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uris_parse_as_qemu_and_unsupported_ones_are_named() {
+        assert_eq!(MigrationUri::parse("defer").unwrap(), MigrationUri::Defer);
+        assert_eq!(
+            MigrationUri::parse("unix:/tmp/m.sock").unwrap(),
+            MigrationUri::Unix("/tmp/m.sock".into())
+        );
+        assert_eq!(
+            MigrationUri::parse("tcp:127.0.0.1:4444").unwrap(),
+            MigrationUri::Tcp("127.0.0.1:4444".into())
+        );
+        assert!(MigrationUri::parse("fd:3")
+            .unwrap_err()
+            .to_string()
+            .contains("not supported yet"));
+        assert!(MigrationUri::parse("file:")
+            .unwrap_err()
+            .to_string()
+            .contains("needs a path"));
+        assert!(MigrationUri::parse("bogus")
+            .unwrap_err()
+            .to_string()
+            .contains("unknown"));
+    }
+
+    #[test]
+    fn sections_are_checked() {
+        let mut w = SectionWriter {
+            out: Vec::new(),
+            bytes: 0,
+        };
+        w.section(SECTION_DEVICES, b"[]").unwrap();
+        let good = w.out.clone();
+        let (kind, payload) = read_section(&mut good.as_slice(), 0).unwrap().unwrap();
+        assert_eq!((kind, payload.as_slice()), (SECTION_DEVICES, &b"[]"[..]));
+        let mut corrupt = good.clone();
+        corrupt[5] ^= 1;
+        let err = read_section(&mut corrupt.as_slice(), 0)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("checksum"), "{err}");
+        let err = read_section(&mut &good[..good.len() - 2], 0)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("truncated"), "{err}");
+        let mut huge = good.clone();
+        huge[1..5].copy_from_slice(&u32::MAX.to_le_bytes());
+        let err = read_section(&mut huge.as_slice(), 0)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("limit"), "{err}");
+    }
+}
