@@ -61,12 +61,15 @@ for t in "${TARGETS[@]}"; do
     rc=$?
     set -e
     execs="$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)"
-    last="$(grep -E '^#[0-9]+' "$log" | tail -1)"
+    last="$(grep -E '^#[0-9]+' "$log" | tail -1 || true)"
     cov="$(sed -n 's/.* cov: \([0-9]*\).*/\1/p' <<<"$last")"
     ft="$(sed -n 's/.* ft: \([0-9]*\).*/\1/p' <<<"$last")"
     crashes="$(grep -cE '^(==[0-9]+== ERROR: libFuzzer|SUMMARY: libFuzzer)' "$log" || true)"
     if [ "$rc" -ne 0 ] && [ "$crashes" = 0 ]; then crashes=1; fi
-    [ "$crashes" != 0 ] && FAILED=1 && grep -E 'panicked|Test unit written' "$log" >&2 || true
+    if [ "$crashes" != 0 ]; then
+        FAILED=1
+        grep -E -A1 'panicked|Test unit written' "$log" >&2 || true
+    fi
     ROWS+=("$(printf '%-20s %12s %8s %8s %8s' "$t" "${execs:-?}" "${cov:-?}" "${ft:-?}" "$crashes")")
 done
 

@@ -36,7 +36,7 @@ enum Op {
 
 fn addr(a: u16, high: bool) -> u64 {
     if high {
-        REGIONS[2] + u64::from(a)
+        REGIONS[2].wrapping_add(u64::from(a))
     } else {
         u64::from(a)
     }

@@ -8,8 +8,8 @@ use vmkit_pc::MemoryLayout;
 
 const RAM: u64 = 32 << 20;
 
-/// The first byte picks host decompression (bit 0) and a command line (bits 1-2); the rest
-/// is the image.
+// The first byte picks host decompression (bit 0) and a command line (bits 1-2); the rest
+// is the image.
 fuzz_target!(|data: &[u8]| {
     let Some((&flags, image)) = data.split_first() else {
         return;
