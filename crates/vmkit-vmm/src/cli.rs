@@ -155,6 +155,9 @@ pub struct Options {
     pub drives: Vec<vmkit_block::DriveSpec>,
     /// `-gdb DEV` / `-s`: where the gdb stub listens.
     pub gdb: Option<vmkit_gdb::ListenAddr>,
+    /// `-sandbox on|off[,action=trap|kill]`: the per-thread seccomp filters (default on,
+    /// kill; `None` is off). See [`crate::seccomp`].
+    pub sandbox: Option<crate::seccomp::Action>,
 }
 
 impl Default for Options {
@@ -181,6 +184,7 @@ impl Default for Options {
             hpet: true,
             drives: Vec::new(),
             gdb: None,
+            sandbox: Some(crate::seccomp::default_action()),
         }
     }
 }
@@ -685,6 +689,12 @@ where
                 options.drives.push(drive);
             }
             "-no-reboot" => options.no_reboot = true,
+            "-sandbox" => {
+                let text = value("on|off")?;
+                options.sandbox = crate::seccomp::parse_sandbox(&text).map_err(|e| {
+                    error("-sandbox", e.trim_start_matches("-sandbox: ").to_string())
+                })?;
+            }
             "-no-hpet" => options.hpet = false,
             "-S" => options.start_paused = true,
             "-s" => options.gdb = Some(vmkit_gdb::ListenAddr::Tcp("0.0.0.0:1234".into())),
