@@ -325,7 +325,7 @@ pub fn forbidden_syscall() {
 fn install_sigsys_handler() {
     // SAFETY: a zeroed sigaction is valid; we fill the handler and flags before use.
     let mut act: libc::sigaction = unsafe { std::mem::zeroed() };
-    act.sa_sigaction = sigsys_handler as usize;
+    act.sa_sigaction = sigsys_handler as *const () as usize;
     act.sa_flags = libc::SA_SIGINFO;
     // SAFETY: installs a handler for SIGSYS with a valid sigaction; the old one is unused.
     unsafe { libc::sigaction(libc::SIGSYS, &act, std::ptr::null_mut()) };
