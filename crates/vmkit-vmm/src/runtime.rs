@@ -298,6 +298,7 @@ impl Vmm {
             let thread = std::thread::Builder::new()
                 .name(name.clone())
                 .spawn(move || {
+                    crate::seccomp::thread_start(crate::seccomp::ThreadKind::Vcpu);
                     let tid = vmkit_kvm::kick::current_thread_id();
                     if let Some(slot) = ids
                         .lock()
@@ -335,7 +336,16 @@ impl Vmm {
         };
         let main_thread = std::thread::Builder::new()
             .name("vmkit-main".into())
-            .spawn(move || main.run())
+            .spawn(move || {
+                crate::seccomp::thread_start(crate::seccomp::ThreadKind::Main);
+                if cfg!(debug_assertions)
+                    && crate::seccomp::enabled()
+                    && std::env::var_os("VMKIT_SECCOMP_SELFTEST").is_some()
+                {
+                    crate::seccomp::forbidden_syscall();
+                }
+                main.run()
+            })
             .map_err(|source| Error::Thread {
                 name: "vmkit-main".into(),
                 source,

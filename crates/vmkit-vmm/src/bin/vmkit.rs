@@ -57,6 +57,12 @@ fn run() -> i32 {
         handle_signals: true,
         ..RunOptions::default()
     };
+    if let Some(action) = options.sandbox {
+        if let Err(e) = vmkit_vmm::seccomp::enable(action) {
+            eprintln!("vmkit: -sandbox: {e}");
+            return 1;
+        }
+    }
     let vmm = match start_pc(&options, boot, run, Vec::new()) {
         Ok(vmm) => vmm,
         Err(e @ vmkit_vmm::Error::Terminated(_)) => {
