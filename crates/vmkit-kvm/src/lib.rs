@@ -74,6 +74,7 @@
 //! # Ok::<(), vmkit_kvm::Error>(())
 //! ```
 
+mod coalesced;
 mod error;
 mod exit;
 mod interrupts;
@@ -86,6 +87,7 @@ mod system;
 mod vcpu;
 mod vm;
 
+pub use coalesced::{CoalescedRing, CoalescedWrite};
 pub use error::{Error, Result};
 pub use exit::{ExitKind, InternalError, SystemEvent, SystemEventKind, VcpuExit};
 pub use interrupts::{InterruptController, InterruptWindow};

@@ -32,6 +32,7 @@ pub struct Vcpu {
     id: u64,
     run_size: usize,
     kick: Arc<KickTarget>,
+    coalesced: Option<Arc<crate::CoalescedRing>>,
 }
 
 impl Vcpu {
@@ -42,12 +43,24 @@ impl Vcpu {
             id,
             run_size,
             kick: Arc::new(KickTarget::new(immediate_exit)),
+            coalesced: None,
         }
     }
 
     /// The vCPU id given at creation (its initial APIC id).
     pub fn id(&self) -> u64 {
         self.id
+    }
+
+    /// Attaches the VM's coalesced-write ring: whoever runs this vCPU must drain it (in
+    /// order, to the buses) after every `KVM_RUN` before handling the exit.
+    pub fn set_coalesced_ring(&mut self, ring: Option<Arc<crate::CoalescedRing>>) {
+        self.coalesced = ring;
+    }
+
+    /// The coalesced-write ring attached with [`Vcpu::set_coalesced_ring`].
+    pub fn coalesced_ring(&self) -> Option<&Arc<crate::CoalescedRing>> {
+        self.coalesced.as_ref()
     }
 
     /// A handle other threads use to force this vCPU out of `KVM_RUN`.

@@ -333,6 +333,22 @@ impl Vm {
         .map_err(Error::ioctl("KVM_IOEVENTFD"))
     }
 
+    /// Makes guest writes of `len` bytes at `addr` (a port with [`IoEventAddress::Pio`],
+    /// which needs `KVM_CAP_COALESCED_PIO`) go to the VM's coalesced ring instead of exiting
+    /// (`KVM_REGISTER_COALESCED_MMIO`; see [`crate::CoalescedRing`], which must be drained).
+    pub fn register_coalesced(&self, addr: IoEventAddress, len: u32) -> Result<()> {
+        self.fd
+            .register_coalesced_mmio(addr, len)
+            .map_err(Error::ioctl("KVM_REGISTER_COALESCED_MMIO"))
+    }
+
+    /// Undoes [`Vm::register_coalesced`].
+    pub fn unregister_coalesced(&self, addr: IoEventAddress, len: u32) -> Result<()> {
+        self.fd
+            .unregister_coalesced_mmio(addr, len)
+            .map_err(Error::ioctl("KVM_UNREGISTER_COALESCED_MMIO"))
+    }
+
     /// Undoes [`Vm::register_ioeventfd`] (the same `datamatch` must be given).
     pub fn unregister_ioeventfd(
         &self,

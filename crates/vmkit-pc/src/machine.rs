@@ -580,6 +580,7 @@ impl PcMachine {
             set_boot_state(&vcpu, index, &boot, linux.as_ref(), &guest_memory)?;
             vcpus.push(vcpu);
         }
+        coalesce_post_port(kvm, &vm, &pio, &tree, &mut vcpus)?;
 
         Ok(Self {
             vm,
@@ -762,6 +763,45 @@ fn write_linux_boot_tables(
 /// I/O on): for boots without firmware, whose OS reads the FADT's PM blocks directly.
 fn needs_pm_setup(boot: &BootSource) -> bool {
     !matches!(boot, BootSource::FirmwareFile(_) | BootSource::Firmware(_))
+}
+
+/// Port 0x80 writes go to KVM's coalesced ring instead of exiting (`KVM_CAP_COALESCED_PIO`),
+/// when the port belongs to the `port80` device (write-only in effect: a read returns the
+/// last write, and the vCPU loop drains the ring before every exit's dispatch, so a read sees
+/// every earlier write). Linux writes there for every `outb_p`; a raw loop here measured
+/// 9237 -> 1946 ns per write. Without the capability every write exits as before.
+fn coalesce_post_port(
+    kvm: &KvmSystem,
+    vm: &Vm,
+    pio: &vmkit_bus::PioBus,
+    tree: &vmkit_object::ObjectTree,
+    vcpus: &mut [Vcpu],
+) -> Result<()> {
+    let Some(first) = vcpus.first() else {
+        return Ok(());
+    };
+    let is_port80 = pio
+        .lookup(vmkit_pcglue::POST_PORT)
+        .is_some_and(|(range, name)| {
+            range.base() == vmkit_pcglue::POST_PORT
+                && range.last() == vmkit_pcglue::POST_PORT
+                && tree.resolve(&name).is_ok_and(|o| o.is_a("port80"))
+        });
+    if !is_port80
+        || !kvm.has(vmkit_kvm::kvm_ioctls::Cap::CoalescedMmio)
+        || !kvm.has(vmkit_kvm::kvm_ioctls::Cap::CoalescedPio)
+    {
+        return Ok(());
+    }
+    let ring = Arc::new(vmkit_kvm::CoalescedRing::map(first)?);
+    vm.register_coalesced(
+        vmkit_kvm::kvm_ioctls::IoEventAddress::Pio(u64::from(vmkit_pcglue::POST_PORT)),
+        1,
+    )?;
+    for vcpu in vcpus {
+        vcpu.set_coalesced_ring(Some(Arc::clone(&ring)));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -112,6 +112,18 @@ impl VcpuStats {
     }
 }
 
+/// Delivers the coalesced ring's writes to the buses, oldest first.
+#[inline]
+fn drain_coalesced(ring: &vmkit_kvm::CoalescedRing, pio: &mut PioHandle, mmio: &mut MmioHandle) {
+    ring.drain(|write| {
+        if write.pio {
+            pio.write(u16::try_from(write.addr).unwrap_or(u16::MAX), write.bytes());
+        } else {
+            mmio.write(write.addr, write.bytes());
+        }
+    });
+}
+
 fn internal_error_text(e: &vmkit_kvm::InternalError) -> String {
     format!(
         "KVM internal error: {} (suberror {}), data {:x?}",
@@ -141,13 +153,21 @@ impl VcpuRunner {
         let mut generation = 0u64;
         let mut window = InterruptWindow::new();
         let mut debug = crate::debug::VcpuDebug::default();
+        // Writes KVM queued instead of exiting (port 0x80): delivered in order before any
+        // exit is handled, so a later access to the same device sees them.
+        let coalesced = self.vcpu.coalesced_ring().cloned();
         loop {
             if self.controller.has_request() {
                 match self
                     .controller
                     .vcpu_check(self.index, &mut generation, &mut self.vcpu)
                 {
-                    VcpuAction::Exit => return,
+                    VcpuAction::Exit => {
+                        if let Some(ring) = &coalesced {
+                            drain_coalesced(ring, &mut self.pio, &mut self.mmio);
+                        }
+                        return;
+                    }
                     VcpuAction::Run => {}
                     VcpuAction::ResetThenRun => {
                         if let Err(e) = (self.reset_cpu)(&self.vcpu, self.index) {
@@ -184,6 +204,9 @@ impl VcpuRunner {
                     continue;
                 }
             };
+            if let Some(ring) = &coalesced {
+                drain_coalesced(ring, &mut self.pio, &mut self.mmio);
+            }
             self.stats.count(exit.kind());
             // An instruction KVM could not emulate: finished here where that can be done
             // exactly, else reported as any other internal error.
