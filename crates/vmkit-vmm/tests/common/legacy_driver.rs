@@ -18,22 +18,7 @@ pub fn used_offset() -> u32 {
 /// [`IO_BASE`] with I/O and bus mastering on, set ACKNOWLEDGE | DRIVER and accept no
 /// features.
 pub fn emit_probe(a: &mut CodeAssembler, slot: u32, device: u32) -> Result<(), IcedError> {
-    let mut skip_v = a.create_label();
-    a.mov(eax, config_address(slot, 0))?;
-    a.mov(dx, 0xcf8u32)?;
-    a.out(dx, eax)?;
-    a.mov(dx, 0xcfcu32)?;
-    a.in_(eax, dx)?;
-    a.cmp(eax, (device << 16) | 0x1af4)?;
-    a.jne(skip_v)?;
-    a.mov(al, b'V' as u32)?;
-    emit_putc(a)?;
-    a.set_label(&mut skip_v)?;
-    emit_config_write32(a, config_address(slot, 0x10), IO_BASE)?;
-    emit_config_write32(a, config_address(slot, 0x04), 0x5)?;
-    a.mov(dx, IO_BASE + 0x12)?;
-    a.mov(al, 3u32)?;
-    a.out(dx, al)?;
+    emit_legacy_virtio_probe(a, slot, device, IO_BASE)?;
     a.mov(dx, IO_BASE + 0x04)?;
     a.xor(eax, eax)?;
     a.out(dx, eax)

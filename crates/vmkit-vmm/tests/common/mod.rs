@@ -148,6 +148,33 @@ pub fn config_address(slot: u32, reg: u32) -> u32 {
     0x8000_0000 | (slot << 11) | reg
 }
 
+/// Emits, for a transitional virtio function at `slot`.0 with its legacy I/O BAR to go at
+/// `io_base`: print 'V' if it is 1af4:`device`, place the BAR, turn on I/O and bus
+/// mastering, and set the status to ACKNOWLEDGE | DRIVER.
+pub fn emit_legacy_virtio_probe(
+    a: &mut CodeAssembler,
+    slot: u32,
+    device: u32,
+    io_base: u32,
+) -> Result<(), IcedError> {
+    let mut skip_v = a.create_label();
+    a.mov(eax, config_address(slot, 0))?;
+    a.mov(dx, 0xcf8u32)?;
+    a.out(dx, eax)?;
+    a.mov(dx, 0xcfcu32)?;
+    a.in_(eax, dx)?;
+    a.cmp(eax, (device << 16) | 0x1af4)?;
+    a.jne(skip_v)?;
+    a.mov(al, b'V' as u32)?;
+    emit_putc(a)?;
+    a.set_label(&mut skip_v)?;
+    emit_config_write32(a, config_address(slot, 0x10), io_base)?;
+    emit_config_write32(a, config_address(slot, 0x04), 0x5)?;
+    a.mov(dx, io_base + 0x12)?;
+    a.mov(al, 3u32)?;
+    a.out(dx, al)
+}
+
 /// Emits: a 32-bit PCI configuration write through mechanism #1 (CONFIG_ADDRESS =
 /// `address`, then `value` to CONFIG_DATA).
 pub fn emit_config_write32(
