@@ -72,11 +72,21 @@ pub fn run_start_pc(image: Vec<u8>, workload: Workload, exits: u32) -> Result<Du
         Workload::MmioWrite => ExitKind::MmioWrite,
         Workload::RamWrite => return Ok(elapsed),
     };
-    let seen = stats
-        .per_vcpu
-        .first()
-        .and_then(|counts| counts.iter().find(|(name, _)| *name == kind.name()))
-        .map_or(0, |(_, count)| *count);
+    // Port 0x80 writes are coalesced (no exit each): count what reached the port's device.
+    let seen = if workload == Workload::PioWrite {
+        stats
+            .pio
+            .ranges
+            .iter()
+            .find(|r| r.base == 0x80)
+            .map_or(0, |r| r.writes)
+    } else {
+        stats
+            .per_vcpu
+            .first()
+            .and_then(|counts| counts.iter().find(|(name, _)| *name == kind.name()))
+            .map_or(0, |(_, count)| *count)
+    };
     if seen < u64::from(exits) {
         return Err(Error::Guest(format!(
             "vmkit counted {seen} {} exits, the guest makes {exits}",
