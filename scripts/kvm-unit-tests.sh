@@ -4,7 +4,8 @@
 #
 #   scripts/kvm-unit-tests.sh [DIR] [TEST...]
 #
-# DIR holds the .flat binaries (default: ../shared/kvm-unit-tests); TEST names restrict the
+# DIR holds the .flat binaries built from kvm-unit-tests (default: $KVM_UNIT_TESTS_DIR; one
+# of the two is required); TEST names restrict the
 # run (default: every .flat in DIR). Both VMMs get kvm-unit-tests' own command line:
 #   -kernel X.flat -device pc-testdev -device isa-debug-exit,iobase=0xf4,iosize=0x4
 #   -serial stdio -smp 2 -m 256
@@ -13,7 +14,11 @@
 # VMKIT (default target/release/vmkit, built if missing), LOGDIR (default target/kut).
 set -u
 cd "$(dirname "$0")/.."
-dir=${1:-../shared/kvm-unit-tests}
+dir=${1:-${KVM_UNIT_TESTS_DIR:-}}
+if [[ -z "$dir" || ! -d "$dir" ]]; then
+    echo "usage: scripts/kvm-unit-tests.sh DIR [TEST...] (DIR: kvm-unit-tests x86 .flat binaries, or set KVM_UNIT_TESTS_DIR)" >&2
+    exit 2
+fi
 shift || true
 timeout=${TIMEOUT:-90}
 qemu=${QEMU:-qemu-system-x86_64}

@@ -108,8 +108,9 @@ pub trait Cpu {
 pub fn finish(cpu: &mut impl Cpu) -> Option<Finished> {
     let bitness = bitness(cpu.sregs());
     let linear_rip = linear(bitness, cpu.sregs().cs.base, cpu.regs().rip);
-    let bytes = fetch(cpu, linear_rip)?;
-    let mut decoder = Decoder::with_ip(bitness, &bytes, cpu.regs().rip, DecoderOptions::NONE);
+    let (bytes, len) = fetch(cpu, linear_rip)?;
+    let mut decoder =
+        Decoder::with_ip(bitness, &bytes[..len], cpu.regs().rip, DecoderOptions::NONE);
     let instruction = decoder.decode();
     if instruction.is_invalid() {
         return None;
@@ -180,24 +181,25 @@ fn linear(bitness: u32, base: u64, offset: u64) -> u64 {
     }
 }
 
-/// The 15 bytes at `linear` (or fewer at the end of a mapped range), page by page.
-fn fetch(cpu: &impl Cpu, linear: u64) -> Option<Vec<u8>> {
-    let mut bytes = Vec::with_capacity(15);
+/// The 15 bytes at `linear` (or fewer at the end of a mapped range), page by page, with
+/// how many were read; no allocation.
+fn fetch(cpu: &impl Cpu, linear: u64) -> Option<([u8; 15], usize)> {
+    let mut bytes = [0u8; 15];
+    let mut len = 0;
     let mut address = linear;
-    while bytes.len() < 15 {
+    while len < bytes.len() {
         let in_page = 0x1000 - (address & 0xfff) as usize;
-        let take = in_page.min(15 - bytes.len());
+        let take = in_page.min(bytes.len() - len);
         let Some((gpa, _)) = cpu.translate(address) else {
             break;
         };
-        let mut chunk = vec![0u8; take];
-        if !cpu.read(gpa, &mut chunk) {
+        if !cpu.read(gpa, &mut bytes[len..len + take]) {
             break;
         }
-        bytes.extend_from_slice(&chunk);
+        len += take;
         address = address.wrapping_add(take as u64);
     }
-    (!bytes.is_empty()).then_some(bytes)
+    (len > 0).then_some((bytes, len))
 }
 
 /// The value of `register` (any width) or, for a segment register, its base.
