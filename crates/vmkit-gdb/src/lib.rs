@@ -2,19 +2,27 @@
 //!
 //! The stub knows nothing of KVM: a VMM implements [`DebugVcpus`] over its vCPU threads
 //! (pause all, resume or single-step one, registers, guest memory by physical address and
-//! address translation, debug registers) and hands it to [`GdbServer::spawn`], which listens on
-//! `tcp:HOST:PORT` or `unix:PATH` ([`ListenAddr`]) and serves one gdb client at a time.
+//! address translation, debug registers, planted `int3`s) and hands it to
+//! [`GdbServer::spawn`], which listens on `tcp:HOST:PORT` or `unix:PATH` ([`ListenAddr`]) and
+//! serves one gdb client at a time.
 //!
 //! - One gdb thread per vCPU (vCPU `i` is thread `i + 1`); `info threads` and `thread N` work.
 //! - Continue, single step (`stepi` steps only that vCPU; the others stay stopped), Ctrl-C
 //!   (SIGINT), detach (the guest runs on) and kill (the VMM ends the machine).
+//! - Registers ([`arch`]): gdb's x86-64 core and SSE set plus `fs_base`, `gs_base`,
+//!   `k_gs_base`, `cr0`, `cr2`, `cr3`, `cr4`, `cr8` and `efer`, described to gdb by the
+//!   stub's own target XML (as QEMU's `i386-64bit.xml`).
+//! - Software breakpoints (`break`) are `int3` bytes planted in guest memory (any number):
+//!   the original byte is kept, memory reads show it instead of the `0xcc`, and it is put
+//!   back on removal and when the session ends. Where the VMM says a planted `int3` would
+//!   not come back as a stop ([`DebugVcpus::int3_breakpoints`]: on nested KVM, a real-mode
+//!   `int3` goes straight to the guest's IVT) or the address cannot be written, the
+//!   breakpoint goes into a debug register instead.
 //! - Hardware breakpoints (`hbreak`) and watchpoints (`watch`, `rwatch`, `awatch`) in the four
-//!   x86 debug registers. Software breakpoints (`break`) are placed in the debug registers
-//!   too, not as `int3` in guest memory: on nested KVM an `int3` in protected mode ends in
-//!   `KVM_EXIT_INTERNAL_ERROR` and in real mode it goes to the guest's IVT, so an `int3`
-//!   breakpoint cannot be relied on. All kinds together share the four slots.
+//!   x86 debug registers, shared with the software breakpoints that fell back to them.
 //! - Memory by guest virtual address, translated page by page with the vCPU's own paging
-//!   state ([`DebugVcpus::translate`]).
+//!   state ([`DebugVcpus::translate`]), or by walking its page tables from CR3 ([`paging`])
+//!   where that translation fails or finds nothing.
 //!
 //! # Example
 //!
@@ -65,9 +73,12 @@ use gdbstub::target::ext::breakpoints::{
 };
 use gdbstub::target::{Target, TargetError, TargetResult};
 pub use gdbstub_arch::x86::reg::{X86SegmentRegs, X86_64CoreRegs, X87FpuInternalRegs};
-use gdbstub_arch::x86::X86_64_SSE;
 
+pub mod arch;
 pub mod mock;
+pub mod paging;
+
+pub use arch::{X86SystemRegs, X86_64Regs, X86_64_System};
 
 /// Errors of the stub and of the targets it drives.
 #[derive(Debug, thiserror::Error)]
@@ -177,6 +188,12 @@ pub enum StopEvent {
         /// Which of DR0-DR3.
         slot: usize,
     },
+    /// A vCPU reached an `int3` the stub planted ([`DebugVcpus::set_software_breakpoints`]);
+    /// its RIP is still at the `int3`.
+    SoftwareBreakpoint {
+        /// Which vCPU.
+        vcpu: usize,
+    },
     /// A vCPU finished a single step.
     Stepped {
         /// Which vCPU.
@@ -184,6 +201,20 @@ pub enum StopEvent {
     },
     /// The machine ended with this exit status.
     Exited(u8),
+}
+
+/// The `int3` opcode the stub plants.
+pub const INT3: u8 = 0xcc;
+
+/// An `int3` planted in guest memory for a gdb software breakpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SoftwareBreakpoint {
+    /// The linear (guest virtual) address gdb asked for.
+    pub addr: u64,
+    /// The guest physical address of that byte when it was planted.
+    pub gpa: u64,
+    /// The byte the [`INT3`] replaced.
+    pub original: u8,
 }
 
 /// What the stub needs from a VMM: its vCPUs, stopped and resumed together.
@@ -203,10 +234,11 @@ pub trait DebugVcpus: Send + 'static {
     /// Waits up to `timeout` for the guest to stop on its own (or the machine to end).
     /// When it returns a stop, every vCPU has stopped.
     fn wait_for_stop(&mut self, timeout: Duration) -> Option<StopEvent>;
-    /// The vCPU's registers.
-    fn read_registers(&mut self, vcpu: usize) -> Result<X86_64CoreRegs, Error>;
-    /// Sets the vCPU's registers.
-    fn write_registers(&mut self, vcpu: usize, regs: &X86_64CoreRegs) -> Result<(), Error>;
+    /// The vCPU's registers (core, SSE, segment bases, control registers).
+    fn read_registers(&mut self, vcpu: usize) -> Result<X86_64Regs, Error>;
+    /// Sets the vCPU's registers. The VMM may refuse values the CPU would not take (a
+    /// control register combination KVM rejects): gdb then reports the write as failed.
+    fn write_registers(&mut self, vcpu: usize, regs: &X86_64Regs) -> Result<(), Error>;
     /// Translates a guest virtual address with the vCPU's paging state; `None` if unmapped.
     fn translate(&mut self, vcpu: usize, gva: u64) -> Result<Option<u64>, Error>;
     /// Reads guest physical memory; false if any byte is not RAM/ROM.
@@ -215,6 +247,14 @@ pub trait DebugVcpus: Send + 'static {
     fn write_physical(&mut self, gpa: u64, data: &[u8]) -> bool;
     /// Arms the debug registers on every vCPU (applied at the next resume).
     fn set_debug_registers(&mut self, registers: &DebugRegisters) -> Result<(), Error>;
+    /// Whether an `int3` planted in guest memory stops this vCPU in its present mode (as a
+    /// [`StopEvent::SoftwareBreakpoint`]). If not, the stub puts gdb's software breakpoints
+    /// into the debug registers.
+    fn int3_breakpoints(&mut self, vcpu: usize) -> Result<bool, Error>;
+    /// Where the stub has planted `int3`s now (all of them; empty once none is left). The
+    /// VMM reports a vCPU that reaches one as [`StopEvent::SoftwareBreakpoint`], and a vCPU
+    /// resumed at one steps over it (original byte back, one step, `int3` again).
+    fn set_software_breakpoints(&mut self, planted: &[SoftwareBreakpoint]) -> Result<(), Error>;
     /// The debugger went away: disarm everything and let the guest run.
     fn detach(&mut self);
     /// The debugger asked to kill the target: end the machine.
@@ -339,7 +379,7 @@ impl ConnectionExt for Conn {
 /// Who set a debug register.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum SlotUse {
-    /// `Z0` (gdb's `break`), placed in a debug register.
+    /// `Z0` (gdb's `break`) where no `int3` could be planted.
     Software,
     /// `Z1` (`hbreak`).
     Hardware,
@@ -347,26 +387,45 @@ enum SlotUse {
     Watch(WatchKind),
 }
 
+/// `EFAULT`: gdb's "Cannot access memory".
+const EFAULT: u8 = 14;
+/// `EINVAL`: a register value the VMM refused.
+const EINVAL: u8 = 22;
+
 /// The gdbstub target over a [`DebugVcpus`].
 pub struct DebugTarget<D: DebugVcpus> {
     vcpus: D,
     slots: [Option<(DebugRegister, SlotUse)>; MAX_DEBUG_REGISTERS],
+    planted: Vec<SoftwareBreakpoint>,
     resume: Resume,
+    /// The vCPU of the last stop (whose mode decides how a software breakpoint is placed).
+    current_vcpu: usize,
 }
 
+/// A stretch of a guest-virtual access that lies in one page: its guest physical address
+/// and the bytes of the access it covers.
+type Piece = (u64, std::ops::Range<usize>);
+
 impl<D: DebugVcpus> DebugTarget<D> {
-    /// A target over `vcpus`, with no debug register armed.
+    /// A target over `vcpus`, with no debug register armed and no `int3` planted.
     pub fn new(vcpus: D) -> Self {
         Self {
             vcpus,
             slots: [None; MAX_DEBUG_REGISTERS],
+            planted: Vec::new(),
             resume: Resume::Continue,
+            current_vcpu: 0,
         }
     }
 
     /// The vCPUs.
     pub fn vcpus(&mut self) -> &mut D {
         &mut self.vcpus
+    }
+
+    /// The `int3`s planted now.
+    pub fn planted(&self) -> &[SoftwareBreakpoint] {
+        &self.planted
     }
 
     fn vcpu_of(&self, tid: Tid) -> Option<usize> {
@@ -410,15 +469,23 @@ impl<D: DebugVcpus> DebugTarget<D> {
         Ok(true)
     }
 
-    fn stop_reason(&self, event: StopEvent) -> MultiThreadStopReason<u64> {
+    fn stop_reason(&mut self, event: StopEvent) -> MultiThreadStopReason<u64> {
         let tid = |vcpu: usize| Tid::new(vcpu + 1).unwrap_or(Tid::MIN);
         match event {
             StopEvent::Exited(code) => MultiThreadStopReason::Exited(code),
-            StopEvent::Stepped { vcpu } => MultiThreadStopReason::SignalWithThread {
-                tid: tid(vcpu),
-                signal: Signal::SIGTRAP,
-            },
+            StopEvent::Stepped { vcpu } => {
+                self.current_vcpu = vcpu;
+                MultiThreadStopReason::SignalWithThread {
+                    tid: tid(vcpu),
+                    signal: Signal::SIGTRAP,
+                }
+            }
+            StopEvent::SoftwareBreakpoint { vcpu } => {
+                self.current_vcpu = vcpu;
+                MultiThreadStopReason::SwBreak(tid(vcpu))
+            }
             StopEvent::DebugRegister { vcpu, slot } => {
+                self.current_vcpu = vcpu;
                 match self.slots.get(slot).copied().flatten() {
                     Some((_, SlotUse::Software)) => MultiThreadStopReason::SwBreak(tid(vcpu)),
                     Some((_, SlotUse::Hardware)) => MultiThreadStopReason::HwBreak(tid(vcpu)),
@@ -437,33 +504,122 @@ impl<D: DebugVcpus> DebugTarget<D> {
         }
     }
 
-    /// Memory access by guest virtual address, page by page; returns the bytes done.
-    fn access(
+    /// Guest virtual to guest physical: the VMM's translation, else a walk of the vCPU's
+    /// page tables (its paging registers are read once per access, in `paging`).
+    fn translate(
         &mut self,
         vcpu: usize,
-        start: u64,
-        len: usize,
-        mut op: impl FnMut(&mut D, u64, std::ops::Range<usize>) -> bool,
-    ) -> Result<usize, Error> {
+        gva: u64,
+        paging: &mut Option<paging::PagingState>,
+    ) -> Result<Option<u64>, Error> {
+        if let Ok(Some(gpa)) = self.vcpus.translate(vcpu, gva) {
+            return Ok(Some(gpa));
+        }
+        let state = match *paging {
+            Some(state) => state,
+            None => {
+                let state = paging::PagingState::from(&self.vcpus.read_registers(vcpu)?.system);
+                *paging = Some(state);
+                state
+            }
+        };
+        let vcpus = &mut self.vcpus;
+        Ok(paging::translate(&state, gva, &mut |gpa, buf| {
+            vcpus.read_physical(gpa, buf)
+        }))
+    }
+
+    /// Splits an access of `len` bytes at guest virtual `start` into pages, translated; stops
+    /// at the first page that is not mapped.
+    fn pieces(&mut self, vcpu: usize, start: u64, len: usize) -> Result<Vec<Piece>, Error> {
+        let mut pieces = Vec::new();
+        let mut paging = None;
         let mut done = 0usize;
         while done < len {
             let gva = start.wrapping_add(done as u64);
             let in_page = (0x1000 - (gva & 0xfff)) as usize;
             let chunk = in_page.min(len - done);
-            let Some(gpa) = self.vcpus.translate(vcpu, gva)? else {
+            let Some(gpa) = self.translate(vcpu, gva, &mut paging)? else {
                 break;
             };
-            if !op(&mut self.vcpus, gpa, done..done + chunk) {
-                break;
-            }
+            pieces.push((gpa, done..done + chunk));
             done += chunk;
         }
-        Ok(done)
+        Ok(pieces)
+    }
+
+    /// The planted `int3`s inside `piece`, with their offset in the access.
+    fn planted_in(&self, piece: &Piece) -> Vec<(usize, usize)> {
+        let (gpa, range) = piece;
+        self.planted
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.gpa >= *gpa && p.gpa < gpa + range.len() as u64)
+            .map(|(index, p)| (index, range.start + (p.gpa - gpa) as usize))
+            .collect()
+    }
+
+    fn push_planted(&mut self) -> Result<(), Error> {
+        self.vcpus.set_software_breakpoints(&self.planted)
+    }
+
+    /// Plants an `int3` at guest virtual `addr`; `None` if the byte cannot be read, written
+    /// or translated (the caller then tries a debug register).
+    fn plant(&mut self, addr: u64) -> Result<Option<SoftwareBreakpoint>, Error> {
+        let Some(gpa) = self.translate(self.current_vcpu, addr, &mut None)? else {
+            return Ok(None);
+        };
+        // An alias of a byte already planted keeps the byte from before the first.
+        let original = match self.planted.iter().find(|p| p.gpa == gpa) {
+            Some(other) => other.original,
+            None => {
+                let mut byte = [0u8];
+                if !self.vcpus.read_physical(gpa, &mut byte) {
+                    return Ok(None);
+                }
+                byte[0]
+            }
+        };
+        let mut check = [0u8];
+        if !self.vcpus.write_physical(gpa, &[INT3])
+            || !self.vcpus.read_physical(gpa, &mut check)
+            || check[0] != INT3
+        {
+            return Ok(None); // ROM, or memory that ignores writes
+        }
+        Ok(Some(SoftwareBreakpoint {
+            addr,
+            gpa,
+            original,
+        }))
+    }
+
+    /// Takes out the planted `int3` at `index`, putting the original byte back unless another
+    /// breakpoint still uses it or the guest has overwritten it since.
+    fn unplant(&mut self, index: usize) {
+        let removed = self.planted.remove(index);
+        if self.planted.iter().any(|p| p.gpa == removed.gpa) {
+            return;
+        }
+        let mut byte = [0u8];
+        if self.vcpus.read_physical(removed.gpa, &mut byte) && byte[0] == INT3 {
+            self.vcpus.write_physical(removed.gpa, &[removed.original]);
+        }
+    }
+
+    /// Puts every planted byte back (the session is over).
+    fn unplant_all(&mut self) {
+        while !self.planted.is_empty() {
+            self.unplant(self.planted.len() - 1);
+        }
+        if let Err(e) = self.push_planted() {
+            eprintln!("vmkit: gdb: {e}");
+        }
     }
 }
 
 impl<D: DebugVcpus> Target for DebugTarget<D> {
-    type Arch = X86_64_SSE;
+    type Arch = X86_64_System;
     type Error = Error;
 
     fn base_ops(&mut self) -> BaseOps<'_, Self::Arch, Self::Error> {
@@ -476,7 +632,7 @@ impl<D: DebugVcpus> Target for DebugTarget<D> {
 }
 
 impl<D: DebugVcpus> MultiThreadBase for DebugTarget<D> {
-    fn read_registers(&mut self, regs: &mut X86_64CoreRegs, tid: Tid) -> TargetResult<(), Self> {
+    fn read_registers(&mut self, regs: &mut X86_64Regs, tid: Tid) -> TargetResult<(), Self> {
         let vcpu = self.vcpu_of(tid).ok_or(TargetError::NonFatal)?;
         *regs = self
             .vcpus
@@ -485,36 +641,63 @@ impl<D: DebugVcpus> MultiThreadBase for DebugTarget<D> {
         Ok(())
     }
 
-    fn write_registers(&mut self, regs: &X86_64CoreRegs, tid: Tid) -> TargetResult<(), Self> {
+    fn write_registers(&mut self, regs: &X86_64Regs, tid: Tid) -> TargetResult<(), Self> {
         let vcpu = self.vcpu_of(tid).ok_or(TargetError::NonFatal)?;
-        self.vcpus
-            .write_registers(vcpu, regs)
-            .map_err(TargetError::Fatal)
+        self.vcpus.write_registers(vcpu, regs).map_err(|e| {
+            // A refused value is gdb's error to show, not the end of the session.
+            eprintln!("vmkit: gdb: {e}");
+            TargetError::Errno(EINVAL)
+        })
     }
 
     fn read_addrs(&mut self, start: u64, data: &mut [u8], tid: Tid) -> TargetResult<usize, Self> {
         let vcpu = self.vcpu_of(tid).ok_or(TargetError::NonFatal)?;
         let len = data.len();
-        let done = self
-            .access(vcpu, start, len, |v, gpa, range| {
-                v.read_physical(gpa, &mut data[range])
-            })
-            .map_err(TargetError::Fatal)?;
+        let mut done = 0;
+        for piece in self.pieces(vcpu, start, len).map_err(TargetError::Fatal)? {
+            if !self
+                .vcpus
+                .read_physical(piece.0, &mut data[piece.1.clone()])
+            {
+                break;
+            }
+            // gdb sees the guest's bytes, not the int3s planted over them.
+            for (index, at) in self.planted_in(&piece) {
+                data[at] = self.planted[index].original;
+            }
+            done = piece.1.end;
+        }
         if done == 0 && len > 0 {
-            return Err(TargetError::Errno(14)); // EFAULT
+            return Err(TargetError::Errno(EFAULT));
         }
         Ok(done)
     }
 
     fn write_addrs(&mut self, start: u64, data: &[u8], tid: Tid) -> TargetResult<(), Self> {
         let vcpu = self.vcpu_of(tid).ok_or(TargetError::NonFatal)?;
-        let done = self
-            .access(vcpu, start, data.len(), |v, gpa, range| {
-                v.write_physical(gpa, &data[range])
-            })
+        let pieces = self
+            .pieces(vcpu, start, data.len())
             .map_err(TargetError::Fatal)?;
+        let mut bytes = data.to_vec();
+        let mut planted_changed = false;
+        let mut done = 0;
+        for piece in pieces {
+            // A write over a planted int3 changes the byte restored later; the int3 stays.
+            for (index, at) in self.planted_in(&piece) {
+                self.planted[index].original = bytes[at];
+                bytes[at] = INT3;
+                planted_changed = true;
+            }
+            if !self.vcpus.write_physical(piece.0, &bytes[piece.1.clone()]) {
+                break;
+            }
+            done = piece.1.end;
+        }
+        if planted_changed {
+            self.push_planted().map_err(TargetError::Fatal)?;
+        }
         if done < data.len() {
-            return Err(TargetError::Errno(14));
+            return Err(TargetError::Errno(EFAULT));
         }
         Ok(())
     }
@@ -612,10 +795,31 @@ fn execute_at(addr: u64) -> DebugRegister {
 
 impl<D: DebugVcpus> SwBreakpoint for DebugTarget<D> {
     fn add_sw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
+        if self.planted.iter().any(|p| p.addr == addr) {
+            return Ok(true);
+        }
+        let vcpu = self.current_vcpu;
+        if self
+            .vcpus
+            .int3_breakpoints(vcpu)
+            .map_err(TargetError::Fatal)?
+        {
+            if let Some(planted) = self.plant(addr).map_err(TargetError::Fatal)? {
+                self.planted.push(planted);
+                self.push_planted().map_err(TargetError::Fatal)?;
+                return Ok(true);
+            }
+        }
+        // No int3 here (real mode, ROM, not mapped yet): a debug register, while one is free.
         self.add_slot(execute_at(addr), SlotUse::Software)
     }
 
     fn remove_sw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
+        if let Some(index) = self.planted.iter().position(|p| p.addr == addr) {
+            self.unplant(index);
+            self.push_planted().map_err(TargetError::Fatal)?;
+            return Ok(true);
+        }
         self.remove_slot(execute_at(addr), SlotUse::Software)
     }
 }
@@ -743,7 +947,14 @@ fn run_session<D: DebugVcpus>(target: &mut DebugTarget<D>, conn: Conn) -> Sessio
         }
         Err(e) => SessionEnd::Failed(e.to_string()),
     };
-    // Whatever gdb had armed goes away with it.
+    // Whatever gdb had armed goes away with it; planted bytes are put back while the guest
+    // is stopped (a client that vanished may have left it running).
+    if !matches!(end, SessionEnd::Killed | SessionEnd::TargetExited(_)) {
+        if let Err(e) = target.vcpus.pause_all() {
+            eprintln!("vmkit: gdb: {e}");
+        }
+    }
+    target.unplant_all();
     target.slots = [None; MAX_DEBUG_REGISTERS];
     match end {
         SessionEnd::Killed => target.vcpus.kill(),

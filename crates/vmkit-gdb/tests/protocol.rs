@@ -159,17 +159,186 @@ fn hardware_breakpoints_fill_the_four_debug_registers() {
     assert_eq!(log.last().map(String::as_str), Some("continue"));
 }
 
+/// The mock's byte at `gpa`.
+fn byte_at(memory: &vmkit_gdb::mock::MockMemory, gpa: usize) -> u8 {
+    memory.lock().unwrap()[gpa]
+}
+
 #[test]
-fn software_breakpoints_also_use_debug_registers() {
-    let (server, log) = serve(MockVcpus::new(1));
+fn software_breakpoints_are_planted_int3s_hidden_from_reads_and_put_back() {
+    let mock = MockVcpus::new(1);
+    let memory = mock.memory();
+    let (server, log) = serve(mock);
+    let mut gdb = tcp_client(&server);
+    gdb.ask("?");
+    // More breakpoints than there are debug registers.
+    let addrs = [0x1234usize, 0x1240, 0x1250, 0x1260, 0x1270, 0x1280];
+    for addr in addrs {
+        assert_eq!(gdb.ask(&format!("Z0,{addr:x},1")), "OK");
+        assert_eq!(byte_at(&memory, addr), 0xcc, "an int3 at {addr:#x}");
+    }
+    assert!(logged(&log).contains(&"int3s 6".to_string()));
+    assert!(
+        !logged(&log)
+            .iter()
+            .any(|l| l.starts_with("debug registers")),
+        "no debug register used"
+    );
+    // Reads show the guest's bytes; a write over a planted byte keeps the int3 in memory
+    // and changes the byte put back later.
+    assert_eq!(gdb.ask("m1232,4"), "32333435");
+    assert_eq!(gdb.ask("M1240,1:aa"), "OK");
+    assert_eq!(byte_at(&memory, 0x1240), 0xcc);
+    assert_eq!(gdb.ask("m1240,1"), "aa");
+    // The mock runs into the first one.
+    let stop = gdb.ask("vCont;c");
+    assert!(
+        stop.starts_with("T05") && stop.contains("swbreak:"),
+        "{stop}"
+    );
+    assert_eq!(rip_of(&gdb.ask("g")), 0x1234);
+    for addr in addrs {
+        assert_eq!(gdb.ask(&format!("z0,{addr:x},1")), "OK");
+    }
+    assert_eq!(byte_at(&memory, 0x1234), 0x34);
+    assert_eq!(byte_at(&memory, 0x1240), 0xaa);
+    assert_eq!(byte_at(&memory, 0x1280), 0x80);
+    assert_eq!(logged(&log).last().map(String::as_str), Some("int3s 0"));
+    // A breakpoint left in place goes when the client does.
+    assert_eq!(gdb.ask("Z0,1300,1"), "OK");
+    assert_eq!(byte_at(&memory, 0x1300), 0xcc);
+    drop(gdb);
+    wait_until("the session ends", || !server.client_connected());
+    assert_eq!(byte_at(&memory, 0x1300), 0x00);
+}
+
+#[test]
+fn software_breakpoints_use_debug_registers_where_int3_would_not_stop() {
+    // Real mode (CR0.PE clear): the mock, like nested KVM, would not stop at an int3.
+    let mock = MockVcpus::new(1).with_system_registers(vmkit_gdb::X86SystemRegs {
+        cr0: 0x10,
+        ..Default::default()
+    });
+    let memory = mock.memory();
+    let (server, log) = serve(mock);
     let mut gdb = tcp_client(&server);
     gdb.ask("?");
     assert_eq!(gdb.ask("Z0,1234,1"), "OK");
+    assert_eq!(byte_at(&memory, 0x1234), 0x34, "no int3 written");
+    assert!(logged(&log).contains(&"debug registers 1".to_string()));
     let stop = gdb.ask("vCont;c");
     assert!(stop.contains("swbreak:"), "{stop}");
-    // No int3 was written to guest memory.
-    assert_eq!(gdb.ask("m1234,1"), "34");
-    assert!(logged(&log).contains(&"debug registers 1".to_string()));
+    assert_eq!(rip_of(&gdb.ask("g")), 0x1234);
+}
+
+#[test]
+fn control_registers_are_in_the_register_set_gdb_is_told_about() {
+    let system = vmkit_gdb::X86SystemRegs {
+        fs_base: 0x1111,
+        gs_base: 0x2222,
+        k_gs_base: 0x3333,
+        cr0: 0x8000_0011,
+        cr2: 0x4444,
+        cr3: 0x8000,
+        cr4: 0x20,
+        cr8: 0x5,
+        efer: 0x500,
+    };
+    let (server, log) = serve(MockVcpus::new(1).with_system_registers(system));
+    let mut gdb = tcp_client(&server);
+    gdb.ask("?");
+    // gdb reads the description in chunks ("m" more, "l" last).
+    let mut xml = String::new();
+    loop {
+        let chunk = gdb.ask(&format!(
+            "qXfer:features:read:target.xml:{:x},400",
+            xml.len()
+        ));
+        xml.push_str(&chunk[1..]);
+        if chunk.starts_with('l') {
+            break;
+        }
+        assert!(chunk.starts_with('m') && chunk.len() > 1, "{chunk}");
+    }
+    for needle in [
+        "org.gnu.gdb.i386.core",
+        "<reg name=\"cr3\"",
+        "<reg name=\"efer\"",
+    ] {
+        assert!(xml.contains(needle), "{needle} in {xml}");
+    }
+    let regs = gdb.ask("g");
+    // 0x218 bytes of core registers, then nine 64-bit system registers.
+    assert_eq!(regs.len(), 2 * (0x218 + 9 * 8));
+    let system_reg = |regs: &str, n: usize| {
+        let at = 2 * (0x218 + 8 * n);
+        u64::from_str_radix(&regs[at..at + 16], 16)
+            .unwrap()
+            .swap_bytes()
+    };
+    let values: Vec<u64> = (0..9).map(|n| system_reg(&regs, n)).collect();
+    assert_eq!(
+        values,
+        [
+            0x1111,
+            0x2222,
+            0x3333,
+            0x8000_0011,
+            0x4444,
+            0x8000,
+            0x20,
+            0x5,
+            0x500
+        ]
+    );
+    // A write of CR3 (register 62) through G reaches the vCPU.
+    let mut new = regs.clone();
+    let at = 2 * (0x218 + 8 * 5);
+    new.replace_range(at..at + 16, "0090000000000000");
+    assert_eq!(gdb.ask(&format!("G{new}")), "OK");
+    assert_eq!(system_reg(&gdb.ask("g"), 5), 0x9000);
+    assert!(logged(&log).contains(&"write registers 0".to_string()));
+}
+
+#[test]
+fn memory_is_read_through_the_page_tables_when_translation_fails() {
+    // 4-level tables at 0x8000: 0xffff_8000_0020_0000 is a 2 MiB page at physical 0, and
+    // 0xffff_8000_0000_5000 a 4 KiB page at physical 0x3000.
+    let mock =
+        MockVcpus::new(1)
+            .without_translate()
+            .with_system_registers(vmkit_gdb::X86SystemRegs {
+                cr0: 0x8000_0011,
+                cr3: 0x8000,
+                cr4: 0x20,
+                efer: 0x500,
+                ..Default::default()
+            });
+    {
+        let memory = mock.memory();
+        let mut m = memory.lock().unwrap();
+        let mut put =
+            |gpa: usize, value: u64| m[gpa..gpa + 8].copy_from_slice(&value.to_le_bytes());
+        put(0x8000 + 256 * 8, 0x9003); // PML4[256]: 0xffff_8000_0000_0000
+        put(0x9000, 0xa003); // PDPT[0]
+        put(0xa000, 0xb003); // PD[0] -> page table
+        put(0xa008, 0x83); // PD[1]: a 2 MiB page at 0
+        put(0xb000 + 5 * 8, 0x3003); // PT[5] -> 0x3000
+    }
+    let (server, _) = serve(mock);
+    let mut gdb = tcp_client(&server);
+    gdb.ask("?");
+    assert_eq!(gdb.ask("mffff800000201234,2"), "3435");
+    assert_eq!(gdb.ask("mffff800000005010,2"), "1011");
+    assert_eq!(gdb.ask("Mffff800000005010,1:77"), "OK");
+    assert_eq!(
+        gdb.ask("mffff800000203010,1"),
+        "77",
+        "the same byte by its other alias"
+    );
+    // Not mapped (PT[6] empty), not canonical: errors.
+    assert!(gdb.ask("mffff800000006000,1").starts_with('E'));
+    assert!(gdb.ask("m0000800000000000,1").starts_with('E'));
 }
 
 #[test]

@@ -95,12 +95,14 @@ const REQUEST_PARTIAL: u32 = 3;
 pub(crate) type VcpuJob = Box<dyn FnOnce(&mut vmkit_kvm::Vcpu) + Send>;
 
 /// What the debugger asked the vCPUs to arm (see [`crate::debug`]).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct GuestDebugConfig {
     /// A debugger is attached.
     pub attached: bool,
     /// DR0-DR3.
     pub registers: [Option<vmkit_gdb::DebugRegister>; vmkit_gdb::MAX_DEBUG_REGISTERS],
+    /// The int3s the debugger has planted in guest memory.
+    pub software: std::sync::Arc<[vmkit_gdb::SoftwareBreakpoint]>,
     /// The vCPU to single-step on the next resume.
     pub step: Option<usize>,
 }
@@ -580,6 +582,12 @@ impl Controller {
         self.debug_generation.fetch_add(1, Ordering::SeqCst);
     }
 
+    /// Where the debugger has planted int3s (the vCPUs learn it when they next resume).
+    pub(crate) fn set_software_breakpoints(&self, planted: &[vmkit_gdb::SoftwareBreakpoint]) {
+        self.lock().debug.software = planted.into();
+        self.debug_generation.fetch_add(1, Ordering::SeqCst);
+    }
+
     /// The debugger has gone: nothing stays armed; a guest it held runs on.
     pub(crate) fn debug_detach(&self) {
         let held = {
@@ -601,7 +609,7 @@ impl Controller {
             return None;
         }
         *seen = now;
-        Some(self.lock().debug)
+        Some(self.lock().debug.clone())
     }
 
     /// vCPU side: a debug exit the debugger wants to hear about. Stops every vCPU (without

@@ -10,8 +10,15 @@
 //! This host's KVM (nested): hardware breakpoints and single step exit as
 //! `KVM_EXIT_DEBUG`; RFLAGS.RF does not get a vCPU past a hardware breakpoint, so a vCPU
 //! resumed at one first steps one instruction with its breakpoints off, then re-arms them.
-//! `int3` is never planted (it ends in `KVM_EXIT_INTERNAL_ERROR` in protected mode here):
-//! the stub puts gdb's software breakpoints into the debug registers too. Data breakpoints
+//! gdb's software breakpoints are `int3`s the stub plants in guest memory. Measured here
+//! with a raw vCPU (`nop; int3; hlt`), with and without `KVM_GUESTDBG_USE_SW_BP`: in
+//! protected and long mode at CPL 0 the `int3` ends in `KVM_EXIT_INTERNAL_ERROR`
+//! (emulation) with RIP at the `int3`, which is taken as that breakpoint's hit when the
+//! stub planted one there (the guest's own `int3` still goes to [`crate::emulate`], which
+//! delivers #BP to the guest); in real mode it goes to the guest's IVT without an exit, and
+//! at CPL 3 straight to the guest's IDT, so in real mode the stub falls back to a debug
+//! register. A vCPU resumed at a planted `int3` steps over it: original byte, one step,
+//! `int3` again. Data breakpoints
 //! in DR0-DR3 never fire here (the nested host interprets kernel-mode guest code without
 //! checking them; QEMU's `watch` does not fire on this host either), so while a watchpoint
 //! is set, every vCPU also single-steps and compares the watched bytes after each
@@ -23,8 +30,8 @@ use std::time::Duration;
 
 use kvm_bindings::{kvm_guest_debug, KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_SINGLESTEP};
 use vmkit_gdb::{
-    DebugRegisterKind, DebugRegisters, DebugVcpus, Error as GdbError, Resume, StopEvent,
-    X86_64CoreRegs,
+    DebugRegisterKind, DebugRegisters, DebugVcpus, Error as GdbError, Resume, SoftwareBreakpoint,
+    StopEvent, X86SystemRegs, X86_64CoreRegs, X86_64Regs,
 };
 use vmkit_kvm::Vcpu;
 
@@ -44,6 +51,8 @@ pub(crate) struct VcpuDebug {
     config: GuestDebugConfig,
     /// Stepping one instruction with breakpoints off, to get past the one at RIP.
     stepping_over: bool,
+    /// The planted int3 whose original byte is back for that step.
+    stepping_over_int3: Option<SoftwareBreakpoint>,
     /// Watched bytes as last seen: (slot, guest physical address, bytes).
     watched: Vec<(usize, u64, Vec<u8>)>,
 }
@@ -91,6 +100,34 @@ fn set_guest_debug(vcpu: &Vcpu, index: usize, dbg: &kvm_guest_debug) {
     }
 }
 
+/// The int3 the debugger planted at linear `pc`, if it is still in memory there.
+fn planted_at(
+    config: &GuestDebugConfig,
+    pc: u64,
+    memory: &dyn GuestMemoryReader,
+) -> Option<SoftwareBreakpoint> {
+    if !config.attached {
+        return None;
+    }
+    let planted = config.software.iter().find(|p| p.addr == pc)?;
+    let mut byte = [0u8];
+    (memory.read_guest(planted.gpa, &mut byte) && byte[0] == vmkit_gdb::INT3).then_some(*planted)
+}
+
+/// Puts back the int3 stepped over (taken from `stepping`), if the debugger still has it
+/// planted.
+fn replant(
+    stepping: &mut Option<SoftwareBreakpoint>,
+    config: &GuestDebugConfig,
+    memory: &dyn GuestMemoryReader,
+) {
+    if let Some(planted) = stepping.take() {
+        if config.attached && config.software.iter().any(|p| p.gpa == planted.gpa) {
+            memory.write_guest(planted.gpa, &[vmkit_gdb::INT3]);
+        }
+    }
+}
+
 /// The linear address of the next instruction (CS base + RIP).
 fn linear_pc(vcpu: &Vcpu) -> Option<u64> {
     let regs = vcpu.regs().ok()?;
@@ -110,21 +147,59 @@ impl VcpuDebug {
         let Some(config) = controller.debug_config(&mut self.generation) else {
             return;
         };
+        // A step over a planted int3 that a park interrupted: the int3 goes back first.
+        replant(&mut self.stepping_over_int3, &config, memory);
         self.config = config;
         self.stepping_over = false;
         self.snapshot_watched(vcpu, memory);
-        let step = config.step == Some(index) || watching(&config);
-        let at_breakpoint =
-            config.attached
-                && config.registers.iter().flatten().any(|r| {
-                    r.kind == DebugRegisterKind::Execute && Some(r.addr) == linear_pc(vcpu)
-                });
-        if at_breakpoint {
-            self.stepping_over = true;
-            set_guest_debug(vcpu, index, &guest_debug(&config, true, false));
-        } else {
-            set_guest_debug(vcpu, index, &guest_debug(&config, step, true));
+        let config = &self.config;
+        let step = config.step == Some(index) || watching(config);
+        let pc = linear_pc(vcpu);
+        let at_breakpoint = config.attached
+            && config
+                .registers
+                .iter()
+                .flatten()
+                .any(|r| r.kind == DebugRegisterKind::Execute && Some(r.addr) == pc);
+        let at_int3 = pc.and_then(|pc| planted_at(config, pc, memory));
+        if let Some(planted) = at_int3 {
+            // Resumed at a planted int3 (QMP cont, or a client that does not step over it):
+            // the original byte for one step, then the int3 again.
+            memory.write_guest(planted.gpa, &[planted.original]);
+            self.stepping_over_int3 = Some(planted);
         }
+        if at_breakpoint || at_int3.is_some() {
+            self.stepping_over = true;
+            set_guest_debug(vcpu, index, &guest_debug(config, true, false));
+        } else {
+            set_guest_debug(vcpu, index, &guest_debug(config, step, true));
+        }
+    }
+
+    /// KVM could not emulate an instruction: if it is an int3 the debugger planted, that is
+    /// its breakpoint's hit (this host's KVM ends a protected-mode int3 this way instead of
+    /// with `KVM_EXIT_DEBUG`). The vCPU stays at the int3. False if it is not one (the guest's
+    /// own int3 then goes on to the guest).
+    pub(crate) fn on_emulation_failure(
+        &mut self,
+        controller: &crate::Controller,
+        vcpu: &Vcpu,
+        index: usize,
+        memory: &dyn GuestMemoryReader,
+    ) -> bool {
+        if self.config.software.is_empty() {
+            return false;
+        }
+        let Some(pc) = linear_pc(vcpu) else {
+            return false;
+        };
+        if planted_at(&self.config, pc, memory).is_none() {
+            return false;
+        }
+        // With the debugger gone (its stub puts the bytes back while the guest is stopped),
+        // running the instruction again finds the original byte.
+        let _ = controller.debug_stop(StopEvent::SoftwareBreakpoint { vcpu: index });
+        true
     }
 
     fn snapshot_watched(&mut self, vcpu: &Vcpu, memory: &dyn GuestMemoryReader) {
@@ -170,8 +245,9 @@ impl VcpuDebug {
     ) {
         let user_step = self.config.step == Some(index);
         if self.stepping_over {
-            // Past the breakpoint: re-arm.
+            // Past the breakpoint: re-arm (and re-plant an int3 stepped over).
             self.stepping_over = false;
+            replant(&mut self.stepping_over_int3, &self.config, memory);
             let step = user_step || watching(&self.config);
             set_guest_debug(vcpu, index, &guest_debug(&self.config, step, true));
         }
@@ -223,6 +299,76 @@ impl VmDebugTarget {
             }),
         }
     }
+}
+
+/// `MSR_KERNEL_GS_BASE`.
+const MSR_KERNEL_GS_BASE: u32 = 0xc000_0102;
+
+fn read_kernel_gs_base(vcpu: &Vcpu) -> Result<u64, vmkit_kvm::Error> {
+    let mut msrs = kvm_bindings::Msrs::from_entries(&[kvm_bindings::kvm_msr_entry {
+        index: MSR_KERNEL_GS_BASE,
+        ..Default::default()
+    }])
+    .map_err(|_| vmkit_kvm::Error::InvalidState("one MSR does not fit KVM_GET_MSRS".into()))?;
+    let read = vcpu.get_msrs(&mut msrs)?;
+    Ok(if read == 1 {
+        msrs.as_slice()[0].data
+    } else {
+        0
+    })
+}
+
+fn read_all_registers(vcpu: &Vcpu) -> Result<X86_64Regs, vmkit_kvm::Error> {
+    let sregs = vcpu.sregs()?;
+    Ok(X86_64Regs {
+        core: registers_from(&vcpu.regs()?, &sregs, &vcpu.fpu()?),
+        system: X86SystemRegs {
+            fs_base: sregs.fs.base,
+            gs_base: sregs.gs.base,
+            k_gs_base: read_kernel_gs_base(vcpu)?,
+            cr0: sregs.cr0,
+            cr2: sregs.cr2,
+            cr3: sregs.cr3,
+            cr4: sregs.cr4,
+            cr8: sregs.cr8,
+            efer: sregs.efer,
+        },
+    })
+}
+
+/// Applies the system registers gdb changed: segment bases and control registers through
+/// `KVM_SET_SREGS` (KVM refuses combinations the CPU would not take: CR0.PG without PE,
+/// long mode without PAE, ...), `k_gs_base` through its MSR. EFER.LMA is the CPU's to set:
+/// it follows LME and CR0.PG and is not taken from gdb.
+fn apply_system_registers(vcpu: &Vcpu, new: &X86SystemRegs) -> Result<(), vmkit_kvm::Error> {
+    const EFER_LMA: u64 = 1 << 10;
+    let mut sregs = vcpu.sregs()?;
+    let before = sregs;
+    sregs.fs.base = new.fs_base;
+    sregs.gs.base = new.gs_base;
+    sregs.cr0 = new.cr0;
+    sregs.cr2 = new.cr2;
+    sregs.cr3 = new.cr3;
+    sregs.cr4 = new.cr4;
+    sregs.cr8 = new.cr8;
+    sregs.efer = (new.efer & !EFER_LMA) | (before.efer & EFER_LMA);
+    let changed = (sregs.fs.base, sregs.gs.base, sregs.cr0, sregs.cr2)
+        != (before.fs.base, before.gs.base, before.cr0, before.cr2)
+        || (sregs.cr3, sregs.cr4, sregs.cr8, sregs.efer)
+            != (before.cr3, before.cr4, before.cr8, before.efer);
+    if changed {
+        vcpu.set_sregs(&sregs)?;
+    }
+    if new.k_gs_base != read_kernel_gs_base(vcpu)? {
+        let msrs = kvm_bindings::Msrs::from_entries(&[kvm_bindings::kvm_msr_entry {
+            index: MSR_KERNEL_GS_BASE,
+            data: new.k_gs_base,
+            ..Default::default()
+        }])
+        .map_err(|_| vmkit_kvm::Error::InvalidState("one MSR does not fit KVM_SET_MSRS".into()))?;
+        vcpu.set_msrs(&msrs)?;
+    }
+    Ok(())
 }
 
 fn registers_from(
@@ -350,16 +496,15 @@ impl DebugVcpus for VmDebugTarget {
         self.vm.controller().wait_debug_stop(timeout)
     }
 
-    fn read_registers(&mut self, vcpu: usize) -> Result<X86_64CoreRegs, GdbError> {
-        self.on_vcpu(vcpu, "reading registers", |v| {
-            Ok(registers_from(&v.regs()?, &v.sregs()?, &v.fpu()?))
-        })
+    fn read_registers(&mut self, vcpu: usize) -> Result<X86_64Regs, GdbError> {
+        self.on_vcpu(vcpu, "reading registers", |v| read_all_registers(v))
     }
 
-    fn write_registers(&mut self, vcpu: usize, regs: &X86_64CoreRegs) -> Result<(), GdbError> {
+    fn write_registers(&mut self, vcpu: usize, regs: &X86_64Regs) -> Result<(), GdbError> {
         let regs = regs.clone();
         self.on_vcpu(vcpu, "writing registers", move |v| {
-            apply_registers(v, &regs)
+            apply_registers(v, &regs.core)?;
+            apply_system_registers(v, &regs.system)
         })
     }
 
@@ -377,6 +522,26 @@ impl DebugVcpus for VmDebugTarget {
 
     fn set_debug_registers(&mut self, registers: &DebugRegisters) -> Result<(), GdbError> {
         self.vm.controller().set_debug_registers(registers);
+        Ok(())
+    }
+
+    fn int3_breakpoints(&mut self, vcpu: usize) -> Result<bool, GdbError> {
+        // Measured on this host's (nested) KVM: in real mode an int3 goes to the guest's IVT
+        // without any exit, even with KVM_GUESTDBG_USE_SW_BP, and at CPL 3 to the guest's
+        // IDT; in protected and long mode at CPL 0 it ends in KVM_EXIT_INTERNAL_ERROR
+        // (emulation) at the int3, which is recognised as the hit.
+        // A vCPU stopped in user mode gets debug registers too (its int3 would reach the
+        // guest's own #BP handler).
+        self.on_vcpu(vcpu, "reading the CPU mode", |v| {
+            let sregs = v.sregs()?;
+            let protected = sregs.cr0 & 1 != 0;
+            let vm86 = v.regs()?.rflags & (1 << 17) != 0;
+            Ok(protected && !vm86 && sregs.ss.dpl != 3)
+        })
+    }
+
+    fn set_software_breakpoints(&mut self, planted: &[SoftwareBreakpoint]) -> Result<(), GdbError> {
+        self.vm.controller().set_software_breakpoints(planted);
         Ok(())
     }
 

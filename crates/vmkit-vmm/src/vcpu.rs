@@ -217,6 +217,15 @@ impl VcpuRunner {
                 _ => None,
             };
             if let Some(error) = emulation_failure {
+                // An int3 the debugger planted is its breakpoint's hit, not the guest's.
+                if debug.on_emulation_failure(
+                    &self.controller,
+                    &self.vcpu,
+                    self.index,
+                    self.memory.as_ref(),
+                ) {
+                    continue;
+                }
                 if !self.finish_instruction() {
                     let what = internal_error_text(&error);
                     let text =

@@ -146,12 +146,10 @@ fn gdb(socket: &Path, commands: &[&str]) -> String {
             panic!("gdb did not finish within 60 s");
         }
     };
-    let text = String::from_utf8_lossy(&output.stdout).into_owned();
-    eprintln!(
-        "---- gdb ----\n{text}---- gdb stderr ----\n{}-------------",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    text
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    eprintln!("---- gdb ----\n{stdout}---- gdb stderr ----\n{stderr}-------------");
+    format!("{stdout}{stderr}")
 }
 
 /// The value gdb printed for `print ...` number `n` (`$n = VALUE`).
@@ -228,12 +226,29 @@ fn gdb_reads_registers_breaks_steps_watches_and_writes_memory() {
 
 /// Virtual alias of guest-physical 0: PML4 entry 1 (512 GiB) pointing at entry 0's PDPT.
 const HIGH_ALIAS: u64 = 0x80_0000_0000;
+/// The long-mode guest's #BP handler, IDT and IDTR.
+const LM_HANDLER: u64 = ENTRY + 0x200;
+const LM_IDT: u64 = ENTRY + 0x300;
+const LM_IDTR: u64 = ENTRY + 0x400;
+
+/// Where [`long_mode_guest`]'s instructions are.
+struct LongModeGuest {
+    image: Vec<u8>,
+    /// The loop: `inc ecx` (head), `mov [rbx], cl`, `cmp ecx, 3`, `jne head`.
+    head: u64,
+    store: u64,
+    compare: u64,
+    branch: u64,
+}
 
 /// 64-bit guest: aliases physical memory at [`HIGH_ALIAS`] by copying PML4[0] into PML4[1],
-/// then counts ECX to 3 storing CL through the alias (physical 0x2000), then exits with the
-/// byte at physical 0x2001. Returns the bytes and the loop head's address.
-fn long_mode_guest() -> (Vec<u8>, u64) {
+/// counts ECX to 3 storing CL through the alias (physical 0x2000), executes its own `int3`
+/// (its IDT's #BP handler at [`LM_HANDLER`] adds 1 to the byte at 0x2001), then exits with
+/// the byte at physical 0x2001.
+fn long_mode_guest() -> LongModeGuest {
     fn prologue(a: &mut CodeAssembler) -> Result<(), IcedError> {
+        a.mov(rsp, 0x7000u64)?;
+        a.lidt(ptr(LM_IDTR))?;
         a.mov(rax, cr3)?;
         a.mov(rdx, qword_ptr(rax))?;
         a.mov(qword_ptr(rax + 8), rdx)?;
@@ -242,7 +257,7 @@ fn long_mode_guest() -> (Vec<u8>, u64) {
         a.xor(ecx, ecx)
     }
     let head = ENTRY + assemble(64, ENTRY, prologue).len() as u64;
-    let bytes = assemble(64, ENTRY, |a| {
+    let mut image = assemble(64, ENTRY, |a| {
         let mut top = a.create_label();
         prologue(a)?;
         a.set_label(&mut top)?;
@@ -250,22 +265,64 @@ fn long_mode_guest() -> (Vec<u8>, u64) {
         a.mov(byte_ptr(rbx), cl)?;
         a.cmp(ecx, 3)?;
         a.jne(top)?;
+        a.int3()?;
         a.mov(al, byte_ptr(0x2001))?;
         a.mov(dx, 0x501u32)?;
         a.out(dx, al)?;
         a.hlt()
     });
-    (bytes, head)
+    // inc ecx (2), mov [rbx], cl (2), cmp ecx, 3 (3), jne (2).
+    let (store, compare, branch) = (head + 2, head + 4, head + 7);
+    assert_eq!(
+        image[(head - ENTRY) as usize..][..2],
+        [0xff, 0xc1],
+        "inc ecx"
+    );
+    assert_eq!(image[(branch - ENTRY) as usize], 0x75, "jne rel8");
+    assert_eq!(
+        image[(branch + 2 - ENTRY) as usize],
+        0xcc,
+        "the guest's own int3"
+    );
+    assert!(image.len() <= (LM_HANDLER - ENTRY) as usize);
+    image.resize((LM_HANDLER - ENTRY) as usize, 0x90);
+    image.extend(assemble(64, LM_HANDLER, |a| {
+        a.add(byte_ptr(0x2001), 1)?;
+        a.iretq()
+    }));
+    image.resize((LM_IDT - ENTRY) as usize, 0);
+    // Vectors 0-3; only #BP (3) is present: a 64-bit interrupt gate to the handler in the
+    // boot code segment (0x10).
+    let mut gate = [0u8; 16];
+    gate[..2].copy_from_slice(&(LM_HANDLER as u16).to_le_bytes());
+    gate[2..4].copy_from_slice(&0x10u16.to_le_bytes());
+    gate[5] = 0x8e;
+    gate[6..8].copy_from_slice(&((LM_HANDLER >> 16) as u16).to_le_bytes());
+    gate[8..12].copy_from_slice(&((LM_HANDLER >> 32) as u32).to_le_bytes());
+    image.extend_from_slice(&[0u8; 48]);
+    image.extend_from_slice(&gate);
+    image.resize((LM_IDTR - ENTRY) as usize, 0);
+    image.extend_from_slice(&63u16.to_le_bytes());
+    image.extend_from_slice(&LM_IDT.to_le_bytes());
+    LongModeGuest {
+        image,
+        head,
+        store,
+        compare,
+        branch,
+    }
 }
 
+/// gdb's `break` plants int3s (five at once, more than the debug registers), stops at each,
+/// reads the control registers, and the guest's own int3 still reaches its IDT handler.
 #[test]
-fn gdb_reads_and_writes_through_the_guest_page_tables_in_long_mode() {
+fn gdb_debugs_a_long_mode_guest_through_its_page_tables_with_int3_breakpoints() {
     require_kvm!();
-    let (guest, head) = long_mode_guest();
-    let guest = guest_file("long", &guest);
+    let guest = long_mode_guest();
+    let image = guest_file("long", &guest.image);
     let socket = socket_path("long");
     let _ = std::fs::remove_file(&socket);
-    let flat = format!("{},mode=long", guest.display());
+    let flat = format!("{},mode=long", image.display());
     let child = vmkit()
         .args([
             "-flat",
@@ -287,43 +344,119 @@ fn gdb_reads_and_writes_through_the_guest_page_tables_in_long_mode() {
         assert!(start.elapsed() < Duration::from_secs(20), "no socket");
         std::thread::sleep(Duration::from_millis(10));
     }
+    let alias_2000 = HIGH_ALIAS + 0x2000;
     let out = gdb(
         &socket,
         &[
             "print/x $pc", // $1
-            &format!("hbreak *{head:#x}"),
+            "info registers cr0 cr3 cr4 efer",
+            "print/x $cr0",  // $2
+            "print/x $cr4",  // $3
+            "print/x $efer", // $4
+            &format!("break *{:#x}", guest.head),
+            &format!("break *{:#x}", guest.store),
+            &format!("break *{:#x}", guest.compare),
+            &format!("break *{:#x}", guest.branch),
+            &format!("break *{LM_HANDLER:#x}"),
             "continue",
-            "print/x $pc",  // $2
-            "print/x $rbx", // $3
+            "print/x $pc",  // $5: head
+            "print/x $cr3", // $6: the guest's page-table base ...
+            "print/x $rax", // $7: ... as its `mov rax, cr3` read it
+            "print/x $rbx", // $8
+            "continue",
+            "print/x $pc", // $9: store
+            "continue",
+            "print/x $pc", // $10: compare
+            "continue",
+            "print/x $pc", // $11: branch
             // The code through the alias (only the guest's page tables map it).
             &format!("x/2xb {:#x}", HIGH_ALIAS + ENTRY),
-            "delete",
-            &format!("watch *(unsigned char*){:#x}", HIGH_ALIAS + 0x2000),
+            "delete 1-4",
+            &format!("watch *(unsigned char*){alias_2000:#x}"),
             "continue",
-            "print/x *(unsigned char*)0x2000", // $4: the physical byte behind the alias
-            "delete",
+            "print/x *(unsigned char*)0x2000", // $12: the physical byte behind the alias
+            "delete 6",
+            // A control register that is safe to write, and one value KVM refuses.
+            // (gdb casts only 64-bit values to the flag types of cr0, cr4 and efer.)
+            "set $cr2 = 0x5a5a000",
+            "set $cr0 = (long)0x80000000",
+            "maintenance flush register-cache",
+            "print/x $cr2", // $13
+            "print/x $cr0", // $14: unchanged
             &format!("set var *(unsigned char*){:#x} = 0x21", HIGH_ALIAS + 0x2001),
-            "print/x *(unsigned char*)0x2001", // $5
+            "print/x *(unsigned char*)0x2001", // $15
+            "continue",    // the guest's own int3 arrives at its handler (breakpoint 5)
+            "print/x $pc", // $16
+            "delete",
             "continue",
         ],
     );
+    let value = |n: usize| {
+        let text = printed(&out, n);
+        u64::from_str_radix(text.trim_start_matches("0x"), 16)
+            .unwrap_or_else(|_| panic!("${n} = {text}"))
+    };
     assert_eq!(printed(&out, 1), format!("{ENTRY:#x}"), "{out}");
-    assert_eq!(printed(&out, 2), format!("{head:#x}"));
-    assert_eq!(printed(&out, 3), format!("{:#x}", HIGH_ALIAS + 0x2000));
-    // mov rax, cr3 is 0f 20 d8.
+    // Long mode: CR0.PE|PG, CR4.PAE, EFER.LME|LMA; gdb decodes the flags.
+    assert_eq!(value(2) & 0x8000_0001, 0x8000_0001, "CR0.PE and PG");
+    assert_ne!(value(3) & 0x20, 0, "CR4.PAE");
+    assert_eq!(value(4) & 0x500, 0x500, "EFER.LME and LMA");
+    let cr0_line = out
+        .lines()
+        .find(|l| l.starts_with("cr0"))
+        .expect("cr0 line");
+    assert!(cr0_line.contains("PG") && cr0_line.contains("PE"), "{out}");
+    let efer_line = out.lines().find(|l| l.starts_with("efer")).expect("efer");
     assert!(
-        out.contains(&format!("{:#x}:\t0x0f\t0x20", HIGH_ALIAS + ENTRY)),
+        efer_line.contains("LMA") && efer_line.contains("LME"),
+        "{out}"
+    );
+    for (n, addr) in [
+        guest.head,
+        guest.store,
+        guest.compare,
+        guest.branch,
+        LM_HANDLER,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let hit = format!("Breakpoint {}, {addr:#018x} in ?? ()", n + 1);
+        assert!(out.contains(&hit), "{hit}: {out}");
+    }
+    assert_eq!(value(5), guest.head);
+    assert_eq!(value(6), value(7), "CR3 is what the guest read from it");
+    assert_eq!(value(6) & !0xfff, 0x9000, "vmkit's long-mode PML4");
+    assert_eq!(value(8), alias_2000);
+    assert_eq!(value(9), guest.store, "the second int3");
+    assert_eq!(value(10), guest.compare, "the third");
+    assert_eq!(value(11), guest.branch, "the fourth");
+    // mov rsp, imm is 48 c7 c4 / 48 bc: the first byte is REX.W.
+    assert!(
+        out.contains(&format!("{:#x}:\t0x48\t0x", HIGH_ALIAS + ENTRY)),
         "{out}"
     );
     assert!(
-        out.contains("Old value = 0") && out.contains("New value = 1"),
+        out.contains("Old value = 1") && out.contains("New value = 2"),
         "{out}"
     );
-    assert_eq!(printed(&out, 4), "0x1");
-    assert_eq!(printed(&out, 5), "0x21");
-    assert!(out.contains("exited with code 0103"), "{out}");
+    assert_eq!(value(12), 2);
+    assert_eq!(value(13), 0x5a5a000, "CR2 written");
+    assert!(
+        out.contains("Could not write registers; remote failure reply 'E16'"),
+        "PG without PE refused: {out}"
+    );
+    assert_eq!(value(14), value(2), "CR0 without PE refused, unchanged");
+    assert_eq!(value(15), 0x21);
+    assert_eq!(
+        value(16),
+        LM_HANDLER,
+        "the fifth int3, reached by the guest's own"
+    );
+    // The handler added 1: 0x22 -> status 0x45 = 0105 in gdb's octal.
+    assert!(out.contains("exited with code 0105"), "{out}");
     let (code, err) = finish(child, Duration::from_secs(20));
-    assert_eq!(code, Some((0x21 << 1) | 1), "{err}");
+    assert_eq!(code, Some((0x22 << 1) | 1), "{err}");
 }
 
 /// Where the 32-bit part of [`protected_mode_guest`] starts.
