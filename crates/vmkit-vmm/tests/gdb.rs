@@ -73,12 +73,17 @@ fn socket_path(name: &str) -> PathBuf {
 
 /// Starts vmkit with `-gdb unix:SOCKET,server` and waits for the socket to exist.
 fn start_vmkit(name: &str, guest: &[u8], extra: &[&str]) -> (Child, PathBuf) {
+    start_vmkit_in(name, guest, "real", extra)
+}
+
+/// [`start_vmkit`] with the flat image entered in `mode` (`real`, `long`).
+fn start_vmkit_in(name: &str, guest: &[u8], mode: &str, extra: &[&str]) -> (Child, PathBuf) {
     let guest = guest_file(name, guest);
     let socket = socket_path(name);
     let _ = std::fs::remove_file(&socket);
     let child = vmkit()
         .arg("-flat")
-        .arg(&guest)
+        .arg(format!("{},mode={mode}", guest.display()))
         .args(["-device", "isa-debug-exit", "-serial", "none", "-gdb"])
         .arg(format!("unix:{},server", socket.display()))
         .args(extra)
@@ -162,6 +167,13 @@ fn printed(text: &str, n: usize) -> String {
     line[key.len()..].trim().to_string()
 }
 
+/// The number gdb printed (in hex, `print/x`) for `print ...` number `n`.
+fn printed_hex(text: &str, n: usize) -> u64 {
+    let value = printed(text, n);
+    u64::from_str_radix(value.trim_start_matches("0x"), 16)
+        .unwrap_or_else(|_| panic!("${n} = {value} is not hex:\n{text}"))
+}
+
 #[test]
 fn gdb_reads_registers_breaks_steps_watches_and_writes_memory() {
     require_kvm!();
@@ -191,11 +203,18 @@ fn gdb_reads_registers_breaks_steps_watches_and_writes_memory() {
             &format!("x/4xb {ENTRY:#x}"),
             "set var *(unsigned char*)0x2001 = 0x21",
             "print/x *(unsigned char*)0x2001", // $11
+            "info registers cr0 cr3 cr4 efer",
+            "print/x $cr0",  // $12
+            "print/x $efer", // $13
             "continue",
         ],
     );
     assert_eq!(printed(&out, 1), format!("{ENTRY:#x}"), "{out}");
     assert_eq!(printed(&out, 2), "0x0");
+    // Real mode: CR0 is ET only (PE and PG clear), no long mode.
+    assert_eq!(printed(&out, 12), "0x10");
+    assert_eq!(printed(&out, 13), "0x0");
+    assert!(out.contains("[ ET ]"), "{out}");
     assert!(
         out.contains("Hardware assisted breakpoint 1 at 0x1005"),
         "{out}"
@@ -319,31 +338,7 @@ fn long_mode_guest() -> LongModeGuest {
 fn gdb_debugs_a_long_mode_guest_through_its_page_tables_with_int3_breakpoints() {
     require_kvm!();
     let guest = long_mode_guest();
-    let image = guest_file("long", &guest.image);
-    let socket = socket_path("long");
-    let _ = std::fs::remove_file(&socket);
-    let flat = format!("{},mode=long", image.display());
-    let child = vmkit()
-        .args([
-            "-flat",
-            &flat,
-            "-device",
-            "isa-debug-exit",
-            "-serial",
-            "none",
-            "-S",
-            "-gdb",
-        ])
-        .arg(format!("unix:{},server", socket.display()))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start vmkit");
-    let start = Instant::now();
-    while !socket.exists() {
-        assert!(start.elapsed() < Duration::from_secs(20), "no socket");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let (child, socket) = start_vmkit_in("long", &guest.image, "long", &["-S"]);
     let alias_2000 = HIGH_ALIAS + 0x2000;
     let out = gdb(
         &socket,
@@ -391,11 +386,7 @@ fn gdb_debugs_a_long_mode_guest_through_its_page_tables_with_int3_breakpoints() 
             "continue",
         ],
     );
-    let value = |n: usize| {
-        let text = printed(&out, n);
-        u64::from_str_radix(text.trim_start_matches("0x"), 16)
-            .unwrap_or_else(|_| panic!("${n} = {text}"))
-    };
+    let value = |n: usize| printed_hex(&out, n);
     assert_eq!(printed(&out, 1), format!("{ENTRY:#x}"), "{out}");
     // Long mode: CR0.PE|PG, CR4.PAE, EFER.LME|LMA; gdb decodes the flags.
     assert_eq!(value(2) & 0x8000_0001, 0x8000_0001, "CR0.PE and PG");
@@ -457,6 +448,42 @@ fn gdb_debugs_a_long_mode_guest_through_its_page_tables_with_int3_breakpoints() 
     assert!(out.contains("exited with code 0105"), "{out}");
     let (code, err) = finish(child, Duration::from_secs(20));
     assert_eq!(code, Some((0x22 << 1) | 1), "{err}");
+}
+
+/// A client that continues from a planted int3 without taking it out first (as QMP `cont`
+/// does under gdb): vmkit steps over it (original byte, one step, int3 again), so the guest
+/// goes one round and stops there again. Reads show the original byte; `z0` puts it back.
+#[test]
+fn a_vcpu_resumed_at_a_planted_int3_steps_over_it() {
+    require_kvm!();
+    let guest = long_mode_guest();
+    let (vmkit, socket) = start_vmkit_in("stepover", &guest.image, "long", &["-S"]);
+    let mut g = UnixStream::connect(&socket).unwrap();
+    g.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut ask = |body: &str| {
+        g.write_all(&packet(body)).unwrap();
+        reply(&mut g)
+    };
+    assert!(ask("?").starts_with('T'));
+    let head = guest.head;
+    assert_eq!(ask(&format!("Z0,{head:x},1")), "OK");
+    assert_eq!(
+        ask(&format!("m{head:x},2")),
+        "ffc1",
+        "inc ecx, not the int3"
+    );
+    let stop = ask("vCont;c");
+    assert!(stop.contains("swbreak"), "{stop}");
+    assert_eq!(rcx_of(&ask("g")), 0, "before the first round");
+    let stop = ask("vCont;c");
+    assert!(stop.contains("swbreak"), "{stop}");
+    assert_eq!(rcx_of(&ask("g")), 1, "one round later, at the same int3");
+    assert_eq!(ask(&format!("z0,{head:x},1")), "OK");
+    assert_eq!(ask("D"), "OK");
+    // The loop ran on from inc ecx (the byte is back); the guest's own int3 handler added 1
+    // to the byte at 0x2001: status (1 << 1) | 1.
+    let (code, err) = finish(vmkit, Duration::from_secs(20));
+    assert_eq!(code, Some(3), "{err}");
 }
 
 /// Where the 32-bit part of [`protected_mode_guest`] starts.
@@ -521,17 +548,22 @@ fn gdb_debugs_a_32_bit_protected_mode_guest_with_break_and_watch() {
     let out = gdb(
         &socket,
         &[
-            // gdb's software breakpoint: placed in a debug register, not as int3.
+            // gdb's software breakpoint, inserted while the vCPU is still in real mode: a
+            // debug register; once the guest is in protected mode (gdb inserts breakpoints
+            // again at every resume) an int3.
             &format!("break *{head:#x}"),
+            "print/x $cr0", // $1: real mode
             "continue",
-            "print/x $pc", // $1
-            "print/x $cs", // $2
-            "print/x $ds", // $3
+            "print/x $pc", // $2
+            "print/x $cs", // $3
+            "print/x $ds", // $4
+            "info registers cr0 cr3 cr4 efer",
+            "print/x $cr0", // $5: protected mode, paging off
             "continue",
-            "print $rbx", // $4
+            "print $rbx", // $6
             "delete",
             "stepi",
-            "print/x $pc", // $5: past inc ebx
+            "print/x $pc", // $7: past inc ebx
             &format!("x/8xb {:#x}", PM_GDT + 8),
             "watch *(unsigned char*)0x2000",
             "continue",
@@ -540,16 +572,31 @@ fn gdb_debugs_a_32_bit_protected_mode_guest_with_break_and_watch() {
             "continue",
         ],
     );
-    assert!(out.contains(&format!("Breakpoint 1 at {head:#x}")), "{out}");
-    assert_eq!(printed(&out, 1), format!("{head:#x}"));
-    assert_eq!(printed(&out, 2), "0x8", "the 32-bit code segment");
+    assert_eq!(printed_hex(&out, 1) & 1, 0, "real mode: CR0.PE clear");
     assert_eq!(
-        printed(&out, 3),
+        printed_hex(&out, 5) & 0x8000_0001,
+        1,
+        "protected mode: CR0.PE set, PG clear"
+    );
+    let cr0_line = out
+        .lines()
+        .find(|l| l.starts_with("cr0"))
+        .expect("cr0 line");
+    assert!(cr0_line.contains("[ PE ET ]"), "{out}");
+    assert!(out.contains(&format!("Breakpoint 1 at {head:#x}")), "{out}");
+    assert_eq!(printed(&out, 2), format!("{head:#x}"));
+    assert_eq!(printed(&out, 3), "0x8", "the 32-bit code segment");
+    assert_eq!(
+        printed(&out, 4),
         "0x10",
         "the data segment the guest loaded"
     );
-    assert_eq!(printed(&out, 4), "1");
-    assert_eq!(printed(&out, 5), format!("{:#x}", head + 1));
+    assert!(
+        out.contains(&format!("Breakpoint 1, {head:#018x}")),
+        "the int3 hit one round later: {out}"
+    );
+    assert_eq!(printed(&out, 6), "1");
+    assert_eq!(printed(&out, 7), format!("{:#x}", head + 1));
     // The code descriptor as the CPU left it: loading CS set its accessed bit (0x9a -> 0x9b).
     assert!(
         out.contains(&format!(
@@ -591,17 +638,19 @@ fn the_guests_own_int3_goes_to_the_guest_while_gdb_is_attached() {
     // The handler at 0x1100: mov byte [0x2001], 0x21; iret.
     guest.extend_from_slice(&[0xc6, 0x06, 0x01, 0x20, 0x21, 0xcf]);
     let (vmkit, socket) = start_vmkit("int3", &guest, &["-S"]);
-    // A breakpoint in the handler: gdb sees the guest's own int3 arrive there.
+    // A breakpoint in the handler: gdb sees the guest's own int3 arrive there. In real mode
+    // gdb's `break` is a debug register (an int3 there would go to the guest's IVT).
     let out = gdb(
         &socket,
         &[
-            "hbreak *0x1100",
+            "break *0x1100",
             "continue",
             "print/x $pc",
             "delete",
             "continue",
         ],
     );
+    assert!(out.contains("Breakpoint 1, 0x0000000000001100"), "{out}");
     assert_eq!(printed(&out, 1), "0x1100", "{out}");
     assert!(out.contains("exited with code 0103"), "{out}");
     let (code, err) = finish(vmkit, Duration::from_secs(20));
