@@ -128,6 +128,22 @@ fn replant(
     }
 }
 
+/// Guest virtual to physical with `KVM_TRANSLATE`, or by walking the guest's page tables
+/// where that fails.
+fn translate(vcpu: &Vcpu, gva: u64, memory: &dyn GuestMemoryReader) -> Option<u64> {
+    if let Ok(Some(gpa)) = vcpu.translate_gva(gva) {
+        return Some(gpa);
+    }
+    let sregs = vcpu.sregs().ok()?;
+    let state = vmkit_gdb::paging::PagingState {
+        cr0: sregs.cr0,
+        cr3: sregs.cr3,
+        cr4: sregs.cr4,
+        efer: sregs.efer,
+    };
+    vmkit_gdb::paging::translate(&state, gva, &mut |gpa, buf| memory.read_guest(gpa, buf))
+}
+
 /// The linear address of the next instruction (CS base + RIP).
 fn linear_pc(vcpu: &Vcpu) -> Option<u64> {
     let regs = vcpu.regs().ok()?;
@@ -211,7 +227,7 @@ impl VcpuDebug {
             let Some(register) = register.filter(|r| r.kind != DebugRegisterKind::Execute) else {
                 continue;
             };
-            let Ok(Some(gpa)) = vcpu.translate_gva(register.addr) else {
+            let Some(gpa) = translate(vcpu, register.addr, memory) else {
                 continue;
             };
             let mut bytes = vec![0u8; usize::from(register.len)];

@@ -1,6 +1,6 @@
 //! The gdb stub against GNU gdb (`/usr/bin/gdb`, Debian's `gdb` package, which
-//! scripts/test-all.sh installs) in batch mode, on tiny real-mode guests run by the `vmkit`
-//! binary on real KVM.
+//! scripts/test-all.sh installs) in batch mode, on tiny real-mode, protected-mode and
+//! long-mode guests and on Debian's kernel, run by the `vmkit` binary on real KVM.
 //!
 //! The guest ([`counting_guest`]) counts BX from 1 to 3, storing BL at 0x2000 each round,
 //! then exits through isa-debug-exit with the byte at 0x2001 (status `(byte << 1) | 1`): a
@@ -970,11 +970,50 @@ fn qmp_reports_debug_while_gdb_holds_the_guest_and_cont_resumes_it() {
 }
 
 /// What the test needs from a vmlinux: its 64-bit entry (physical, as vmkit enters it) with
-/// the bytes there, and the virtual address of its "Linux version " banner.
+/// the bytes there, the virtual address of its "Linux version " banner, and that of
+/// `x86_64_start_kernel`.
 struct Vmlinux {
     entry_phys: u64,
     entry_bytes: Vec<u8>,
     banner_virt: u64,
+    start_kernel_virt: u64,
+    /// The first function `x86_64_start_kernel` calls.
+    first_callee_virt: u64,
+}
+
+/// The target of the first near call in the code at `virt` (`code` holds its bytes).
+fn first_call_target(code: &[u8], virt: u64) -> u64 {
+    use iced_x86::{Decoder, DecoderOptions, Mnemonic};
+    let mut decoder = Decoder::with_ip(64, code, virt, DecoderOptions::NONE);
+    decoder
+        .iter()
+        .take(64)
+        .find(|i| i.mnemonic() == Mnemonic::Call && i.near_branch_target() != 0)
+        .map(|i| i.near_branch_target())
+        .expect("a call in x86_64_start_kernel")
+}
+
+/// `x86_64_start_kernel`'s virtual address, without a symbol table (Debian's System.map is a
+/// placeholder, its bzImage's vmlinux is stripped): `secondary_startup_64`, shortly after
+/// the entry, leaves the identity map with `movq initial_code(%rip), %rax; pushq $__KERNEL_CS;
+/// pushq %rax; lretq`, and `initial_code` holds `x86_64_start_kernel`. `virt_to_file` maps a
+/// virtual address to its offset in the ELF.
+fn start_kernel_from_initial_code(
+    elf: &[u8],
+    entry_off: usize,
+    entry_virt: u64,
+    virt_to_file: impl Fn(u64) -> Option<usize>,
+) -> u64 {
+    let code = &elf[entry_off..entry_off + 0x1000];
+    let tail = [0x6a, 0x10, 0x50, 0x48, 0xcb];
+    let at = (0..code.len() - 12)
+        .find(|&i| code[i..i + 3] == [0x48, 0x8b, 0x05] && code[i + 7..i + 12] == tail)
+        .expect("secondary_startup_64's lretq to initial_code");
+    let rel = i32::from_le_bytes(code[at + 3..at + 7].try_into().unwrap());
+    let next_insn = entry_virt + at as u64 + 7;
+    let initial_code = next_insn.wrapping_add_signed(i64::from(rel));
+    let off = virt_to_file(initial_code).expect("initial_code in a segment");
+    u64_at(elf, off)
 }
 
 fn u64_at(elf: &[u8], at: usize) -> u64 {
@@ -1021,16 +1060,33 @@ fn inspect_vmlinux(bzimage: &Path) -> Vmlinux {
         .iter()
         .find(|(o, _, _, size)| (*o..o + size).contains(&banner_off))
         .expect("a segment holds the banner");
+    let virt_to_file = |virt: u64| {
+        loads
+            .iter()
+            .find(|(_, v, _, size)| (*v..v + size).contains(&virt))
+            .map(|(o, v, _, _)| (o + (virt - v)) as usize)
+    };
+    let entry_virt = loads[0].1 + (entry_off - loads[0].0);
+    let start_kernel_virt =
+        start_kernel_from_initial_code(&elf, entry_off as usize, entry_virt, virt_to_file);
+    let start_kernel_off = virt_to_file(start_kernel_virt).expect("x86_64_start_kernel's code");
+    let first_callee_virt = first_call_target(
+        &elf[start_kernel_off..start_kernel_off + 0x200],
+        start_kernel_virt,
+    );
     Vmlinux {
         entry_phys,
         entry_bytes: elf[entry_off as usize..entry_off as usize + 8].to_vec(),
         banner_virt: vaddr + (banner_off - off),
+        start_kernel_virt,
+        first_callee_virt,
     }
 }
 
 /// Debian's kernel (`VMKIT_TEST_KERNEL`, as tests/linux.rs): gdb at its 64-bit entry (host
-/// decompression enters there), then its banner read from the kernel's own virtual address
-/// once the kernel runs on its page tables.
+/// decompression enters there), a hardware breakpoint hit at `x86_64_start_kernel` (on the
+/// kernel's page tables, RDI = the zero page), an int3 hit in the first function it calls,
+/// then its banner read from the kernel's own virtual address once it has printed it.
 #[test]
 fn gdb_on_debians_kernel_entry_and_its_banner_at_a_kernel_virtual_address() {
     require_kvm!();
@@ -1074,9 +1130,32 @@ fn gdb_on_debians_kernel_entry_and_its_banner_at_a_kernel_virtual_address() {
         assert!(child.try_wait().unwrap().is_none(), "vmkit ended early");
         std::thread::sleep(Duration::from_millis(50));
     }
+    let (start_kernel, callee) = (vmlinux.start_kernel_virt, vmlinux.first_callee_virt);
+    println!("x86_64_start_kernel at {start_kernel:#x}, its first callee at {callee:#x}");
     let out = gdb(
         &socket,
-        &["print/x $pc", "print/x $cs", "x/8xb $pc", "detach"],
+        &[
+            "print/x $pc", // $1
+            "print/x $cs", // $2
+            "x/8xb $pc",
+            "info registers cr0 cr3 cr4 efer",
+            "print/x $cr3", // $3: vmkit's boot page tables
+            // A kernel virtual address nothing maps yet: a debug register (linear).
+            &format!("hbreak *{start_kernel:#x}"),
+            "continue",
+            "print/x $pc",  // $4
+            "print/x $rdi", // $5: x86_64_start_kernel(real_mode_data)
+            "print/x $cr3", // $6: the kernel's early_top_pgt
+            "info registers cr0 cr3 cr4 efer",
+            "x/3i $pc",
+            "delete",
+            // Kernel text is mapped now: `break` plants an int3 in it.
+            &format!("break *{callee:#x}"),
+            "continue",
+            "print/x $pc", // $7
+            "delete",
+            "detach",
+        ],
     );
     assert_eq!(
         printed(&out, 1),
@@ -1092,6 +1171,26 @@ fn gdb_on_debians_kernel_entry_and_its_banner_at_a_kernel_virtual_address() {
     assert!(
         out.contains(&bytes.join("\t")),
         "startup_64's bytes {bytes:?}:\n{out}"
+    );
+    // The breakpoint hit at x86_64_start_kernel, called with the zero page (vmkit's 0x7000)
+    // on the kernel's own page tables (early_top_pgt, inside its image from 16 MiB), with
+    // the kernel's own CR4 (PGE) and EFER (SCE, NXE).
+    assert!(
+        out.contains(&format!("Breakpoint 1, {start_kernel:#018x} in ?? ()")),
+        "{out}"
+    );
+    assert_eq!(printed_hex(&out, 4), start_kernel);
+    assert_eq!(printed_hex(&out, 5), 0x7000, "real_mode_data");
+    let (boot_cr3, kernel_cr3) = (printed_hex(&out, 3), printed_hex(&out, 6));
+    assert_ne!(boot_cr3, kernel_cr3, "{out}");
+    assert!(
+        (vmlinux.entry_phys..vmlinux.entry_phys + (256 << 20)).contains(&kernel_cr3),
+        "{kernel_cr3:#x}"
+    );
+    let efer = out.lines().filter(|l| l.starts_with("efer")).nth(1);
+    assert!(
+        efer.is_some_and(|l| l.contains("NXE") && l.contains("LMA")),
+        "{out}"
     );
     // The kernel runs; once it has printed its banner it runs on its own page tables.
     let start = Instant::now();
