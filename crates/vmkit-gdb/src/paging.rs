@@ -349,6 +349,33 @@ mod tests {
         assert_eq!(m.translate(&state, gva), None);
     }
 
+    proptest::proptest! {
+        /// Any paging state over any table contents: no panic, and a translation keeps the
+        /// offset within the 4 KiB page.
+        #[test]
+        fn any_tables_translate_without_panic(
+            cr0 in proptest::prelude::any::<u64>(),
+            cr3 in proptest::prelude::any::<u64>(),
+            cr4 in proptest::prelude::any::<u64>(),
+            efer in proptest::prelude::any::<u64>(),
+            gva in proptest::prelude::any::<u64>(),
+            words in proptest::collection::vec(proptest::prelude::any::<u64>(), 1..64),
+        ) {
+            let state = PagingState { cr0, cr3, cr4, efer };
+            // Every physical address reads as one of `words` (tables point anywhere).
+            let result = translate(&state, gva, &mut |gpa, buf| {
+                let word = words[(gpa as usize / 8) % words.len()].to_le_bytes();
+                for (i, b) in buf.iter_mut().enumerate() {
+                    *b = word[i % 8];
+                }
+                true
+            });
+            if let Some(gpa) = result {
+                proptest::prop_assert_eq!(gpa & 0xfff, gva & 0xfff);
+            }
+        }
+    }
+
     #[test]
     fn paging_off_is_the_identity_on_32_bit_addresses() {
         let m = Memory::default();

@@ -204,6 +204,12 @@ fn software_breakpoints_are_planted_int3s_hidden_from_reads_and_put_back() {
     assert_eq!(byte_at(&memory, 0x1240), 0xaa);
     assert_eq!(byte_at(&memory, 0x1280), 0x80);
     assert_eq!(logged(&log).last().map(String::as_str), Some("int3s 0"));
+    // Not mapped: no int3 can go there, a debug register does; removing what was never set
+    // is an error, not a crash.
+    assert_eq!(gdb.ask("Z0,ffffffffffff0000,1"), "OK");
+    assert!(logged(&log).contains(&"debug registers 1".to_string()));
+    assert_eq!(gdb.ask("z0,ffffffffffff0000,1"), "OK");
+    assert!(gdb.ask("z0,4321,1").starts_with('E'));
     // A breakpoint left in place goes when the client does.
     assert_eq!(gdb.ask("Z0,1300,1"), "OK");
     assert_eq!(byte_at(&memory, 0x1300), 0xcc);
