@@ -294,6 +294,41 @@ impl Vcpu {
         self.fd.set_fpu(fpu).map_err(Error::ioctl("KVM_SET_FPU"))
     }
 
+    /// The XSAVE area as KVM_GET_XSAVE gives it (4096 bytes, the standard format).
+    /// `Ok(None)` when this host's XSAVE features need a larger area (AMX tiles; CPUID
+    /// leaf 0xD), which only KVM_GET_XSAVE2 can carry.
+    pub fn xsave_bytes(&self) -> Result<Option<Vec<u8>>> {
+        if !xsave_fits_4k() {
+            return Ok(None);
+        }
+        let area = self.fd.get_xsave().map_err(Error::ioctl("KVM_GET_XSAVE"))?;
+        Ok(Some(
+            area.region
+                .iter()
+                .flat_map(|word| word.to_le_bytes())
+                .collect(),
+        ))
+    }
+
+    /// Writes an area read with [`Vcpu::xsave_bytes`] back (KVM_SET_XSAVE); bytes past
+    /// 4096 are ignored, missing ones are zero.
+    pub fn set_xsave_bytes(&self, bytes: &[u8]) -> Result<()> {
+        if !xsave_fits_4k() {
+            return Err(Error::ioctl("KVM_SET_XSAVE")(kvm_ioctls::Error::new(
+                libc::E2BIG,
+            )));
+        }
+        let mut area = kvm_bindings::kvm_xsave::default();
+        for (word, chunk) in area.region.iter_mut().zip(bytes.chunks(4)) {
+            let mut le = [0u8; 4];
+            le[..chunk.len()].copy_from_slice(chunk);
+            *word = u32::from_le_bytes(le);
+        }
+        // SAFETY: `area` is a whole kvm_xsave, and CPUID says every XSAVE component of
+        // this host fits in its 4096 bytes, so KVM_SET_XSAVE reads nothing past it.
+        unsafe { self.fd.set_xsave(&area) }.map_err(Error::ioctl("KVM_SET_XSAVE"))
+    }
+
     /// Reads the MSRs whose indices are in `msrs`; returns how many were read.
     pub fn get_msrs(&self, msrs: &mut Msrs) -> Result<usize> {
         self.fd.get_msrs(msrs).map_err(Error::ioctl("KVM_GET_MSRS"))
@@ -392,4 +427,20 @@ impl Drop for Vcpu {
         // Kickers may outlive the vCPU; make them stop touching kvm_run before it is unmapped.
         self.kick.detach();
     }
+}
+
+/// Whether every XSAVE component this host supports in XCR0 (CPUID.(EAX=0xD, ECX=0)
+/// EDX:EAX) ends within a plain `kvm_xsave`. (That leaf's ECX can name a larger size on
+/// nested hosts that list no larger component, so the components are summed instead.)
+fn xsave_fits_4k() -> bool {
+    let leaf = core::arch::x86_64::__cpuid_count(0xd, 0);
+    let supported = u64::from(leaf.edx) << 32 | u64::from(leaf.eax);
+    let end = (2..63u32)
+        .filter(|index| supported & (1 << index) != 0)
+        .map(|index| {
+            let component = core::arch::x86_64::__cpuid_count(0xd, index);
+            component.ebx as usize + component.eax as usize
+        })
+        .fold(576, usize::max);
+    end <= std::mem::size_of::<kvm_bindings::kvm_xsave>()
 }

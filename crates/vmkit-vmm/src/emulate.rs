@@ -13,6 +13,7 @@
 //! | `popcnt r, r/m` | the count written to the register, ZF set from the source, CF/OF/SF/AF/PF cleared |
 //! | `fwait` | nothing to wait for: RIP past it; #MF queued if an unmasked x87 exception is pending (CR0.NE); left alone when CR0.TS and CR0.MP ask for #NM |
 //! | `clac` / `stac` (at CPL 0) | RFLAGS.AC cleared / set (the first instruction of Linux's exception entries) |
+//! | `xrstor`, `xsave`, `xsaveopt`, `xsavec` (and their 64-bit forms) | the guest's XSAVE area read or written through its page tables and the vCPU's extended state moved with `KVM_GET/SET_XSAVE`, as the SDM's chapter 13 describes (standard and compacted forms, RFBM = XCR0 & EDX:EAX, MXCSR's own rule, #GP for a misaligned area, a bad header or a reserved MXCSR bit); see [`xsave`] |
 //!
 //! Anything else (or an operand it cannot reach) is left alone: the caller stops the
 //! machine with today's report. Unit tests check each instruction's results against the
@@ -23,6 +24,8 @@ use kvm_bindings::{kvm_regs, kvm_sregs};
 use vmkit_kvm::Vcpu;
 
 use crate::dump::GuestMemoryReader;
+
+pub mod xsave;
 
 /// The instructions this module finishes, in the order of [`Finished::ALL`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,17 +42,23 @@ pub enum Finished {
     ClacStac,
     /// `fwait`.
     Fwait,
+    /// `xrstor` / `xrstor64`.
+    Xrstor,
+    /// `xsave`, `xsaveopt`, `xsavec` and their 64-bit forms.
+    Xsave,
 }
 
 impl Finished {
     /// Every kind, for counters.
-    pub const ALL: [Finished; 6] = [
+    pub const ALL: [Finished; 8] = [
         Finished::Int3,
         Finished::Cmpxchg8b,
         Finished::Cmpxchg16b,
         Finished::Popcnt,
         Finished::ClacStac,
         Finished::Fwait,
+        Finished::Xrstor,
+        Finished::Xsave,
     ];
 
     /// The counter's name in `query-exits` (e.g. `"finished-cmpxchg16b"`).
@@ -61,6 +70,8 @@ impl Finished {
             Finished::Popcnt => "finished-popcnt",
             Finished::ClacStac => "finished-clac-stac",
             Finished::Fwait => "finished-fwait",
+            Finished::Xrstor => "finished-xrstor",
+            Finished::Xsave => "finished-xsave",
         }
     }
 }
@@ -100,6 +111,18 @@ pub trait Cpu {
     fn queue_exception(&mut self, vector: u8) -> bool;
     /// The x87 status word (FSW), `None` if it cannot be read.
     fn fpu_status(&self) -> Option<u16>;
+    /// Writes guest physical memory; false if any byte is not RAM.
+    fn write(&mut self, gpa: u64, data: &[u8]) -> bool;
+    /// Queues a #GP(0) for delivery at the next entry.
+    fn queue_general_protection(&mut self) -> bool;
+    /// XCR0, `None` if it cannot be read.
+    fn xcr0(&self) -> Option<u64>;
+    /// The vCPU's XSAVE area in KVM's layout (the standard, uncompacted format), to read
+    /// or change; `None` if KVM cannot give it.
+    fn xsave_area(&mut self) -> Option<&mut [u8]>;
+    /// Offset, size and 64-byte alignment (in the compacted format) of XSAVE state
+    /// component `index` (2..=62), as CPUID leaf 0xD reports them.
+    fn xstate_component(&self, index: u32) -> Option<xsave::Component>;
 }
 
 /// Tries to finish the instruction at RIP. `Some(kind)`: done, registers (and memory, and
@@ -125,6 +148,18 @@ pub fn finish(cpu: &mut impl Cpu) -> Option<Finished> {
         Mnemonic::Cmpxchg8b => cmpxchg::<8>(cpu, &instruction, bitness)?,
         Mnemonic::Cmpxchg16b => cmpxchg::<16>(cpu, &instruction, bitness)?,
         Mnemonic::Popcnt => popcnt(cpu, &instruction, bitness)?,
+        Mnemonic::Xrstor | Mnemonic::Xrstor64 => {
+            let outcome = xsave::xrstor(cpu, &instruction, bitness)?;
+            return xsave_finished(cpu, &instruction, outcome, Finished::Xrstor);
+        }
+        Mnemonic::Xsave | Mnemonic::Xsave64 | Mnemonic::Xsaveopt | Mnemonic::Xsaveopt64 => {
+            let outcome = xsave::xsave(cpu, &instruction, bitness, xsave::Form::Standard)?;
+            return xsave_finished(cpu, &instruction, outcome, Finished::Xsave);
+        }
+        Mnemonic::Xsavec | Mnemonic::Xsavec64 => {
+            let outcome = xsave::xsave(cpu, &instruction, bitness, xsave::Form::Compacted)?;
+            return xsave_finished(cpu, &instruction, outcome, Finished::Xsave);
+        }
         Mnemonic::Wait => {
             const CR0_MP: u64 = 1 << 1;
             const CR0_TS: u64 = 1 << 3;
@@ -157,6 +192,19 @@ pub fn finish(cpu: &mut impl Cpu) -> Option<Finished> {
     };
     cpu.regs_mut().rip = instruction.next_ip();
     Some(finished)
+}
+
+/// RIP past a finished XSAVE-family instruction; left on it when it faulted.
+fn xsave_finished(
+    cpu: &mut impl Cpu,
+    instruction: &Instruction,
+    outcome: xsave::Outcome,
+    kind: Finished,
+) -> Option<Finished> {
+    if outcome == xsave::Outcome::Done {
+        cpu.regs_mut().rip = instruction.next_ip();
+    }
+    Some(kind)
 }
 
 /// 16, 32 or 64: the code size of CS.
@@ -396,7 +444,9 @@ pub struct KvmCpu<'a> {
     memory: &'a dyn GuestMemoryReader,
     regs: kvm_regs,
     sregs: kvm_sregs,
-    exception: Option<u8>,
+    exception: Option<(u8, Option<u32>)>,
+    /// The XSAVE area, read on first use and written back by [`KvmCpu::commit`].
+    xsave: Option<Vec<u8>>,
 }
 
 impl<'a> KvmCpu<'a> {
@@ -408,22 +458,28 @@ impl<'a> KvmCpu<'a> {
             vcpu,
             memory,
             exception: None,
+            xsave: None,
         })
     }
 
     /// Writes the registers (and the queued exception) back to the vCPU.
     pub fn commit(self) -> bool {
+        if let Some(area) = &self.xsave {
+            if self.vcpu.set_xsave_bytes(area).is_err() {
+                return false;
+            }
+        }
         if self.vcpu.set_regs(&self.regs).is_err() {
             return false;
         }
-        if let Some(vector) = self.exception {
+        if let Some((vector, error_code)) = self.exception {
             let Ok(mut events) = self.vcpu.vcpu_events() else {
                 return false;
             };
             events.exception.injected = 1;
             events.exception.nr = vector;
-            events.exception.has_error_code = 0;
-            events.exception.error_code = 0;
+            events.exception.has_error_code = u8::from(error_code.is_some());
+            events.exception.error_code = error_code.unwrap_or(0);
             if self.vcpu.set_vcpu_events(&events).is_err() {
                 return false;
             }
@@ -471,12 +527,42 @@ impl Cpu for KvmCpu<'_> {
     }
 
     fn queue_exception(&mut self, vector: u8) -> bool {
-        self.exception = Some(vector);
+        self.exception = Some((vector, None));
         true
     }
 
     fn fpu_status(&self) -> Option<u16> {
         self.vcpu.fpu().ok().map(|fpu| fpu.fsw)
+    }
+
+    fn write(&mut self, gpa: u64, data: &[u8]) -> bool {
+        self.memory.write_guest(gpa, data)
+    }
+
+    fn queue_general_protection(&mut self) -> bool {
+        self.exception = Some((13, Some(0)));
+        true
+    }
+
+    fn xcr0(&self) -> Option<u64> {
+        let xcrs = self.vcpu.as_raw().get_xcrs().ok()?;
+        let count = usize::try_from(xcrs.nr_xcrs).ok()?;
+        xcrs.xcrs
+            .iter()
+            .take(count)
+            .find(|xcr| xcr.xcr == 0)
+            .map(|xcr| xcr.value)
+    }
+
+    fn xsave_area(&mut self) -> Option<&mut [u8]> {
+        if self.xsave.is_none() {
+            self.xsave = Some(self.vcpu.xsave_bytes().ok()??);
+        }
+        self.xsave.as_deref_mut()
+    }
+
+    fn xstate_component(&self, index: u32) -> Option<xsave::Component> {
+        xsave::host_component(index)
     }
 }
 
@@ -492,6 +578,8 @@ mod tests {
         writable: bool,
         exception: Option<u8>,
         fsw: u16,
+        xcr0: u64,
+        xsave: Vec<u8>,
     }
 
     const CODE: u64 = 0x1000;
@@ -531,6 +619,8 @@ mod tests {
                 writable: true,
                 exception: None,
                 fsw: 0,
+                xcr0: 0b10_0111,
+                xsave: vec![0; 4096],
             }
         }
     }
@@ -578,6 +668,42 @@ mod tests {
         }
         fn fpu_status(&self) -> Option<u16> {
             Some(self.fsw)
+        }
+        fn write(&mut self, gpa: u64, data: &[u8]) -> bool {
+            let start = gpa as usize;
+            match self.ram.get_mut(start..start + data.len()) {
+                Some(bytes) => {
+                    bytes.copy_from_slice(data);
+                    true
+                }
+                None => false,
+            }
+        }
+        fn queue_general_protection(&mut self) -> bool {
+            self.exception = Some(13);
+            true
+        }
+        fn xcr0(&self) -> Option<u64> {
+            Some(self.xcr0)
+        }
+        fn xsave_area(&mut self) -> Option<&mut [u8]> {
+            Some(&mut self.xsave)
+        }
+        fn xstate_component(&self, index: u32) -> Option<xsave::Component> {
+            // A model table: AVX as on real CPUs, component 5 64-byte aligned when compacted.
+            match index {
+                2 => Some(xsave::Component {
+                    offset: 576,
+                    size: 250,
+                    align64: false,
+                }),
+                5 => Some(xsave::Component {
+                    offset: 1088,
+                    size: 64,
+                    align64: true,
+                }),
+                _ => None,
+            }
         }
     }
 
@@ -734,5 +860,155 @@ mod tests {
         let mut cpu = Model::long_mode(&[]);
         cpu.regs.rip = 0x10_0000;
         assert_eq!(finish(&mut cpu), None);
+    }
+
+    const AREA: usize = 0x3000;
+    // xrstor64 [rdi], xsave64 [rdi], xsavec64 [rdi]
+    const XRSTOR64_RDI: [u8; 4] = [0x48, 0x0f, 0xae, 0x2f];
+    const XSAVE64_RDI: [u8; 4] = [0x48, 0x0f, 0xae, 0x27];
+    const XSAVEC64_RDI: [u8; 4] = [0x48, 0x0f, 0xc7, 0x27];
+
+    fn xsave_cpu(code: &[u8], rfbm: u64) -> Model {
+        let mut cpu = Model::long_mode(code);
+        cpu.sregs.cr4 |= 1 << 18;
+        cpu.regs.rdi = AREA as u64;
+        (cpu.regs.rax, cpu.regs.rdx) = (rfbm & 0xffff_ffff, rfbm >> 32);
+        cpu
+    }
+
+    #[test]
+    fn xrstor_loads_asked_components_initializes_the_rest_and_leaves_others() {
+        let mut cpu = xsave_cpu(&XRSTOR64_RDI, 0b10_0111);
+        let ram = &mut cpu.ram[AREA..];
+        ram[0..2].copy_from_slice(&0x1234u16.to_le_bytes());
+        ram[24..28].copy_from_slice(&0x1f81u32.to_le_bytes());
+        ram[160..176].fill(0xaa);
+        ram[576..826].fill(0xbb);
+        ram[1088..1152].fill(0xcc);
+        ram[512..520].copy_from_slice(&0b0111u64.to_le_bytes());
+        cpu.xsave[1088..1152].fill(0xee);
+        cpu.xsave[400..416].fill(0x11);
+        assert_eq!(finish(&mut cpu), Some(Finished::Xrstor));
+        assert_eq!(cpu.exception, None);
+        assert_eq!(cpu.regs.rip, CODE + 4);
+        assert_eq!(&cpu.xsave[0..2], &0x1234u16.to_le_bytes());
+        assert_eq!(
+            u32::from_le_bytes(cpu.xsave[24..28].try_into().unwrap()),
+            0x1f81
+        );
+        assert!(cpu.xsave[160..176].iter().all(|&b| b == 0xaa));
+        // XMM15 came from memory too (zeros there), AVX from memory, component 5 (its
+        // XSTATE_BV bit clear) initialized, though memory holds 0xcc.
+        assert!(cpu.xsave[400..416].iter().all(|&b| b == 0));
+        assert!(cpu.xsave[576..826].iter().all(|&b| b == 0xbb));
+        assert!(cpu.xsave[1088..1152].iter().all(|&b| b == 0));
+        assert_eq!(u64_at(&cpu.xsave, 512) & 0b10_0111, 0b10_0111);
+    }
+
+    #[test]
+    fn xrstor_standard_form_loads_mxcsr_for_avx_alone() {
+        let mut cpu = xsave_cpu(&XRSTOR64_RDI, 0b100);
+        cpu.ram[AREA + 24..AREA + 28].copy_from_slice(&0x1f82u32.to_le_bytes());
+        cpu.ram[AREA + 160..AREA + 176].fill(0xaa);
+        cpu.xsave[160..176].fill(0x55);
+        assert_eq!(finish(&mut cpu), Some(Finished::Xrstor));
+        assert_eq!(
+            u32::from_le_bytes(cpu.xsave[24..28].try_into().unwrap()),
+            0x1f82
+        );
+        assert!(
+            cpu.xsave[160..176].iter().all(|&b| b == 0x55),
+            "XMM not asked for"
+        );
+    }
+
+    #[test]
+    fn xrstor_faults_raise_gp_and_change_nothing() {
+        type Setup = fn(&mut Model);
+        let cases: [(&str, Setup); 4] = [
+            ("misaligned area", |cpu| cpu.regs.rdi += 8),
+            ("XSTATE_BV bit outside XCR0", |cpu| {
+                cpu.ram[AREA + 512..AREA + 520].copy_from_slice(&0b1000u64.to_le_bytes())
+            }),
+            ("reserved header bytes", |cpu| cpu.ram[AREA + 530] = 1),
+            ("reserved MXCSR bit", |cpu| {
+                cpu.ram[AREA + 24..AREA + 28].copy_from_slice(&0x40u32.to_le_bytes())
+            }),
+        ];
+        for (case, setup) in cases {
+            let mut cpu = xsave_cpu(&XRSTOR64_RDI, 0b111);
+            cpu.xsave[0..2].copy_from_slice(&0x037fu16.to_le_bytes());
+            setup(&mut cpu);
+            let before = cpu.xsave.clone();
+            assert_eq!(finish(&mut cpu), Some(Finished::Xrstor), "{case}");
+            assert_eq!(cpu.exception, Some(13), "{case}");
+            assert_eq!(cpu.regs.rip, CODE, "{case}: #GP is a fault, RIP stays");
+            assert_eq!(cpu.xsave, before, "{case}");
+        }
+    }
+
+    #[test]
+    fn xsave_writes_asked_components_and_merges_xstate_bv() {
+        let mut cpu = xsave_cpu(&XSAVE64_RDI, 0b111);
+        cpu.xsave[0..2].copy_from_slice(&0x037fu16.to_le_bytes());
+        cpu.xsave[24..32].copy_from_slice(&[0x80, 0x1f, 0, 0, 0xff, 0xff, 0, 0]);
+        cpu.xsave[160..416].fill(0x42);
+        cpu.xsave[576..826].fill(0x43);
+        cpu.xsave[1088..1152].fill(0x44);
+        cpu.xsave[512..520].copy_from_slice(&0b10_0101u64.to_le_bytes());
+        cpu.ram[AREA + 512..AREA + 520].copy_from_slice(&0x20u64.to_le_bytes());
+        assert_eq!(finish(&mut cpu), Some(Finished::Xsave));
+        let ram = &cpu.ram[AREA..];
+        assert_eq!(&ram[0..2], &0x037fu16.to_le_bytes());
+        assert_eq!(&ram[24..32], &cpu.xsave[24..32]);
+        assert!(ram[160..416].iter().all(|&b| b == 0x42));
+        assert!(ram[576..826].iter().all(|&b| b == 0x43));
+        assert!(
+            ram[1088..1152].iter().all(|&b| b == 0),
+            "component 5 not asked for"
+        );
+        // Bits 0-2 from XINUSE (SSE not in use), bit 5 left as it was.
+        assert_eq!(u64_at(ram, 512), 0b10_0101);
+    }
+
+    #[test]
+    fn xsavec_compacts_and_xrstor_reads_it_back() {
+        let rfbm = 0b10_0111;
+        let mut cpu = xsave_cpu(&XSAVEC64_RDI, rfbm);
+        cpu.xsave[0..2].copy_from_slice(&0x0370u16.to_le_bytes());
+        cpu.xsave[160..416].fill(0x42);
+        cpu.xsave[576..826].fill(0x43);
+        cpu.xsave[1088..1152].fill(0x44);
+        cpu.xsave[512..520].copy_from_slice(&rfbm.to_le_bytes());
+        let finished = finish(&mut cpu);
+        if core::arch::x86_64::__cpuid_count(0xd, 1).eax & 2 == 0 {
+            assert_eq!(finished, None, "XSAVEC without the host's support");
+            return;
+        }
+        assert_eq!(finished, Some(Finished::Xsave));
+        let ram = &cpu.ram[AREA..];
+        assert_eq!(u64_at(ram, 512), rfbm);
+        assert_eq!(u64_at(ram, 520), rfbm | 1 << 63);
+        assert!(ram[576..826].iter().all(|&b| b == 0x43));
+        // Component 5 is 64-byte aligned: 826 rounds up to 832.
+        assert!(ram[826..832].iter().all(|&b| b == 0));
+        assert!(ram[832..896].iter().all(|&b| b == 0x44));
+
+        let saved = cpu.xsave.clone();
+        cpu.xsave[..1152].fill(0);
+        cpu.regs.rip = CODE;
+        cpu.ram[CODE as usize..CODE as usize + 4].copy_from_slice(&XRSTOR64_RDI);
+        assert_eq!(finish(&mut cpu), Some(Finished::Xrstor));
+        assert_eq!(cpu.exception, None);
+        assert_eq!(&cpu.xsave[..512], &saved[..512]);
+        assert_eq!(&cpu.xsave[576..1152], &saved[576..1152]);
+    }
+
+    #[test]
+    fn xsave_to_a_read_only_page_is_left_to_the_report() {
+        let mut cpu = xsave_cpu(&XSAVE64_RDI, 0b111);
+        cpu.writable = false;
+        assert_eq!(finish(&mut cpu), None);
+        assert_eq!(cpu.regs.rip, CODE);
     }
 }
