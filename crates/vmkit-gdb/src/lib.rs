@@ -795,7 +795,12 @@ fn execute_at(addr: u64) -> DebugRegister {
 
 impl<D: DebugVcpus> SwBreakpoint for DebugTarget<D> {
     fn add_sw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
-        if self.planted.iter().any(|p| p.addr == addr) {
+        let in_slot = self
+            .slots
+            .iter()
+            .flatten()
+            .any(|(r, u)| *r == execute_at(addr) && *u == SlotUse::Software);
+        if in_slot || self.planted.iter().any(|p| p.addr == addr) {
             return Ok(true);
         }
         let vcpu = self.current_vcpu;
