@@ -40,9 +40,10 @@ impl ThreadPool {
         let mut workers = Vec::new();
         for i in 0..threads.max(1) {
             let receiver: Arc<Mutex<Receiver<Job>>> = Arc::clone(&receiver);
-            let handle = std::thread::Builder::new()
-                .name(format!("{name}-{i}"))
-                .spawn(move || loop {
+            let handle = vmkit_hw::thread::spawn(
+                vmkit_hw::thread::ThreadRole::Block,
+                &format!("{name}-{i}"),
+                move || loop {
                     let job = {
                         let rx = receiver.lock().unwrap_or_else(|e| e.into_inner());
                         rx.recv()
@@ -51,11 +52,12 @@ impl ThreadPool {
                         Ok(job) => job(),
                         Err(_) => return,
                     }
-                })
-                .map_err(|source| Error::Thread {
-                    what: "spawning a block worker thread",
-                    source,
-                })?;
+                },
+            )
+            .map_err(|source| Error::Thread {
+                what: "spawning a block worker thread",
+                source,
+            })?;
             workers.push(handle);
         }
         Ok(ThreadPool {

@@ -776,10 +776,12 @@ where
         };
         // Requests queued before DRIVER_OK are served at once.
         let _ = parts.queue_fd.write(1);
-        let handle = std::thread::Builder::new()
-            .name("virtio-blk".into())
-            .spawn(move || io_loop(parts, epoll, done))
-            .map_err(io_error("spawning the virtio-blk I/O thread"))?;
+        let handle = vmkit_hw::thread::spawn(
+            vmkit_hw::thread::ThreadRole::Block,
+            "virtio-blk",
+            move || io_loop(parts, epoll, done),
+        )
+        .map_err(io_error("spawning the virtio-blk I/O thread"))?;
         *lock(&self.io) = Some(IoThread {
             kill,
             handle: Some(handle),

@@ -1054,6 +1054,17 @@ impl GdbListener {
 
     /// Serves gdb clients on `vcpus` from new threads.
     pub fn serve<D: DebugVcpus>(self, vcpus: D) -> Result<GdbServer, Error> {
+        self.serve_with(vcpus, Arc::new(|_: &str| {}))
+    }
+
+    /// As [`serve`](Self::serve); each new thread first calls `on_thread_start` with its
+    /// name, before it accepts a connection or reads a packet (a VMM installs the thread's
+    /// seccomp filter there).
+    pub fn serve_with<D: DebugVcpus>(
+        self,
+        vcpus: D,
+        on_thread_start: Arc<dyn Fn(&str) + Send + Sync>,
+    ) -> Result<GdbServer, Error> {
         let GdbListener {
             addr,
             listener,
@@ -1063,20 +1074,24 @@ impl GdbListener {
         let active = Arc::new(AtomicBool::new(false));
         let (tx, rx) = mpsc::channel::<Conn>();
         let accept_active = Arc::clone(&active);
+        let accept_start = Arc::clone(&on_thread_start);
         let acceptor = std::thread::Builder::new()
             .name("vmkit-gdb-accept".into())
-            .spawn(move || loop {
-                let Ok(conn) = listener.accept() else {
-                    std::thread::sleep(Duration::from_millis(50));
-                    continue;
-                };
-                if accept_active.swap(true, Ordering::SeqCst) {
-                    eprintln!("vmkit: gdb: refusing a second client while one is connected");
-                    drop(conn);
-                    continue;
-                }
-                if tx.send(conn).is_err() {
-                    return;
+            .spawn(move || {
+                accept_start("vmkit-gdb-accept");
+                loop {
+                    let Ok(conn) = listener.accept() else {
+                        std::thread::sleep(Duration::from_millis(50));
+                        continue;
+                    };
+                    if accept_active.swap(true, Ordering::SeqCst) {
+                        eprintln!("vmkit: gdb: refusing a second client while one is connected");
+                        drop(conn);
+                        continue;
+                    }
+                    if tx.send(conn).is_err() {
+                        return;
+                    }
                 }
             })
             .map_err(Error::Thread)?;
@@ -1085,6 +1100,7 @@ impl GdbListener {
         let server = std::thread::Builder::new()
             .name("vmkit-gdb".into())
             .spawn(move || {
+                on_thread_start("vmkit-gdb");
                 let mut target = DebugTarget::new(vcpus);
                 while let Ok(conn) = rx.recv() {
                     // Hold the socket open until the session is marked over, so a client

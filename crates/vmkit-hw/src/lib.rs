@@ -15,6 +15,8 @@
 //!   the [`Timed`] port-bus adapter reports a moved deadline after each guest access.
 //!   [`Locked`] is the same adapter for untimed devices (poison-tolerant, unlike vm-device's
 //!   `Mutex` blanket impl).
+//! - [`thread`]: where device crates start their threads ([`thread::spawn`]), so that a VMM
+//!   can confine each thread for its role (seccomp) without the device knowing how.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -34,6 +36,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod thread;
 pub mod timers;
 
 pub use timers::{lock, DeviceTimers, Locked, Timed, TimedDevice, TimerId, TimerNotifier};

@@ -730,9 +730,8 @@ impl<M: GuestAddressSpace + Send + 'static> VirtioDevice<M> for VirtioNet {
         // Work queued before DRIVER_OK is served at once.
         let _ = tx_fd.write(1);
         let _ = rx_fd.write(1);
-        let handle = std::thread::Builder::new()
-            .name("virtio-net".into())
-            .spawn(move || {
+        let handle =
+            vmkit_hw::thread::spawn(vmkit_hw::thread::ThreadRole::Net, "virtio-net", move || {
                 let _keep = kill_fd;
                 let mut registered: Option<EventSet> = None;
                 let mut events = vec![EpollEvent::default(); 8];

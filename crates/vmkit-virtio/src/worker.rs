@@ -45,9 +45,8 @@ impl Worker {
         for &(fd, token) in fds {
             add(fd, token).map_err(io("adding a queue eventfd to a worker's epoll"))?;
         }
-        let handle = std::thread::Builder::new()
-            .name(name.to_string())
-            .spawn(move || {
+        let handle =
+            vmkit_hw::thread::spawn(vmkit_hw::thread::ThreadRole::Worker, name, move || {
                 let mut events = vec![EpollEvent::default(); 8];
                 loop {
                     let n = match epoll.wait(-1, &mut events) {
