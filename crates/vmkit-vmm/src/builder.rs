@@ -372,15 +372,17 @@ pub fn start_pc(
             uri => {
                 migration.set_deferred();
                 let incoming = Arc::clone(&migration);
-                std::thread::Builder::new()
-                    .name("vmkit-incoming".into())
-                    .spawn(move || {
+                crate::seccomp::spawn(
+                    crate::seccomp::ThreadKind::Migration,
+                    "vmkit-incoming",
+                    move || {
                         let _ = incoming.run_incoming(&uri);
-                    })
-                    .map_err(|source| Error::Thread {
-                        name: "vmkit-incoming".into(),
-                        source,
-                    })?;
+                    },
+                )
+                .map_err(|source| Error::Thread {
+                    name: "vmkit-incoming".into(),
+                    source,
+                })?;
             }
         }
     }

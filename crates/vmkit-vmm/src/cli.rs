@@ -158,10 +158,9 @@ pub struct Options {
     /// `-incoming URI`: wait for an incoming migration (`defer`, `file:PATH`, `unix:PATH`,
     /// `tcp:HOST:PORT`, `exec:CMD`).
     pub incoming: Option<String>,
-    /// `-sandbox on|off[,action=trap|kill]`: the per-thread seccomp filters (`None`, the
-    /// default as QEMU's, is off; `on` kills on a violation unless `action=trap`). Off by
-    /// default until every thread kind's allow-list has been run against the whole test
-    /// suite. See [`crate::seccomp`].
+    /// `-sandbox on|off[,action=trap|kill]`: the per-thread seccomp filters. On by default
+    /// (unlike QEMU) with [`crate::seccomp::default_action`] (kill, or trap when
+    /// `VMKIT_SANDBOX_ACTION=trap`); `None` is `-sandbox off`. See [`crate::seccomp`].
     pub sandbox: Option<crate::seccomp::Action>,
 }
 
@@ -190,7 +189,7 @@ impl Default for Options {
             drives: Vec::new(),
             gdb: None,
             incoming: None,
-            sandbox: None,
+            sandbox: Some(crate::seccomp::default_action()),
         }
     }
 }
@@ -295,6 +294,9 @@ Control:
                        QMP control socket (wait=on, the default, waits for a client)
   -incoming defer|file:PATH|unix:PATH|tcp:HOST:PORT|exec:CMD
                        wait for the machine's state (QMP migrate-incoming after defer)
+  -sandbox on|off[,action=kill|trap]
+                       seccomp filter per thread (default on; a forbidden syscall kills
+                       vmkit, or with action=trap is reported by name and exits 159)
   -h, --help           this text
   -version             vmkit's version
   -machine help | -cpu help | -device help | -device DRIVER,help

@@ -583,7 +583,10 @@ pub fn attach_gdb(
         std::sync::Arc::default();
     let server_slot = std::sync::Arc::clone(&slot);
     additions.extensions.push(Box::new(move |vm: &VmmHandle| {
-        match listener.serve(vm.debug_target()) {
+        let confine: std::sync::Arc<dyn Fn(&str) + Send + Sync> = std::sync::Arc::new(|_: &str| {
+            crate::seccomp::thread_start(crate::seccomp::ThreadKind::Gdb)
+        });
+        match listener.serve_with(vm.debug_target(), confine) {
             Ok(server) => {
                 *server_slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(server);
             }

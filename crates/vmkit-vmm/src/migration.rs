@@ -50,12 +50,18 @@ pub const STREAM_VERSION: u32 = 1;
 /// The largest section accepted.
 pub const MAX_SECTION: u32 = 16 << 20;
 
-const SECTION_CONFIG: u8 = 1;
-const SECTION_RAM: u8 = 2;
-const SECTION_DEVICES: u8 = 3;
-const SECTION_KVM_VM: u8 = 4;
-const SECTION_VCPU: u8 = 5;
-const SECTION_END: u8 = 255;
+/// Section kind: the machine's configuration (JSON).
+pub const SECTION_CONFIG: u8 = 1;
+/// Section kind: RAM pages (`gpa: u64 LE` + 4096 bytes each).
+pub const SECTION_RAM: u8 = 2;
+/// Section kind: device state (JSON array of `VmStateSection`s).
+pub const SECTION_DEVICES: u8 = 3;
+/// Section kind: KVM VM state (JSON).
+pub const SECTION_KVM_VM: u8 = 4;
+/// Section kind: one vCPU's state (JSON).
+pub const SECTION_VCPU: u8 = 5;
+/// Section kind: the end (empty).
+pub const SECTION_END: u8 = 255;
 
 const PAGE: usize = 4096;
 /// Compared with `==` (memcmp, fast even in debug builds).
@@ -186,6 +192,123 @@ fn read_section(input: &mut impl Read, index: usize) -> Result<Option<(u8, Vec<u
         )));
     }
     Ok(Some((kind, payload)))
+}
+
+/// The machine state a stream carries besides RAM (see [`decode_stream`]).
+#[derive(Debug)]
+pub struct DecodedStream {
+    /// The devices section.
+    pub devices: Vec<VmStateSection>,
+    /// The KVM VM section.
+    pub vm: VmState,
+    /// The vCPU sections, in order.
+    pub vcpus: Vec<VcpuState>,
+}
+
+/// Reads and checks a whole stream (header, each section's length limit and checksum,
+/// the section order, every JSON payload) up to its end section. `on_config` gets the
+/// config section (first, before anything else is accepted); `on_page` each RAM page
+/// (`gpa`, its 4096 bytes) as it arrives, so RAM is never held whole. The first error,
+/// theirs or the stream's, ends the read.
+pub fn decode_stream(
+    mut input: impl Read,
+    mut on_config: impl FnMut(&Value) -> Result<()>,
+    mut on_page: impl FnMut(u64, &[u8]) -> Result<()>,
+) -> Result<DecodedStream> {
+    let mut header = [0u8; 12];
+    input
+        .read_exact(&mut header)
+        .map_err(|e| fail(format!("stream too short for its header: {e}")))?;
+    if &header[..8] != MAGIC {
+        return Err(fail(format!(
+            "not a vmkit migration stream (magic {:02x?}, expected \"VMKITMIG\")",
+            &header[..8]
+        )));
+    }
+    let version = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
+    if version != STREAM_VERSION {
+        return Err(fail(format!(
+            "stream version {version} is not supported (this build reads version \
+             {STREAM_VERSION})"
+        )));
+    }
+    let mut devices: Option<Vec<VmStateSection>> = None;
+    let mut vm: Option<VmState> = None;
+    let mut vcpus: Vec<VcpuState> = Vec::new();
+    let mut index = 0;
+    let mut configured = false;
+    loop {
+        let Some((kind, payload)) = read_section(&mut input, index)? else {
+            return Err(fail(format!(
+                "stream ends after section {index} without its end section (truncated)"
+            )));
+        };
+        index += 1;
+        if kind != SECTION_CONFIG && !configured {
+            return Err(fail("the stream does not start with its config section"));
+        }
+        match kind {
+            SECTION_CONFIG => {
+                let theirs: Value = serde_json::from_slice(&payload)
+                    .map_err(|e| fail(format!("config section: {e}")))?;
+                on_config(&theirs)?;
+                configured = true;
+            }
+            SECTION_RAM => {
+                if payload.len() % (PAGE + 8) != 0 {
+                    return Err(fail(format!(
+                        "RAM section {index} has {} bytes, not whole pages",
+                        payload.len()
+                    )));
+                }
+                for page in payload.chunks(PAGE + 8) {
+                    let gpa = u64::from_le_bytes(page[..8].try_into().unwrap_or([0; 8]));
+                    on_page(gpa, &page[8..])?;
+                }
+            }
+            SECTION_DEVICES => {
+                devices = Some(
+                    serde_json::from_slice(&payload)
+                        .map_err(|e| fail(format!("devices section: {e}")))?,
+                );
+            }
+            SECTION_KVM_VM => {
+                vm = Some(
+                    serde_json::from_slice(&payload)
+                        .map_err(|e| fail(format!("KVM VM section: {e}")))?,
+                );
+            }
+            SECTION_VCPU => vcpus.push(
+                serde_json::from_slice(&payload)
+                    .map_err(|e| fail(format!("vCPU section {}: {e}", vcpus.len())))?,
+            ),
+            SECTION_END => break,
+            other => {
+                return Err(fail(format!(
+                    "unknown section kind {other} (section {index})"
+                )))
+            }
+        }
+    }
+    Ok(DecodedStream {
+        devices: devices.ok_or_else(|| fail("the stream has no devices section"))?,
+        vm: vm.ok_or_else(|| fail("the stream has no KVM VM section"))?,
+        vcpus,
+    })
+}
+
+/// Writes a stream of the given sections (kind, payload) after the header, each with its
+/// checksum: for tests and fuzz seeds (a real source writes with [`MachineMigration::save`]).
+pub fn encode_sections(sections: &[(u8, &[u8])]) -> Vec<u8> {
+    let mut w = SectionWriter {
+        out: Vec::new(),
+        bytes: 0,
+    };
+    let _ = w.header();
+    for &(kind, payload) in sections {
+        let _ = w.section(kind, payload);
+    }
+    w.out
 }
 
 /// What `query-migrate` reports.
@@ -657,97 +780,29 @@ impl MachineMigration {
     /// Reads a whole stream from `input` and puts the machine into it. The machine must be
     /// stopped and not have run. Nothing but RAM is touched before the end section arrived
     /// intact; on error the machine must not be run.
-    pub fn load(&self, mut input: impl Read) -> Result<()> {
-        let mut header = [0u8; 12];
-        input
-            .read_exact(&mut header)
-            .map_err(|e| fail(format!("stream too short for its header: {e}")))?;
-        if &header[..8] != MAGIC {
-            return Err(fail(format!(
-                "not a vmkit migration stream (magic {:02x?}, expected \"VMKITMIG\")",
-                &header[..8]
-            )));
-        }
-        let version = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
-        if version != STREAM_VERSION {
-            return Err(fail(format!(
-                "stream version {version} is not supported (this build reads version \
-                 {STREAM_VERSION})"
-            )));
-        }
+    pub fn load(&self, input: impl Read) -> Result<()> {
         let memory = self.memory.memory();
-        let mut devices: Option<Vec<VmStateSection>> = None;
-        let mut vm: Option<VmState> = None;
-        let mut vcpus: Vec<VcpuState> = Vec::new();
-        let mut index = 0;
-        let mut configured = false;
-        loop {
-            let Some((kind, payload)) = read_section(&mut input, index)? else {
-                return Err(fail(format!(
-                    "stream ends after section {index} without its end section (truncated)"
-                )));
-            };
-            index += 1;
-            if kind != SECTION_CONFIG && !configured {
-                return Err(fail("the stream does not start with its config section"));
-            }
-            match kind {
-                SECTION_CONFIG => {
-                    let theirs: Value = serde_json::from_slice(&payload)
-                        .map_err(|e| fail(format!("config section: {e}")))?;
-                    if theirs != self.config {
-                        return Err(fail(format!(
-                            "the stream is of a machine {theirs}, this one is {}: start the \
-                             destination with the same -m, -smp and -irqchip",
-                            self.config
-                        )));
-                    }
-                    self.clear_ram()?;
-                    configured = true;
-                }
-                SECTION_RAM => {
-                    if payload.len() % (PAGE + 8) != 0 {
-                        return Err(fail(format!(
-                            "RAM section {index} has {} bytes, not whole pages",
-                            payload.len()
-                        )));
-                    }
-                    for page in payload.chunks(PAGE + 8) {
-                        let gpa = u64::from_le_bytes(page[..8].try_into().unwrap_or([0; 8]));
-                        if !self.in_ram(gpa) {
-                            return Err(fail(format!("RAM page at {gpa:#x} is outside RAM")));
-                        }
-                        memory
-                            .write_slice(&page[8..], GuestAddress(gpa))
-                            .map_err(|e| fail(format!("writing RAM at {gpa:#x}: {e}")))?;
-                    }
-                }
-                SECTION_DEVICES => {
-                    devices = Some(
-                        serde_json::from_slice(&payload)
-                            .map_err(|e| fail(format!("devices section: {e}")))?,
-                    );
-                }
-                SECTION_KVM_VM => {
-                    vm = Some(
-                        serde_json::from_slice(&payload)
-                            .map_err(|e| fail(format!("KVM VM section: {e}")))?,
-                    );
-                }
-                SECTION_VCPU => vcpus.push(
-                    serde_json::from_slice(&payload)
-                        .map_err(|e| fail(format!("vCPU section {}: {e}", vcpus.len())))?,
-                ),
-                SECTION_END => break,
-                other => {
+        let DecodedStream { devices, vm, vcpus } = decode_stream(
+            input,
+            |theirs| {
+                if *theirs != self.config {
                     return Err(fail(format!(
-                        "unknown section kind {other} (section {index})"
-                    )))
+                        "the stream is of a machine {theirs}, this one is {}: start the \
+                         destination with the same -m, -smp and -irqchip",
+                        self.config
+                    )));
                 }
-            }
-        }
-        let devices = devices.ok_or_else(|| fail("the stream has no devices section"))?;
-        let vm = vm.ok_or_else(|| fail("the stream has no KVM VM section"))?;
+                self.clear_ram()
+            },
+            |gpa, page| {
+                if !self.in_ram(gpa) {
+                    return Err(fail(format!("RAM page at {gpa:#x} is outside RAM")));
+                }
+                memory
+                    .write_slice(page, GuestAddress(gpa))
+                    .map_err(|e| fail(format!("writing RAM at {gpa:#x}: {e}")))
+            },
+        )?;
         self.devices
             .restore_all(&devices)
             .map_err(|e| fail(e.to_string()))?;
@@ -861,9 +916,10 @@ impl MachineMigration {
         *lock(&self.info) = MigrationInfo::default();
         self.set_status("setup");
         let this = Arc::clone(self);
-        std::thread::Builder::new()
-            .name("vmkit-migrate".into())
-            .spawn(move || {
+        crate::seccomp::spawn(
+            crate::seccomp::ThreadKind::Migration,
+            "vmkit-migrate",
+            move || {
                 let start = Instant::now();
                 let result = this.outgoing(&uri, start);
                 let total = start.elapsed().as_millis() as u64;
@@ -884,11 +940,12 @@ impl MachineMigration {
                     }
                 }
                 this.busy.store(false, Ordering::SeqCst);
-            })
-            .map_err(|source| Error::Thread {
-                name: "vmkit-migrate".into(),
-                source,
-            })?;
+            },
+        )
+        .map_err(|source| Error::Thread {
+            name: "vmkit-migrate".into(),
+            source,
+        })?;
         Ok(())
     }
 
@@ -1041,15 +1098,17 @@ impl MachineMigration {
             return Err(fail("The incoming migration has already been started"));
         }
         let this = Arc::clone(self);
-        std::thread::Builder::new()
-            .name("vmkit-incoming".into())
-            .spawn(move || {
+        crate::seccomp::spawn(
+            crate::seccomp::ThreadKind::Migration,
+            "vmkit-incoming",
+            move || {
                 let _ = this.run_incoming(&uri);
-            })
-            .map_err(|source| Error::Thread {
-                name: "vmkit-incoming".into(),
-                source,
-            })?;
+            },
+        )
+        .map_err(|source| Error::Thread {
+            name: "vmkit-incoming".into(),
+            source,
+        })?;
         Ok(())
     }
 }

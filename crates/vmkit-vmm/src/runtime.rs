@@ -295,10 +295,8 @@ impl Vmm {
         for (runner, _, _) in runners {
             let name = format!("vmkit-vcpu{}", runner.index);
             let ids = Arc::clone(&thread_ids);
-            let thread = std::thread::Builder::new()
-                .name(name.clone())
-                .spawn(move || {
-                    crate::seccomp::thread_start(crate::seccomp::ThreadKind::Vcpu);
+            let thread =
+                crate::seccomp::spawn(crate::seccomp::ThreadKind::Vcpu, &name, move || {
                     let tid = vmkit_kvm::kick::current_thread_id();
                     if let Some(slot) = ids
                         .lock()
@@ -334,22 +332,15 @@ impl Vmm {
             no_reboot: options.no_reboot,
             stdin_registered: false,
         };
-        let main_thread = std::thread::Builder::new()
-            .name("vmkit-main".into())
-            .spawn(move || {
-                crate::seccomp::thread_start(crate::seccomp::ThreadKind::Main);
-                if cfg!(debug_assertions)
-                    && crate::seccomp::enabled()
-                    && std::env::var_os("VMKIT_SECCOMP_SELFTEST").is_some()
-                {
-                    crate::seccomp::forbidden_syscall();
-                }
-                main.run()
-            })
-            .map_err(|source| Error::Thread {
-                name: "vmkit-main".into(),
-                source,
-            })?;
+        let main_thread = crate::seccomp::spawn(
+            crate::seccomp::ThreadKind::MainLoop,
+            "vmkit-main",
+            move || main.run(),
+        )
+        .map_err(|source| Error::Thread {
+            name: "vmkit-main".into(),
+            source,
+        })?;
 
         let vmm = Self {
             controller,

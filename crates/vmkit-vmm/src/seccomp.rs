@@ -1,29 +1,52 @@
 //! Per-thread seccomp filters (QEMU's `-sandbox`), built with rust-vmm's `seccompiler`.
 //!
-//! Allow-lists in the shape of Firecracker's and Cloud Hypervisor's filters. The `vmkit`
-//! binary installs the main filter ([`ThreadKind::Main`]) on its own thread before it
-//! builds the machine, so every thread created later (vCPUs, the main loop, device
-//! workers, the block pool, the gdb stub) inherits it; a vCPU thread then stacks the
-//! stricter [`ThreadKind::Vcpu`] filter on itself at its start, before it enters `KVM_RUN`
-//! (stacked filters intersect: the most restrictive answer wins). Device workers that a
-//! vCPU thread starts (on `DRIVER_OK`) inherit both.
+//! Allow-lists in the shape of Firecracker's and Cloud Hypervisor's filters: one filter per
+//! [`ThreadKind`], each listing the syscalls that kind of thread makes and, for `ioctl`,
+//! the exact request numbers (KVM's per vCPU; the tun/terminal ones for the threads that
+//! own a tap or a terminal). `tgkill` may only signal this process's own threads,
+//! `socket` only make UNIX and IP sockets, `prctl` only name a thread (and set
+//! `NO_NEW_PRIVS` where a filter is still to be installed).
 //!
-//! `ioctl` is argument-filtered: only KVM's (type 0xAE) and the terminal/tun ones (type
-//! `'T'`, which includes `FIONBIO`, `TCGETS`, `TUNSETIFF`) pass.
+//! How the filters reach the threads:
+//! - [`enable`] (the `vmkit` binary calls it before it builds the machine) installs the
+//!   [`ThreadKind::Process`] filter on the calling thread. It is the union of every other
+//!   kind's list plus what building a machine needs; every thread of the process inherits
+//!   it, so no thread ever runs unfiltered.
+//! - It then starts a spawner thread. Every vmkit thread is started through [`spawn`] (and
+//!   device crates' threads through [`vmkit_hw::thread::spawn`], which `enable` routes
+//!   here): the spawner creates the thread, and the thread's first act is to stack its own
+//!   kind's filter ([`thread_start`]), before it touches guest- or user-controlled input.
+//!   Because children inherit their parent's filters, creating every thread from the
+//!   spawner (which holds only the Process filter) keeps each kind's filter narrow: a
+//!   vCPU that starts a virtio worker on `DRIVER_OK` needs neither `clone` nor the
+//!   worker's syscalls itself.
+//! - The gdb stub's threads are created from the thread that builds the machine and stack
+//!   the [`ThreadKind::Gdb`] filter through [`vmkit_gdb::GdbListener::serve_with`]'s
+//!   thread-start callback.
 //!
-//! Off unless `-sandbox on` is given (QEMU's default too). A violation then kills the
-//! process (`SECCOMP_RET_KILL_PROCESS`); with
-//! `-sandbox on,action=trap` (or `VMKIT_SANDBOX_ACTION=trap`) it raises SIGSYS and a
-//! handler prints `vmkit: seccomp: thread NAME made forbidden syscall N (name)` and exits
-//! with status 159.
+//! QMP is served by the main loop ([`ThreadKind::MainLoop`]); a migration runs on its own
+//! thread ([`ThreadKind::Migration`]), whose filter also covers `exec:` URIs: the command
+//! (`sh -c CMD`) runs under that thread's filter too.
+//!
+//! On by default in the `vmkit` binary; `-sandbox off` turns it off. A violation kills the
+//! process (`SECCOMP_RET_KILL_PROCESS`); with `-sandbox on,action=trap` (or
+//! `VMKIT_SANDBOX_ACTION=trap`, what the tests set) it raises SIGSYS and a handler prints
+//! `vmkit: seccomp: thread NAME made forbidden syscall N (name)` and exits with status
+//! 159.
+
+mod names;
 
 use std::collections::BTreeMap;
+use std::io;
+use std::sync::mpsc;
 use std::sync::OnceLock;
+use std::thread::JoinHandle;
 
 use seccompiler::{
     BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
     SeccompRule,
 };
+use vmkit_hw::thread::{ThreadBody, ThreadRole};
 
 /// What a forbidden syscall does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,17 +57,69 @@ pub enum Action {
     Trap,
 }
 
-/// The kinds of vmkit thread that get their own filter.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The kinds of vmkit thread, each with its own filter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ThreadKind {
-    /// The process's main thread, the main loop (QMP, chardevs, timers), the gdb stub and
-    /// the I/O workers it starts.
-    Main,
-    /// A vCPU thread (and the device workers it starts).
+    /// The process's first thread (it builds the machine, then waits for it) and the
+    /// spawner thread; the union of all the others, inherited by every thread.
+    Process,
+    /// A vCPU thread: `KVM_RUN` and the device register accesses it dispatches.
     Vcpu,
+    /// The main loop: event-manager epoll, device timers, console input, chardevs, QMP.
+    MainLoop,
+    /// A virtio device's queue worker (virtio-rng, virtio-console, ...).
+    Worker,
+    /// The virtio-blk queue thread and the block request pool.
+    Block,
+    /// The virtio-net loop (queues and the tap).
+    Net,
+    /// The gdb stub's acceptor and session threads.
+    Gdb,
+    /// An outgoing or incoming migration (`migrate`, `-incoming`, `migrate-incoming`).
+    Migration,
+}
+
+impl ThreadKind {
+    /// Every kind.
+    pub const ALL: [ThreadKind; 8] = [
+        ThreadKind::Process,
+        ThreadKind::Vcpu,
+        ThreadKind::MainLoop,
+        ThreadKind::Worker,
+        ThreadKind::Block,
+        ThreadKind::Net,
+        ThreadKind::Gdb,
+        ThreadKind::Migration,
+    ];
+
+    /// The kind's name (as `VMKIT_SECCOMP_SELFTEST` takes it).
+    pub fn name(self) -> &'static str {
+        match self {
+            ThreadKind::Process => "process",
+            ThreadKind::Vcpu => "vcpu",
+            ThreadKind::MainLoop => "main-loop",
+            ThreadKind::Worker => "worker",
+            ThreadKind::Block => "block",
+            ThreadKind::Net => "net",
+            ThreadKind::Gdb => "gdb",
+            ThreadKind::Migration => "migration",
+        }
+    }
+
+    fn from_role(role: ThreadRole) -> Self {
+        match role {
+            ThreadRole::Block => ThreadKind::Block,
+            ThreadRole::Net => ThreadKind::Net,
+            _ => ThreadKind::Worker,
+        }
+    }
 }
 
 static CONFIG: OnceLock<Action> = OnceLock::new();
+
+type SpawnRequest = Box<dyn FnOnce() + Send>;
+
+static SPAWNER: OnceLock<mpsc::Sender<SpawnRequest>> = OnceLock::new();
 
 /// Exit status of the SIGSYS handler (128 + SIGSYS).
 pub const TRAP_EXIT_STATUS: i32 = 128 + libc::SIGSYS;
@@ -82,22 +157,87 @@ pub fn default_action() -> Action {
 }
 
 /// Turns the sandbox on for this process: installs the SIGSYS handler (trap) and the
-/// [`ThreadKind::Main`] filter on the calling thread. Threads call [`thread_start`] later.
+/// [`ThreadKind::Process`] filter on the calling thread, and starts the spawner thread
+/// that [`spawn`] and [`vmkit_hw::thread::spawn`] use from then on. Call it once, before
+/// any other vmkit thread exists.
 pub fn enable(action: Action) -> Result<(), String> {
-    let _ = CONFIG.set(action);
+    if CONFIG.set(action).is_err() {
+        return Err("the sandbox is already on".into());
+    }
     if action == Action::Trap {
         install_sigsys_handler();
     }
-    install(ThreadKind::Main, action)
+    install(ThreadKind::Process, action)?;
+    let (sender, receiver) = mpsc::channel::<SpawnRequest>();
+    std::thread::Builder::new()
+        .name("vmkit-spawner".into())
+        .spawn(move || {
+            selftest(ThreadKind::Process);
+            while let Ok(request) = receiver.recv() {
+                request();
+            }
+        })
+        .map_err(|e| format!("starting the spawner thread: {e}"))?;
+    let _ = SPAWNER.set(sender);
+    let _ = vmkit_hw::thread::set_spawner(Box::new(
+        |role: ThreadRole, name: &str, body: ThreadBody| {
+            spawn(ThreadKind::from_role(role), name, body)
+        },
+    ));
+    Ok(())
 }
 
-/// Called by each vmkit thread at its start: installs that kind's filter if the sandbox
-/// is on (a no-op otherwise, and for library users that never called [`enable`]).
+/// Starts `body` on a new thread `name` of `kind`. With the sandbox on, the spawner thread
+/// creates it and it installs `kind`'s filter before `body` runs; otherwise it is a plain
+/// named thread.
+pub fn spawn<T, F>(kind: ThreadKind, name: &str, body: F) -> io::Result<JoinHandle<T>>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    let builder = std::thread::Builder::new().name(name.to_string());
+    let Some(spawner) = SPAWNER.get() else {
+        return builder.spawn(body);
+    };
+    let (reply, answer) = mpsc::sync_channel(1);
+    let request: SpawnRequest = Box::new(move || {
+        let _ = reply.send(builder.spawn(move || {
+            thread_start(kind);
+            body()
+        }));
+    });
+    let gone = || io::Error::other("the seccomp spawner thread has ended");
+    spawner.send(request).map_err(|_| gone())?;
+    answer.recv().map_err(|_| gone())?
+}
+
+/// Installs `kind`'s filter on the calling thread if the sandbox is on (a no-op
+/// otherwise, and for library users that never called [`enable`]). A failure ends the
+/// process: a thread must not run unconfined.
 pub fn thread_start(kind: ThreadKind) {
     if let Some(&action) = CONFIG.get() {
         if let Err(e) = install(kind, action) {
             eprintln!("vmkit: seccomp: {e}");
             std::process::exit(1);
+        }
+        selftest(kind);
+    }
+}
+
+/// Debug builds: `VMKIT_SECCOMP_SELFTEST=KIND` (a [`ThreadKind::name`]; `1` is the main
+/// loop) makes the first thread of that kind call a syscall no filter allows.
+fn selftest(kind: ThreadKind) {
+    if !cfg!(debug_assertions) {
+        return;
+    }
+    if let Some(wanted) = std::env::var_os("VMKIT_SECCOMP_SELFTEST") {
+        let wanted = if wanted == "1" {
+            ThreadKind::MainLoop.name()
+        } else {
+            wanted.to_str().unwrap_or_default()
+        };
+        if wanted == kind.name() {
+            forbidden_syscall();
         }
     }
 }
@@ -109,46 +249,72 @@ pub fn enabled() -> bool {
 
 fn install(kind: ThreadKind, action: Action) -> Result<(), String> {
     let program = build(kind, action)?;
-    seccompiler::apply_filter(&program).map_err(|e| format!("installing the {kind:?} filter: {e}"))
+    seccompiler::apply_filter(&program)
+        .map_err(|e| format!("installing the {} filter: {e}", kind.name()))
 }
 
-/// Syscalls every vmkit thread may make.
-const BASE: &[libc::c_long] = &[
-    libc::SYS_read,
-    libc::SYS_write,
-    libc::SYS_readv,
-    libc::SYS_writev,
-    libc::SYS_pread64,
-    libc::SYS_pwrite64,
-    libc::SYS_preadv,
-    libc::SYS_pwritev,
-    libc::SYS_lseek,
-    libc::SYS_close,
-    libc::SYS_fstat,
-    libc::SYS_newfstatat,
-    libc::SYS_statx,
-    libc::SYS_fcntl,
-    libc::SYS_dup,
-    libc::SYS_dup3,
-    libc::SYS_pipe2,
-    libc::SYS_openat,
-    libc::SYS_readlink,
-    libc::SYS_getcwd,
-    libc::SYS_fsync,
-    libc::SYS_fdatasync,
-    libc::SYS_fallocate,
-    libc::SYS_ftruncate,
+type Nr = libc::c_long;
+
+/// What every thread does: memory, locks, signals (the kick, SIGSYS's report), its own
+/// start and end, time, stderr.
+const THREAD: &[Nr] = &[
+    libc::SYS_futex,
     libc::SYS_mmap,
     libc::SYS_munmap,
     libc::SYS_mprotect,
     libc::SYS_mremap,
     libc::SYS_madvise,
     libc::SYS_brk,
-    libc::SYS_rt_sigaction,
+    libc::SYS_sigaltstack,
     libc::SYS_rt_sigprocmask,
     libc::SYS_rt_sigreturn,
-    libc::SYS_sigaltstack,
-    libc::SYS_futex,
+    libc::SYS_gettid,
+    libc::SYS_getpid,
+    libc::SYS_sched_getaffinity,
+    libc::SYS_sched_yield,
+    libc::SYS_clock_gettime,
+    libc::SYS_clock_nanosleep,
+    libc::SYS_nanosleep,
+    libc::SYS_getrandom,
+    libc::SYS_write,
+    libc::SYS_close,
+    libc::SYS_exit,
+    libc::SYS_exit_group,
+];
+
+/// A vCPU: device registers write to chardevs and eventfds (irqfd, the main loop's
+/// events), arm the host timer, and read console input a device buffered.
+const VCPU: &[Nr] = &[
+    libc::SYS_read,
+    libc::SYS_writev,
+    libc::SYS_pwrite64,
+    libc::SYS_sendto,
+    libc::SYS_sendmsg,
+    libc::SYS_timerfd_settime,
+    // A virtio device started at DRIVER_OK: its eventfds and worker epoll are made here.
+    libc::SYS_fcntl,
+    libc::SYS_dup,
+    libc::SYS_eventfd2,
+    libc::SYS_epoll_create1,
+    libc::SYS_epoll_ctl,
+];
+
+/// The main loop: epoll over eventfds, the timerfd, stdin, chardev and QMP sockets.
+const MAIN_LOOP: &[Nr] = &[
+    libc::SYS_read,
+    libc::SYS_readv,
+    libc::SYS_writev,
+    libc::SYS_recvfrom,
+    libc::SYS_recvmsg,
+    libc::SYS_sendto,
+    libc::SYS_sendmsg,
+    libc::SYS_accept4,
+    libc::SYS_accept,
+    libc::SYS_shutdown,
+    libc::SYS_getsockopt,
+    libc::SYS_setsockopt,
+    libc::SYS_getsockname,
+    libc::SYS_getpeername,
     libc::SYS_epoll_create1,
     libc::SYS_epoll_ctl,
     libc::SYS_epoll_wait,
@@ -156,93 +322,383 @@ const BASE: &[libc::c_long] = &[
     libc::SYS_poll,
     libc::SYS_ppoll,
     libc::SYS_eventfd2,
-    libc::SYS_timerfd_create,
     libc::SYS_timerfd_settime,
     libc::SYS_timerfd_gettime,
-    libc::SYS_clock_gettime,
-    libc::SYS_clock_nanosleep,
-    libc::SYS_nanosleep,
-    libc::SYS_getrandom,
+    libc::SYS_fcntl,
+    libc::SYS_dup,
+    libc::SYS_unlink,
+    libc::SYS_unlinkat,
+    libc::SYS_fstat,
+    libc::SYS_newfstatat,
+    libc::SYS_statx,
+    libc::SYS_openat,
+    libc::SYS_lseek,
+    libc::SYS_pwrite64,
+];
+
+/// A virtio queue worker: epoll over its queue eventfds, irqfds, getrandom for
+/// virtio-rng, chardev reads and writes for virtio-console.
+const WORKER: &[Nr] = &[
+    libc::SYS_read,
+    libc::SYS_readv,
+    libc::SYS_writev,
+    libc::SYS_recvfrom,
+    libc::SYS_sendto,
+    libc::SYS_epoll_wait,
+    libc::SYS_epoll_pwait,
+    libc::SYS_epoll_ctl,
+    libc::SYS_fcntl,
+];
+
+/// Block I/O: file reads and writes, flushes, discards (fallocate), and the queue
+/// thread's epoll.
+const BLOCK: &[Nr] = &[
+    libc::SYS_read,
+    libc::SYS_pread64,
+    libc::SYS_pwrite64,
+    libc::SYS_preadv,
+    libc::SYS_pwritev,
+    libc::SYS_preadv2,
+    libc::SYS_pwritev2,
+    libc::SYS_lseek,
+    libc::SYS_fsync,
+    libc::SYS_fdatasync,
+    libc::SYS_fallocate,
+    libc::SYS_fstat,
+    libc::SYS_fcntl,
+    libc::SYS_epoll_wait,
+    libc::SYS_epoll_pwait,
+    libc::SYS_epoll_ctl,
+];
+
+/// virtio-net: the tap's reads and writes and the epoll over it and the queues.
+const NET: &[Nr] = &[
+    libc::SYS_read,
+    libc::SYS_readv,
+    libc::SYS_writev,
+    libc::SYS_fcntl,
+    libc::SYS_epoll_wait,
+    libc::SYS_epoll_pwait,
+    libc::SYS_epoll_ctl,
+];
+
+/// The gdb stub: accepts one client at a time and talks to it.
+const GDB: &[Nr] = &[
+    libc::SYS_accept4,
+    libc::SYS_accept,
+    libc::SYS_read,
+    libc::SYS_recvfrom,
+    libc::SYS_sendto,
+    libc::SYS_poll,
+    libc::SYS_setsockopt,
+    libc::SYS_getsockopt,
+    libc::SYS_shutdown,
+    libc::SYS_fcntl,
+    libc::SYS_dup,
+    libc::SYS_eventfd2,
+];
+
+/// A migration: files, sockets, and `exec:` commands (`sh -c`, run under this filter).
+const MIGRATION: &[Nr] = &[
+    libc::SYS_read,
+    libc::SYS_readv,
+    libc::SYS_writev,
+    libc::SYS_pread64,
+    libc::SYS_pwrite64,
+    libc::SYS_recvfrom,
+    libc::SYS_sendto,
+    libc::SYS_connect,
+    libc::SYS_bind,
+    libc::SYS_listen,
+    libc::SYS_accept4,
+    libc::SYS_accept,
+    libc::SYS_setsockopt,
+    libc::SYS_getsockopt,
+    libc::SYS_getsockname,
+    libc::SYS_shutdown,
+    libc::SYS_openat,
+    libc::SYS_unlink,
+    libc::SYS_unlinkat,
+    libc::SYS_fstat,
+    libc::SYS_newfstatat,
+    libc::SYS_statx,
+    libc::SYS_lseek,
+    libc::SYS_ftruncate,
+    libc::SYS_fcntl,
+    libc::SYS_dup,
+    libc::SYS_dup2,
+    libc::SYS_dup3,
+    libc::SYS_pipe2,
+    libc::SYS_poll,
+    libc::SYS_eventfd2,
+    libc::SYS_epoll_create1,
+    libc::SYS_epoll_ctl,
+    libc::SYS_timerfd_settime,
+    libc::SYS_mincore,
+    libc::SYS_wait4,
+    libc::SYS_kill,
+];
+
+/// What `exec:` commands (`sh -c 'cat ...'`) need after `execve`, on the migration
+/// thread's filter.
+const EXEC: &[Nr] = &[
+    libc::SYS_clone,
+    libc::SYS_clone3,
+    libc::SYS_vfork,
+    libc::SYS_execve,
+    libc::SYS_arch_prctl,
+    libc::SYS_set_tid_address,
+    libc::SYS_set_robust_list,
+    libc::SYS_rseq,
+    libc::SYS_prlimit64,
+    libc::SYS_access,
+    libc::SYS_faccessat,
+    libc::SYS_faccessat2,
+    libc::SYS_getuid,
+    libc::SYS_geteuid,
+    libc::SYS_getgid,
+    libc::SYS_getegid,
+    libc::SYS_getppid,
+    libc::SYS_getpgrp,
+    libc::SYS_uname,
+    libc::SYS_getcwd,
+    libc::SYS_stat,
+    libc::SYS_fadvise64,
+    libc::SYS_copy_file_range,
+    libc::SYS_sendfile,
+    libc::SYS_rt_sigaction,
+    libc::SYS_rt_sigreturn,
+];
+
+/// Building the machine and starting threads (the Process filter's own part).
+const PROCESS: &[Nr] = &[
     libc::SYS_clone,
     libc::SYS_clone3,
     libc::SYS_set_robust_list,
     libc::SYS_rseq,
-    libc::SYS_gettid,
-    libc::SYS_getpid,
-    libc::SYS_tgkill,
-    libc::SYS_sched_yield,
-    libc::SYS_sched_getaffinity,
-    libc::SYS_prctl,
     libc::SYS_seccomp,
-    libc::SYS_exit,
-    libc::SYS_exit_group,
-    libc::SYS_sendto,
-    libc::SYS_recvfrom,
-    libc::SYS_sendmsg,
-    libc::SYS_recvmsg,
-    libc::SYS_shutdown,
-    libc::SYS_getsockopt,
-    libc::SYS_setsockopt,
-    libc::SYS_getsockname,
-    libc::SYS_getpeername,
-];
-
-/// Syscalls only the main-loop side may make (sockets it serves, files it renames).
-const MAIN_ONLY: &[libc::c_long] = &[
-    libc::SYS_socket,
-    libc::SYS_bind,
-    libc::SYS_listen,
-    libc::SYS_accept,
-    libc::SYS_accept4,
-    libc::SYS_connect,
-    libc::SYS_unlink,
-    libc::SYS_unlinkat,
-    libc::SYS_rename,
-    libc::SYS_renameat,
-    libc::SYS_renameat2,
+    libc::SYS_rt_sigaction,
+    libc::SYS_openat,
+    libc::SYS_readlink,
+    libc::SYS_getcwd,
+    libc::SYS_pipe2,
+    libc::SYS_dup3,
+    libc::SYS_timerfd_create,
+    libc::SYS_ftruncate,
     libc::SYS_mkdir,
     libc::SYS_mkdirat,
     libc::SYS_rmdir,
+    libc::SYS_rename,
+    libc::SYS_renameat,
+    libc::SYS_renameat2,
     libc::SYS_chmod,
     libc::SYS_fchmod,
+    libc::SYS_socket,
+    libc::SYS_bind,
+    libc::SYS_listen,
+    libc::SYS_connect,
+    libc::SYS_prlimit64,
     libc::SYS_sched_setaffinity,
     libc::SYS_getuid,
     libc::SYS_geteuid,
     libc::SYS_uname,
     libc::SYS_sysinfo,
-    libc::SYS_kill,
-    libc::SYS_wait4,
     libc::SYS_pselect6,
+    libc::SYS_getdents64,
+    libc::SYS_accept4,
+    libc::SYS_getsockname,
+    libc::SYS_fdatasync,
 ];
 
-fn ioctl_rules() -> Result<Vec<SeccompRule>, String> {
-    // The ioctl "type" byte (bits 8..16 of the request): KVMIO and 'T'.
-    [0xAE00u64, 0x5400]
+/// KVM's vCPU ioctls a vCPU thread makes (run, state get/set for reset, gdb, migration).
+const VCPU_IOCTLS: &[u64] = &[
+    0xae80,     // KVM_RUN
+    0x8090ae81, // KVM_GET_REGS
+    0x4090ae82, // KVM_SET_REGS
+    0x8138ae83, // KVM_GET_SREGS
+    0x4138ae84, // KVM_SET_SREGS
+    0xc018ae85, // KVM_TRANSLATE
+    0x4004ae86, // KVM_INTERRUPT
+    0xc008ae88, // KVM_GET_MSRS
+    0x4008ae89, // KVM_SET_MSRS
+    0x81a0ae8c, // KVM_GET_FPU
+    0x41a0ae8d, // KVM_SET_FPU
+    0x8400ae8e, // KVM_GET_LAPIC
+    0x4400ae8f, // KVM_SET_LAPIC
+    0x8004ae98, // KVM_GET_MP_STATE
+    0x4004ae99, // KVM_SET_MP_STATE
+    0x4048ae9b, // KVM_SET_GUEST_DEBUG
+    0x8040ae9f, // KVM_GET_VCPU_EVENTS
+    0x4040aea0, // KVM_SET_VCPU_EVENTS
+    0x8080aea1, // KVM_GET_DEBUGREGS
+    0x4080aea2, // KVM_SET_DEBUGREGS
+    0x9000aea4, // KVM_GET_XSAVE
+    0x5000aea5, // KVM_SET_XSAVE
+    0x8188aea6, // KVM_GET_XCRS
+    0x4188aea7, // KVM_SET_XCRS
+    0xaead,     // KVM_KVMCLOCK_CTRL
+    0x9000aecf, // KVM_GET_XSAVE2
+];
+
+/// KVM's VM ioctls a device access can make from a vCPU or the main loop (line levels,
+/// MSI, PIT/irqchip state, ioeventfd/irqfd registration when a device is set up).
+const VM_IOCTLS: &[u64] = &[
+    0x4008ae61, // KVM_IRQ_LINE
+    0xc008ae67, // KVM_IRQ_LINE_STATUS
+    0x4020aea5, // KVM_SIGNAL_MSI
+    0x4008ae6a, // KVM_SET_GSI_ROUTING
+    0x4020ae76, // KVM_IRQFD
+    0x4040ae79, // KVM_IOEVENTFD
+    0x4010ae67, // KVM_REGISTER_COALESCED_MMIO
+    0x4010ae68, // KVM_UNREGISTER_COALESCED_MMIO
+    0x4020ae46, // KVM_SET_USER_MEMORY_REGION
+    0x4010ae42, // KVM_GET_DIRTY_LOG
+    0xc208ae62, // KVM_GET_IRQCHIP
+    0x8208ae63, // KVM_SET_IRQCHIP
+    0x8070ae9f, // KVM_GET_PIT2
+    0x4070aea0, // KVM_SET_PIT2
+    0x8030ae7c, // KVM_GET_CLOCK
+    0x4030ae7b, // KVM_SET_CLOCK
+];
+
+/// tun and terminal ioctls: `TCGETS`/`TCSETS*` (stdin's raw mode, ptys), `FIONBIO`,
+/// `FIONREAD`, `TIOCGPTN`/`TIOCSPTLCK` (pty), `TUNSETIFF`/`TUNGETIFF`/`TUNSETOFFLOAD`/
+/// `TUNSETVNETHDRSZ`.
+const TTY_TUN_IOCTLS: &[u64] = &[
+    0x5401,     // TCGETS
+    0x5402,     // TCSETS
+    0x5403,     // TCSETSW
+    0x5404,     // TCSETSF
+    0x5421,     // FIONBIO
+    0x541b,     // FIONREAD
+    0x80045430, // TIOCGPTN
+    0x40045431, // TIOCSPTLCK
+    0x400454ca, // TUNSETIFF
+    0x800454d2, // TUNGETIFF
+    0x400454d0, // TUNSETOFFLOAD
+    0x400454d8, // TUNSETVNETHDRSZ
+    0x800454cf, // TUNGETFEATURES
+];
+
+/// The kinds' lists: (syscalls, exact ioctl requests).
+fn lists(kind: ThreadKind) -> (Vec<Nr>, Vec<u64>) {
+    let mut calls: Vec<Nr> = THREAD.to_vec();
+    let mut ioctls: Vec<u64> = Vec::new();
+    match kind {
+        ThreadKind::Process => {
+            for other in ThreadKind::ALL {
+                if other != ThreadKind::Process {
+                    let (c, i) = lists(other);
+                    calls.extend(c);
+                    ioctls.extend(i);
+                }
+            }
+            calls.extend_from_slice(PROCESS);
+        }
+        ThreadKind::Vcpu => {
+            calls.extend_from_slice(VCPU);
+            ioctls.extend_from_slice(VCPU_IOCTLS);
+            ioctls.extend_from_slice(VM_IOCTLS);
+            // virtio-net's offloads, set when the driver starts the device.
+            ioctls.extend_from_slice(&[0x400454d0, 0x400454d8]);
+        }
+        ThreadKind::MainLoop => {
+            calls.extend_from_slice(MAIN_LOOP);
+            ioctls.extend_from_slice(VM_IOCTLS);
+            ioctls.extend_from_slice(TTY_TUN_IOCTLS);
+        }
+        ThreadKind::Worker => {
+            calls.extend_from_slice(WORKER);
+            ioctls.extend_from_slice(VM_IOCTLS);
+            ioctls.extend_from_slice(TTY_TUN_IOCTLS);
+        }
+        ThreadKind::Block => {
+            calls.extend_from_slice(BLOCK);
+            ioctls.extend_from_slice(VM_IOCTLS);
+        }
+        ThreadKind::Net => {
+            calls.extend_from_slice(NET);
+            ioctls.extend_from_slice(VM_IOCTLS);
+            ioctls.extend_from_slice(TTY_TUN_IOCTLS);
+        }
+        ThreadKind::Gdb => {
+            calls.extend_from_slice(GDB);
+            ioctls.push(0x5421); // FIONBIO
+        }
+        ThreadKind::Migration => {
+            calls.extend_from_slice(MIGRATION);
+            calls.extend_from_slice(EXEC);
+            ioctls.extend_from_slice(VCPU_IOCTLS);
+            ioctls.extend_from_slice(VM_IOCTLS);
+            ioctls.extend_from_slice(TTY_TUN_IOCTLS);
+        }
+    }
+    calls.sort_unstable();
+    calls.dedup();
+    ioctls.sort_unstable();
+    ioctls.dedup();
+    (calls, ioctls)
+}
+
+/// Whether the kind's thread makes sockets (the Process filter's union has them too).
+fn makes_sockets(kind: ThreadKind) -> bool {
+    matches!(kind, ThreadKind::Process | ThreadKind::Migration)
+}
+
+fn cond(arg: u8, op: SeccompCmpOp, value: u64) -> Result<SeccompCondition, String> {
+    SeccompCondition::new(arg, SeccompCmpArgLen::Dword, op, value).map_err(|e| e.to_string())
+}
+
+fn one_of(arg: u8, values: &[u64]) -> Result<Vec<SeccompRule>, String> {
+    values
         .iter()
-        .map(|&ty| {
-            let cond = SeccompCondition::new(
-                1,
-                SeccompCmpArgLen::Dword,
-                SeccompCmpOp::MaskedEq(0xff00),
-                ty,
-            )
-            .map_err(|e| e.to_string())?;
-            SeccompRule::new(vec![cond]).map_err(|e| e.to_string())
+        .map(|&v| {
+            SeccompRule::new(vec![cond(arg, SeccompCmpOp::Eq, v)?]).map_err(|e| e.to_string())
         })
         .collect()
 }
 
 /// Builds the BPF program of one thread kind.
 pub fn build(kind: ThreadKind, action: Action) -> Result<BpfProgram, String> {
+    let (calls, ioctls) = lists(kind);
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
-    let extra: &[libc::c_long] = match kind {
-        ThreadKind::Main => MAIN_ONLY,
-        ThreadKind::Vcpu => &[],
-    };
-    for &nr in BASE.iter().chain(extra) {
+    for nr in calls {
         rules.insert(nr, Vec::new());
     }
-    rules.insert(libc::SYS_ioctl, ioctl_rules()?);
+    // ioctl: the exact requests (the Process filter, which creates the VM and the vCPUs,
+    // every KVM request, type 0xAE).
+    let mut ioctl_rules = one_of(1, &ioctls)?;
+    if kind == ThreadKind::Process {
+        ioctl_rules.push(
+            SeccompRule::new(vec![cond(1, SeccompCmpOp::MaskedEq(0xff00), 0xae00)?])
+                .map_err(|e| e.to_string())?,
+        );
+    }
+    rules.insert(libc::SYS_ioctl, ioctl_rules);
+    // tgkill: only this process's threads.
+    rules.insert(
+        libc::SYS_tgkill,
+        one_of(0, &[u64::from(std::process::id())])?,
+    );
+    // prctl: name a thread (SIGSYS's report reads it); NO_NEW_PRIVS before a filter.
+    let mut prctl = vec![libc::PR_SET_NAME as u64, libc::PR_GET_NAME as u64];
+    if kind == ThreadKind::Process {
+        prctl.push(libc::PR_SET_NO_NEW_PRIVS as u64);
+    }
+    rules.insert(libc::SYS_prctl, one_of(0, &prctl)?);
+    if makes_sockets(kind) {
+        rules.insert(
+            libc::SYS_socket,
+            one_of(
+                0,
+                &[
+                    libc::AF_UNIX as u64,
+                    libc::AF_INET as u64,
+                    libc::AF_INET6 as u64,
+                ],
+            )?,
+        );
+    }
     let mismatch = match action {
         Action::Kill => SeccompAction::KillProcess,
         Action::Trap => SeccompAction::Trap,
@@ -255,69 +711,31 @@ pub fn build(kind: ThreadKind, action: Action) -> Result<BpfProgram, String> {
             .try_into()
             .map_err(|e: seccompiler::BackendError| e.to_string())?,
     )
-    .map_err(|e| format!("building the {kind:?} filter: {e}"))?;
-    filter
-        .try_into()
-        .map_err(|e: seccompiler::BackendError| format!("compiling the {kind:?} filter: {e}"))
+    .map_err(|e| format!("building the {} filter: {e}", kind.name()))?;
+    filter.try_into().map_err(|e: seccompiler::BackendError| {
+        format!("compiling the {} filter: {e}", kind.name())
+    })
 }
 
-/// A syscall's name for the report (the ones vmkit could plausibly reach).
+/// A syscall's name (x86-64 numbering), `"unknown"` for a number with none.
 pub fn syscall_name(nr: i64) -> &'static str {
-    const NAMES: &[(libc::c_long, &str)] = &[
-        (libc::SYS_personality, "personality"),
-        (libc::SYS_execve, "execve"),
-        (libc::SYS_execveat, "execveat"),
-        (libc::SYS_fork, "fork"),
-        (libc::SYS_vfork, "vfork"),
-        (libc::SYS_ptrace, "ptrace"),
-        (libc::SYS_mount, "mount"),
-        (libc::SYS_socket, "socket"),
-        (libc::SYS_bind, "bind"),
-        (libc::SYS_listen, "listen"),
-        (libc::SYS_accept, "accept"),
-        (libc::SYS_accept4, "accept4"),
-        (libc::SYS_connect, "connect"),
-        (libc::SYS_unlink, "unlink"),
-        (libc::SYS_unlinkat, "unlinkat"),
-        (libc::SYS_rename, "rename"),
-        (libc::SYS_renameat2, "renameat2"),
-        (libc::SYS_ioctl, "ioctl"),
-        (libc::SYS_open, "open"),
-        (libc::SYS_stat, "stat"),
-        (libc::SYS_lstat, "lstat"),
-        (libc::SYS_access, "access"),
-        (libc::SYS_faccessat, "faccessat"),
-        (libc::SYS_faccessat2, "faccessat2"),
-        (libc::SYS_select, "select"),
-        (libc::SYS_pselect6, "pselect6"),
-        (libc::SYS_kill, "kill"),
-        (libc::SYS_wait4, "wait4"),
-        (libc::SYS_sched_setaffinity, "sched_setaffinity"),
-        (libc::SYS_sysinfo, "sysinfo"),
-        (libc::SYS_uname, "uname"),
-        (libc::SYS_getuid, "getuid"),
-        (libc::SYS_mkdir, "mkdir"),
-        (libc::SYS_chmod, "chmod"),
-        (libc::SYS_membarrier, "membarrier"),
-        (libc::SYS_io_uring_setup, "io_uring_setup"),
-        (libc::SYS_statfs, "statfs"),
-        (libc::SYS_fstatfs, "fstatfs"),
-        (libc::SYS_getdents64, "getdents64"),
-        (libc::SYS_prlimit64, "prlimit64"),
-        (libc::SYS_getrlimit, "getrlimit"),
-        (libc::SYS_socketpair, "socketpair"),
-        (libc::SYS_tkill, "tkill"),
-        (libc::SYS_sched_getparam, "sched_getparam"),
-        (libc::SYS_getppid, "getppid"),
-    ];
-    NAMES
-        .iter()
-        .find(|(n, _)| *n == nr)
-        .map_or("unknown", |(_, name)| name)
+    let name = match usize::try_from(nr) {
+        Ok(n) if n < names::X86_64.len() => names::X86_64[n],
+        Ok(n) if n >= 424 => names::X86_64_FROM_424
+            .get(n - 424)
+            .copied()
+            .unwrap_or_default(),
+        _ => "",
+    };
+    if name.is_empty() {
+        "unknown"
+    } else {
+        name
+    }
 }
 
 /// Raises a syscall no vmkit filter allows, on the calling thread (used by the hidden
-/// `VMKIT_SECCOMP_SELFTEST` switch in the main loop).
+/// `VMKIT_SECCOMP_SELFTEST` switch of debug builds).
 pub fn forbidden_syscall() {
     // SAFETY: personality(0xffffffff) only queries the persona; it changes nothing.
     unsafe { libc::syscall(libc::SYS_personality, 0xffff_ffffu64) };
@@ -408,9 +826,55 @@ mod tests {
 
     #[test]
     fn filters_compile() {
-        for kind in [ThreadKind::Main, ThreadKind::Vcpu] {
+        for kind in ThreadKind::ALL {
             let program = build(kind, Action::Trap).unwrap();
-            assert!(program.len() > BASE.len(), "{kind:?}: {}", program.len());
+            assert!(program.len() > THREAD.len(), "{kind:?}: {}", program.len());
         }
+    }
+
+    #[test]
+    fn the_process_filter_covers_every_kind() {
+        let (process, process_ioctls) = lists(ThreadKind::Process);
+        for kind in ThreadKind::ALL {
+            let (calls, ioctls) = lists(kind);
+            for nr in calls {
+                assert!(process.contains(&nr), "{kind:?}: {}", syscall_name(nr));
+            }
+            for request in ioctls {
+                assert!(
+                    process_ioctls.contains(&request),
+                    "{kind:?}: ioctl {request:#x}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn only_the_process_and_migrations_create_threads_or_processes() {
+        for kind in ThreadKind::ALL {
+            let (calls, _) = lists(kind);
+            let spawns = calls.contains(&libc::SYS_clone) || calls.contains(&libc::SYS_clone3);
+            assert_eq!(
+                spawns,
+                matches!(kind, ThreadKind::Process | ThreadKind::Migration),
+                "{kind:?}"
+            );
+            assert_eq!(
+                calls.contains(&libc::SYS_execve),
+                matches!(kind, ThreadKind::Process | ThreadKind::Migration),
+                "{kind:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn syscall_names() {
+        assert_eq!(syscall_name(0), "read");
+        assert_eq!(syscall_name(135), "personality");
+        assert_eq!(syscall_name(16), "ioctl");
+        assert_eq!(syscall_name(435), "clone3");
+        assert_eq!(syscall_name(400), "unknown");
+        assert_eq!(syscall_name(-1), "unknown");
+        assert_eq!(syscall_name(100_000), "unknown");
     }
 }

@@ -347,11 +347,13 @@ fn live(irqchip: &str, mem: &str, smp: &str) {
 
 fn live_via(irqchip: &str, mem: &str, smp: &str, transport: &str) {
     let guest = counter_guest();
-    let socket = scratch(&format!("live-{irqchip}.qmp"));
-    let mig = scratch(&format!("live-{irqchip}.sock"));
-    let out_a = scratch(&format!("live-{irqchip}-a.txt"));
-    let out_b = scratch(&format!("live-{irqchip}-b.txt"));
-    let dest_socket = scratch(&format!("live-{irqchip}-b.qmp"));
+    // Tests run in parallel in one process: each configuration has its own files.
+    let id = format!("live-{irqchip}-{mem}-{smp}-{transport}");
+    let socket = scratch(&format!("{id}.qmp"));
+    let mig = scratch(&format!("{id}.sock"));
+    let out_a = scratch(&format!("{id}-a.txt"));
+    let out_b = scratch(&format!("{id}-b.txt"));
+    let dest_socket = scratch(&format!("{id}-b.qmp"));
     let mut extra = qmp_arg(&dest_socket).to_vec();
     let uri = if transport == "tcp" {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
