@@ -5,7 +5,8 @@
 //! the exact request numbers (KVM's per vCPU; the tun/terminal ones for the threads that
 //! own a tap or a terminal). `tgkill` may only signal this process's own threads,
 //! `socket` only make UNIX and IP sockets, `prctl` only name a thread (and set
-//! `NO_NEW_PRIVS` where a filter is still to be installed).
+//! `NO_NEW_PRIVS` where a filter is still to be installed), `mmap`/`mprotect` not make
+//! executable memory (but in the process and migration filters, which load programs).
 //!
 //! How the filters reach the threads:
 //! - [`enable`] (the `vmkit` binary calls it before it builds the machine) installs the
@@ -468,6 +469,25 @@ const EXEC: &[Nr] = &[
     libc::SYS_sendfile,
     libc::SYS_rt_sigaction,
     libc::SYS_rt_sigreturn,
+    libc::SYS_rt_sigsuspend,
+    // What shells and filters (gzip, dd, ssh) commonly add.
+    libc::SYS_umask,
+    libc::SYS_lstat,
+    libc::SYS_statfs,
+    libc::SYS_fstatfs,
+    libc::SYS_getdents64,
+    libc::SYS_readlink,
+    libc::SYS_utimensat,
+    libc::SYS_fchown,
+    libc::SYS_fchmod,
+    libc::SYS_getpgid,
+    libc::SYS_setpgid,
+    libc::SYS_getsid,
+    libc::SYS_sysinfo,
+    libc::SYS_times,
+    libc::SYS_getrusage,
+    libc::SYS_setitimer,
+    libc::SYS_alarm,
 ];
 
 /// Building the machine and starting threads (the Process filter's own part).
@@ -675,6 +695,20 @@ pub fn build(kind: ThreadKind, action: Action) -> Result<BpfProgram, String> {
         );
     }
     rules.insert(libc::SYS_ioctl, ioctl_rules);
+    // mmap/mprotect: no executable memory, except where a program is loaded (the process
+    // filter, and a migration's exec: command).
+    if !matches!(kind, ThreadKind::Process | ThreadKind::Migration) {
+        let no_exec = || -> Result<Vec<SeccompRule>, String> {
+            Ok(vec![SeccompRule::new(vec![cond(
+                2,
+                SeccompCmpOp::MaskedEq(libc::PROT_EXEC as u64),
+                0,
+            )?])
+            .map_err(|e| e.to_string())?])
+        };
+        rules.insert(libc::SYS_mmap, no_exec()?);
+        rules.insert(libc::SYS_mprotect, no_exec()?);
+    }
     // tgkill: only this process's threads.
     rules.insert(
         libc::SYS_tgkill,
