@@ -1143,6 +1143,54 @@ mod tests {
     }
 
     #[test]
+    fn decode_stream_checks_the_order_and_hands_pages_on() {
+        let config = br#"{"ram-size":1}"#;
+        let mut page = 0x2000u64.to_le_bytes().to_vec();
+        page.extend([7u8; PAGE]);
+        let stream = encode_sections(&[
+            (SECTION_CONFIG, config),
+            (SECTION_RAM, &page),
+            (SECTION_DEVICES, b"[]"),
+            (SECTION_END, b""),
+        ]);
+        let mut seen = Vec::new();
+        let err = decode_stream(
+            stream.as_slice(),
+            |theirs| {
+                assert_eq!(theirs["ram-size"], 1);
+                Ok(())
+            },
+            |gpa, bytes| {
+                seen.push((gpa, bytes[0], bytes.len()));
+                Ok(())
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("no KVM VM section"), "{err}");
+        assert_eq!(seen, vec![(0x2000, 7, PAGE)]);
+        // RAM before the config section, a refused config, a short RAM section.
+        let early = encode_sections(&[(SECTION_RAM, &page)]);
+        let err = decode_stream(early.as_slice(), |_| Ok(()), |_, _| Ok(()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("does not start with its config"), "{err}");
+        let err = decode_stream(
+            stream.as_slice(),
+            |_| Err(fail("not this machine")),
+            |_, _| Ok(()),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("not this machine"), "{err}");
+        let short = encode_sections(&[(SECTION_CONFIG, config), (SECTION_RAM, &page[..100])]);
+        let err = decode_stream(short.as_slice(), |_| Ok(()), |_, _| Ok(()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not whole pages"), "{err}");
+    }
+
+    #[test]
     fn sections_are_checked() {
         let mut w = SectionWriter {
             out: Vec::new(),
