@@ -189,8 +189,8 @@ pub fn enable(action: Action) -> Result<(), String> {
 }
 
 /// Starts `body` on a new thread `name` of `kind`. With the sandbox on, the spawner thread
-/// creates it and it installs `kind`'s filter before `body` runs; otherwise it is a plain
-/// named thread.
+/// creates it and it installs `kind`'s filter before `body` runs, and this returns once the
+/// filter is in place; otherwise it is a plain named thread.
 pub fn spawn<T, F>(kind: ThreadKind, name: &str, body: F) -> io::Result<JoinHandle<T>>
 where
     T: Send + 'static,
@@ -201,15 +201,20 @@ where
         return builder.spawn(body);
     };
     let (reply, answer) = mpsc::sync_channel(1);
+    let (confined, is_confined) = mpsc::sync_channel::<()>(1);
     let request: SpawnRequest = Box::new(move || {
         let _ = reply.send(builder.spawn(move || {
             thread_start(kind);
+            let _ = confined.send(());
             body()
         }));
     });
     let gone = || io::Error::other("the seccomp spawner thread has ended");
     spawner.send(request).map_err(|_| gone())?;
-    answer.recv().map_err(|_| gone())?
+    let handle = answer.recv().map_err(|_| gone())??;
+    // Return once the thread is under its filter (a failed install ends the process).
+    let _ = is_confined.recv();
+    Ok(handle)
 }
 
 /// Installs `kind`'s filter on the calling thread if the sandbox is on (a no-op
