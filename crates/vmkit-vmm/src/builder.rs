@@ -331,6 +331,17 @@ pub fn start_pc(
     if let Some(listener) = gdb {
         crate::debug::attach_gdb(listener, &mut parts, &mut additions);
     }
+    // -incoming: `inmigrate` from the first QMP reply on (the main loop serves QMP as soon
+    // as the machine starts).
+    let incoming_uri = match &options.incoming {
+        Some(uri) => {
+            let uri = crate::migration::MigrationUri::parse(uri)?;
+            migration.set_stay_paused(options.start_paused);
+            migration.set_deferred();
+            Some(uri)
+        }
+        None => None,
+    };
     let vmm = Vmm::start_with(
         controller,
         parts,
@@ -342,12 +353,10 @@ pub fn start_pc(
         },
         additions,
     )?;
-    if let Some(uri) = &options.incoming {
-        migration.set_stay_paused(options.start_paused);
-        match crate::migration::MigrationUri::parse(uri)? {
-            crate::migration::MigrationUri::Defer => migration.set_deferred(),
+    if let Some(uri) = incoming_uri {
+        match uri {
+            crate::migration::MigrationUri::Defer => {}
             uri => {
-                migration.set_deferred();
                 let incoming = Arc::clone(&migration);
                 crate::seccomp::spawn(
                     crate::seccomp::ThreadKind::Migration,
