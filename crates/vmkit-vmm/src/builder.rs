@@ -270,6 +270,11 @@ pub fn start_pc(
         options.smp,
         options.irqchip == IrqchipOption::Kernel,
     )?;
+    if options.incoming.is_some() {
+        // `inmigrate` from the first QMP command on (QMP is served before the incoming
+        // thread starts).
+        migration.set_deferred();
+    }
 
     let timer = Arc::new(HostTimer::new(machine.clock)?);
     let notify_timer = Arc::clone(&timer);

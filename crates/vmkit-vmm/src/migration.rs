@@ -254,6 +254,12 @@ pub struct MachineMigration {
     ram: Vec<(u64, u64)>,
     devices: Arc<VmStateRegistry>,
     after_restore: Box<dyn Fn() + Send + Sync>,
+    /// The virtio functions: paused before RAM is read (their requests in flight land
+    /// first), started again after a failed migration, a `cont`, or a load.
+    virtio: Vec<(String, vmkit_pc::pci_devices::SharedVirtioPci)>,
+    /// The drives, flushed once the stream is out (QEMU's `bdrv_flush_all` at the end of
+    /// a migration), so a destination on another host's view of the file sees every write.
+    drives: Vec<vmkit_block::BlkShutdown>,
     kvm_state: StateContext,
     kernel_irqchip: bool,
     config: Value,
@@ -472,7 +478,129 @@ pub fn register_pc_devices(machine: &vmkit_pc::PcMachine) -> Result<Arc<VmStateR
             )
             .map_err(reg_fail)?;
     }
+    register_pci(&registry, machine)?;
     Ok(registry)
+}
+
+/// After the PCI functions' states were restored: maps the BARs (and so the regions
+/// ioeventfds hang on) as the restored registers decode them, as a guest's configuration
+/// writes would. Map failures are reported on stderr.
+pub fn map_restored_pci(pci: &vmkit_pci::PciBus) {
+    pci.update_all_mappings();
+    for error in pci.take_map_errors() {
+        eprintln!("vmkit: after the load: {error}");
+    }
+}
+
+/// Starts the restored virtio functions (after [`map_restored_pci`]): each device gets its
+/// queues where they stood and its doorbells' ioeventfds; MSI-X routes and irqfds were set
+/// as their states were restored.
+pub fn start_restored_virtio(virtio: &[(String, vmkit_pc::pci_devices::SharedVirtioPci)]) {
+    for (path, transport) in virtio {
+        if let Err(e) = lock(transport).resume() {
+            eprintln!("vmkit: {path}: cannot start the device again: {e}");
+        }
+    }
+}
+
+/// Registers `device`'s state at `path`: `save` and `load` run under its lock.
+fn register_locked<T, S, E>(
+    registry: &VmStateRegistry,
+    path: &str,
+    id: &str,
+    version: u32,
+    device: Arc<Mutex<T>>,
+    save: impl Fn(&mut T) -> std::result::Result<S, E> + Send + Sync + 'static,
+    load: impl Fn(&mut T, &S) -> std::result::Result<(), E> + Send + Sync + 'static,
+) -> Result<()>
+where
+    T: Send + 'static,
+    S: serde::Serialize + serde::de::DeserializeOwned,
+    E: std::fmt::Display,
+{
+    let other = Arc::clone(&device);
+    registry
+        .register(
+            path,
+            id,
+            version,
+            Arc::new(FnHandler {
+                save: move || {
+                    let state = save(&mut lock(&device)).map_err(|e| e.to_string())?;
+                    serde_json::to_value(state).map_err(|e| e.to_string())
+                },
+                load: move |v: &Value| {
+                    let state: S = serde_json::from_value(v.clone()).map_err(|e| e.to_string())?;
+                    load(&mut lock(&other), &state).map_err(|e| e.to_string())
+                },
+            }),
+        )
+        .map_err(|e| fail(e.to_string()))
+}
+
+/// The chipset's PCI functions (i440FX with PAM/SMRAM, PIIX3 with its PIRQ routes, its IDE
+/// function, PIIX4 PM with the PM timer), the configuration mechanism's latch, and every
+/// virtio-pci function under its object path. BARs are mapped again and virtio devices
+/// started by [`MachineMigration::load`]'s last step, once every state is in.
+fn register_pci(registry: &VmStateRegistry, machine: &vmkit_pc::PcMachine) -> Result<()> {
+    let chipset = &machine.chipset;
+    register_locked(
+        registry,
+        "/machine/i440fx",
+        "i440fx",
+        vmkit_piix::I440FX_STATE_VERSION,
+        Arc::clone(&chipset.i440fx),
+        |d| Ok::<_, vmkit_pci::Error>(d.state()),
+        |d, s| d.restore(s),
+    )?;
+    register_locked(
+        registry,
+        "/machine/i440fx/pci-conf",
+        "pci-host",
+        vmkit_pci::PCI_STATE_VERSION,
+        Arc::clone(&chipset.host),
+        |d| Ok::<_, vmkit_pci::Error>(d.state()),
+        |d, s| d.restore(s),
+    )?;
+    register_locked(
+        registry,
+        "/machine/i440fx/pci.0/piix3",
+        "piix3",
+        vmkit_piix::PIIX3_STATE_VERSION,
+        Arc::clone(&chipset.piix3),
+        |d| Ok::<_, vmkit_pci::Error>(d.state()),
+        |d, s| d.restore(s),
+    )?;
+    register_locked(
+        registry,
+        "/machine/i440fx/pci.0/piix3-ide",
+        "piix3-ide",
+        vmkit_piix::PIIX3_STATE_VERSION,
+        Arc::clone(&chipset.ide),
+        |d| Ok::<_, vmkit_pci::Error>(d.state()),
+        |d, s| d.restore(s),
+    )?;
+    register_locked(
+        registry,
+        "/machine/i440fx/pci.0/piix4-pm",
+        "piix4-pm",
+        vmkit_piix::PM_STATE_VERSION,
+        Arc::clone(&chipset.pm),
+        |d| Ok::<_, vmkit_pci::Error>(d.state()),
+        |d, s| d.restore(s),
+    )?;
+    for (path, transport) in vmkit_pc::pci_devices::virtio_transports(&machine.tree) {
+        register_locked(
+            registry,
+            &path,
+            "virtio-pci",
+            vmkit_virtio::VIRTIO_PCI_STATE_VERSION,
+            transport,
+            |d| d.state(),
+            |d, s| d.restore(s),
+        )?;
+    }
+    Ok(())
 }
 
 fn vmkit_hpet_version() -> u32 {
@@ -504,6 +632,8 @@ impl MachineMigration {
             .map(|r| (r.guest_addr, r.size))
             .collect();
         let timers = machine.timers.clone();
+        let virtio = vmkit_pc::pci_devices::virtio_transports(&machine.tree);
+        let pci = machine.chipset.pci.clone();
         Ok(Arc::new(Self {
             controller,
             vm: Arc::clone(&machine.vm),
@@ -512,7 +642,10 @@ impl MachineMigration {
             devices,
             after_restore: Box::new(move || {
                 timers.service();
+                map_restored_pci(&pci);
             }),
+            virtio,
+            drives: vmkit_pc::pci_devices::block_shutdown_handles(&machine.tree),
             kvm_state: if kernel_irqchip {
                 StateContext::new(kvm)?
             } else {
@@ -573,8 +706,39 @@ impl MachineMigration {
         }
     }
 
-    /// Writes the whole machine to `out`. The machine must be stopped.
+    /// Pauses every active virtio function: its requests in flight complete (in guest
+    /// RAM and on the used rings) and its thread stops, so nothing writes guest RAM or a
+    /// disk while the machine is saved. On error the ones already paused go on again.
+    pub fn pause_devices(&self) -> Result<()> {
+        for (i, (path, transport)) in self.virtio.iter().enumerate() {
+            if let Err(e) = lock(transport).pause() {
+                for (_, t) in &self.virtio[..i] {
+                    let _ = lock(t).resume();
+                }
+                return Err(fail(format!("{path}: {e}")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts the virtio functions [`pause_devices`](Self::pause_devices) (or a load)
+    /// left paused, with their queues where they stood; QMP `cont` calls it.
+    pub fn resume_devices(&self) {
+        start_restored_virtio(&self.virtio);
+    }
+
+    /// Writes the whole machine to `out`. The machine must be stopped. Active virtio
+    /// devices are paused first ([`pause_devices`](Self::pause_devices)) and stay paused:
+    /// [`resume_devices`](Self::resume_devices) starts them again.
     pub fn save(&self, out: impl Write) -> Result<MigrationInfo> {
+        self.pause_devices()?;
+        // Before the stream can end: a destination that loads it sees every write.
+        for drive in &self.drives {
+            // The I/O threads are stopped already (the devices are paused).
+            drive
+                .drain_and_flush()
+                .map_err(|e| fail(format!("flushing a drive: {e}")))?;
+        }
         let io = |e: std::io::Error| fail(format!("writing the stream: {e}"));
         let mut w = SectionWriter { out, bytes: 0 };
         w.header().map_err(io)?;
@@ -772,6 +936,9 @@ impl MachineMigration {
             r?;
         }
         (self.after_restore)();
+        // Devices start last: their BARs are mapped (ioeventfds), their MSI-X routes set
+        // and the interrupt controllers loaded.
+        self.resume_devices();
         Ok(())
     }
 
@@ -939,6 +1106,7 @@ impl MachineMigration {
                 Ok(())
             }
             Err(e) => {
+                self.resume_devices();
                 if was_running {
                     self.controller.resume()?;
                 }

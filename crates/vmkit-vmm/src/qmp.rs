@@ -65,7 +65,12 @@ impl QmpBackend for VmmBackend {
     }
 
     fn cont(&mut self) -> std::result::Result<(), QmpError> {
-        self.vm()?.controller().resume().map_err(qmp_error)
+        let vm = self.vm()?;
+        if let Some(m) = self.migration.get() {
+            // Devices a migration paused go on with the guest.
+            m.resume_devices();
+        }
+        vm.controller().resume().map_err(qmp_error)
     }
 
     fn system_reset(&mut self) -> std::result::Result<(), QmpError> {

@@ -347,11 +347,13 @@ fn live(irqchip: &str, mem: &str, smp: &str) {
 
 fn live_via(irqchip: &str, mem: &str, smp: &str, transport: &str) {
     let guest = counter_guest();
-    let socket = scratch(&format!("live-{irqchip}.qmp"));
-    let mig = scratch(&format!("live-{irqchip}.sock"));
-    let out_a = scratch(&format!("live-{irqchip}-a.txt"));
-    let out_b = scratch(&format!("live-{irqchip}-b.txt"));
-    let dest_socket = scratch(&format!("live-{irqchip}-b.qmp"));
+    // Tests run in parallel: every file of this one is its own.
+    let tag = format!("live-{irqchip}-{mem}-{smp}-{transport}");
+    let socket = scratch(&format!("{tag}.qmp"));
+    let mig = scratch(&format!("{tag}.sock"));
+    let out_a = scratch(&format!("{tag}-a.txt"));
+    let out_b = scratch(&format!("{tag}-b.txt"));
+    let dest_socket = scratch(&format!("{tag}-b.qmp"));
     let mut extra = qmp_arg(&dest_socket).to_vec();
     let uri = if transport == "tcp" {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
