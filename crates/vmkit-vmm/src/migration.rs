@@ -112,6 +112,80 @@ impl MigrationUri {
     }
 }
 
+/// QEMU's default `downtime-limit` (ms).
+pub const DEFAULT_DOWNTIME_LIMIT_MS: u64 = 300;
+/// QEMU's default `max-bandwidth` (bytes/s: 128 MiB/s).
+pub const DEFAULT_MAX_BANDWIDTH: u64 = 128 << 20;
+/// QEMU's largest `downtime-limit` (`MAX_MIGRATE_DOWNTIME`, 2000 s in ms).
+pub const MAX_DOWNTIME_LIMIT_MS: u64 = 2000 * 1000;
+
+/// A writer that keeps the stream at or under `rate` bytes per second (read at every
+/// write, so a new `max-bandwidth` applies to a migration under way, as in QEMU): after
+/// each piece of at most 64 KiB it sleeps until the bytes so far are due. A rate of 0
+/// sends nothing (QEMU's `max-bandwidth` 0 stalls the migration as well).
+struct Throttled<W> {
+    inner: W,
+    rate: Arc<std::sync::atomic::AtomicU64>,
+    start: Instant,
+    /// Bytes accounted since `start` (restarted when the rate changes).
+    sent: u64,
+    at_rate: u64,
+    cancel: Arc<AtomicBool>,
+}
+
+impl<W: Write> Throttled<W> {
+    fn new(inner: W, rate: Arc<std::sync::atomic::AtomicU64>, cancel: Arc<AtomicBool>) -> Self {
+        let at_rate = rate.load(Ordering::Relaxed);
+        Self {
+            inner,
+            rate,
+            start: Instant::now(),
+            sent: 0,
+            at_rate,
+            cancel,
+        }
+    }
+
+    /// Sleeps until `sent` bytes are due at the current rate.
+    fn pace(&mut self) -> std::io::Result<()> {
+        loop {
+            if self.cancel.load(Ordering::Relaxed) {
+                return Err(std::io::Error::other("migration cancelled"));
+            }
+            let rate = self.rate.load(Ordering::Relaxed);
+            if rate != self.at_rate {
+                self.at_rate = rate;
+                self.start = Instant::now();
+                self.sent = 0;
+            }
+            if rate == 0 {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+                continue;
+            }
+            let due = std::time::Duration::from_secs_f64(self.sent as f64 / rate as f64);
+            let elapsed = self.start.elapsed();
+            if elapsed >= due {
+                return Ok(());
+            }
+            // Short sleeps: a rate change or a cancel is seen within 50 ms.
+            std::thread::sleep((due - elapsed).min(std::time::Duration::from_millis(50)));
+        }
+    }
+}
+
+impl<W: Write> Write for Throttled<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.pace()?;
+        let n = self.inner.write(&buf[..buf.len().min(64 << 10)])?;
+        self.sent += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// Writes sections with their checksums, counting bytes.
 struct SectionWriter<W: Write> {
     out: W,
@@ -269,6 +343,12 @@ pub struct MachineMigration {
     migrated: AtomicBool,
     busy: AtomicBool,
     stay_paused: AtomicBool,
+    /// `downtime-limit`, ms.
+    downtime_limit: std::sync::atomic::AtomicU64,
+    /// `max-bandwidth`, bytes/s (shared with the stream's [`Throttled`] writer).
+    max_bandwidth: Arc<std::sync::atomic::AtomicU64>,
+    /// `migrate_cancel` asked the outgoing stream to stop.
+    cancel: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for MachineMigration {
@@ -663,7 +743,51 @@ impl MachineMigration {
             migrated: AtomicBool::new(false),
             busy: AtomicBool::new(false),
             stay_paused: AtomicBool::new(false),
+            downtime_limit: std::sync::atomic::AtomicU64::new(DEFAULT_DOWNTIME_LIMIT_MS),
+            max_bandwidth: Arc::new(std::sync::atomic::AtomicU64::new(DEFAULT_MAX_BANDWIDTH)),
+            cancel: Arc::new(AtomicBool::new(false)),
         }))
+    }
+
+    /// `migrate-set-parameters`: `downtime-limit` (ms, at most 2000 s) and `max-bandwidth`
+    /// (bytes/s); a value out of range is refused with QEMU's message and nothing changes.
+    /// A new `max-bandwidth` applies to a migration under way too.
+    pub fn set_parameters(
+        &self,
+        downtime_limit: Option<u64>,
+        max_bandwidth: Option<u64>,
+    ) -> std::result::Result<(), String> {
+        if downtime_limit.is_some_and(|d| d > MAX_DOWNTIME_LIMIT_MS) {
+            return Err(
+                "Parameter 'downtime_limit' expects an integer in the range of 0 to \
+                        (2000 * 1000) ms"
+                    .into(),
+            );
+        }
+        if let Some(d) = downtime_limit {
+            self.downtime_limit.store(d, Ordering::SeqCst);
+        }
+        if let Some(b) = max_bandwidth {
+            self.max_bandwidth.store(b, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+
+    /// `migrate_cancel`: an outgoing migration under way stops at its next write (the
+    /// status becomes `cancelled` and the guest runs on, as it was); nothing to do
+    /// otherwise.
+    pub fn cancel(&self) {
+        if self.busy.load(Ordering::SeqCst) && !self.is_incoming() {
+            self.cancel.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// `query-migrate-parameters`: the parameters vmkit has, by QEMU's names.
+    pub fn parameters(&self) -> Value {
+        json!({
+            "downtime-limit": self.downtime_limit.load(Ordering::SeqCst),
+            "max-bandwidth": self.max_bandwidth.load(Ordering::SeqCst),
+        })
     }
 
     /// After an incoming migration, stay paused (`-S`, as QEMU) instead of running.
@@ -1025,6 +1149,7 @@ impl MachineMigration {
         if self.busy.swap(true, Ordering::SeqCst) {
             return Err(fail("There's a migration process in progress"));
         }
+        self.cancel.store(false, Ordering::SeqCst);
         *lock(&self.info) = MigrationInfo::default();
         self.set_status("setup");
         let this = Arc::clone(self);
@@ -1039,6 +1164,10 @@ impl MachineMigration {
                         // total-time was taken when the stream ended (before the checksum).
                         let _ = total;
                         this.set_status("completed");
+                    }
+                    Err(_) if this.cancel.load(Ordering::SeqCst) => {
+                        lock(&this.info).total_time_ms = total;
+                        this.set_status("cancelled");
                     }
                     Err(e) => {
                         {
@@ -1087,6 +1216,11 @@ impl MachineMigration {
         let was_running = self.controller.state() == RunState::Running;
         let stopped = Instant::now();
         self.controller.pause()?;
+        let sink = Throttled::new(
+            sink,
+            Arc::clone(&self.max_bandwidth),
+            Arc::clone(&self.cancel),
+        );
         let result = self.save(BufWriter::with_capacity(1 << 20, sink));
         let downtime = stopped.elapsed().as_millis() as u64;
         match result {

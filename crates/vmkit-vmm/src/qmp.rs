@@ -178,6 +178,31 @@ impl QmpBackend for VmmBackend {
         m.start_incoming(uri).map_err(qmp_error)
     }
 
+    fn migrate_cancel(&mut self) -> std::result::Result<(), QmpError> {
+        if let Some(m) = self.migration.get() {
+            m.cancel();
+        }
+        Ok(())
+    }
+
+    fn migrate_set_parameters(
+        &mut self,
+        params: &vmkit_qmp::MigrationParameters,
+    ) -> std::result::Result<(), QmpError> {
+        let m = self
+            .migration
+            .get()
+            .ok_or_else(|| QmpError::generic("this machine cannot be migrated"))?;
+        m.set_parameters(params.downtime_limit, params.max_bandwidth)
+            .map_err(QmpError::generic)
+    }
+
+    fn query_migrate_parameters(&mut self) -> Value {
+        self.migration
+            .get()
+            .map_or_else(|| serde_json::json!({}), |m| m.parameters())
+    }
+
     fn object_tree(&self) -> Option<&ObjectTree> {
         self.tree.as_ref()
     }

@@ -21,6 +21,12 @@ const COUNT: u64 = 0x500;
 const PRINTED: u64 = 0x504;
 
 fn counter_guest() -> PathBuf {
+    counter_guest_filling(0)
+}
+
+/// The counter guest; first it fills `segments` 64 KiB segments from 0x10000 on with a
+/// non-zero pattern (RAM the stream must carry).
+fn counter_guest_filling(segments: u32) -> PathBuf {
     let handler = ENTRY + 0x200;
     let mut guest = real_mode_guest(|a| {
         let mut main = a.create_label();
@@ -30,6 +36,15 @@ fn counter_guest() -> PathBuf {
         a.mov(ds, ax)?;
         a.mov(ss, ax)?;
         a.mov(sp, 0x8000u32)?;
+        for seg in 0..segments {
+            a.mov(ax, 0x1000 + 0x1000 * seg)?;
+            a.mov(es, ax)?;
+            a.xor(di, di)?;
+            a.mov(cx, 0x8000u32)?;
+            a.mov(ax, 0xa55au32 + seg)?;
+            a.cld()?;
+            a.rep().stosw()?;
+        }
         a.mov(word_ptr(COUNT), 0u32)?;
         a.mov(word_ptr(PRINTED), 0u32)?;
         // IRQ0 is vector 8 after the BIOS-style PIC setup.
@@ -80,7 +95,7 @@ fn counter_guest() -> PathBuf {
     assert!(guest.len() <= 0x200);
     guest.resize(0x200, 0x90);
     guest.extend_from_slice(&isr);
-    guest_file("migration-counter", &guest)
+    guest_file(&format!("migration-counter-{segments}"), &guest)
 }
 
 fn scratch(name: &str) -> PathBuf {
@@ -521,5 +536,107 @@ fn bad_streams_are_refused_and_an_unreachable_target_leaves_the_source_running()
     }
     let err = dest.0.wait_with_output_ref();
     assert!(err.contains("same -m"), "{err}");
+    let _ = std::fs::remove_file(state);
+}
+
+/// `migrate-set-parameters` / `query-migrate-parameters` with QEMU's names, defaults and
+/// refusals; `max-bandwidth` paces the stream; `migrate_cancel` stops a slow one and the
+/// guest runs on.
+#[test]
+fn migration_parameters_throttle_the_stream_and_a_cancel_leaves_the_guest_running() {
+    require_kvm!();
+    // 512 KiB of non-zero RAM for the stream.
+    let guest = counter_guest_filling(8);
+    let socket = scratch("params.qmp");
+    let out = scratch("params.txt");
+    let state = scratch("params.state");
+    let mut source = start(&guest, "kernel", "64", &out, &qmp_arg(&socket));
+    let mut qmp = Qmp::connect(&socket);
+    let r = qmp.execute(json!({"execute": "query-migrate-parameters"}));
+    assert_eq!(r["return"]["downtime-limit"], 300, "QEMU's default: {r}");
+    assert_eq!(
+        r["return"]["max-bandwidth"], 134217728,
+        "QEMU's default: {r}"
+    );
+    for (args, desc) in [
+        (
+            json!({"downtime-limit": 2000001}),
+            "Parameter 'downtime_limit' expects an integer in the range of 0 to (2000 * 1000) ms",
+        ),
+        (
+            json!({"downtime-limit": -1}),
+            "Parameter 'downtime_limit' expects an integer in the range of 0 to (2000 * 1000) ms",
+        ),
+        (
+            json!({"max-bandwidth": "fast"}),
+            "Parameter 'max-bandwidth' expects uint64",
+        ),
+        (json!({"speed": 1}), "Parameter 'speed' is unexpected"),
+    ] {
+        let r = qmp.execute(json!({"execute": "migrate-set-parameters", "arguments": args}));
+        assert_eq!(r["error"]["desc"], desc, "{args}: {r}");
+    }
+    let rate = 1u64 << 20;
+    let r = qmp.execute(json!({"execute": "migrate-set-parameters",
+        "arguments": {"downtime-limit": 100, "max-bandwidth": rate}}));
+    assert!(r.get("return").is_some(), "{r}");
+    let r = qmp.execute(json!({"execute": "query-migrate-parameters"}));
+    assert_eq!(
+        r["return"],
+        json!({"downtime-limit": 100, "max-bandwidth": rate})
+    );
+    wait_lines(&out, 3, &mut source);
+
+    // 64 KiB/s: the 512 KiB would take 8 s; cancelled after 300 ms.
+    let r = qmp.execute(json!({"execute": "migrate-set-parameters",
+        "arguments": {"max-bandwidth": 64 << 10}}));
+    assert!(r.get("return").is_some(), "{r}");
+    let r = qmp.execute(
+        json!({"execute": "migrate", "arguments": {"uri": format!("file:{}", state.display())}}),
+    );
+    assert!(r.get("return").is_some(), "{r}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        qmp.execute(json!({"execute": "query-migrate"}))["return"]["status"],
+        "active"
+    );
+    let r = qmp.execute(json!({"execute": "migrate_cancel"}));
+    assert!(r.get("return").is_some(), "{r}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = qmp.execute(json!({"execute": "query-migrate"}));
+        if r["return"]["status"] == "cancelled" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not cancelled: {r}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(qmp.status(), "running");
+    let n = lines(&out).len();
+    wait_lines(&out, n + 3, &mut source);
+
+    // 1 MiB/s: the stream takes at least its size over the rate.
+    let r = qmp.execute(json!({"execute": "migrate-set-parameters",
+        "arguments": {"max-bandwidth": rate}}));
+    assert!(r.get("return").is_some(), "{r}");
+    let r = qmp.execute(
+        json!({"execute": "migrate", "arguments": {"uri": format!("file:{}", state.display())}}),
+    );
+    assert!(r.get("return").is_some(), "{r}");
+    let info = qmp.wait_migration();
+    assert_eq!(info["status"], "completed", "{info}");
+    let transferred = info["ram"]["transferred"].as_u64().unwrap();
+    assert!(transferred >= 512 << 10, "{info}");
+    let size = std::fs::metadata(&state).unwrap().len();
+    // The first 64 KiB piece goes out at once; the rest is paced.
+    let floor_ms = (size - (64 << 10)) * 1000 / rate;
+    let total = info["total-time"].as_u64().unwrap();
+    assert!(
+        total >= floor_ms,
+        "{size} bytes at {rate} bytes/s took {total} ms (at least {floor_ms} expected)"
+    );
+    eprintln!("throttled: {size} bytes at {rate} bytes/s in {total} ms");
+    drop(qmp);
+    end(source);
     let _ = std::fs::remove_file(state);
 }
