@@ -13,7 +13,7 @@
 //! | kind | name    | payload |
 //! |------|---------|---------|
 //! | 1    | config  | JSON `{"ram-size", "smp", "irqchip"}`; the destination must match |
-//! | 2    | ram     | repeated `gpa: u64 LE` + 4096 bytes: the non-zero pages (zero pages are skipped) |
+//! | 2    | ram     | repeated `gpa: u64 LE` + 4096 bytes: the non-zero pages (zero pages are skipped); during pre-copy a page may come again (the later copy wins) |
 //! | 3    | devices | JSON array of `VmStateSection`s, one per object path (vmkit-object) |
 //! | 4    | kvm-vm  | JSON `vmkit_kvm::state::VmState` (irqchip, PIT2, KVM clock) |
 //! | 5    | vcpu    | JSON `vmkit_kvm::state::VcpuState`, one section per vCPU |
@@ -23,8 +23,16 @@
 //! a bad checksum, an unknown section kind or no end section is refused with an error that
 //! says which; the destination applies device and vCPU state only after the end section
 //! arrived intact, and it never runs a guest whose load failed (it ends with the error).
-//! RAM is stop-and-copy: the source pauses, sends everything, and stays paused
-//! (`postmigrate`); on any failure it resumes.
+//! RAM of a running guest goes by pre-copy: with KVM's dirty log on `pc.ram`
+//! (`KVM_MEM_LOG_DIRTY_PAGES`, read with `KVM_GET_DIRTY_LOG` through the memory listener)
+//! the whole RAM is sent while the guest runs, then the pages it dirtied, round after
+//! round, until what is left would go within `downtime-limit` at the measured bandwidth;
+//! then the guest stops and the rest goes with the device and vCPU state. Virtio devices
+//! are paused from the start (their writes to guest RAM are not in KVM's log; requests
+//! wait in their rings), and pages vmkit writes for the guest (finished instructions) are
+//! noted separately. A paused guest goes by stop-and-copy. The stream is paced to
+//! `max-bandwidth`. The source stays paused afterwards (`postmigrate`); on any failure
+//! it resumes.
 
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -110,6 +118,44 @@ impl MigrationUri {
             ))),
         }
     }
+}
+
+/// Most pre-copy rounds after the first full pass before the guest is stopped anyway.
+pub const MAX_PRECOPY_ROUNDS: u64 = 30;
+
+fn io_fail(e: std::io::Error) -> Error {
+    fail(format!("writing the stream: {e}"))
+}
+
+/// `count` per `elapsed`, per second (`count` itself for no measurable time).
+fn rate(count: u64, elapsed: std::time::Duration) -> u64 {
+    let us = elapsed.as_micros().max(1);
+    u64::try_from(u128::from(count) * 1_000_000 / us).unwrap_or(u64::MAX)
+}
+
+/// Guest pages vmkit itself wrote for the guest (instructions the emulate module
+/// finished, a debugger's writes) while a pre-copy runs: KVM's dirty log sees only the
+/// guest's own writes. `None` while no pre-copy runs.
+static VMM_WRITES: Mutex<Option<Vec<u64>>> = Mutex::new(None);
+
+/// Notes that vmkit wrote `len` bytes of guest memory at `gpa` (for pre-copy).
+pub(crate) fn note_vmm_write(gpa: u64, len: usize) {
+    if let Some(pages) = lock(&VMM_WRITES).as_mut() {
+        let first = gpa / PAGE as u64;
+        let last = (gpa + len.max(1) as u64 - 1) / PAGE as u64;
+        pages.extend((first..=last).map(|p| p * PAGE as u64));
+    }
+}
+
+fn set_vmm_write_log(on: bool) {
+    *lock(&VMM_WRITES) = on.then(Vec::new);
+}
+
+fn take_vmm_writes() -> Vec<u64> {
+    lock(&VMM_WRITES)
+        .as_mut()
+        .map(std::mem::take)
+        .unwrap_or_default()
 }
 
 /// QEMU's default `downtime-limit` (ms).
@@ -283,6 +329,15 @@ pub struct MigrationInfo {
     pub stream_bytes: u64,
     /// CRC-32 of the whole RAM as sent (source) or as loaded (destination).
     pub ram_crc32: Option<u32>,
+    /// RAM bytes still to send (the dirty pages of the last sync, during pre-copy).
+    pub ram_remaining: u64,
+    /// Dirty-log syncs so far (1 for a stop-and-copy).
+    pub dirty_sync_count: u64,
+    /// Pages per second the guest dirtied during pre-copy (pages found dirty at the syncs
+    /// over the time dirty logging was on).
+    pub dirty_pages_rate: u64,
+    /// What the downtime would be if the guest stopped now (ms), during pre-copy.
+    pub expected_downtime_ms: Option<u64>,
     /// Why it failed.
     pub error: Option<String>,
 }
@@ -299,13 +354,18 @@ impl MigrationInfo {
             v["ram"] = json!({
                 "transferred": self.ram_transferred,
                 "total": self.ram_total,
-                "remaining": 0,
+                "remaining": self.ram_remaining,
                 "duplicate": self.zero_pages,
                 "normal": self.ram_pages,
                 "normal-bytes": self.ram_transferred,
-                "dirty-sync-count": 1,
-                "dirty-pages-rate": 0,
+                "dirty-sync-count": self.dirty_sync_count.max(1),
+                "dirty-pages-rate": self.dirty_pages_rate,
             });
+            if self.status == "active" {
+                if let Some(e) = self.expected_downtime_ms {
+                    v["expected-downtime"] = json!(e);
+                }
+            }
         }
         if let Some(d) = self.downtime_ms {
             v["downtime"] = json!(d);
@@ -326,6 +386,13 @@ pub struct MachineMigration {
     vm: Arc<Vm>,
     memory: vm_memory::GuestMemoryAtomic<vmkit_memory::GuestMemoryView>,
     ram: Vec<(u64, u64)>,
+    /// The RAM ranges with their offsets in `pc.ram` (dirty-log offsets to addresses).
+    ram_map: Vec<vmkit_pc::RamRange>,
+    /// The address space and the `pc.ram` region whose dirty log pre-copy reads.
+    dirty_source: Option<(
+        Arc<Mutex<vmkit_memory::AddressSpace>>,
+        vmkit_memory::RegionId,
+    )>,
     devices: Arc<VmStateRegistry>,
     after_restore: Box<dyn Fn() + Send + Sync>,
     /// The virtio functions: paused before RAM is read (their requests in flight land
@@ -719,6 +786,8 @@ impl MachineMigration {
             vm: Arc::clone(&machine.vm),
             memory: machine.guest_memory().clone(),
             ram,
+            ram_map: machine.layout.ram_ranges(),
+            dirty_source: Some((Arc::clone(&machine.memory), machine.ram_regions.ram)),
             devices,
             after_restore: Box::new(move || {
                 timers.service();
@@ -855,6 +924,18 @@ impl MachineMigration {
     /// devices are paused first ([`pause_devices`](Self::pause_devices)) and stay paused:
     /// [`resume_devices`](Self::resume_devices) starts them again.
     pub fn save(&self, out: impl Write) -> Result<MigrationInfo> {
+        self.quiesce_io()?;
+        let mut w = SectionWriter { out, bytes: 0 };
+        let mut info = MigrationInfo::default();
+        self.write_head(&mut w)?;
+        self.send_all_ram(&mut w, &mut info)?;
+        self.write_tail(&mut w, &mut info)?;
+        Ok(info)
+    }
+
+    /// Pauses the virtio devices and flushes the drives: from here on nothing but the
+    /// guest's vCPUs writes guest RAM or a disk.
+    fn quiesce_io(&self) -> Result<()> {
         self.pause_devices()?;
         // Before the stream can end: a destination that loads it sees every write.
         for drive in &self.drives {
@@ -863,12 +944,21 @@ impl MachineMigration {
                 .drain_and_flush()
                 .map_err(|e| fail(format!("flushing a drive: {e}")))?;
         }
-        let io = |e: std::io::Error| fail(format!("writing the stream: {e}"));
-        let mut w = SectionWriter { out, bytes: 0 };
-        w.header().map_err(io)?;
+        Ok(())
+    }
+
+    fn write_head<W: Write>(&self, w: &mut SectionWriter<W>) -> Result<()> {
+        w.header().map_err(io_fail)?;
         w.section(SECTION_CONFIG, self.config.to_string().as_bytes())
-            .map_err(io)?;
-        let mut info = MigrationInfo::default();
+            .map_err(io_fail)
+    }
+
+    /// Every non-zero page of RAM (pages never faulted in are skipped unread).
+    fn send_all_ram<W: Write>(
+        &self,
+        w: &mut SectionWriter<W>,
+        info: &mut MigrationInfo,
+    ) -> Result<()> {
         let memory = self.memory.memory();
         let mut chunk = vec![0u8; PAGE * PAGES_PER_SECTION];
         let mut payload = Vec::with_capacity((PAGE + 8) * PAGES_PER_SECTION);
@@ -877,7 +967,6 @@ impl MachineMigration {
             let mut gpa = base;
             while gpa < base + size {
                 let len = ((base + size - gpa) as usize).min(chunk.len());
-                // Pages never faulted in are zero: skip them unread.
                 let resident = memory
                     .get_host_address(GuestAddress(gpa))
                     .ok()
@@ -905,14 +994,50 @@ impl MachineMigration {
                     info.ram_transferred += page.len() as u64;
                 }
                 if !payload.is_empty() {
-                    w.section(SECTION_RAM, &payload).map_err(io)?;
+                    w.section(SECTION_RAM, &payload).map_err(io_fail)?;
                 }
                 gpa += len as u64;
             }
         }
+        Ok(())
+    }
+
+    /// The pages at `gpas` (each whole, zero or not: the destination may hold an older
+    /// copy).
+    fn send_pages<W: Write>(
+        &self,
+        w: &mut SectionWriter<W>,
+        gpas: &[u64],
+        info: &mut MigrationInfo,
+    ) -> Result<()> {
+        let memory = self.memory.memory();
+        let mut payload = Vec::with_capacity((PAGE + 8) * PAGES_PER_SECTION);
+        let mut page = [0u8; PAGE];
+        for batch in gpas.chunks(PAGES_PER_SECTION) {
+            payload.clear();
+            for &gpa in batch {
+                memory
+                    .read_slice(&mut page, GuestAddress(gpa))
+                    .map_err(|e| fail(format!("reading guest RAM at {gpa:#x}: {e}")))?;
+                payload.extend_from_slice(&gpa.to_le_bytes());
+                payload.extend_from_slice(&page);
+                info.ram_pages += 1;
+                info.ram_transferred += PAGE as u64;
+            }
+            w.section(SECTION_RAM, &payload).map_err(io_fail)?;
+        }
+        Ok(())
+    }
+
+    /// Devices, KVM VM state, every vCPU, the end section; flushes.
+    fn write_tail<W: Write>(
+        &self,
+        w: &mut SectionWriter<W>,
+        info: &mut MigrationInfo,
+    ) -> Result<()> {
         let devices = self.devices.save_all().map_err(|e| fail(e.to_string()))?;
         let devices = serde_json::to_vec(&devices).map_err(|e| fail(e.to_string()))?;
-        w.section(SECTION_DEVICES, &devices).map_err(io)?;
+        w.section(SECTION_DEVICES, &devices).map_err(io_fail)?;
         let vm = self
             .vm
             .save_state(self.kernel_irqchip, self.kernel_irqchip)?;
@@ -920,7 +1045,7 @@ impl MachineMigration {
             SECTION_KVM_VM,
             &serde_json::to_vec(&vm).map_err(|e| fail(e.to_string()))?,
         )
-        .map_err(io)?;
+        .map_err(io_fail)?;
         let ctx = self.kvm_state.clone();
         let vcpus = self.controller.run_on_vcpus(move |_, vcpu| {
             // An exit userspace handled (an IN's data) completes on the next KVM_RUN: do
@@ -934,12 +1059,101 @@ impl MachineMigration {
                 SECTION_VCPU,
                 &serde_json::to_vec(&state).map_err(|e| fail(e.to_string()))?,
             )
-            .map_err(io)?;
+            .map_err(io_fail)?;
         }
-        w.section(SECTION_END, &[]).map_err(io)?;
-        w.out.flush().map_err(io)?;
+        w.section(SECTION_END, &[]).map_err(io_fail)?;
+        w.out.flush().map_err(io_fail)?;
         info.stream_bytes = w.bytes;
-        Ok(info)
+        Ok(())
+    }
+
+    /// The guest addresses of the RAM pages dirtied since the last sync (KVM's dirty log
+    /// of `pc.ram`, plus pages vmkit itself wrote for the guest), sorted.
+    fn sync_dirty(&self) -> Result<Vec<u64>> {
+        let Some((space, region)) = &self.dirty_source else {
+            return Err(fail("this machine has no dirty log"));
+        };
+        let bitmap = lock(space)
+            .sync_dirty_log(*region)
+            .map_err(|e| fail(format!("fetching the dirty log: {e}")))?;
+        let mut gpas: Vec<u64> = bitmap
+            .dirty_addresses()
+            .filter_map(|offset| {
+                self.ram_map
+                    .iter()
+                    .find(|r| offset >= r.ram_offset && offset < r.ram_offset + r.size)
+                    .map(|r| r.guest_addr + (offset - r.ram_offset))
+            })
+            .collect();
+        gpas.extend(take_vmm_writes().into_iter().filter(|&g| self.in_ram(g)));
+        gpas.sort_unstable();
+        gpas.dedup();
+        Ok(gpas)
+    }
+
+    fn set_dirty_logging(&self, on: bool) -> Result<()> {
+        let Some((space, region)) = &self.dirty_source else {
+            return Err(fail("this machine has no dirty log"));
+        };
+        set_vmm_write_log(on);
+        lock(space)
+            .set_dirty_logging(*region, on)
+            .map_err(|e| fail(format!("dirty logging: {e}")))
+    }
+
+    /// Pre-copy (QEMU's `ram_save_iterate`): with dirty logging on, every non-zero page goes
+    /// while the guest runs, then the pages it dirtied meanwhile, round after round, until
+    /// what is left would go within `downtime-limit` at the bandwidth measured (or after
+    /// [`MAX_PRECOPY_ROUNDS`], or when a round does not shrink it). Returns the dirty pages
+    /// not sent yet; the caller stops the guest and sends them with one last sync.
+    fn precopy<W: Write>(
+        &self,
+        w: &mut SectionWriter<W>,
+        info: &mut MigrationInfo,
+        start: Instant,
+    ) -> Result<Vec<u64>> {
+        self.set_dirty_logging(true)?;
+        // Forget what was dirtied before: everything goes in the first round.
+        self.sync_dirty()?;
+        let logging = Instant::now();
+        let mut dirtied = 0u64;
+        let round = Instant::now();
+        let before = w.bytes;
+        self.send_all_ram(w, info)?;
+        w.out.flush().map_err(io_fail)?;
+        let mut bandwidth = rate(w.bytes - before, round.elapsed());
+        let mut previous = u64::MAX;
+        let mut rounds = 0;
+        loop {
+            let dirty = self.sync_dirty()?;
+            dirtied += dirty.len() as u64;
+            rounds += 1;
+            let remaining = dirty.len() as u64 * PAGE as u64;
+            let expected_ms = remaining.saturating_mul(1000) / bandwidth.max(1);
+            let limit = self.downtime_limit.load(Ordering::SeqCst);
+            {
+                let mut shared = lock(&self.info);
+                info.dirty_sync_count = rounds + 1;
+                // Pages found dirty per second of logging, over the whole pre-copy.
+                info.dirty_pages_rate = rate(dirtied, logging.elapsed());
+                info.ram_remaining = remaining;
+                info.expected_downtime_ms = Some(expected_ms);
+                info.total_time_ms = start.elapsed().as_millis() as u64;
+                *shared = MigrationInfo {
+                    status: shared.status.clone(),
+                    ..info.clone()
+                };
+            }
+            if expected_ms <= limit || rounds >= MAX_PRECOPY_ROUNDS || remaining >= previous {
+                return Ok(dirty);
+            }
+            previous = remaining;
+            let round = Instant::now();
+            let before = w.bytes;
+            self.send_pages(w, &dirty, info)?;
+            w.out.flush().map_err(io_fail)?;
+            bandwidth = rate(w.bytes - before, round.elapsed()).max(1);
+        }
     }
 
     /// Reads a whole stream from `input` and puts the machine into it. The machine must be
@@ -1214,25 +1428,59 @@ impl MachineMigration {
         };
         self.set_status("active");
         let was_running = self.controller.state() == RunState::Running;
-        let stopped = Instant::now();
-        self.controller.pause()?;
         let sink = Throttled::new(
             sink,
             Arc::clone(&self.max_bandwidth),
             Arc::clone(&self.cancel),
         );
-        let result = self.save(BufWriter::with_capacity(1 << 20, sink));
-        let downtime = stopped.elapsed().as_millis() as u64;
+        let mut w = SectionWriter {
+            out: BufWriter::with_capacity(1 << 20, sink),
+            bytes: 0,
+        };
+        let mut info = MigrationInfo::default();
+        let mut stopped = None;
+        let precopy = was_running && self.dirty_source.is_some();
+        let result = (|| {
+            self.quiesce_io()?;
+            self.write_head(&mut w)?;
+            let pending = if precopy {
+                Some(self.precopy(&mut w, &mut info, start)?)
+            } else {
+                None
+            };
+            stopped = Some(Instant::now());
+            self.controller.pause()?;
+            match pending {
+                Some(mut pending) => {
+                    // The last round: what the guest dirtied up to its stop.
+                    pending.extend(self.sync_dirty()?);
+                    pending.sort_unstable();
+                    pending.dedup();
+                    info.dirty_sync_count += 1;
+                    self.send_pages(&mut w, &pending, &mut info)?;
+                }
+                None => self.send_all_ram(&mut w, &mut info)?,
+            }
+            self.write_tail(&mut w, &mut info)
+        })();
+        if precopy {
+            if let Err(e) = self.set_dirty_logging(false) {
+                eprintln!("vmkit: {e}");
+            }
+        }
+        let downtime = stopped.map(|s| s.elapsed().as_millis() as u64);
         match result {
-            Ok(stats) => {
-                let mut info = lock(&self.info);
-                *info = MigrationInfo {
-                    status: info.status.clone(),
-                    downtime_ms: Some(downtime),
+            Ok(()) => {
+                let mut shared = lock(&self.info);
+                *shared = MigrationInfo {
+                    status: shared.status.clone(),
+                    downtime_ms: downtime,
                     total_time_ms: start.elapsed().as_millis() as u64,
-                    ..stats
+                    ram_remaining: 0,
+                    dirty_sync_count: info.dirty_sync_count.max(1),
+                    ..info
                 };
-                drop(info);
+                drop(shared);
                 self.migrated.store(true, Ordering::SeqCst);
                 // The source stays stopped: its RAM is what was sent.
                 let crc = self.ram_crc32()?;

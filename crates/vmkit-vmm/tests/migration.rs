@@ -21,12 +21,21 @@ const COUNT: u64 = 0x500;
 const PRINTED: u64 = 0x504;
 
 fn counter_guest() -> PathBuf {
-    counter_guest_filling(0)
+    counter_guest_with(0, 0)
 }
 
-/// The counter guest; first it fills `segments` 64 KiB segments from 0x10000 on with a
-/// non-zero pattern (RAM the stream must carry).
 fn counter_guest_filling(segments: u32) -> PathBuf {
+    counter_guest_with(segments, 0)
+}
+
+/// Pages of the window the dirtying guest writes (0x20000..0xA0000).
+const DIRTY_WINDOW_PAGES: u32 = 128;
+
+/// The counter guest; first it fills `segments` 64 KiB segments from 0x10000 on with a
+/// non-zero pattern (RAM the stream must carry); then each PIT tick (100 Hz) writes the
+/// count into `dirty_per_tick` pages of a 128-page window at 0x20000, the next ones each
+/// tick (a guest dirtying `100 * dirty_per_tick` pages per second).
+fn counter_guest_with(segments: u32, dirty_per_tick: u32) -> PathBuf {
     let handler = ENTRY + 0x200;
     let mut guest = real_mode_guest(|a| {
         let mut main = a.create_label();
@@ -87,6 +96,30 @@ fn counter_guest_filling(segments: u32) -> PathBuf {
     let isr = assemble(16, handler, |a| {
         a.push(ax)?;
         a.inc(word_ptr(COUNT))?;
+        if dirty_per_tick > 0 {
+            let mut page = a.create_label();
+            a.push(bx)?;
+            a.push(cx)?;
+            a.push(si)?;
+            a.push(ds)?;
+            a.mov(bx, word_ptr(COUNT))?;
+            a.mov(si, bx)?;
+            a.imul_3(si, si, dirty_per_tick as i32)?;
+            a.mov(cx, dirty_per_tick)?;
+            a.set_label(&mut page)?;
+            a.mov(ax, si)?;
+            a.and(ax, (DIRTY_WINDOW_PAGES - 1) as i32)?;
+            a.shl(ax, 8)?;
+            a.add(ax, 0x2000)?;
+            a.mov(ds, ax)?;
+            a.mov(word_ptr(0), bx)?;
+            a.inc(si)?;
+            a.loop_(page)?;
+            a.pop(ds)?;
+            a.pop(si)?;
+            a.pop(cx)?;
+            a.pop(bx)?;
+        }
         a.mov(al, 0x20u32)?;
         a.out(0x20, al)?;
         a.pop(ax)?;
@@ -95,7 +128,10 @@ fn counter_guest_filling(segments: u32) -> PathBuf {
     assert!(guest.len() <= 0x200);
     guest.resize(0x200, 0x90);
     guest.extend_from_slice(&isr);
-    guest_file(&format!("migration-counter-{segments}"), &guest)
+    guest_file(
+        &format!("migration-counter-{segments}-{dirty_per_tick}"),
+        &guest,
+    )
 }
 
 fn scratch(name: &str) -> PathBuf {
@@ -639,4 +675,64 @@ fn migration_parameters_throttle_the_stream_and_a_cancel_leaves_the_guest_runnin
     drop(qmp);
     end(source);
     let _ = std::fs::remove_file(state);
+}
+
+/// Pre-copy: a guest dirtying 1600 pages per second (16 a PIT tick) is live-migrated with
+/// `max-bandwidth` 16 MiB/s and `downtime-limit` 1 ms, so the first pass (over 30 ms, three
+/// ticks or more) always leaves dirty pages (48 or more, over 11 ms at that rate) that are
+/// sent again while the guest runs. The counter runs on,
+/// the RAM checksums match, and query-migrate reports the syncs and the dirty rate.
+#[test]
+fn precopy_sends_dirty_pages_again_while_a_dirtying_guest_runs() {
+    require_kvm!();
+    let guest = counter_guest_with(0, 16);
+    let tag = "precopy";
+    let (socket, dest_socket) = (
+        scratch(&format!("{tag}.qmp")),
+        scratch(&format!("{tag}-b.qmp")),
+    );
+    let (out_a, out_b) = (
+        scratch(&format!("{tag}-a.txt")),
+        scratch(&format!("{tag}-b.txt")),
+    );
+    let uri = format!("unix:{}", scratch(&format!("{tag}.sock")).display());
+    let mut extra = qmp_arg(&dest_socket).to_vec();
+    extra.extend(["-incoming".to_string(), uri.clone()]);
+    let mut dest = start(&guest, "kernel", "64", &out_b, &extra);
+    let mut dest_qmp = Qmp::connect(&dest_socket);
+    let mut source = start(&guest, "kernel", "64", &out_a, &qmp_arg(&socket));
+    let mut qmp = Qmp::connect(&socket);
+    // Every page of the window written once before the migration starts.
+    wait_lines(&out_a, (DIRTY_WINDOW_PAGES / 16 + 2) as usize, &mut source);
+    let r = qmp.execute(json!({"execute": "migrate-set-parameters",
+        "arguments": {"downtime-limit": 1, "max-bandwidth": 16u64 << 20}}));
+    assert!(r.get("return").is_some(), "{r}");
+    let r = qmp.execute(json!({"execute": "migrate", "arguments": {"uri": uri}}));
+    assert!(r.get("return").is_some(), "{r}");
+    let info = qmp.wait_migration();
+    assert_eq!(info["status"], "completed", "{info}");
+    eprintln!("pre-copy: {info}");
+    let ram = &info["ram"];
+    // Sync 1 (after the first pass) found pages, a round sent them, sync 2, and the last
+    // sync with the guest stopped.
+    assert!(ram["dirty-sync-count"].as_u64().unwrap() >= 4, "{info}");
+    let rate = ram["dirty-pages-rate"].as_u64().unwrap();
+    assert!(
+        (200..=16_000).contains(&rate),
+        "the guest dirties 1600 pages/s; measured {rate}: {info}"
+    );
+    assert_eq!(ram["remaining"], 0, "{info}");
+    assert!(info["downtime"].as_u64().unwrap() <= info["total-time"].as_u64().unwrap());
+    let before = lines(&out_a);
+    assert_consecutive(&before, 1, "source");
+    let after = wait_lines(&out_b, 5, &mut dest);
+    let dest_info = dest_qmp.execute(json!({"execute": "query-migrate"}));
+    assert_eq!(
+        dest_info["return"]["x-vmkit-ram-crc32"], info["x-vmkit-ram-crc32"],
+        "RAM checksum: every page dirtied during pre-copy arrived"
+    );
+    assert_consecutive(&after, *before.last().unwrap() + 1, "destination");
+    drop(qmp);
+    end(source);
+    end(dest);
 }
