@@ -1634,6 +1634,27 @@ mod tests {
     }
 
     #[test]
+    fn the_stream_is_paced_to_max_bandwidth_and_stops_on_cancel() {
+        let rate = Arc::new(std::sync::atomic::AtomicU64::new(1 << 20));
+        let cancel = Arc::new(AtomicBool::new(false));
+        let mut w = Throttled::new(Vec::new(), Arc::clone(&rate), Arc::clone(&cancel));
+        let start = Instant::now();
+        w.write_all(&vec![7u8; 256 << 10]).unwrap();
+        // The first 64 KiB go at once, the other 192 KiB at 1 MiB/s.
+        assert!(start.elapsed() >= std::time::Duration::from_millis(187));
+        assert_eq!(w.inner.len(), 256 << 10);
+        cancel.store(true, Ordering::SeqCst);
+        let err = w.write_all(&[1]).unwrap_err();
+        assert!(err.to_string().contains("cancelled"), "{err}");
+    }
+
+    #[test]
+    fn rates_are_per_second() {
+        assert_eq!(rate(4096, std::time::Duration::from_millis(500)), 8192);
+        assert_eq!(rate(5, std::time::Duration::ZERO), 5_000_000);
+    }
+
+    #[test]
     fn sections_are_checked() {
         let mut w = SectionWriter {
             out: Vec::new(),
