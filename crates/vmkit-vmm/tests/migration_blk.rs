@@ -206,11 +206,11 @@ impl Vmkit {
     }
 }
 
-fn start(guest: &Path, disk: &Path, out: &Path, extra: &[String]) -> Vmkit {
+fn start(guest: &Path, disk: &Path, out: &Path, irqchip: &str, extra: &[String]) -> Vmkit {
     let child = vmkit()
         .arg("-flat")
         .arg(guest)
-        .args(["-m", "64"])
+        .args(["-m", "64", "-irqchip", irqchip])
         .arg("-drive")
         .arg(format!(
             "file={},format=raw,if=none,id=d0,cache=writeback",
@@ -411,20 +411,27 @@ mod qmp {
 }
 use qmp::Qmp;
 
-#[test]
-fn live_migration_with_the_disk_in_use_loses_and_repeats_no_request() {
-    require_kvm!();
+fn live(irqchip: &str) {
     let guest = blk_loop_guest();
-    let disk = disk("live");
-    let (socket, dest_socket) = (scratch("live-a.qmp"), scratch("live-b.qmp"));
-    let (out_a, out_b) = (scratch("live-a.txt"), scratch("live-b.txt"));
-    let uri = format!("unix:{}", scratch("live.sock").display());
+    let disk = disk(&format!("live-{irqchip}"));
+    let (socket, dest_socket) = (
+        scratch(&format!("live-{irqchip}-a.qmp")),
+        scratch(&format!("live-{irqchip}-b.qmp")),
+    );
+    let (out_a, out_b) = (
+        scratch(&format!("live-{irqchip}-a.txt")),
+        scratch(&format!("live-{irqchip}-b.txt")),
+    );
+    let uri = format!(
+        "unix:{}",
+        scratch(&format!("live-{irqchip}.sock")).display()
+    );
     let mut extra = qmp_arg(&dest_socket).to_vec();
     extra.extend(["-incoming".to_string(), uri.clone()]);
-    let mut dest = start(&guest, &disk, &out_b, &extra);
+    let mut dest = start(&guest, &disk, &out_b, irqchip, &extra);
     let mut dest_qmp = Qmp::connect(&dest_socket);
     assert_eq!(dest_qmp.status(), "inmigrate");
-    let mut source = start(&guest, &disk, &out_a, &qmp_arg(&socket));
+    let mut source = start(&guest, &disk, &out_a, irqchip, &qmp_arg(&socket));
     let mut qmp = Qmp::connect(&socket);
     wait_lines(&out_a, 20, &mut source);
     let r = qmp.execute(json!({"execute": "migrate", "arguments": {"uri": uri}}));
@@ -442,14 +449,26 @@ fn live_migration_with_the_disk_in_use_loses_and_repeats_no_request() {
     dest.wait_poweroff("destination");
     let last = check_both(&out_a, &out_b);
     eprintln!(
-        "live migration with virtio-blk: source printed up to {last:#x}, downtime {} ms, \
-         total {} ms",
+        "live migration with virtio-blk ({irqchip}): source printed up to {last:#x}, \
+         downtime {} ms, total {} ms",
         info["downtime"], info["total-time"]
     );
     drop(qmp);
     drop(source);
     check_disk(&disk);
     let _ = std::fs::remove_file(disk);
+}
+
+#[test]
+fn live_migration_with_the_disk_in_use_loses_and_repeats_no_request() {
+    require_kvm!();
+    live("kernel");
+}
+
+#[test]
+fn live_migration_with_the_disk_in_use_and_the_userspace_irqchip() {
+    require_kvm!();
+    live("user");
 }
 
 #[test]
@@ -463,7 +482,7 @@ fn save_and_restore_with_the_disk_in_use_loses_and_repeats_no_request() {
         scratch("save-a.txt"),
         scratch("save-b.txt"),
     );
-    let mut source = start(&guest, &disk, &out_a, &qmp_arg(&socket));
+    let mut source = start(&guest, &disk, &out_a, "kernel", &qmp_arg(&socket));
     let mut qmp = Qmp::connect(&socket);
     wait_lines(&out_a, 20, &mut source);
     let r = qmp.execute(
@@ -476,7 +495,7 @@ fn save_and_restore_with_the_disk_in_use_loses_and_repeats_no_request() {
     drop(source);
 
     let restore = ["-incoming".to_string(), format!("file:{}", state.display())];
-    let mut dest = start(&guest, &disk, &out_b, &restore);
+    let mut dest = start(&guest, &disk, &out_b, "kernel", &restore);
     dest.wait_poweroff("restored");
     let last = check_both(&out_a, &out_b);
     eprintln!("save with virtio-blk: source printed up to {last:#x}, {info}");
