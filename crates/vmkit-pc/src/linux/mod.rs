@@ -94,8 +94,7 @@
 //! ```
 
 mod bzimage;
-mod elf;
-mod elf_note;
+
 pub mod firmware;
 
 use std::io::Cursor;
@@ -112,6 +111,7 @@ use linux_loader::loader::elf::start_info::{
 };
 use linux_loader::loader::{BzImage, Elf, KernelLoader};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
+use vmkit_kernel::elf;
 use vmkit_kernel::multiboot::{self, MemoryRegion, Module, MultibootKernel, PlanConfig};
 use vmkit_kvm::Vcpu;
 
@@ -389,9 +389,9 @@ impl LinuxBoot {
         let (kernel, image) = if let Some(multiboot) = multiboot {
             (kernel, Image::Multiboot(multiboot))
         } else if elf::is_elf(&kernel) {
-            let parsed = elf::parse(&kernel).map_err(image_error)?;
+            let parsed = elf::parse(&kernel).map_err(|e| image_error(e.to_string()))?;
             check_elf_placement(&parsed).map_err(image_error)?;
-            let pvh_entry = elf_note::pvh_entry(&kernel).map_err(image_error)?;
+            let pvh_entry = elf::pvh_entry(&kernel).map_err(|e| image_error(e.to_string()))?;
             let image = Image::Elf {
                 elf: parsed,
                 pvh_entry,
@@ -405,6 +405,7 @@ impl LinuxBoot {
                 KernelDecompress::Host => {
                     let vmlinux = decompress_on_host(&kernel_path, &kernel)?;
                     let parsed = elf::parse(&vmlinux)
+                        .map_err(|e| e.to_string())
                         .and_then(|parsed| check_elf_placement(&parsed).map(|()| parsed))
                         .map_err(|why| {
                             image_error(format!("the vmlinux decompressed on the host: {why}"))
