@@ -17,6 +17,7 @@
 //! | 3    | devices | JSON array of `VmStateSection`s, one per object path (vmkit-object) |
 //! | 4    | kvm-vm  | JSON `vmkit_kvm::state::VmState` (irqchip, PIT2, KVM clock) |
 //! | 5    | vcpu    | JSON `vmkit_kvm::state::VcpuState`, one section per vCPU |
+//! | 6    | shadow  | repeated `offset: u64 LE` + 4096 bytes: non-zero pages of `pc.ram` at 0xC0000-0xFFFFF (the shadow RAM behind the PAM segments) |
 //! | 255  | end     | empty |
 //!
 //! A section is at most [`MAX_SECTION`] bytes. A stream with another magic, another version,
@@ -63,7 +64,14 @@ const SECTION_RAM: u8 = 2;
 const SECTION_DEVICES: u8 = 3;
 const SECTION_KVM_VM: u8 = 4;
 const SECTION_VCPU: u8 = 5;
+const SECTION_SHADOW: u8 = 6;
 const SECTION_END: u8 = 255;
+
+/// `pc.ram` offsets behind the PAM segments (0xC0000-0xFFFFF): shadow RAM, reached only
+/// through the i440FX's aliases, outside every RAM range.
+const SHADOW: std::ops::Range<u64> = 0xc_0000..0x10_0000;
+/// Marks a pending page as a shadow-RAM offset rather than a guest address.
+const SHADOW_FLAG: u64 = 1 << 63;
 
 const PAGE: usize = 4096;
 /// Compared with `==` (memcmp, fast even in debug builds).
@@ -999,7 +1007,51 @@ impl MachineMigration {
                 gpa += len as u64;
             }
         }
-        Ok(())
+        let shadow: Vec<u64> = self
+            .shadow_pages()
+            .filter(|&offset| {
+                let mut page = [0u8; PAGE];
+                self.read_shadow(offset, &mut page).is_ok() && page != ZERO_PAGE
+            })
+            .map(|offset| offset | SHADOW_FLAG)
+            .collect();
+        self.send_pages(w, &shadow, info)
+    }
+
+    /// The shadow-RAM page offsets this machine's `pc.ram` has.
+    fn shadow_pages(&self) -> impl Iterator<Item = u64> + '_ {
+        // `pc.ram` reaches past 1 MiB (RAM above the hole is mapped at its offset 1 MiB):
+        // the PAM segments' backing is there.
+        let size = self
+            .ram_map
+            .iter()
+            .map(|r| r.ram_offset + r.size)
+            .max()
+            .unwrap_or(0);
+        let end = if self.dirty_source.is_some() && size > SHADOW.end {
+            SHADOW.end
+        } else {
+            SHADOW.start
+        };
+        (SHADOW.start..end).step_by(PAGE)
+    }
+
+    fn read_shadow(&self, offset: u64, page: &mut [u8; PAGE]) -> Result<()> {
+        let Some((space, region)) = &self.dirty_source else {
+            return Err(fail("this machine has no shadow RAM"));
+        };
+        lock(space)
+            .read_region(*region, offset, page)
+            .map_err(|e| fail(format!("reading shadow RAM at {offset:#x}: {e}")))
+    }
+
+    fn write_shadow(&self, offset: u64, page: &[u8]) -> Result<()> {
+        let Some((space, region)) = &self.dirty_source else {
+            return Err(fail("this machine has no shadow RAM"));
+        };
+        lock(space)
+            .write_region(*region, offset, page)
+            .map_err(|e| fail(format!("writing shadow RAM at {offset:#x}: {e}")))
     }
 
     /// The pages at `gpas` (each whole, zero or not: the destination may hold an older
@@ -1011,20 +1063,28 @@ impl MachineMigration {
         info: &mut MigrationInfo,
     ) -> Result<()> {
         let memory = self.memory.memory();
-        let mut payload = Vec::with_capacity((PAGE + 8) * PAGES_PER_SECTION);
         let mut page = [0u8; PAGE];
-        for batch in gpas.chunks(PAGES_PER_SECTION) {
-            payload.clear();
-            for &gpa in batch {
-                memory
-                    .read_slice(&mut page, GuestAddress(gpa))
-                    .map_err(|e| fail(format!("reading guest RAM at {gpa:#x}: {e}")))?;
-                payload.extend_from_slice(&gpa.to_le_bytes());
-                payload.extend_from_slice(&page);
-                info.ram_pages += 1;
-                info.ram_transferred += PAGE as u64;
+        let (shadow, ram): (Vec<u64>, Vec<u64>) = gpas.iter().partition(|&&g| g & SHADOW_FLAG != 0);
+        for (kind, list) in [(SECTION_RAM, ram), (SECTION_SHADOW, shadow)] {
+            let mut payload = Vec::with_capacity((PAGE + 8) * PAGES_PER_SECTION);
+            for batch in list.chunks(PAGES_PER_SECTION) {
+                payload.clear();
+                for &tagged in batch {
+                    let at = tagged & !SHADOW_FLAG;
+                    if kind == SECTION_SHADOW {
+                        self.read_shadow(at, &mut page)?;
+                    } else {
+                        memory
+                            .read_slice(&mut page, GuestAddress(at))
+                            .map_err(|e| fail(format!("reading guest RAM at {at:#x}: {e}")))?;
+                    }
+                    payload.extend_from_slice(&at.to_le_bytes());
+                    payload.extend_from_slice(&page);
+                    info.ram_pages += 1;
+                    info.ram_transferred += PAGE as u64;
+                }
+                w.section(kind, &payload).map_err(io_fail)?;
             }
-            w.section(SECTION_RAM, &payload).map_err(io_fail)?;
         }
         Ok(())
     }
@@ -1079,6 +1139,9 @@ impl MachineMigration {
         let mut gpas: Vec<u64> = bitmap
             .dirty_addresses()
             .filter_map(|offset| {
+                if SHADOW.contains(&offset) {
+                    return Some(offset | SHADOW_FLAG);
+                }
                 self.ram_map
                     .iter()
                     .find(|r| offset >= r.ram_offset && offset < r.ram_offset + r.size)
@@ -1236,6 +1299,23 @@ impl MachineMigration {
                             .map_err(|e| fail(format!("KVM VM section: {e}")))?,
                     );
                 }
+                SECTION_SHADOW => {
+                    if payload.len() % (PAGE + 8) != 0 {
+                        return Err(fail(format!(
+                            "shadow RAM section {index} has {} bytes, not whole pages",
+                            payload.len()
+                        )));
+                    }
+                    for page in payload.chunks(PAGE + 8) {
+                        let offset = u64::from_le_bytes(page[..8].try_into().unwrap_or([0; 8]));
+                        if !SHADOW.contains(&offset) || offset % PAGE as u64 != 0 {
+                            return Err(fail(format!(
+                                "shadow RAM page at {offset:#x} is outside 0xc0000-0xfffff"
+                            )));
+                        }
+                        self.write_shadow(offset, &page[8..])?;
+                    }
+                }
                 SECTION_VCPU => vcpus.push(
                     serde_json::from_slice(&payload)
                         .map_err(|e| fail(format!("vCPU section {}: {e}", vcpus.len())))?,
@@ -1324,6 +1404,10 @@ impl MachineMigration {
     /// Zeroes every non-zero page of RAM (the destination's own boot image), so that the
     /// pages the stream skips as zero are zero here too.
     fn clear_ram(&self) -> Result<()> {
+        let offsets: Vec<u64> = self.shadow_pages().collect();
+        for offset in offsets {
+            self.write_shadow(offset, &ZERO_PAGE)?;
+        }
         let memory = self.memory.memory();
         let zero = vec![0u8; PAGE];
         let mut page = vec![0u8; PAGE];

@@ -24,6 +24,13 @@ fn counter_guest() -> PathBuf {
     counter_guest_with(0, 0)
 }
 
+/// The counter guest with its variables in shadow RAM: it opens the BIOS segment
+/// (0xF0000-0xFFFFF) read/write through the i440FX's PAM0 and keeps COUNT and PRINTED at
+/// F000:0500 and F000:0504 (DS = 0xF000 from then on).
+fn shadow_counter_guest() -> PathBuf {
+    build_counter_guest(0, 0, true)
+}
+
 fn counter_guest_filling(segments: u32) -> PathBuf {
     counter_guest_with(segments, 0)
 }
@@ -36,6 +43,10 @@ const DIRTY_WINDOW_PAGES: u32 = 128;
 /// count into `dirty_per_tick` pages of a 128-page window at 0x20000, the next ones each
 /// tick (a guest dirtying `100 * dirty_per_tick` pages per second).
 fn counter_guest_with(segments: u32, dirty_per_tick: u32) -> PathBuf {
+    build_counter_guest(segments, dirty_per_tick, false)
+}
+
+fn build_counter_guest(segments: u32, dirty_per_tick: u32, shadow: bool) -> PathBuf {
     let handler = ENTRY + 0x200;
     let mut guest = real_mode_guest(|a| {
         let mut main = a.create_label();
@@ -54,11 +65,22 @@ fn counter_guest_with(segments: u32, dirty_per_tick: u32) -> PathBuf {
             a.cld()?;
             a.rep().stosw()?;
         }
-        a.mov(word_ptr(COUNT), 0u32)?;
-        a.mov(word_ptr(PRINTED), 0u32)?;
         // IRQ0 is vector 8 after the BIOS-style PIC setup.
         a.mov(word_ptr(8 * 4), handler as u32)?;
         a.mov(word_ptr(8 * 4 + 2), 0u32)?;
+        if shadow {
+            // PAM0 (i440FX 0x59) = 0x30: the BIOS segment reads and writes RAM.
+            a.mov(eax, 0x8000_0058u32)?;
+            a.mov(dx, 0xcf8u32)?;
+            a.out(dx, eax)?;
+            a.mov(dx, 0xcfdu32)?;
+            a.mov(al, 0x30u32)?;
+            a.out(dx, al)?;
+            a.mov(ax, 0xf000u32)?;
+            a.mov(ds, ax)?;
+        }
+        a.mov(word_ptr(COUNT), 0u32)?;
+        a.mov(word_ptr(PRINTED), 0u32)?;
         emit_pic_init(a, 0xfe)?;
         // PIT counter 0, mode 2, 11932: 100 Hz.
         a.mov(al, 0x34u32)?;
@@ -129,7 +151,7 @@ fn counter_guest_with(segments: u32, dirty_per_tick: u32) -> PathBuf {
     guest.resize(0x200, 0x90);
     guest.extend_from_slice(&isr);
     guest_file(
-        &format!("migration-counter-{segments}-{dirty_per_tick}"),
+        &format!("migration-counter-{segments}-{dirty_per_tick}-{shadow}"),
         &guest,
     )
 }
@@ -245,7 +267,41 @@ impl Qmp {
 
 /// The counter values printed so far (complete lines only).
 fn lines(path: &Path) -> Vec<u32> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
+    parse_lines(&std::fs::read_to_string(path).unwrap_or_default())
+}
+
+/// The destination's complete lines: the source may have stopped in the middle of one,
+/// which the destination finishes, so the source's unfinished tail comes first.
+fn dest_lines(source: &Path, dest: &Path) -> Vec<u32> {
+    let a = std::fs::read_to_string(source).unwrap_or_default();
+    let tail = a.rsplit_once('\n').map_or(a.as_str(), |(_, t)| t);
+    parse_lines(&format!(
+        "{tail}{}",
+        std::fs::read_to_string(dest).unwrap_or_default()
+    ))
+}
+
+/// Like [`wait_lines`], for the destination's lines ([`dest_lines`]).
+fn wait_dest_lines(source: &Path, dest: &Path, n: usize, child: &mut Vmkit) -> Vec<u32> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let l = dest_lines(source, dest);
+        if l.len() >= n {
+            return l;
+        }
+        if let Ok(Some(status)) = child.0.try_wait() {
+            let mut err = String::new();
+            if let Some(mut e) = child.0.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut e, &mut err);
+            }
+            panic!("vmkit ended ({status}) with {} lines: {err}", l.len());
+        }
+        assert!(Instant::now() < deadline, "only {} lines in 30 s", l.len());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn parse_lines(text: &str) -> Vec<u32> {
     let complete = text.rsplit_once('\n').map_or("", |(done, _)| done);
     complete
         .lines()
@@ -362,7 +418,7 @@ fn save_and_restore_via(irqchip: &str, exec: bool) -> PathBuf {
         let r = dest_qmp.execute(json!({"execute": "cont"}));
         assert!(r.get("return").is_some(), "{r}");
     }
-    let after = wait_lines(&out_b, 5, &mut dest);
+    let after = wait_dest_lines(&out_a, &out_b, 5, &mut dest);
     let dest_info = dest_qmp.execute(json!({"execute": "query-migrate"}));
     assert_eq!(
         dest_info["return"]["x-vmkit-ram-crc32"], info["x-vmkit-ram-crc32"],
@@ -436,7 +492,7 @@ fn live_via(irqchip: &str, mem: &str, smp: &str, transport: &str) {
     );
     let before = lines(&out_a);
     assert_consecutive(&before, 1, "source");
-    let after = wait_lines(&out_b, 5, &mut dest);
+    let after = wait_dest_lines(&out_a, &out_b, 5, &mut dest);
     assert_eq!(dest_qmp.status(), "running");
     let dest_info = dest_qmp.execute(json!({"execute": "query-migrate"}));
     assert_eq!(dest_info["return"]["status"], "completed", "{dest_info}");
@@ -764,13 +820,56 @@ fn precopy_sends_dirty_pages_again_while_a_dirtying_guest_runs() {
     assert!(info["downtime"].as_u64().unwrap() <= info["total-time"].as_u64().unwrap());
     let before = lines(&out_a);
     assert_consecutive(&before, 1, "source");
-    let after = wait_lines(&out_b, 5, &mut dest);
+    let after = wait_dest_lines(&out_a, &out_b, 5, &mut dest);
     let dest_info = dest_qmp.execute(json!({"execute": "query-migrate"}));
     assert_eq!(
         dest_info["return"]["x-vmkit-ram-crc32"], info["x-vmkit-ram-crc32"],
         "RAM checksum: every page dirtied during pre-copy arrived"
     );
     assert_consecutive(&after, *before.last().unwrap() + 1, "destination");
+    drop(qmp);
+    end(source);
+    end(dest);
+}
+
+/// Shadow RAM and PAM: a guest whose counter lives in the BIOS segment's shadow RAM (PAM0
+/// read/write) is saved and restored, then live-migrated: the counter runs on from its
+/// value in shadow RAM on the destination, which only works if the PAM state and the
+/// shadow pages both came along.
+#[test]
+fn shadow_ram_behind_pam_is_migrated() {
+    require_kvm!();
+    let guest = shadow_counter_guest();
+    let tag = "shadow";
+    let (socket, dest_socket) = (
+        scratch(&format!("{tag}.qmp")),
+        scratch(&format!("{tag}-b.qmp")),
+    );
+    let (out_a, out_b) = (
+        scratch(&format!("{tag}-a.txt")),
+        scratch(&format!("{tag}-b.txt")),
+    );
+    let uri = format!("unix:{}", scratch(&format!("{tag}.sock")).display());
+    let mut extra = qmp_arg(&dest_socket).to_vec();
+    extra.extend(["-incoming".to_string(), uri.clone()]);
+    let mut dest = start(&guest, "kernel", "64", &out_b, &extra);
+    let mut dest_qmp = Qmp::connect(&dest_socket);
+    let mut source = start(&guest, "kernel", "64", &out_a, &qmp_arg(&socket));
+    let mut qmp = Qmp::connect(&socket);
+    wait_lines(&out_a, 10, &mut source);
+    let r = qmp.execute(json!({"execute": "migrate", "arguments": {"uri": uri}}));
+    assert!(r.get("return").is_some(), "{r}");
+    let info = qmp.wait_migration();
+    assert_eq!(info["status"], "completed", "{info}");
+    let before = lines(&out_a);
+    assert_consecutive(&before, 1, "source");
+    let after = wait_dest_lines(&out_a, &out_b, 5, &mut dest);
+    assert_consecutive(&after, *before.last().unwrap() + 1, "destination");
+    let dest_info = dest_qmp.execute(json!({"execute": "query-migrate"}));
+    assert_eq!(
+        dest_info["return"]["x-vmkit-ram-crc32"],
+        info["x-vmkit-ram-crc32"]
+    );
     drop(qmp);
     end(source);
     end(dest);
