@@ -1500,6 +1500,22 @@ impl<M: GuestAddressSpace + Send + 'static> VirtioPciDevice<M> {
                 "MSI-X with {saved_vectors:?} vectors saved, this function has {vectors:?}"
             ));
         }
+        if let Some(m) = &state.msix {
+            if m.pba.len() != m.table.len().div_ceil(64) {
+                return bad(format!(
+                    "MSI-X PBA of {} words for {} vectors",
+                    m.pba.len(),
+                    m.table.len()
+                ));
+            }
+            if m.version != vmkit_pci::PCI_STATE_VERSION {
+                return bad(format!(
+                    "MSI-X state version {} is not supported (this build reads version {})",
+                    m.version,
+                    vmkit_pci::PCI_STATE_VERSION
+                ));
+            }
+        }
         if let Some(acked) = state.acked {
             if acked & !self.offered != 0 {
                 return bad(format!(
