@@ -194,6 +194,8 @@ pub struct PcMachine {
     pub hpet: Option<Arc<Mutex<MachineHpet>>>,
     /// KVM ioeventfds and irqfds of the PCI devices.
     pub notifiers: Arc<crate::notifiers::MachineNotifiers>,
+    /// The regions of guest RAM (`pc.ram` and its aliases), e.g. for dirty logging.
+    pub ram_regions: crate::layout::RamRegions,
 }
 
 impl std::fmt::Debug for PcMachine {
@@ -495,6 +497,7 @@ impl PcMachine {
             chipset: Arc::new(chipset),
             hpet,
             notifiers,
+            ram_regions,
         })
     }
 

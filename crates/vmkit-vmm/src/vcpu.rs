@@ -189,7 +189,7 @@ impl VcpuRunner {
     /// The loop below is the whole exit path: a pending request is one atomic load, then
     /// `KVM_RUN`, the exit decoded once by vmkit-kvm, and port and MMIO accesses go straight
     /// into this thread's bus handle (which calls the device under its own lock). Every
-    /// other exit leaves the fast path through [`SlowExit`].
+    /// other exit leaves the fast path through `SlowExit`.
     pub fn run(mut self) {
         let mut generation = 0u64;
         let mut window = InterruptWindow::new();
