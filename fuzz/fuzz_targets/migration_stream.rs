@@ -1,12 +1,13 @@
 //! The migration stream a destination reads (`-incoming`, `migrate-incoming`): header,
 //! sections with their length limit and checksums, their order, the JSON of the config,
-//! devices, KVM VM and vCPU sections, and the RAM pages handed on one by one.
+//! devices, KVM VM and vCPU sections, and the RAM and shadow-RAM pages handed on one by
+//! one.
 //!
 //! Most inputs fail a section's crc32 at once; the first input byte picks whether the
 //! target repairs every checksum first (so the fuzzer reaches the payload parsers).
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use vmkit_vmm::migration::{decode_stream, MAGIC, MAX_SECTION};
+use vmkit_vmm::migration::{decode_stream, PageTarget, MAGIC, MAX_SECTION};
 
 const RAM: u64 = 32 << 20;
 
@@ -47,8 +48,15 @@ fuzz_target!(|data: &[u8]| {
     let _ = decode_stream(
         stream.as_slice(),
         |_config| Ok(()),
-        |gpa, page| {
-            assert_eq!(page.len(), 4096, "a RAM page of {} bytes", page.len());
+        |target, page| {
+            assert_eq!(page.len(), 4096, "a page of {} bytes", page.len());
+            let gpa = match target {
+                PageTarget::Ram(gpa) => gpa,
+                PageTarget::Shadow(offset) => {
+                    assert!((0xc_0000..0x10_0000).contains(&offset) && offset % 4096 == 0);
+                    return Ok(());
+                }
+            };
             if gpa >= RAM {
                 return Err(vmkit_vmm::Error::Machine(format!(
                     "page {gpa:#x} outside RAM"

@@ -10,12 +10,14 @@
 //! ```
 //! let handle = vmkit_hw::thread::spawn(vmkit_hw::thread::ThreadRole::Worker, "demo", || {
 //!     assert_eq!(std::thread::current().name(), Some("demo"));
+//!     42
 //! })
 //! .unwrap();
-//! handle.join().unwrap();
+//! assert_eq!(handle.join().unwrap(), 42);
 //! ```
 
 use std::io;
+use std::sync::mpsc;
 use std::sync::OnceLock;
 use std::thread::JoinHandle;
 
@@ -32,30 +34,92 @@ pub enum ThreadRole {
     Net,
 }
 
-/// The body a [`Spawner`] must run on a new thread.
-pub type ThreadBody = Box<dyn FnOnce() + Send + 'static>;
+/// Work a [`Spawner`] runs on the thread it creates threads from.
+pub type SpawnJob = Box<dyn FnOnce() + Send + 'static>;
 
-/// Starts `body` on a new thread named `name` for `role` and returns its handle.
-pub type Spawner =
-    dyn Fn(ThreadRole, &str, ThreadBody) -> io::Result<JoinHandle<()>> + Send + Sync + 'static;
+/// How a VMM starts and confines device threads.
+pub trait Spawner: Send + Sync + 'static {
+    /// Runs `job` (which creates the thread) on the thread that creates threads, and
+    /// returns once it ran.
+    fn run_spawn(&self, job: SpawnJob);
+    /// Called first on each new thread, before the device's code, with its role.
+    fn thread_start(&self, role: ThreadRole);
+}
 
-static SPAWNER: OnceLock<Box<Spawner>> = OnceLock::new();
+static SPAWNER: OnceLock<Box<dyn Spawner>> = OnceLock::new();
 
 /// Installs the process's spawner (once; later calls return the spawner back).
-pub fn set_spawner(spawner: Box<Spawner>) -> Result<(), Box<Spawner>> {
+pub fn set_spawner(spawner: Box<dyn Spawner>) -> Result<(), Box<dyn Spawner>> {
     SPAWNER.set(spawner)
 }
 
 /// Starts `body` on a new thread named `name` in `role`: through the installed
-/// [`Spawner`], or as a plain named thread when there is none.
-pub fn spawn<F>(role: ThreadRole, name: &str, body: F) -> io::Result<JoinHandle<()>>
+/// [`Spawner`] (the thread is created by [`Spawner::run_spawn`]'s thread, and this returns
+/// once [`Spawner::thread_start`] has run on it), or as a plain named thread when there is
+/// none.
+pub fn spawn<T, F>(role: ThreadRole, name: &str, body: F) -> io::Result<JoinHandle<T>>
 where
-    F: FnOnce() + Send + 'static,
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
 {
-    match SPAWNER.get() {
-        Some(spawner) => spawner(role, name, Box::new(body)),
-        None => std::thread::Builder::new()
-            .name(name.to_string())
-            .spawn(body),
+    let builder = std::thread::Builder::new().name(name.to_string());
+    let Some(spawner) = SPAWNER.get() else {
+        return builder.spawn(body);
+    };
+    let (reply, answer) = mpsc::sync_channel(1);
+    let (started, has_started) = mpsc::sync_channel::<()>(1);
+    spawner.run_spawn(Box::new(move || {
+        let _ = reply.send(builder.spawn(move || {
+            if let Some(spawner) = SPAWNER.get() {
+                spawner.thread_start(role);
+            }
+            let _ = started.send(());
+            body()
+        }));
+    }));
+    let handle = answer
+        .recv()
+        .map_err(|_| io::Error::other("the spawner dropped a thread's start"))??;
+    let _ = has_started.recv();
+    Ok(handle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    static STARTS: Mutex<Vec<(ThreadRole, Option<String>)>> = Mutex::new(Vec::new());
+
+    struct Recording;
+
+    impl Spawner for Recording {
+        fn run_spawn(&self, job: SpawnJob) {
+            // The job runs on a thread of the spawner's own, not the caller's.
+            std::thread::spawn(job).join().unwrap();
+        }
+        fn thread_start(&self, role: ThreadRole) {
+            let name = std::thread::current().name().map(str::to_string);
+            STARTS.lock().unwrap().push((role, name));
+        }
+    }
+
+    #[test]
+    fn an_installed_spawner_starts_and_confines_each_thread_first() {
+        assert!(set_spawner(Box::new(Recording)).is_ok());
+        assert!(
+            set_spawner(Box::new(Recording)).is_err(),
+            "installed once only"
+        );
+        let handle = spawn(ThreadRole::Block, "blk-test", || {
+            // thread_start already ran on this thread.
+            STARTS.lock().unwrap().len()
+        })
+        .unwrap();
+        assert_eq!(handle.join().unwrap(), 1);
+        assert_eq!(
+            *STARTS.lock().unwrap(),
+            vec![(ThreadRole::Block, Some("blk-test".to_string()))]
+        );
     }
 }

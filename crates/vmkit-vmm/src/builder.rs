@@ -247,6 +247,11 @@ pub fn start_pc(
         options.smp,
         options.irqchip == IrqchipOption::Kernel,
     )?;
+    if options.incoming.is_some() {
+        // `inmigrate` from the first QMP command on (QMP is served before the incoming
+        // thread starts).
+        migration.set_deferred();
+    }
 
     let timer = Arc::new(HostTimer::new(machine.clock)?);
     let notify_timer = Arc::clone(&timer);
@@ -553,6 +558,8 @@ impl<M: GuestAddressSpace + Send + Sync> crate::dump::GuestMemoryReader for Gues
     }
 
     fn write_guest(&self, gpa: u64, data: &[u8]) -> bool {
+        // KVM's dirty log does not see the VMM's own writes: pre-copy is told.
+        crate::migration::note_vmm_write(gpa, data.len());
         self.0.memory().write_slice(data, GuestAddress(gpa)).is_ok()
     }
 
@@ -584,6 +591,7 @@ impl<M: GuestAddressSpace + Send + Sync> crate::dump::GuestMemoryReader for Gues
                 }
             }
         }
+        crate::migration::note_vmm_write(gpa, new.len());
         let memory = self.0.memory();
         match expected.len() {
             8 => exchange::<8>(&*memory, gpa, expected, new, current),

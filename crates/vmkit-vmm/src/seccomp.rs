@@ -47,7 +47,7 @@ use seccompiler::{
     BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
     SeccompRule,
 };
-use vmkit_hw::thread::{ThreadBody, ThreadRole};
+use vmkit_hw::thread::{SpawnJob, ThreadRole};
 
 /// What a forbidden syscall does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -180,12 +180,32 @@ pub fn enable(action: Action) -> Result<(), String> {
         })
         .map_err(|e| format!("starting the spawner thread: {e}"))?;
     let _ = SPAWNER.set(sender);
-    let _ = vmkit_hw::thread::set_spawner(Box::new(
-        |role: ThreadRole, name: &str, body: ThreadBody| {
-            spawn(ThreadKind::from_role(role), name, body)
-        },
-    ));
+    let _ = vmkit_hw::thread::set_spawner(Box::new(DeviceThreads));
     Ok(())
+}
+
+/// Device crates' threads ([`vmkit_hw::thread::spawn`]): created by the spawner thread,
+/// confined by their role's kind first.
+struct DeviceThreads;
+
+impl vmkit_hw::thread::Spawner for DeviceThreads {
+    fn run_spawn(&self, job: SpawnJob) {
+        let Some(spawner) = SPAWNER.get() else {
+            return job();
+        };
+        let (done, is_done) = mpsc::sync_channel::<()>(1);
+        let request: SpawnRequest = Box::new(move || {
+            job();
+            let _ = done.send(());
+        });
+        if spawner.send(request).is_ok() {
+            let _ = is_done.recv();
+        }
+    }
+
+    fn thread_start(&self, role: ThreadRole) {
+        thread_start(ThreadKind::from_role(role));
+    }
 }
 
 /// Starts `body` on a new thread `name` of `kind`. With the sandbox on, the spawner thread
@@ -443,6 +463,9 @@ const MIGRATION: &[Nr] = &[
     libc::SYS_mincore,
     libc::SYS_wait4,
     libc::SYS_kill,
+    // Pausing virtio-blk flushes its drive.
+    libc::SYS_fsync,
+    libc::SYS_fdatasync,
 ];
 
 /// What `exec:` commands (`sh -c 'cat ...'`) need after `execve`, on the migration
