@@ -103,6 +103,13 @@ fn machine(name: &str, with_net: bool) -> (Command, PathBuf, PathBuf) {
     (command, serial, qmp)
 }
 
+/// Removes what [`machine`] made for `name`.
+fn cleanup(name: &str) {
+    for part in ["serial", "qmp", "disk", "gdb"] {
+        let _ = std::fs::remove_file(tmp(&format!("{name}-{part}")));
+    }
+}
+
 /// Waits until `file` holds `count` bytes ending in 'R'; fails (with vmkit's stderr if it
 /// ended) after 30 s.
 fn wait_ready(child: &mut Child, file: &Path, count: usize) -> Vec<u8> {
@@ -255,6 +262,7 @@ fn run_and_list(name: &str, with_net: bool, extra: &[&str]) -> (Vec<Task>, Optio
     let reply = qmp_command(&qmp, "quit");
     assert!(reply.contains("return"), "quit: {reply}");
     let output = wait_child(child, Duration::from_secs(20));
+    cleanup(name);
     (tasks, output.status.code(), stderr(&output))
 }
 
@@ -354,6 +362,7 @@ fn a_forbidden_syscall_is_reported_by_name_on_each_kind_of_thread() {
             .args(["-sandbox", "on,action=trap"])
             .env("VMKIT_SECCOMP_SELFTEST", kind);
         let (output, _) = run(command, Duration::from_secs(30));
+        cleanup(&format!("selftest-{kind}"));
         let err = stderr(&output);
         assert_eq!(output.status.code(), Some(159), "{kind}: {err}");
         let expected = format!("vmkit: seccomp: thread {thread}");
