@@ -98,7 +98,8 @@ pub fn stmxcsr(cpu: &mut impl Cpu, instruction: &Instruction, bitness: u32) -> O
         return None;
     }
     let value = u32_at(cpu.xsave_area()?, MXCSR);
-    cpu.write(gpa, &value.to_le_bytes()).then_some(Outcome::Done)
+    cpu.write(gpa, &value.to_le_bytes())
+        .then_some(Outcome::Done)
 }
 
 /// `Some` if SSE instructions run: CR0.EM clear, CR4.OSFXSR set, CR0.TS clear.
