@@ -40,10 +40,12 @@ pub mod bench;
 pub mod cli;
 pub mod firmware;
 pub mod guest;
+mod host;
 pub mod inprocess;
 pub mod process;
 pub mod raw;
 mod report;
+mod scaling;
 pub mod stats;
 pub mod table;
 
