@@ -414,6 +414,40 @@ fn images(exits: u32) -> Result<Vec<Images>> {
         .collect()
 }
 
+/// `--virtio-blk`: vmkit unless `--only qemu`, QEMU when it is installed and not excluded by
+/// `--only vmkit` (or `--only raw`, which has no virtio-blk side).
+fn run_virtio_blk(options: &Options) -> Result<String> {
+    let vmkit = if options.includes(Only::Vmkit) {
+        Some(locate_vmkit(options.vmkit.as_deref()).map_err(Error::Usage)?)
+    } else {
+        None
+    };
+    let mut note = None;
+    let qemu = if options.includes(Only::Qemu) {
+        match qemu_version(&options.qemu) {
+            Ok(version) => Some(version),
+            Err(e) => {
+                note = Some(format!("QEMU skipped: {e}\n"));
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let blk = crate::blk::BlkOptions {
+        requests: options.requests,
+        runs: options.runs,
+        cache: options.cache.clone(),
+        vmkit,
+        qemu: qemu.as_ref().map(|_| options.qemu.clone()),
+    };
+    let mut report = crate::blk::run(&blk, qemu.as_deref())?;
+    if let Some(note) = note {
+        report.push_str(&note);
+    }
+    Ok(report)
+}
+
 /// Runs the benchmark and returns the report.
 pub fn run(options: &Options) -> Result<String> {
     if let Some(bios) = &options.seabios {
@@ -422,6 +456,9 @@ pub fn run(options: &Options) -> Result<String> {
             .ok()
             .map(|_| options.qemu.as_path());
         return crate::firmware::run(&vmkit, qemu, bios, options.runs);
+    }
+    if options.virtio_blk {
+        return run_virtio_blk(options);
     }
     let load_before = load_average();
     let Setup {

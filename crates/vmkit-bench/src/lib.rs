@@ -37,6 +37,8 @@
 //! ```
 
 pub mod bench;
+pub mod blk;
+pub mod blk_guest;
 pub mod cli;
 pub mod firmware;
 pub mod guest;
