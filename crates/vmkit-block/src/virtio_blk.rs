@@ -624,6 +624,9 @@ fn io_loop<M: GuestAddressSpace>(parts: IoParts<M>, epoll: Epoll, done: Arc<Comp
                             let len = finish(chain, mem, status, &data);
                             notify |= queue.add_used(mem, head, len).is_ok();
                         }
+                        if vmkit_virtio::avail_overrun(&queue, mem) {
+                            broken = true;
+                        }
                         if broken {
                             break;
                         }

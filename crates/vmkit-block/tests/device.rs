@@ -415,6 +415,14 @@ fn malformed_chains_end_in_needs_reset_and_bad_requests_in_ioerr() {
         d.write_desc(0, HEADER, 16, NEXT, 300);
         d.publish(0);
     });
+    needs_reset_after("a head index past the table", |d| {
+        d.publish(400);
+    });
+    needs_reset_after("avail idx moved more than queue-size entries", |d| {
+        d.mem
+            .write_obj(1000u16, GuestAddress(d.avail_addr() + 2))
+            .unwrap();
+    });
     needs_reset_after("an indirect table outside guest memory", |d| {
         d.write_desc(0, 1 << 40, 48, INDIRECT, 0);
         d.publish(0);

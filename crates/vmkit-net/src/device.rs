@@ -438,6 +438,11 @@ impl NetQueues {
                 return (Delivery::Dropped, used);
             }
             let Some(chain) = self.rx.pop_descriptor_chain(mem) else {
+                if vmkit_virtio::avail_overrun(&self.rx, mem) {
+                    bump(&self.stats.rx_bad_chains);
+                    self.broken = true;
+                    return (Delivery::NoBuffers, used);
+                }
                 if !rechecked && matches!(self.rx.enable_notification(mem), Ok(true)) {
                     rechecked = true;
                     continue;
@@ -544,6 +549,10 @@ impl NetQueues {
                         break 'passes;
                     }
                 }
+            }
+            if vmkit_virtio::avail_overrun(&self.tx, mem) {
+                self.broken = true;
+                break;
             }
             match self.tx.enable_notification(mem) {
                 Ok(true) if progress => continue,

@@ -376,6 +376,21 @@ fn malformed_chains_stop_the_queues_without_completing() {
         assert!(!q.process_tx(&mem, &mut backend), "{what}");
         assert!(backend.sent.is_empty(), "{what}: stopped until a reset");
     }
+    // avail idx far ahead of the device on the transmit queue.
+    let mem = memory();
+    let rx = MockSplitQueue::create(&mem, GuestAddress(0x1000), 16);
+    let tx = MockSplitQueue::create(&mem, GuestAddress(0x4000), 16);
+    mem.write_obj(1000u16, GuestAddress(tx.avail_addr().0 + 2))
+        .unwrap();
+    let mut q = testing::queues(
+        rx.create_queue().unwrap(),
+        tx.create_queue().unwrap(),
+        VERSION_1,
+        true,
+    );
+    let mut backend = MockBackend::default();
+    assert!(!q.process_tx(&mem, &mut backend));
+    assert!(testing::broken(&q), "avail overrun stops the queues");
 }
 
 #[test]

@@ -14,9 +14,10 @@
 //! Where a request has a status byte the device can write (virtio-blk), request-level
 //! errors (a short header, an out-of-range sector) are an error status instead.
 
+use std::num::Wrapping;
 use std::ops::Deref;
 
-use virtio_queue::DescriptorChain;
+use virtio_queue::{DescriptorChain, Queue, QueueT};
 use vm_memory::{GuestAddress, GuestMemory, Permissions};
 
 /// Why a chain is malformed.
@@ -118,4 +119,16 @@ where
         return Err(ChainError::Unterminated { head });
     }
     Ok(shape)
+}
+
+/// Whether the driver's available index claims more entries than the queue holds (it moved
+/// `avail.idx` more than queue-size past the device's position). virtio-queue then pops
+/// nothing; the devices treat it as a malformed ring (QEMU: "Guest moved avail index").
+pub fn avail_overrun<MM>(queue: &Queue, mem: &MM) -> bool
+where
+    MM: GuestMemory + ?Sized,
+{
+    queue
+        .avail_idx(mem, std::sync::atomic::Ordering::Acquire)
+        .is_ok_and(|idx| (idx - Wrapping(queue.next_avail())).0 > queue.size())
 }

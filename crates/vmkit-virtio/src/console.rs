@@ -11,7 +11,7 @@ use virtio_queue::{Queue, QueueT};
 use vm_memory::{GuestAddressSpace, GuestMemory};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use crate::chain::{check_chain, ChainShape};
+use crate::chain::{avail_overrun, check_chain, ChainShape};
 use crate::device::{ActivatedQueue, InterruptKind, VirtioDevice, VirtioInterrupt};
 use crate::worker::{drain_eventfd, drain_queue, Worker};
 use crate::{Error, Result};
@@ -201,6 +201,10 @@ fn fill_rx<MM: GuestMemory>(
         }
         let Some(chain) = queue.pop_descriptor_chain(mem) else {
             drop(input);
+            if avail_overrun(queue, mem) {
+                *broken = true;
+                break;
+            }
             // Out of buffers: ask for a notification, and look once more in case the
             // driver added some meanwhile.
             match queue.enable_notification(mem) {

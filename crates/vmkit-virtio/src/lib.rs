@@ -117,7 +117,7 @@ mod pci;
 mod rng;
 mod worker;
 
-pub use chain::{check_chain, ChainError, ChainShape};
+pub use chain::{avail_overrun, check_chain, ChainError, ChainShape};
 pub use console::{
     Console, ConsoleInput, CONSOLE_CONFIG_EMERG_WR, CONSOLE_CONFIG_LEN, CONSOLE_INPUT_CAPACITY,
     CONSOLE_MAX_TX_CHAIN, CONSOLE_QUEUE_SIZE, VIRTIO_CONSOLE_F_EMERG_WRITE,

@@ -9,7 +9,7 @@ use vm_memory::GuestMemory;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use crate::chain::{check_chain, ChainShape};
+use crate::chain::{avail_overrun, check_chain, ChainShape};
 use crate::{Error, Result};
 
 const KILL: u64 = u64::MAX;
@@ -126,6 +126,9 @@ where
             };
             used |= queue.add_used(mem, head, len).is_ok();
             progress = true;
+        }
+        if avail_overrun(queue, mem) {
+            *broken = true;
         }
         if *broken {
             break;

@@ -293,7 +293,7 @@ fn bad_chains_end_in_needs_reset_and_good_ones_complete() {
 }
 
 #[test]
-fn a_corrupt_avail_ring_does_not_hang_the_worker() {
+fn a_corrupt_avail_ring_ends_in_needs_reset_without_hanging_the_worker() {
     let mut h = rng_harness();
     let mem = h.mem.clone();
     h.negotiate(VERSION_1);
@@ -302,25 +302,16 @@ fn a_corrupt_avail_ring_does_not_hang_the_worker() {
     // avail.idx claims 1000 entries in a 16-entry ring.
     mem.write_obj(1000u16, GuestAddress(0x2002)).unwrap();
     h.notify(0);
-    // A head index out of range in the next sane state.
+    assert_eq!(outcome(&mut h, GuestAddress(0x3000)), Outcome::NeedsReset);
+    // A head index out of range.
     mem.write_obj(0u16, GuestAddress(0x2002)).unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(20));
-    // The worker still answers a reset promptly.
-    h.set_status(0);
-    assert_eq!(h.status(), 0);
     h.negotiate(VERSION_1);
     h.setup_queue(0, QSIZE, 0x1000, 0x2000, 0x3000);
     h.driver_ok();
     mem.write_obj(40u16, GuestAddress(0x2004)).unwrap(); // head 40 >= size
     mem.write_obj(1u16, GuestAddress(0x2002)).unwrap();
     h.notify(0);
-    std::thread::sleep(std::time::Duration::from_millis(20));
-    assert_eq!(
-        used_idx(&mem, GuestAddress(0x3000)),
-        0,
-        "an invalid head is not used"
-    );
-    h.set_status(0);
+    assert_eq!(outcome(&mut h, GuestAddress(0x3000)), Outcome::NeedsReset);
     assert!(!h.dev.is_active());
 }
 
