@@ -8,13 +8,17 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::cli::{Only, Options};
-use crate::guest::{scaling_firmware, workload_firmware, Workload, EXIT_STATUS, EXIT_VALUE};
-use crate::inprocess::{debug_exit_device, run_scaling, run_start_pc, GUEST_RAM};
+use crate::guest::{workload_firmware, Workload, EXIT_STATUS, EXIT_VALUE};
+use crate::inprocess::{debug_exit_device, run_start_pc, GUEST_RAM};
 use crate::process::{run_measured, tail, ScratchFile};
 use crate::raw::run_firmware;
-use crate::stats::{exits_per_second, per_exit_ns, ratio, Summary};
-use crate::table::{rate_cell, ratio_cell, Table};
+use crate::stats::{per_exit_ns, Summary};
 use crate::{Error, Result};
+
+pub use crate::host::{
+    busy, host_description, load_average, qemu_short_version, qemu_version, utc_date,
+};
+use crate::scaling::scaling_runs;
 
 /// Exits in the baseline run that `T(N)` is compared with.
 pub const BASELINE_EXITS: u32 = 1;
@@ -281,78 +285,6 @@ pub fn locate_vmkit(explicit: Option<&Path>) -> std::result::Result<PathBuf, Str
             candidate.display()
         ))
     }
-}
-
-/// QEMU's `--version` first line, or why it cannot be used.
-pub fn qemu_version(qemu: &Path) -> std::result::Result<String, String> {
-    match Command::new(qemu).arg("--version").output() {
-        Ok(out) if out.status.success() => Ok(String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_string()),
-        Ok(out) => Err(format!(
-            "{} --version failed: {}",
-            qemu.display(),
-            tail(&String::from_utf8_lossy(&out.stderr))
-        )),
-        Err(e) => Err(format!("{}: {e}", qemu.display())),
-    }
-}
-
-fn read_trimmed(path: &str) -> Option<String> {
-    std::fs::read_to_string(path)
-        .ok()
-        .map(|s| s.trim().to_string())
-}
-
-/// The host's CPU model, CPU count and kernel, for the report header.
-pub fn host_description() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|text| {
-            text.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let kernel = read_trimmed("/proc/sys/kernel/osrelease").unwrap_or_else(|| "?".into());
-    format!("{cpu}, {cpus} CPUs, Linux {kernel}")
-}
-
-/// The 1/5/15-minute load averages.
-pub fn load_average() -> String {
-    read_trimmed("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|| "?".into())
-}
-
-/// Whether a load-average text (`"1.20 0.80 0.50"`) shows a 1-minute load of at least
-/// half of `cpus`.
-pub fn busy(load: &str, cpus: usize) -> bool {
-    load.split_whitespace()
-        .next()
-        .and_then(|one| one.parse::<f64>().ok())
-        .is_some_and(|one| one >= cpus as f64 / 2.0)
-}
-
-/// The UTC date of `unix_seconds` as `YYYY-MM-DD`.
-pub fn utc_date(unix_seconds: u64) -> String {
-    // Days since 1970-01-01 to a civil date (proleptic Gregorian), eras of 400 years.
-    let days = (unix_seconds / 86_400) as i64 + 719_468;
-    let era = days.div_euclid(146_097);
-    let day_of_era = days.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let mp = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}")
 }
 
 /// Everything measured for one runner.
@@ -780,126 +712,6 @@ fn guest_loop_cost(options: &Options) -> Result<Option<Summary>> {
         }
     }
     Ok(Summary::of(&samples))
-}
-
-/// `QEMU emulator version 7.2.22 (Debian ...)` as `7.2.22`.
-pub fn qemu_short_version(line: &str) -> String {
-    line.split_whitespace()
-        .skip_while(|w| *w != "version")
-        .nth(1)
-        .unwrap_or(line)
-        .to_string()
-}
-
-/// The scaling part: exits per second with 1 and 2 vCPUs, raw loop and vmkit in-process.
-fn scaling_runs(options: &Options) -> Result<String> {
-    let exits = options.exits;
-    let mut rows: Vec<(&'static str, [Vec<f64>; 2])> = Vec::new();
-    let mut errors = Vec::new();
-    let mut images = Vec::new();
-    for vcpus in [1usize, 2] {
-        images.push((
-            vcpus,
-            scaling_firmware(BASELINE_EXITS, vcpus)?,
-            scaling_firmware(exits, vcpus)?,
-        ));
-    }
-    let mut runners: Vec<&'static str> = Vec::new();
-    if options.includes(Only::Raw) {
-        runners.push("raw (kvm-ioctls loop)");
-    }
-    if options.includes(Only::Vmkit) {
-        runners.push("vmkit-lib (in-process)");
-    }
-    for name in &runners {
-        rows.push((name, [Vec::new(), Vec::new()]));
-    }
-    eprint!("vmkit-bench: scaling ");
-    for _ in 0..options.runs {
-        for (row, name) in rows.iter_mut().zip(&runners) {
-            for (slot, (vcpus, small, large)) in images.iter().enumerate() {
-                let time = |image: &[u8], n: u32| -> Result<Duration> {
-                    if name.starts_with("raw") {
-                        let start = std::time::Instant::now();
-                        let outcome = run_firmware(image, *vcpus, false)?;
-                        let elapsed = start.elapsed();
-                        check_scaling_counts(name, &outcome.exits, n)?;
-                        if outcome.exit_value != Some(EXIT_VALUE) {
-                            return Err(Error::Guest(format!(
-                                "{name}: the scaling guest did not reach its debug exit"
-                            )));
-                        }
-                        Ok(elapsed)
-                    } else {
-                        let run = run_scaling(image.to_vec(), *vcpus)?;
-                        check_scaling_counts(name, &run.device_writes, n)?;
-                        Ok(run.elapsed)
-                    }
-                };
-                match time(small, BASELINE_EXITS).and_then(|t1| Ok((t1, time(large, exits)?))) {
-                    Ok((t1, tn)) => {
-                        let dt = tn.as_nanos() as f64 - t1.as_nanos() as f64;
-                        let total = (u64::from(exits) - u64::from(BASELINE_EXITS)) * *vcpus as u64;
-                        if let (Some(rate), Some(samples)) =
-                            (exits_per_second(total, dt), row.1.get_mut(slot))
-                        {
-                            samples.push(rate);
-                        }
-                        eprint!(".");
-                    }
-                    Err(e) => {
-                        eprint!("!");
-                        errors.push(e.to_string());
-                    }
-                }
-            }
-        }
-    }
-    eprintln!();
-    let mut table = Table::new([
-        "scaling: runner",
-        "1 vCPU exits/s",
-        "2 vCPUs exits/s (total)",
-        "2 vCPUs / 1 vCPU",
-    ]);
-    for (name, [one, two]) in &rows {
-        let one = Summary::of(one).map(|s| s.median);
-        let two = Summary::of(two).map(|s| s.median);
-        table.row([
-            name.to_string(),
-            rate_cell(one),
-            rate_cell(two),
-            ratio_cell(match (two, one) {
-                (Some(t), Some(o)) => ratio(t, o),
-                _ => None,
-            }),
-        ]);
-    }
-    let mut out = table.render();
-    let _ = writeln!(
-        out,
-        "\nEach vCPU writes its own port ({:#x}, {:#x}) {exits} times; rate = vCPUs x (N - 1) / \
-         (T(N) - T(1)), median of {} runs. vmkit: two separate devices, each behind its own Mutex, \
-         on one PioBus; the second vCPU starts at its own entry (no INIT/SIPI).",
-        crate::guest::SCALING_PORTS[0],
-        crate::guest::SCALING_PORTS[1],
-        options.runs
-    );
-    errors.dedup();
-    for e in errors {
-        let _ = writeln!(out, "note: scaling run failed: {e}");
-    }
-    Ok(out)
-}
-
-fn check_scaling_counts(name: &str, counts: &[u64], expected: u32) -> Result<()> {
-    if counts.iter().all(|&c| c == u64::from(expected)) {
-        Ok(())
-    } else {
-        Err(Error::Guest(format!(
-            "{name}: the vCPUs' devices saw {counts:?} writes, expected {expected} each"
-        )))
-    }
 }
 
 #[cfg(test)]

@@ -7,14 +7,13 @@ use std::time::{Duration, Instant};
 use vm_device::bus::{PioAddress, PioAddressOffset};
 use vm_device::MutDevicePio;
 use vmkit_bus::{PioDevice, PioRange};
-use vmkit_isa::MachineEvents;
 use vmkit_kvm::kvm_bindings::{kvm_mp_state, KVM_MP_STATE_RUNNABLE};
 use vmkit_kvm::{ExitKind, KvmSystem};
 use vmkit_pc::{BootSource, CpuModel, IrqchipMode, PcConfig, PcMachine};
 use vmkit_vmm::builder::start_pc;
 use vmkit_vmm::cli::{Options, SerialOption};
 use vmkit_vmm::timer::HostTimer;
-use vmkit_vmm::{Controller, ExitReason, MachineEvent, MachineParts, RunOptions, Vmm};
+use vmkit_vmm::{Controller, ControllerEvents, ExitReason, MachineParts, RunOptions, Vmm};
 
 use crate::guest::{
     Workload, AP_ENTRY_OFFSET, DEBUG_EXIT_PORT, EXIT_STATUS, FIRMWARE_LOW_BASE, SCALING_PORTS,
@@ -117,19 +116,6 @@ impl MutDevicePio for CountingSink {
 
     fn pio_write(&mut self, _base: PioAddress, _offset: PioAddressOffset, _data: &[u8]) {
         self.writes = self.writes.wrapping_add(1);
-    }
-}
-
-struct ControllerEvents(Arc<Controller>);
-
-impl MachineEvents for ControllerEvents {
-    fn reset_requested(&self) {
-        self.0.post(MachineEvent::Reset);
-    }
-
-    fn exit_requested(&self, status: u32) {
-        self.0
-            .post(MachineEvent::Exit(ExitReason::DebugExit { status }));
     }
 }
 

@@ -42,10 +42,12 @@ pub mod blk_guest;
 pub mod cli;
 pub mod firmware;
 pub mod guest;
+mod host;
 pub mod inprocess;
 pub mod process;
 pub mod raw;
 mod report;
+mod scaling;
 pub mod stats;
 pub mod table;
 

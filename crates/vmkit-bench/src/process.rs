@@ -119,110 +119,36 @@ pub fn run_measured(
         what: format!("starting {}", program.display()),
         source,
     })?;
-    // Timestamps the first byte: the guest's exit marker reaches the pipe at once.
-    let (output_tx, output_rx) = mpsc::channel::<(Vec<u8>, Option<Instant>)>();
-    if let Some(mut pipe) = child.stdout.take() {
-        std::thread::spawn(move || {
-            use std::io::Read;
-            let mut bytes = Vec::new();
-            let mut first = None;
-            let mut buf = [0u8; 4096];
-            loop {
-                match pipe.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => {
-                        first = first.or_else(|| Some(Instant::now()));
-                        bytes.extend_from_slice(buf.get(..n).unwrap_or(&[]));
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(_) => break,
-                }
-            }
-            let _ = output_tx.send((bytes, first));
-        });
-    }
+    let output_rx = child.stdout.take().map(read_stamped);
     let child_id = child.id();
     let pid = i32::try_from(child_id).map_err(|_| Error::Io {
         what: format!("pid of {}", program.display()),
         source: std::io::Error::other("pid out of range"),
     })?;
 
-    // A watchdog kills the child if it hangs; the child is not reaped before wait4 returns,
-    // so the pid cannot have been reused when the watchdog fires.
-    let (done, done_rx) = mpsc::channel::<()>();
-    let watchdog = std::thread::spawn(move || {
-        if done_rx.recv_timeout(limit) == Err(mpsc::RecvTimeoutError::Timeout) {
-            // SAFETY: kill(2) on our own unreaped child; no memory is involved.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            return true;
-        }
-        false
-    });
-
+    let (done, watchdog) = watchdog(pid, limit);
     let stop_sampling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let sampler = sample_rss.then(|| {
-        let stop = std::sync::Arc::clone(&stop_sampling);
-        std::thread::spawn(move || {
-            let mut peak = None;
-            while !stop.load(Ordering::Relaxed) {
-                if let Some(kib) = vm_hwm_kib(pid) {
-                    peak = peak.max(Some(kib));
-                }
-                std::thread::sleep(RSS_POLL_INTERVAL);
-            }
-            peak
-        })
-    });
+    let sampler = sample_rss.then(|| rss_sampler(pid, std::sync::Arc::clone(&stop_sampling)));
 
     // Wait for the exit without reaping, so that the pid stays ours while the sampler stops.
-    loop {
-        // SAFETY: an all-zero siginfo_t is a valid value of this plain C struct.
-        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        // SAFETY: `info` is valid for writes for the duration of the call.
-        let rc = unsafe {
-            libc::waitid(
-                libc::P_PID,
-                child_id,
-                &mut info,
-                libc::WEXITED | libc::WNOWAIT,
-            )
-        };
-        if rc == 0 {
-            break;
-        }
-        let e = std::io::Error::last_os_error();
-        if e.kind() != std::io::ErrorKind::Interrupted {
-            let _ = done.send(());
-            stop_sampling.store(true, Ordering::Relaxed);
-            return Err(Error::Io {
-                what: format!("waiting for {}", program.display()),
-                source: e,
-            });
-        }
+    if let Err(e) = wait_exited(child_id) {
+        let _ = done.send(());
+        stop_sampling.store(true, Ordering::Relaxed);
+        return Err(Error::Io {
+            what: format!("waiting for {}", program.display()),
+            source: e,
+        });
     }
     let wall = start.elapsed();
     stop_sampling.store(true, Ordering::Relaxed);
     let peak_rss_kib = sampler.and_then(|s| s.join().ok()).flatten();
 
-    let mut status = 0i32;
-    // SAFETY: an all-zero rusage is a valid value of this plain C struct.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    loop {
-        // SAFETY: `status` and `usage` are valid for writes for the duration of the call.
-        let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-        if rc == pid {
-            break;
-        }
-        let e = std::io::Error::last_os_error();
-        if e.kind() != std::io::ErrorKind::Interrupted {
-            let _ = done.send(());
-            return Err(Error::Io {
-                what: format!("waiting for {}", program.display()),
-                source: e,
-            });
-        }
-    }
+    let reaped = reap(pid);
     let _ = done.send(());
+    let (status, usage) = reaped.map_err(|source| Error::Io {
+        what: format!("waiting for {}", program.display()),
+        source,
+    })?;
     let timed_out = watchdog.join().unwrap_or(false);
     // The child is reaped; dropping the handle does not wait again.
     drop(child);
@@ -236,7 +162,7 @@ pub fn run_measured(
     };
     // A grandchild may still hold the pipe open: do not wait for it long.
     let (stdout, first) = output_rx
-        .recv_timeout(Duration::from_secs(2))
+        .and_then(|rx| rx.recv_timeout(Duration::from_secs(2)).ok())
         .unwrap_or_default();
     let first_output = first.map(|t| t.saturating_duration_since(start));
     let stdout = String::from_utf8_lossy(&stdout).into_owned();
@@ -259,6 +185,100 @@ pub fn run_measured(
         stdout,
         stderr,
     })
+}
+
+/// Reads `pipe` to its end on a thread; sends the bytes and when the first one came (the
+/// guest's exit marker reaches the pipe at once).
+fn read_stamped(mut pipe: std::process::ChildStdout) -> mpsc::Receiver<(Vec<u8>, Option<Instant>)> {
+    let (output_tx, output_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let mut bytes = Vec::new();
+        let mut first = None;
+        let mut buf = [0u8; 4096];
+        loop {
+            match pipe.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    first = first.or_else(|| Some(Instant::now()));
+                    bytes.extend_from_slice(buf.get(..n).unwrap_or(&[]));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        let _ = output_tx.send((bytes, first));
+    });
+    output_rx
+}
+
+/// A thread that kills child `pid` if nothing is sent within `limit`; it returns whether
+/// it did. The child is not reaped before the caller sends, so the pid cannot have been
+/// reused when the watchdog fires.
+fn watchdog(pid: i32, limit: Duration) -> (mpsc::Sender<()>, std::thread::JoinHandle<bool>) {
+    let (done, done_rx) = mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        if done_rx.recv_timeout(limit) == Err(mpsc::RecvTimeoutError::Timeout) {
+            // SAFETY: kill(2) on our own unreaped child; no memory is involved.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            return true;
+        }
+        false
+    });
+    (done, watchdog)
+}
+
+/// A thread that polls `pid`'s `VmHWM` every [`RSS_POLL_INTERVAL`] until `stop`, then returns
+/// the peak it saw.
+fn rss_sampler(
+    pid: i32,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<Option<u64>> {
+    std::thread::spawn(move || {
+        let mut peak = None;
+        while !stop.load(Ordering::Relaxed) {
+            if let Some(kib) = vm_hwm_kib(pid) {
+                peak = peak.max(Some(kib));
+            }
+            std::thread::sleep(RSS_POLL_INTERVAL);
+        }
+        peak
+    })
+}
+
+/// Waits until child `id` has exited, without reaping it.
+fn wait_exited(id: u32) -> std::io::Result<()> {
+    loop {
+        // SAFETY: an all-zero siginfo_t is a valid value of this plain C struct.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `info` is valid for writes for the duration of the call.
+        let rc = unsafe { libc::waitid(libc::P_PID, id, &mut info, libc::WEXITED | libc::WNOWAIT) };
+        if rc == 0 {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// Reaps child `pid`: its wait status and resource usage.
+fn reap(pid: i32) -> std::io::Result<(i32, libc::rusage)> {
+    let mut status = 0i32;
+    // SAFETY: an all-zero rusage is a valid value of this plain C struct.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: `status` and `usage` are valid for writes for the duration of the call.
+        let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+        if rc == pid {
+            return Ok((status, usage));
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
 }
 
 fn timeval(tv: libc::timeval) -> Duration {

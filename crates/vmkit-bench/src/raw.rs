@@ -14,6 +14,7 @@ use kvm_bindings::{
     KVM_MP_STATE_RUNNABLE, KVM_PIT_SPEAKER_DUMMY,
 };
 use kvm_ioctls::{Cap, Kvm, VcpuExit, VcpuFd};
+use vm_memory::MmapRegion;
 
 use crate::guest::{
     AP_DONE_PORT, AP_ENTRY_OFFSET, DEBUG_EXIT_PORT, FIRMWARE_HIGH_BASE, FIRMWARE_LOW_BASE,
@@ -26,47 +27,25 @@ pub const RAW_LOW_RAM: usize = 0xa_0000;
 /// KVM's three-page TSS area (needed by Intel hosts for real mode), as QEMU places it.
 const TSS_ADDRESS: usize = 0xfffb_d000;
 
-/// Anonymous host memory handed to KVM as guest memory.
+/// Anonymous host memory handed to KVM as guest memory (a vm-memory `MmapRegion`, which
+/// owns the mapping).
 #[derive(Debug)]
 struct Mapping {
-    ptr: *mut u8,
+    region: MmapRegion,
     len: usize,
 }
 
-// SAFETY: the mapping is plain memory owned by this value; the host only touches it before
-// the vCPUs run and after they stopped (`resident_bytes` only asks the kernel about it).
-unsafe impl Send for Mapping {}
-// SAFETY: as above.
-unsafe impl Sync for Mapping {}
-
 impl Mapping {
     fn new(len: usize) -> Result<Self> {
-        // SAFETY: a fresh private anonymous mapping with no address hint touches no
-        // existing memory.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-                -1,
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(Error::Io {
-                what: format!("mapping {len} bytes of guest memory"),
-                source: std::io::Error::last_os_error(),
-            });
-        }
-        Ok(Self {
-            ptr: ptr.cast(),
-            len,
-        })
+        let region = MmapRegion::new(len).map_err(|e| Error::Io {
+            what: format!("mapping {len} bytes of guest memory"),
+            source: std::io::Error::other(e),
+        })?;
+        Ok(Self { region, len })
     }
 
     fn host_addr(&self) -> u64 {
-        self.ptr as u64
+        self.region.as_ptr() as u64
     }
 
     fn copy_in(&mut self, bytes: &[u8]) -> Result<()> {
@@ -79,7 +58,7 @@ impl Mapping {
         }
         // SAFETY: `bytes.len() <= self.len`, the mapping is writable and owned by self
         // (borrowed mutably), and the source is a distinct Rust slice.
-        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.ptr, bytes.len()) };
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.region.as_ptr(), bytes.len()) };
         Ok(())
     }
 
@@ -89,20 +68,13 @@ impl Mapping {
         let pages = self.len.div_ceil(page_size());
         let mut vector = vec![0u8; pages];
         // SAFETY: `ptr..ptr+len` is our mapping and `vector` holds one byte per page.
-        let rc = unsafe { libc::mincore(self.ptr.cast(), self.len, vector.as_mut_ptr()) };
+        let rc =
+            unsafe { libc::mincore(self.region.as_ptr().cast(), self.len, vector.as_mut_ptr()) };
         if rc != 0 {
             return 0;
         }
         let resident = vector.iter().filter(|&&v| v & 1 != 0).count() as u64;
         resident * page_size() as u64
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: unmapping exactly the mapping created in `new`, after the VM using it is
-        // gone (the VM is dropped before the mappings in `run_firmware`).
-        unsafe { libc::munmap(self.ptr.cast(), self.len) };
     }
 }
 

@@ -20,7 +20,7 @@ use virtio_bindings::virtio_ids::VIRTIO_ID_BLOCK;
 use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
 use virtio_queue::{DescriptorChain, Queue, QueueT};
 use vm_memory::{GuestAddressSpace, GuestMemory};
-use vmkit_virtio::{ActivatedQueue, InterruptKind, VirtioDevice, VirtioInterrupt};
+use vmkit_virtio::{ActivatedQueue, InterruptKind, QueuePosition, VirtioDevice, VirtioInterrupt};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
@@ -514,16 +514,19 @@ const TOKEN_KILL: u64 = 2;
 /// The device's I/O thread.
 struct IoThread {
     kill: EventFd,
-    handle: Option<JoinHandle<()>>,
+    handle: Option<JoinHandle<Queue>>,
 }
 
 impl IoThread {
     fn stop(&mut self) -> bool {
-        let Some(handle) = self.handle.take() else {
-            return true;
-        };
+        self.stop_and_take().is_some()
+    }
+
+    /// Stops the thread once its requests in flight completed; its queue as it ends.
+    fn stop_and_take(&mut self) -> Option<Queue> {
+        let handle = self.handle.take()?;
         let _ = self.kill.write(1);
-        handle.join().is_ok()
+        handle.join().ok()
     }
 }
 
@@ -544,8 +547,13 @@ struct IoParts<M> {
     ctx: RequestContext,
 }
 
-/// The I/O thread's loop; returns when killed and every request in flight completed.
-fn io_loop<M: GuestAddressSpace>(parts: IoParts<M>, epoll: Epoll, done: Arc<Completions<Done>>) {
+/// The I/O thread's loop; returns (with its queue, for a snapshot) when killed and every
+/// request in flight completed.
+fn io_loop<M: GuestAddressSpace>(
+    parts: IoParts<M>,
+    epoll: Epoll,
+    done: Arc<Completions<Done>>,
+) -> Queue {
     let IoParts {
         kill,
         memory,
@@ -568,12 +576,12 @@ fn io_loop<M: GuestAddressSpace>(parts: IoParts<M>, epoll: Epoll, done: Arc<Comp
     let mut events = vec![EpollEvent::default(); 4];
     loop {
         if stopping && inflight == 0 {
-            return;
+            return queue;
         }
         let n = match epoll.wait(-1, &mut events) {
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(_) => return,
+            Err(_) => return queue,
         };
         for ev in &events[..n] {
             let guard = memory.memory();
@@ -814,5 +822,34 @@ where
         self.acked = 0;
         self.backend.set_write_cache(self.original_wce);
         stopped
+    }
+
+    /// Stops taking new requests, waits for every request in flight to complete (its
+    /// status and data in guest memory, its chain on the used ring, the interrupt sent),
+    /// then stops the I/O thread: none is lost, none runs twice. Requests the driver made
+    /// available but the thread had not taken yet stay in the available ring.
+    fn quiesce(&mut self) -> vmkit_virtio::Result<Vec<QueuePosition>> {
+        let thread = lock(&self.io).take();
+        let queue =
+            thread
+                .and_then(|mut t| t.stop_and_take())
+                .ok_or(vmkit_virtio::Error::Quiesce {
+                    device: "virtio-blk",
+                    reason: "its I/O thread is not running (or panicked)".into(),
+                })?;
+        Ok(vec![QueuePosition {
+            index: 0,
+            next_avail: queue.next_avail(),
+            next_used: queue.next_used(),
+        }])
+    }
+
+    /// `writeback` is the one field a driver writes (with `CONFIG_WCE`).
+    fn restore_config(&mut self, config: &[u8]) {
+        if self.acked & (1 << VIRTIO_BLK_F_CONFIG_WCE) != 0 {
+            if let Some(&wce) = config.get(config::WRITEBACK) {
+                self.backend.set_write_cache(wce != 0);
+            }
+        }
     }
 }

@@ -487,3 +487,59 @@ fn the_shutdown_handle_drains_requests_in_flight_and_flushes() {
     assert!(!b.blk.is_running());
     assert!(b.reset());
 }
+
+#[test]
+fn quiesce_finishes_requests_in_flight_and_reports_where_the_queue_stands() {
+    let slow = Arc::new(Slow {
+        inner: MemoryBackend::new(64 * 512),
+        delay: Duration::from_millis(200),
+        log: Mutex::new(Vec::new()),
+    });
+    let mut b = Bench::start(VirtioBlk::new(slow.clone()), F_FLUSH);
+    for sector in 0..3u64 {
+        let mut header = [0u8; 16];
+        header[0] = T_OUT as u8;
+        header[8..16].copy_from_slice(&sector.to_le_bytes());
+        let h = HEADER + 0x100 * sector;
+        b.mem().write_slice(&header, GuestAddress(h)).unwrap();
+        b.mem()
+            .write_slice(
+                &[0x40 + sector as u8; 512],
+                GuestAddress(DATA + 0x1000 * sector),
+            )
+            .unwrap();
+        b.driver.add_chain(&[
+            (h, 16, false),
+            (DATA + 0x1000 * sector, 512, false),
+            (STATUS + sector, 1, true),
+        ]);
+    }
+    b.notify.write(1).unwrap();
+    // The I/O thread has popped them; the workers are still sleeping in write_at.
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(slow.log.lock().unwrap().is_empty());
+    let positions = VirtioDevice::<Mem>::quiesce(&mut b.blk).unwrap();
+    assert_eq!(
+        positions,
+        vec![vmkit_virtio::QueuePosition {
+            index: 0,
+            next_avail: 3,
+            next_used: 3
+        }],
+        "all three were taken and completed before quiesce returned"
+    );
+    assert_eq!(b.driver.used_idx(), 3);
+    assert_eq!(slow.log.lock().unwrap().len(), 3);
+    assert!(!b.blk.is_running());
+    // A request made available after the pause is not taken by the stopped device.
+    b.driver
+        .add_chain(&[(HEADER, 16, false), (DATA, 512, false), (STATUS, 1, true)]);
+    b.notify.write(1).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(b.driver.used_idx(), 3);
+    // Quiescing a stopped device is an error that names it.
+    let err = VirtioDevice::<Mem>::quiesce(&mut b.blk)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("virtio-blk"), "{err}");
+}

@@ -96,6 +96,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod bus;
 mod core;
 mod mmio;
 mod pio;
@@ -104,8 +105,9 @@ mod stats;
 
 use std::fmt;
 
-pub use mmio::{MmioBus, MmioDevice, MmioHandle};
-pub use pio::{PioBus, PioDevice, PioHandle};
+pub use bus::{Bus, BusHandle, BusKind};
+pub use mmio::{Mmio, MmioBus, MmioDevice, MmioHandle};
+pub use pio::{Pio, PioBus, PioDevice, PioHandle};
 pub use range::{MmioRange, PioRange};
 pub use stats::{BusStats, RangeStats};
 

@@ -8,7 +8,7 @@ use crate::{Error, Result, Space};
 /// internally. Keeping `last` instead of `base + size` means a range that ends at the very top
 /// of its space (port 0xFFFF, MMIO `u64::MAX`) needs no wider type and cannot overflow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Span {
+pub struct Span {
     pub(crate) base: u64,
     pub(crate) last: u64,
 }

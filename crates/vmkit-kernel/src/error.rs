@@ -101,9 +101,10 @@ pub enum Error {
         /// Up to the first 4 bytes of the output.
         first: Vec<u8>,
     },
-    /// The ELF header is not that of a 64-bit little-endian x86-64 executable.
-    #[error("vmlinux ELF header: {0}")]
-    BadElf(&'static str),
+    /// An ELF image that is not a 64-bit little-endian x86-64 executable, or whose program
+    /// headers, segments or PVH note are truncated or corrupt (the text says which).
+    #[error("{0}")]
+    Elf(String),
     /// A multiboot header magic was found but no checksum matched.
     #[error(
         "multiboot header at file offset {offset:#x}: checksum {checksum:#010x} is wrong for flags {flags:#010x} (magic + flags + checksum must be 0, so checksum must be {expected:#010x})"

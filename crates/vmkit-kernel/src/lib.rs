@@ -12,7 +12,9 @@
 //!   with errors that name the field and the expected value.
 //! - [`detect_payload_format`] tells the compression from the payload's magic number.
 //! - [`decompress_payload`] returns the vmlinux ELF bytes, capped by an output limit.
-//! - [`VmlinuxInfo::parse`] sanity-checks the ELF header and gives the entry point.
+//! - [`elf`]: the one ELF64 parser of the workspace: [`VmlinuxInfo::parse`] checks the header
+//!   and gives the entry point, [`ElfImage::parse`] also the loadable segments, and
+//!   [`elf::pvh_entry`] finds the PVH entry note.
 //!
 //! Host decompression covers gzip (flate2), xz with its x86 BCJ filter and lzma (lzma-rust2),
 //! LZ4 legacy framing (lz4_flex blocks), zstd (ruzstd) and bzip2 (bzip2 with its pure-Rust
@@ -54,13 +56,13 @@
 //! ```
 #![forbid(unsafe_code)]
 
-mod elf;
+pub mod elf;
 mod error;
 pub mod header;
 pub mod multiboot;
 mod payload;
 
-pub use elf::VmlinuxInfo;
+pub use elf::{ElfImage, ElfSegment, VmlinuxInfo};
 pub use error::{Error, Result};
 pub use header::SetupHeader;
 pub use payload::{

@@ -678,69 +678,7 @@ impl MultibootKernel {
             .iter()
             .filter(|r| r.kind == MEMORY_AVAILABLE && r.size > 0)
             .collect();
-        let ram_top = usable.iter().map(|r| r.end()).max().unwrap_or(0);
-        let in_ram = |start: u64, end: u64| {
-            usable
-                .iter()
-                .any(|region| region.addr <= start && end <= region.end())
-        };
-        for (index, segment) in self.segments.iter().enumerate() {
-            let (start, end) = (segment.addr, segment.end());
-            let what = format!(
-                "{} [{start:#x}, {end:#x})",
-                match self.format {
-                    ImageFormat::Elf32 => format!("ELF segment {index}"),
-                    ImageFormat::AoutKludge => "the a.out-kludge image".to_string(),
-                }
-            );
-            if !in_ram(start, end) {
-                let reason = match config
-                    .memory_map
-                    .iter()
-                    .find(|r| r.kind != MEMORY_AVAILABLE && r.addr < end && start < r.end())
-                {
-                    Some(r) => format!(
-                        "overlaps the reserved area [{:#x}, {:#x}) (e820 type {}){}",
-                        r.addr,
-                        r.end(),
-                        r.kind,
-                        if r.addr >= 0xa_0000 && r.end() <= ONE_MIB {
-                            ": the BIOS area"
-                        } else {
-                            ""
-                        }
-                    ),
-                    None if end > ram_top => format!(
-                        "is beyond guest RAM, which ends at {ram_top:#x} ({} MiB): give more -m",
-                        ram_top >> 20
-                    ),
-                    None => "is not inside one usable RAM region of the memory map".to_string(),
-                };
-                return Err(Error::MultibootPlacement { what, reason });
-            }
-            for (other_index, other) in self.segments.iter().enumerate().take(index) {
-                if other.addr < end && start < other.end() {
-                    return Err(Error::MultibootPlacement {
-                        what,
-                        reason: format!(
-                            "overlaps ELF segment {other_index} [{:#x}, {:#x})",
-                            other.addr,
-                            other.end()
-                        ),
-                    });
-                }
-            }
-            for &(a, b) in config.reserved {
-                if a < end && start < b {
-                    return Err(Error::MultibootPlacement {
-                        what,
-                        reason: format!(
-                            "overlaps [{a:#x}, {b:#x}), which the VMM keeps for the boot (GDT)"
-                        ),
-                    });
-                }
-            }
-        }
+        self.check_segments(config, &usable)?;
         // QEMU's buffer: the image, then (page-aligned) module list, command lines and the
         // boot loader name, then each module on its own page boundary.
         let (image_start, image_end) = self.span();
@@ -829,33 +767,12 @@ impl MultibootKernel {
         fits("the boot stack".into(), next, PAGE)?;
         let stack_top = next + PAGE;
 
-        let mut memory_map = Vec::with_capacity(config.memory_map.len() * MMAP_ENTRY_SIZE);
-        for region in config.memory_map {
-            memory_map.extend_from_slice(&20u32.to_le_bytes());
-            memory_map.extend_from_slice(&region.addr.to_le_bytes());
-            memory_map.extend_from_slice(&region.size.to_le_bytes());
-            memory_map.extend_from_slice(&region.kind.to_le_bytes());
-        }
-        // mem_lower as int 0x12 reports it; mem_upper as multiboot.bin derives it: RAM
-        // contiguous from 1 MiB through the map's usable regions (in any order).
-        let mem_lower = usable
-            .iter()
-            .find(|r| r.addr == 0)
-            .map_or(0, |r| r.size.min(640 << 10) >> 10);
-        let mut upper = ONE_MIB;
-        while let Some(region) = usable
-            .iter()
-            .find(|r| r.addr <= upper && upper < r.end() && r.addr < FOUR_GIB)
-        {
-            upper = region.end().min(FOUR_GIB);
-            if upper == FOUR_GIB {
-                break;
-            }
-        }
+        let memory_map = encode_memory_map(config.memory_map);
+        let (mem_lower, mem_upper) = lower_and_upper_memory(&usable);
         let info = Info {
             flags: INFO_FLAGS,
-            mem_lower: mem_lower as u32,
-            mem_upper: ((upper - ONE_MIB) >> 10) as u32,
+            mem_lower,
+            mem_upper,
             boot_device: BOOT_DEVICE,
             cmdline: cmdline_addr as u32,
             mods_count: modules.len() as u32,
@@ -877,6 +794,107 @@ impl MultibootKernel {
             strings: (strings_addr, strings),
         })
     }
+
+    /// Each segment inside one usable RAM region, clear of the other segments and of what
+    /// the VMM keeps for the boot; the error names the segment and what it hit.
+    fn check_segments(&self, config: &PlanConfig<'_>, usable: &[&MemoryRegion]) -> Result<()> {
+        let ram_top = usable.iter().map(|r| r.end()).max().unwrap_or(0);
+        let in_ram = |start: u64, end: u64| {
+            usable
+                .iter()
+                .any(|region| region.addr <= start && end <= region.end())
+        };
+        for (index, segment) in self.segments.iter().enumerate() {
+            let (start, end) = (segment.addr, segment.end());
+            let what = format!(
+                "{} [{start:#x}, {end:#x})",
+                match self.format {
+                    ImageFormat::Elf32 => format!("ELF segment {index}"),
+                    ImageFormat::AoutKludge => "the a.out-kludge image".to_string(),
+                }
+            );
+            if !in_ram(start, end) {
+                let reason = match config
+                    .memory_map
+                    .iter()
+                    .find(|r| r.kind != MEMORY_AVAILABLE && r.addr < end && start < r.end())
+                {
+                    Some(r) => format!(
+                        "overlaps the reserved area [{:#x}, {:#x}) (e820 type {}){}",
+                        r.addr,
+                        r.end(),
+                        r.kind,
+                        if r.addr >= 0xa_0000 && r.end() <= ONE_MIB {
+                            ": the BIOS area"
+                        } else {
+                            ""
+                        }
+                    ),
+                    None if end > ram_top => format!(
+                        "is beyond guest RAM, which ends at {ram_top:#x} ({} MiB): give more -m",
+                        ram_top >> 20
+                    ),
+                    None => "is not inside one usable RAM region of the memory map".to_string(),
+                };
+                return Err(Error::MultibootPlacement { what, reason });
+            }
+            for (other_index, other) in self.segments.iter().enumerate().take(index) {
+                if other.addr < end && start < other.end() {
+                    return Err(Error::MultibootPlacement {
+                        what,
+                        reason: format!(
+                            "overlaps ELF segment {other_index} [{:#x}, {:#x})",
+                            other.addr,
+                            other.end()
+                        ),
+                    });
+                }
+            }
+            for &(a, b) in config.reserved {
+                if a < end && start < b {
+                    return Err(Error::MultibootPlacement {
+                        what,
+                        reason: format!(
+                            "overlaps [{a:#x}, {b:#x}), which the VMM keeps for the boot (GDT)"
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The memory map in multiboot's layout: 24-byte entries, each with its size field (20).
+fn encode_memory_map(map: &[MemoryRegion]) -> Vec<u8> {
+    let mut memory_map = Vec::with_capacity(map.len() * MMAP_ENTRY_SIZE);
+    for region in map {
+        memory_map.extend_from_slice(&20u32.to_le_bytes());
+        memory_map.extend_from_slice(&region.addr.to_le_bytes());
+        memory_map.extend_from_slice(&region.size.to_le_bytes());
+        memory_map.extend_from_slice(&region.kind.to_le_bytes());
+    }
+    memory_map
+}
+
+/// `mem_lower` as int 0x12 reports it and `mem_upper` as QEMU's multiboot.bin derives it
+/// (RAM contiguous from 1 MiB through the usable regions, in any order), both in KiB.
+fn lower_and_upper_memory(usable: &[&MemoryRegion]) -> (u32, u32) {
+    let mem_lower = usable
+        .iter()
+        .find(|r| r.addr == 0)
+        .map_or(0, |r| r.size.min(640 << 10) >> 10);
+    let mut upper = ONE_MIB;
+    while let Some(region) = usable
+        .iter()
+        .find(|r| r.addr <= upper && upper < r.end() && r.addr < FOUR_GIB)
+    {
+        upper = region.end().min(FOUR_GIB);
+        if upper == FOUR_GIB {
+            break;
+        }
+    }
+    (mem_lower as u32, ((upper - ONE_MIB) >> 10) as u32)
 }
 
 /// Splits QEMU's `-initrd` text for a multiboot kernel into module items: items are

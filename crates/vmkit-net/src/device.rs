@@ -17,7 +17,7 @@ use virtio_bindings::virtio_net::{
 use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
 use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
 use vm_memory::{GuestAddressSpace, GuestMemory};
-use vmkit_virtio::{ActivatedQueue, InterruptKind, VirtioDevice, VirtioInterrupt};
+use vmkit_virtio::{ActivatedQueue, InterruptKind, QueuePosition, VirtioDevice, VirtioInterrupt};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
@@ -625,17 +625,29 @@ impl NetQueues {
 /// the backend fd.
 struct NetWorker {
     kill: EventFd,
-    handle: Option<JoinHandle<()>>,
+    /// The thread ends with where its two queues stand.
+    handle: Option<JoinHandle<[QueuePosition; 2]>>,
 }
 
 impl NetWorker {
     fn stop(&mut self) -> bool {
-        let Some(handle) = self.handle.take() else {
-            return true;
-        };
-        let _ = self.kill.write(1);
-        handle.join().is_ok()
+        self.stop_and_take().is_some()
     }
+
+    fn stop_and_take(&mut self) -> Option<[QueuePosition; 2]> {
+        let handle = self.handle.take()?;
+        let _ = self.kill.write(1);
+        handle.join().ok()
+    }
+}
+
+fn positions(queues: &NetQueues) -> [QueuePosition; 2] {
+    let at = |index, q: &Queue| QueuePosition {
+        index,
+        next_avail: q.next_avail(),
+        next_used: q.next_used(),
+    };
+    [at(0, &queues.rx), at(1, &queues.tx)]
 }
 
 impl Drop for NetWorker {
@@ -786,12 +798,12 @@ impl<M: GuestAddressSpace + Send + 'static> VirtioDevice<M> for VirtioNet {
                     let n = match epoll.wait(-1, &mut events) {
                         Ok(n) => n,
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                        Err(_) => return,
+                        Err(_) => return positions(&queues),
                     };
                     let (mut do_rx, mut do_tx) = (false, false);
                     for ev in &events[..n] {
                         match ev.data() {
-                            KILL => return,
+                            KILL => return positions(&queues),
                             RX => {
                                 let _ = rx_fd.read();
                                 queues.rx_polling = true;
@@ -852,6 +864,29 @@ impl<M: GuestAddressSpace + Send + 'static> VirtioDevice<M> for VirtioNet {
         let stopped = self.worker.take().is_none_or(|mut w| w.stop());
         let _ = lock_backend(&self.backend).set_offloads(0);
         stopped
+    }
+
+    /// Packets are moved whole within one worker pass (a frame is read from or written to
+    /// the backend and its chains are used in the same pass): stopping the worker leaves
+    /// nothing in flight.
+    fn quiesce(&mut self) -> vmkit_virtio::Result<Vec<QueuePosition>> {
+        let positions = self
+            .worker
+            .take()
+            .and_then(|mut w| w.stop_and_take())
+            .ok_or(vmkit_virtio::Error::Quiesce {
+                device: "virtio-net",
+                reason: "its worker is not running (or panicked)".into(),
+            })?;
+        *self.link.interrupt() = None;
+        Ok(positions.to_vec())
+    }
+
+    /// A legacy driver may have written the MAC.
+    fn restore_config(&mut self, config: &[u8]) {
+        if let Some(mac) = config.get(..self.mac.len()) {
+            self.mac.copy_from_slice(mac);
+        }
     }
 }
 

@@ -26,6 +26,8 @@ type UserLifecycle =
     Arc<dyn Fn(&Object, &mut Context<'_>, &ParentHook) -> Result<()> + Send + Sync>;
 type UserReset = Arc<dyn Fn(&Object, &ParentReset) + Send + Sync>;
 type ClassInit = Box<dyn FnOnce(&mut ClassData) + Send>;
+/// A class's properties in order and their index by name.
+type PropertyTable = (Vec<Arc<PropertyDef>>, HashMap<String, usize>);
 
 /// The description of a type to register: QEMU's `TypeInfo`, as a builder.
 ///
@@ -572,20 +574,7 @@ fn build_class(
         reason,
     };
 
-    if let Some(p) = &parent {
-        if is_interface && !p.is_interface {
-            return Err(invalid(format!(
-                "an interface's parent must be an interface, and '{}' is not one",
-                p.name
-            )));
-        }
-        if !is_interface && p.is_interface {
-            return Err(invalid(format!(
-                "'{}' is an interface: list it with implements(), not parent()",
-                p.name
-            )));
-        }
-    }
+    check_kind(&parent, is_interface, &invalid)?;
     if is_interface
         && (!own_properties.is_empty()
             || state.is_some()
@@ -599,28 +588,101 @@ fn build_class(
         ));
     }
 
-    let mut ancestors = parent
-        .as_ref()
-        .map(|p| p.ancestors.clone())
-        .unwrap_or_default();
+    let mut ancestors = inherited(&parent, |p| &p.ancestors);
     ancestors.push(name.clone());
-    let mut is_a: HashSet<String> = parent.as_ref().map(|p| p.is_a.clone()).unwrap_or_default();
-    is_a.insert(name.clone());
-    let mut interfaces = parent
-        .as_ref()
-        .map(|p| p.interfaces.clone())
-        .unwrap_or_default();
-    let mut data = parent.as_ref().map(|p| p.data.clone()).unwrap_or_default();
+    let (is_a, interfaces, mut data) = inherit_interfaces(&name, &parent, &own_interfaces, lookup)?;
+    data.merge_over(class_data);
+    for init in class_init {
+        init(&mut data);
+    }
+    let (properties, property_index) = inherit_properties(
+        &name,
+        &parent,
+        own_properties,
+        default_overrides,
+        lookup,
+        &invalid,
+    )?;
 
-    for iface_name in &own_interfaces {
+    let realize = bind_lifecycle(realize, parent.as_ref().and_then(|p| p.realize.clone()));
+    let unrealize = bind_lifecycle(unrealize, parent.as_ref().and_then(|p| p.unrealize.clone()));
+    let reset = bind_reset(reset, parent.as_ref().and_then(|p| p.reset.clone()));
+
+    let mut state_factories = inherited(&parent, |p| &p.state_factories);
+    state_factories.extend(state);
+    let mut instance_inits = inherited(&parent, |p| &p.instance_inits);
+    instance_inits.extend(instance_init);
+
+    Ok(Class {
+        parent: parent.as_ref().map(|p| p.name.clone()),
+        name,
+        is_abstract,
+        is_interface,
+        description,
+        ancestors,
+        interfaces,
+        is_a,
+        properties,
+        property_index,
+        data,
+        realize,
+        unrealize,
+        reset,
+        state_factories,
+        instance_inits,
+    })
+}
+
+/// A copy of what the parent class has in `field`, or the empty value for a root type.
+fn inherited<T: Clone + Default>(parent: &Option<Arc<Class>>, field: impl Fn(&Class) -> &T) -> T {
+    parent.as_deref().map(field).cloned().unwrap_or_default()
+}
+
+/// Interfaces derive only from interfaces, and classes never from one.
+fn check_kind(
+    parent: &Option<Arc<Class>>,
+    is_interface: bool,
+    invalid: &dyn Fn(String) -> Error,
+) -> Result<()> {
+    let Some(p) = parent else {
+        return Ok(());
+    };
+    if is_interface && !p.is_interface {
+        return Err(invalid(format!(
+            "an interface's parent must be an interface, and '{}' is not one",
+            p.name
+        )));
+    }
+    if !is_interface && p.is_interface {
+        return Err(invalid(format!(
+            "'{}' is an interface: list it with implements(), not parent()",
+            p.name
+        )));
+    }
+    Ok(())
+}
+
+/// The type names the class answers `is_a` for, its interfaces in order, and the class data
+/// merged from the parent and the interfaces (the class's own data is merged by the caller).
+fn inherit_interfaces(
+    name: &str,
+    parent: &Option<Arc<Class>>,
+    own_interfaces: &[String],
+    lookup: &dyn Fn(&str) -> Option<Arc<Class>>,
+) -> Result<(HashSet<String>, Vec<String>, ClassData)> {
+    let mut is_a: HashSet<String> = inherited(parent, |p| &p.is_a);
+    is_a.insert(name.to_string());
+    let mut interfaces = inherited(parent, |p| &p.interfaces);
+    let mut data = inherited(parent, |p| &p.data);
+    for iface_name in own_interfaces {
         let iface = lookup(iface_name).ok_or_else(|| Error::UnknownDependency {
-            type_name: name.clone(),
+            type_name: name.to_string(),
             what: "interface",
             name: iface_name.clone(),
         })?;
         if !iface.is_interface {
             return Err(Error::NotAnInterface {
-                type_name: name.clone(),
+                type_name: name.to_string(),
                 interface: iface_name.clone(),
             });
         }
@@ -632,30 +694,32 @@ fn build_class(
         }
         data.merge_missing(&iface.data);
     }
-    data.merge_over(class_data);
-    for init in class_init {
-        init(&mut data);
-    }
+    Ok((is_a, interfaces, data))
+}
 
-    let mut properties = parent
-        .as_ref()
-        .map(|p| p.properties.clone())
-        .unwrap_or_default();
-    let mut property_index = parent
-        .as_ref()
-        .map(|p| p.property_index.clone())
-        .unwrap_or_default();
+/// The parent's properties followed by the class's own (each checked, no name twice, child
+/// types concrete), with the class's default overrides applied.
+fn inherit_properties(
+    name: &str,
+    parent: &Option<Arc<Class>>,
+    own_properties: Vec<PropertyDef>,
+    default_overrides: Vec<(String, Value)>,
+    lookup: &dyn Fn(&str) -> Option<Arc<Class>>,
+    invalid: &dyn Fn(String) -> Error,
+) -> Result<PropertyTable> {
+    let mut properties = inherited(parent, |p| &p.properties);
+    let mut property_index = inherited(parent, |p| &p.property_index);
     for def in own_properties {
-        def.validate(&name)?;
+        def.validate(name)?;
         if property_index.contains_key(&def.name) {
             return Err(Error::DuplicateProperty {
-                type_name: name.clone(),
+                type_name: name.to_string(),
                 property: def.name,
             });
         }
         if let PropertyKind::Child { child_type } = &def.kind {
             let child = lookup(child_type).ok_or_else(|| Error::UnknownDependency {
-                type_name: name.clone(),
+                type_name: name.to_string(),
                 what: "child",
                 name: child_type.clone(),
             })?;
@@ -680,58 +744,32 @@ fn build_class(
             })?;
         let mut def = PropertyDef::clone(slot);
         def.default = Some(value);
-        def.validate(&name)?;
+        def.validate(name)?;
         *slot = Arc::new(def);
     }
+    Ok((properties, property_index))
+}
 
-    let inherit = |own: Option<UserLifecycle>, inherited: Option<Arc<LifecycleFn>>| match own {
-        Some(hook) => {
-            let parent_hook = ParentHook(inherited);
-            let bound: Arc<LifecycleFn> =
-                Arc::new(move |o: &Object, c: &mut Context<'_>| hook(o, c, &parent_hook));
-            Some(bound)
-        }
-        None => inherited,
+/// A class's own realize/unrealize hook bound to the inherited one (which it may call
+/// through its `ParentHook`), or the inherited hook when the class has none.
+fn bind_lifecycle(
+    own: Option<UserLifecycle>,
+    inherited: Option<Arc<LifecycleFn>>,
+) -> Option<Arc<LifecycleFn>> {
+    let Some(hook) = own else {
+        return inherited;
     };
-    let realize = inherit(realize, parent.as_ref().and_then(|p| p.realize.clone()));
-    let unrealize = inherit(unrealize, parent.as_ref().and_then(|p| p.unrealize.clone()));
-    let inherited_reset = parent.as_ref().and_then(|p| p.reset.clone());
-    let reset = match reset {
-        Some(hook) => {
-            let parent_reset = ParentReset(inherited_reset);
-            let bound: Arc<ResetFn> = Arc::new(move |o: &Object| hook(o, &parent_reset));
-            Some(bound)
-        }
-        None => inherited_reset,
+    let parent_hook = ParentHook(inherited);
+    Some(Arc::new(move |o: &Object, c: &mut Context<'_>| {
+        hook(o, c, &parent_hook)
+    }))
+}
+
+/// As [`bind_lifecycle`], for the reset hook.
+fn bind_reset(own: Option<UserReset>, inherited: Option<Arc<ResetFn>>) -> Option<Arc<ResetFn>> {
+    let Some(hook) = own else {
+        return inherited;
     };
-
-    let mut state_factories = parent
-        .as_ref()
-        .map(|p| p.state_factories.clone())
-        .unwrap_or_default();
-    state_factories.extend(state);
-    let mut instance_inits = parent
-        .as_ref()
-        .map(|p| p.instance_inits.clone())
-        .unwrap_or_default();
-    instance_inits.extend(instance_init);
-
-    Ok(Class {
-        parent: parent.as_ref().map(|p| p.name.clone()),
-        name,
-        is_abstract,
-        is_interface,
-        description,
-        ancestors,
-        interfaces,
-        is_a,
-        properties,
-        property_index,
-        data,
-        realize,
-        unrealize,
-        reset,
-        state_factories,
-        instance_inits,
-    })
+    let parent_reset = ParentReset(inherited);
+    Some(Arc::new(move |o: &Object| hook(o, &parent_reset)))
 }

@@ -68,6 +68,12 @@ pub struct Chipset {
     pub pam: Arc<Mutex<PamWindows>>,
     /// The PIIX4 PM function (power button, S5).
     pub pm: Arc<Mutex<Piix4Pm>>,
+    /// The i440FX host bridge (PAM, SMRAM).
+    pub i440fx: Arc<Mutex<I440fx>>,
+    /// The PIIX3 PCI-to-ISA bridge (PIRQ routes).
+    pub piix3: Arc<Mutex<Piix3>>,
+    /// The PIIX3's IDE function.
+    pub ide: Arc<Mutex<Piix3Ide>>,
     /// INTx of the PCI functions, steered through the PIIX3's PIRQ routes to ISA IRQs.
     pub intx: Arc<PciIntx>,
     /// Places PCI regions in the memory space and in [`io_space`](Self::io_space), as
@@ -139,7 +145,8 @@ impl Chipset {
             pam: Arc::clone(&pam),
             memory: Arc::clone(&parts.memory),
         });
-        pci.add(I440FX_DEVFN, Arc::new(Mutex::new(I440fx::new(listener))))?;
+        let i440fx = Arc::new(Mutex::new(I440fx::new(listener)));
+        pci.add(I440FX_DEVFN, i440fx.clone())?;
         let piix3 = Arc::new(Mutex::new(Piix3::new()));
         let irq = Arc::clone(&parts.irq);
         let intx = Arc::new(PciIntx::new(
@@ -147,8 +154,9 @@ impl Chipset {
             Arc::new(move |line, level| irq.set_irq(u32::from(line), level)),
         ));
         lock(&piix3).set_listener(intx.listener());
-        pci.add(PIIX3_DEVFN, piix3)?;
-        pci.add(PIIX3_IDE_DEVFN, Arc::new(Mutex::new(Piix3Ide::new())))?;
+        pci.add(PIIX3_DEVFN, piix3.clone())?;
+        let ide = Arc::new(Mutex::new(Piix3Ide::new()));
+        pci.add(PIIX3_IDE_DEVFN, ide.clone())?;
         for (base, len) in IdeNoDrives::RANGES {
             parts.pio.insert(
                 PioRange::new(base, len)?,
@@ -186,6 +194,9 @@ impl Chipset {
             fw_cfg,
             pam,
             pm,
+            i440fx,
+            piix3,
+            ide,
             intx,
             mapper,
             pm_setup: parts.pm_setup,

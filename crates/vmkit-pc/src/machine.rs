@@ -194,6 +194,8 @@ pub struct PcMachine {
     pub hpet: Option<Arc<Mutex<MachineHpet>>>,
     /// KVM ioeventfds and irqfds of the PCI devices.
     pub notifiers: Arc<crate::notifiers::MachineNotifiers>,
+    /// The regions of guest RAM (`pc.ram` and its aliases), e.g. for dirty logging.
+    pub ram_regions: crate::layout::RamRegions,
 }
 
 impl std::fmt::Debug for PcMachine {
@@ -343,19 +345,7 @@ impl PcMachine {
         config: PcConfig,
         events: Arc<dyn MachineEvents>,
     ) -> Result<Self> {
-        if config.smp == 0 || config.smp > 255 {
-            return Err(Error::Config(format!(
-                "-smp {}: the pc machine takes 1 to 255 vCPUs",
-                config.smp
-            )));
-        }
-        if config.smp > 1 && config.irqchip == IrqchipMode::User {
-            return Err(Error::Config(
-                "-smp above 1 needs -irqchip kernel: vmkit has no userspace local APIC to start \
-                 application processors"
-                    .into(),
-            ));
-        }
+        check_config(&config)?;
         let layout = MemoryLayout::new(config.ram_size)?;
         let vm = Arc::new(kvm.create_vm()?);
         configure_kvm_pages(&vm)?;
@@ -367,35 +357,7 @@ impl PcMachine {
         let mut memory = AddressSpace::new("system");
         let ram_regions = layout.map_into(&mut memory)?;
         let boot = config.boot;
-        if config.firmware_linux.is_some()
-            && !matches!(boot, BootSource::FirmwareFile(_) | BootSource::Firmware(_))
-        {
-            return Err(Error::Config(
-                "a kernel for the firmware to boot (-kernel with -bios) needs a firmware boot \
-                 source"
-                    .into(),
-            ));
-        }
-        let mut firmware = None;
-        match &boot {
-            BootSource::FirmwareFile(path) => {
-                firmware = Some(load_firmware(&mut memory, path)?);
-            }
-            BootSource::Firmware(image) => {
-                firmware = Some(map_firmware(&mut memory, image)?);
-            }
-            BootSource::Linux(_) if config.irqchip == IrqchipMode::Kernel => {
-                // Backing for the ACPI tables Linux finds by scanning the BIOS area (e820
-                // already reports it reserved); a ROM, as the guest has no reason to write it.
-                let size = HIGH_MEMORY_START - BIOS_AREA_START;
-                memory.transaction(|space| {
-                    let tables = space.new_rom(ACPI_REGION_NAME, size)?;
-                    let root = space.root();
-                    space.add_subregion(root, BIOS_AREA_START, tables)
-                })?;
-            }
-            BootSource::Flat { .. } | BootSource::Linux(_) => {}
-        }
+        let firmware = map_boot_memory(&mut memory, &boot, config.irqchip)?;
         #[allow(unsafe_code)]
         // SAFETY: the listener is registered with this address space and never called directly.
         let listener = unsafe { KvmMemoryListener::new(Arc::clone(&vm), u32::MAX) };
@@ -425,29 +387,8 @@ impl PcMachine {
         let memory = Arc::new(Mutex::new(memory));
         let clock = MonotonicClock::new();
         let shared_clock: Arc<dyn Clock> = Arc::new(clock);
-        let (mut context, pic) = match config.irqchip {
-            IrqchipMode::Kernel => (
-                IsaContext::kernel(
-                    pio.clone(),
-                    Arc::new(KernelIrqRouter::new(Arc::clone(&vm))),
-                    Arc::clone(&shared_clock),
-                    events,
-                ),
-                None,
-            ),
-            IrqchipMode::User => {
-                let pic = Arc::new(UserspacePic::new());
-                (
-                    IsaContext::userspace(
-                        pio.clone(),
-                        Arc::clone(&pic),
-                        Arc::clone(&shared_clock),
-                        events,
-                    ),
-                    Some(pic),
-                )
-            }
-        };
+        let (mut context, pic) =
+            interrupt_context(&vm, &pio, config.irqchip, Arc::clone(&shared_clock), events);
         // ISA devices drive IRQs through the gate, which the HPET's legacy replacement
         // mode closes for the 8254 and the RTC; the HPET itself drives the router directly.
         let irq_router = Arc::clone(&context.irq);
@@ -455,37 +396,14 @@ impl PcMachine {
         context.irq = legacy_gate.clone();
         context.ram = CmosMemoryLayout::split(config.ram_size, PCI_HOLE_START);
         context.mmio = Some(mmio.clone());
-        for (id, backend) in config.chardevs {
-            context.serial_backends.insert(id, backend);
-        }
-        let mut isa_config = IsaConfig::default();
-        match config.com1 {
-            Some(backend) => {
-                context.serial_backends.insert("serial0".into(), backend);
-            }
-            None => isa_config.serial[0] = None,
-        }
+        let isa_config = attach_serial_backends(&mut context, config.chardevs, config.com1);
 
         let registry = pc_registry()?;
         let tree = ObjectTree::new(&registry)?;
         tree.set_machine(&registry.new_object(TYPE_PC)?)?;
         let isa = add_pc_isa_devices(&tree, &mut context, &isa_config)?;
         crate::chipset::add_chipset_objects(&tree)?;
-        // PCI devices go on the bus once the chipset exists, in command-line order.
-        let mut pci_devices = Vec::new();
-        for device in &config.devices {
-            check_device_type(&registry, device)?;
-            if needs_pci_context(&registry, device) {
-                pci_devices.push(device.as_str());
-                continue;
-            }
-            if let Some(slot) = replaced_com_port(device)? {
-                // As QEMU's defaults give way to explicit ports: an isa-serial placed on
-                // COM2-COM4 replaces the unconnected default there.
-                tree.remove(&format!("/machine/peripheral/com{}", slot + 1))?;
-            }
-            tree.device_add_with(device, &mut Context::new(&mut context))?;
-        }
+        let pci_devices = add_isa_devices(&registry, &tree, &config.devices, &mut context)?;
         let timers = context.timers.clone();
         let hpet = if config.hpet {
             let pit: Option<Arc<dyn PitLegacy>> = match config.irqchip {
@@ -493,32 +411,17 @@ impl PcMachine {
                 IrqchipMode::User => None,
             };
             let lines = Arc::new(HpetLines::new(irq_router, legacy_gate, pit));
-            let (hpet, hpet_mmio) = build_hpet(lines, Arc::clone(&shared_clock), &timers);
-            mmio.insert(
-                MmioRange::new(HPET_BASE, HPET_LEN)?,
-                HPET_NAME,
-                Arc::new(hpet_mmio),
-            )?;
-            Some(hpet)
+            Some(add_hpet(lines, &shared_clock, &timers, &mmio)?)
         } else {
             None
         };
 
-        let mut fw_cfg = FwCfg::new(guest_memory.clone());
-        let cpus = u8::try_from(config.smp).unwrap_or(u8::MAX);
-        let mut bootorder = Vec::new();
-        if let Some(linux) = &config.firmware_linux {
-            use crate::linux::firmware::{LINUXBOOT_BOOT_PATH, LINUXBOOT_ROM_FILE};
-            fw_cfg.add_linux_boot(&linux.fw_cfg_items(layout.below_4g_size())?)?;
-            fw_cfg.add_file(LINUXBOOT_ROM_FILE, linux.option_rom().to_vec())?;
-            bootorder.push(LINUXBOOT_BOOT_PATH);
-        }
-        crate::firmware_cfg::populate(
-            &mut fw_cfg,
+        let fw_cfg = firmware_config(
+            &guest_memory,
             &layout,
-            u16::from(cpus),
-            &build_pc_tables(&acpi_config(config.smp, &layout, config.hpet))?,
-            &bootorder,
+            config.smp,
+            config.hpet,
+            config.firmware_linux.as_deref(),
         )?;
         let chipset = Chipset::new(
             &ChipsetParts {
@@ -533,32 +436,27 @@ impl PcMachine {
             fw_cfg,
             pam,
         )?;
+        let kernel_irqchip = config.irqchip == IrqchipMode::Kernel;
         let mut pci_context = PciContext::new(
             chipset.pci.clone(),
             Arc::clone(&chipset.intx),
             guest_memory.clone(),
-            (config.irqchip == IrqchipMode::Kernel)
+            kernel_irqchip
                 .then(|| Arc::new(KvmMsi::new(Arc::clone(&vm))) as Arc<dyn vmkit_pci::MsiSignal>),
         );
         let notifiers = crate::notifiers::MachineNotifiers::install(
             &vm,
             &memory,
             &chipset.mapper,
-            config.irqchip == IrqchipMode::Kernel,
+            kernel_irqchip,
         )?;
         pci_context.notifiers = Some(Arc::clone(&notifiers));
-        // The chardevs the ISA devices left, for virtio console ports.
-        pci_context.netdevs.extend(config.netdevs); // and the -netdevs, for virtio-net
+        // The chardevs the ISA devices left, for virtio console ports; the -netdevs, for
+        // virtio-net; the drives, for virtio-blk.
         pci_context.chardevs = std::mem::take(&mut context.serial_backends);
-        // The drives, for virtio-blk devices.
+        pci_context.netdevs.extend(config.netdevs);
         pci_context.drives = config.drives.into_iter().collect();
-        for device in pci_devices {
-            tree.device_add_with(device, &mut Context::new(&mut pci_context))?;
-        }
-        for id in pci_context.netdevs.unused() {
-            // As QEMU warns: the backend stays open but nothing sends or receives on it.
-            eprintln!("vmkit: warning: netdev {id} has no peer");
-        }
+        add_pci_devices(&tree, &pci_devices, &mut pci_context)?;
 
         // Linux finds the application processors and the IOAPIC in the MP table or, when
         // built without MP table support, in the ACPI MADT; with the userspace irqchip there
@@ -568,18 +466,15 @@ impl PcMachine {
         if let Some(cpus) = mptable_cpus {
             write_linux_boot_tables(&guest_memory, cpus, &layout, config.hpet)?;
         }
-        let supported_cpuid = kvm.supported_cpuid()?;
-        let mce_supported = kvm.mce_cap_supported()?;
-        let mut vcpus = Vec::with_capacity(config.smp);
-        for index in 0..config.smp {
-            let vcpu = vm.create_vcpu(index as u64)?;
-            let cpuid = set_cpuid(&supported_cpuid, &config.cpu, &vcpu, index, config.smp)?;
-            if let Some(mcg_cap) = guest_mcg_cap(&cpuid, mce_supported) {
-                vcpu.setup_mce(mcg_cap)?;
-            }
-            set_boot_state(&vcpu, index, &boot, linux.as_ref(), &guest_memory)?;
-            vcpus.push(vcpu);
-        }
+        let mut vcpus = create_vcpus(
+            kvm,
+            &vm,
+            &config.cpu,
+            config.smp,
+            &boot,
+            linux.as_ref(),
+            &guest_memory,
+        )?;
         coalesce_post_port(kvm, &vm, &pio, &tree, &mut vcpus)?;
 
         Ok(Self {
@@ -602,6 +497,7 @@ impl PcMachine {
             chipset: Arc::new(chipset),
             hpet,
             notifiers,
+            ram_regions,
         })
     }
 
@@ -669,6 +565,214 @@ impl PcMachine {
 
 /// Standard COM port bases, COM1 first.
 const COM_BASES: [u64; 4] = [0x3f8, 0x2f8, 0x3e8, 0x2e8];
+
+/// The `-smp` limits, and that a kernel for the firmware comes with firmware.
+fn check_config(config: &PcConfig) -> Result<()> {
+    if config.smp == 0 || config.smp > 255 {
+        return Err(Error::Config(format!(
+            "-smp {}: the pc machine takes 1 to 255 vCPUs",
+            config.smp
+        )));
+    }
+    if config.smp > 1 && config.irqchip == IrqchipMode::User {
+        return Err(Error::Config(
+            "-smp above 1 needs -irqchip kernel: vmkit has no userspace local APIC to start \
+             application processors"
+                .into(),
+        ));
+    }
+    if config.firmware_linux.is_some()
+        && !matches!(
+            config.boot,
+            BootSource::FirmwareFile(_) | BootSource::Firmware(_)
+        )
+    {
+        return Err(Error::Config(
+            "a kernel for the firmware to boot (-kernel with -bios) needs a firmware boot source"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Maps what the boot source needs besides RAM: the firmware image, or for Linux with the
+/// in-kernel irqchip the ROM the ACPI tables go in.
+fn map_boot_memory(
+    memory: &mut AddressSpace,
+    boot: &BootSource,
+    irqchip: IrqchipMode,
+) -> Result<Option<crate::firmware::Firmware>> {
+    match boot {
+        BootSource::FirmwareFile(path) => Ok(Some(load_firmware(memory, path)?)),
+        BootSource::Firmware(image) => Ok(Some(map_firmware(memory, image)?)),
+        BootSource::Linux(_) if irqchip == IrqchipMode::Kernel => {
+            // Backing for the ACPI tables Linux finds by scanning the BIOS area (e820
+            // already reports it reserved); a ROM, as the guest has no reason to write it.
+            let size = HIGH_MEMORY_START - BIOS_AREA_START;
+            memory.transaction(|space| {
+                let tables = space.new_rom(ACPI_REGION_NAME, size)?;
+                let root = space.root();
+                space.add_subregion(root, BIOS_AREA_START, tables)
+            })?;
+            Ok(None)
+        }
+        BootSource::Flat { .. } | BootSource::Linux(_) => Ok(None),
+    }
+}
+
+/// Adds the command line's ISA devices in order and returns the PCI ones, which go on the
+/// bus once the chipset exists (still in command-line order).
+fn add_isa_devices<'a>(
+    registry: &Registry,
+    tree: &ObjectTree,
+    devices: &'a [String],
+    context: &mut IsaContext,
+) -> Result<Vec<&'a str>> {
+    let mut pci_devices = Vec::new();
+    for device in devices {
+        check_device_type(registry, device)?;
+        if needs_pci_context(registry, device) {
+            pci_devices.push(device.as_str());
+            continue;
+        }
+        if let Some(slot) = replaced_com_port(device)? {
+            // As QEMU's defaults give way to explicit ports: an isa-serial placed on
+            // COM2-COM4 replaces the unconnected default there.
+            tree.remove(&format!("/machine/peripheral/com{}", slot + 1))?;
+        }
+        tree.device_add_with(device, &mut Context::new(context))?;
+    }
+    Ok(pci_devices)
+}
+
+/// The fw_cfg device with QEMU's items: CPUs, RAM, e820, the ACPI tables and their loader,
+/// and for `-kernel` with `-bios` the kernel and QEMU's linuxboot option ROM first in the
+/// boot order.
+fn firmware_config(
+    guest_memory: &GuestMemoryAtomic<GuestMemoryView>,
+    layout: &MemoryLayout,
+    smp: usize,
+    hpet: bool,
+    firmware_linux: Option<&crate::linux::FirmwareLinux>,
+) -> Result<FwCfg<GuestMemoryAtomic<GuestMemoryView>>> {
+    let mut fw_cfg = FwCfg::new(guest_memory.clone());
+    let cpus = u8::try_from(smp).unwrap_or(u8::MAX);
+    let mut bootorder = Vec::new();
+    if let Some(linux) = firmware_linux {
+        use crate::linux::firmware::{LINUXBOOT_BOOT_PATH, LINUXBOOT_ROM_FILE};
+        fw_cfg.add_linux_boot(&linux.fw_cfg_items(layout.below_4g_size())?)?;
+        fw_cfg.add_file(LINUXBOOT_ROM_FILE, linux.option_rom().to_vec())?;
+        bootorder.push(LINUXBOOT_BOOT_PATH);
+    }
+    crate::firmware_cfg::populate(
+        &mut fw_cfg,
+        layout,
+        u16::from(cpus),
+        &build_pc_tables(&acpi_config(smp, layout, hpet))?,
+        &bootorder,
+    )?;
+    Ok(fw_cfg)
+}
+
+/// The ISA devices' context for the interrupt model: KVM's irqchip through the in-kernel
+/// IRQ router, or vmkit's own PIC pair (returned too, for the vCPU loop to inject from).
+fn interrupt_context(
+    vm: &Arc<Vm>,
+    pio: &PioBus,
+    irqchip: IrqchipMode,
+    clock: Arc<dyn Clock>,
+    events: Arc<dyn MachineEvents>,
+) -> (IsaContext, Option<Arc<UserspacePic>>) {
+    match irqchip {
+        IrqchipMode::Kernel => (
+            IsaContext::kernel(
+                pio.clone(),
+                Arc::new(KernelIrqRouter::new(Arc::clone(vm))),
+                clock,
+                events,
+            ),
+            None,
+        ),
+        IrqchipMode::User => {
+            let pic = Arc::new(UserspacePic::new());
+            (
+                IsaContext::userspace(pio.clone(), Arc::clone(&pic), clock, events),
+                Some(pic),
+            )
+        }
+    }
+}
+
+/// Hands the `-chardev`s and COM1's backend to the ISA context; COM1 without a backend is
+/// left out of the default ISA devices.
+fn attach_serial_backends(
+    context: &mut IsaContext,
+    chardevs: Vec<(String, SerialBackend)>,
+    com1: Option<SerialBackend>,
+) -> IsaConfig {
+    context.serial_backends.extend(chardevs);
+    let mut isa_config = IsaConfig::default();
+    match com1 {
+        Some(backend) => {
+            context.serial_backends.insert("serial0".into(), backend);
+        }
+        None => isa_config.serial[0] = None,
+    }
+    isa_config
+}
+
+/// The HPET at its MMIO window.
+fn add_hpet(
+    lines: Arc<HpetLines>,
+    clock: &Arc<dyn Clock>,
+    timers: &vmkit_hw::DeviceTimers,
+    mmio: &MmioBus,
+) -> Result<Arc<Mutex<MachineHpet>>> {
+    let (hpet, hpet_mmio) = build_hpet(lines, Arc::clone(clock), timers);
+    mmio.insert(
+        MmioRange::new(HPET_BASE, HPET_LEN)?,
+        HPET_NAME,
+        Arc::new(hpet_mmio),
+    )?;
+    Ok(hpet)
+}
+
+/// Adds the command line's PCI devices in order, then warns of backends no device took.
+fn add_pci_devices(tree: &ObjectTree, devices: &[&str], context: &mut PciContext) -> Result<()> {
+    for device in devices {
+        tree.device_add_with(device, &mut Context::new(context))?;
+    }
+    for id in context.netdevs.unused() {
+        // As QEMU warns: the backend stays open but nothing sends or receives on it.
+        eprintln!("vmkit: warning: netdev {id} has no peer");
+    }
+    Ok(())
+}
+
+/// The vCPUs with their CPUID, machine-check banks and boot state.
+fn create_vcpus(
+    kvm: &KvmSystem,
+    vm: &Vm,
+    cpu: &CpuModel,
+    smp: usize,
+    boot: &BootSource,
+    linux: Option<&LoadedLinux>,
+    guest_memory: &GuestMemoryAtomic<GuestMemoryView>,
+) -> Result<Vec<Vcpu>> {
+    let supported_cpuid = kvm.supported_cpuid()?;
+    let mce_supported = kvm.mce_cap_supported()?;
+    let mut vcpus = Vec::with_capacity(smp);
+    for index in 0..smp {
+        let vcpu = vm.create_vcpu(index as u64)?;
+        let cpuid = set_cpuid(&supported_cpuid, cpu, &vcpu, index, smp)?;
+        if let Some(mcg_cap) = guest_mcg_cap(&cpuid, mce_supported) {
+            vcpu.setup_mce(mcg_cap)?;
+        }
+        set_boot_state(&vcpu, index, boot, linux, guest_memory)?;
+        vcpus.push(vcpu);
+    }
+    Ok(vcpus)
+}
 
 /// For `-device isa-serial,...` on a standard COM2-COM4 base (or `index=1..3`), the slot
 /// (1-3) whose unconnected default port it replaces. COM1 is the console and is not replaced:

@@ -17,7 +17,7 @@ use vmkit_memory::GuestMemoryView;
 use vmkit_object::{Context, Object, ObjectOptions, PropertyDef, Registry, TypeInfo};
 use vmkit_pci::{DevFn, MsiMessage, MsiSignal, PciBus};
 use vmkit_piix::PciIntx;
-use vmkit_virtio::{Console, ConsoleInput, Rng, VirtioDevice, VirtioPciBuilder};
+use vmkit_virtio::{Console, ConsoleInput, Rng, VirtioDevice, VirtioPciBuilder, VirtioPciDevice};
 
 /// The abstract type of every PCI device on `pci.0`.
 pub const TYPE_PCI_DEVICE: &str = "pci-device";
@@ -219,10 +219,41 @@ pub fn parse_pci_addr(text: &str) -> Result<DevFn, String> {
     }
 }
 
-/// Per-object state: where the device sits, for unrealize.
+/// A virtio function of the machine, typed (for its state).
+pub type SharedVirtioPci = Arc<Mutex<VirtioPciDevice<PciGuestMemory>>>;
+
+/// Per-object state: where the device sits, for unrealize; the transport of a virtio
+/// function.
 #[derive(Default)]
 struct PciDeviceState {
     placed: Option<(PciBus, DevFn)>,
+    virtio: Option<SharedVirtioPci>,
+}
+
+/// Every virtio-pci function in `tree` (under `/machine/peripheral` and
+/// `/machine/peripheral-anon`) with its object path, in path order: what a migration saves
+/// and restores.
+pub fn virtio_transports(tree: &vmkit_object::ObjectTree) -> Vec<(String, SharedVirtioPci)> {
+    let mut out = Vec::new();
+    for container in ["/machine/peripheral", "/machine/peripheral-anon"] {
+        let Ok(children) = tree.list(container) else {
+            continue;
+        };
+        for child in children
+            .iter()
+            .filter(|c| c.type_name.starts_with("child<"))
+        {
+            let path = format!("{container}/{}", child.name);
+            let Ok(object) = tree.resolve(&path) else {
+                continue;
+            };
+            if let Ok(Some(virtio)) = object.with_state::<PciDeviceState, _>(|s| s.virtio.clone()) {
+                out.push((path, virtio));
+            }
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
 }
 
 fn pci_context<'c>(ctx: &'c mut Context<'_>) -> vmkit_object::Result<&'c mut PciContext> {
@@ -321,11 +352,16 @@ fn realize_virtio(
     if let Some(notifiers) = &ctx.notifiers {
         builder = notifiers.configure(builder, devfn);
     }
-    let transport = builder.build(device, ctx.memory.clone()).map_err(fail)?;
+    let transport = Arc::new(Mutex::new(
+        builder.build(device, ctx.memory.clone()).map_err(fail)?,
+    ));
     ctx.pci
-        .add(devfn, Arc::new(Mutex::new(transport)))
+        .add(devfn, transport.clone())
         .map_err(|e| vmkit_object::Error::failed(e.to_string()))?;
-    object.with_state::<PciDeviceState, _>(|s| s.placed = Some((ctx.pci.clone(), devfn)))?;
+    object.with_state::<PciDeviceState, _>(|s| {
+        s.placed = Some((ctx.pci.clone(), devfn));
+        s.virtio = Some(transport);
+    })?;
     Ok(())
 }
 

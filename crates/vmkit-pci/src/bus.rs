@@ -200,6 +200,16 @@ impl PciBus {
         self.lock().refresh(devfn);
     }
 
+    /// [`update_mappings`](Self::update_mappings) for every function: after their states
+    /// were restored, this maps what the restored BARs decode.
+    pub fn update_all_mappings(&self) {
+        let mut state = self.lock();
+        let devfns: Vec<DevFn> = state.slots.keys().copied().collect();
+        for devfn in devfns {
+            state.refresh(devfn);
+        }
+    }
+
     /// Resets every function ([`PciDevice::reset`]) and remaps (usually: unmaps) their
     /// regions.
     pub fn reset(&self) {

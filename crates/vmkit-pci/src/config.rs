@@ -149,7 +149,7 @@ enum BarSlot {
 /// ```
 #[derive(Clone, PartialEq, Eq)]
 pub struct ConfigSpace {
-    data: [u8; CONFIG_SPACE_SIZE],
+    pub(crate) data: [u8; CONFIG_SPACE_SIZE],
     wmask: [u8; CONFIG_SPACE_SIZE],
     w1cmask: [u8; CONFIG_SPACE_SIZE],
     bars: [BarSlot; 6],

@@ -39,8 +39,8 @@ pub type ResetCallback = Box<dyn Fn(bool) + Send + Sync>;
 /// Only a byte access exactly at 0xCF9 reaches the reset control register.
 pub struct PciHost {
     bus: PciBus,
-    address: u32,
-    rcr: u8,
+    pub(crate) address: u32,
+    pub(crate) rcr: u8,
     reset: Option<ResetCallback>,
 }
 

@@ -92,6 +92,7 @@ mod device;
 mod host;
 mod mapper;
 mod msix;
+mod state;
 mod tree;
 
 use std::fmt;
@@ -108,6 +109,7 @@ pub use msix::{
     MSIX_CONTROL_ENABLE, MSIX_CONTROL_FUNCTION_MASK, MSIX_CONTROL_TABLE_SIZE, MSIX_ENTRY_MASKED,
     MSIX_ENTRY_SIZE, MSIX_MAX_VECTORS,
 };
+pub use state::{ConfigSpaceState, HostState, MsixState, PCI_STATE_VERSION};
 pub use tree::{RegionTreeMapper, PCI_BAR_PRIORITY};
 
 /// Which of the four PIRQ lines (0 = PIRQA .. 3 = PIRQD) interrupt pin `pin` (1 = INTA# ..
@@ -286,6 +288,10 @@ pub enum Error {
         /// The occupied slot.
         devfn: DevFn,
     },
+    /// A saved state this build or this function cannot take (another layout version,
+    /// another function's identity, a table of another size); the text names the field.
+    #[error("PCI state: {0}")]
+    InvalidState(String),
 }
 
 /// Result of this crate's fallible operations.

@@ -177,11 +177,11 @@ pub enum MsixError {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Entry {
-    addr_lo: u32,
-    addr_hi: u32,
-    data: u32,
-    control: u32,
+pub(crate) struct Entry {
+    pub(crate) addr_lo: u32,
+    pub(crate) addr_hi: u32,
+    pub(crate) data: u32,
+    pub(crate) control: u32,
 }
 
 impl Entry {
@@ -230,10 +230,10 @@ pub struct Msix {
     table_offset: u32,
     pba_bir: u8,
     pba_offset: u32,
-    table: Vec<Entry>,
-    pba: Vec<u64>,
-    enabled: bool,
-    function_mask: bool,
+    pub(crate) table: Vec<Entry>,
+    pub(crate) pba: Vec<u64>,
+    pub(crate) enabled: bool,
+    pub(crate) function_mask: bool,
     cap_offset: Option<u16>,
     signal: Arc<dyn MsiSignal>,
     /// The route last reported per vector through `update_vector`.
@@ -526,7 +526,7 @@ impl Msix {
 
     /// Reports `vector`'s route if it changed and delivers it if it is pending and now
     /// unmasked.
-    fn refresh(&mut self, vector: u16) {
+    pub(crate) fn refresh(&mut self, vector: u16) {
         let v = usize::from(vector);
         let route = (!self.is_masked(vector)).then(|| self.table[v].message());
         if self.routes[v] != route {

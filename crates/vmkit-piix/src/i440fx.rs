@@ -3,7 +3,8 @@
 
 use std::sync::Arc;
 
-use vmkit_pci::{ConfigSpace, PciDevice};
+use serde::{Deserialize, Serialize};
+use vmkit_pci::{ConfigSpace, ConfigSpaceState, PciDevice};
 
 /// Intel.
 pub const VENDOR_INTEL: u16 = 0x8086;
@@ -237,5 +238,56 @@ impl PciDevice for I440fx {
 
     fn reset(&mut self) {
         self.power_on();
+    }
+}
+
+/// The layout version of [`I440fxState`].
+pub const I440FX_STATE_VERSION: u32 = 1;
+
+/// The host bridge as plain data (QEMU's `vmstate_i440fx`): its configuration space, which
+/// holds PAM0-PAM6 and SMRAM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct I440fxState {
+    /// Layout version, [`I440FX_STATE_VERSION`].
+    pub version: u32,
+    /// Configuration space.
+    pub config: ConfigSpaceState,
+}
+
+impl I440fx {
+    /// The bridge's state now.
+    pub fn state(&self) -> I440fxState {
+        I440fxState {
+            version: I440FX_STATE_VERSION,
+            config: self.config.state(),
+        }
+    }
+
+    /// Takes `state` and tells the [`PamListener`] every segment's mode (all 13, so the
+    /// machine's aliases are what the restored PAM registers say whatever they were); a
+    /// locked SMRAM (D_LCK) stays locked. Another version or another function's
+    /// configuration is refused and nothing changes.
+    pub fn restore(&mut self, state: &I440fxState) -> vmkit_pci::Result<()> {
+        if state.version != I440FX_STATE_VERSION {
+            return Err(vmkit_pci::Error::InvalidState(format!(
+                "i440FX state version {} is not supported (this build reads version \
+                 {I440FX_STATE_VERSION})",
+                state.version
+            )));
+        }
+        self.config.restore(&state.config)?;
+        let smram_mask = if self.config.byte(SMRAM) & SMRAM_D_LCK != 0 {
+            0
+        } else {
+            SMRAM_D_OPEN | SMRAM_D_CLS | SMRAM_D_LCK | SMRAM_G_SMRAME
+        };
+        self.config.set_write_mask_byte(SMRAM, smram_mask);
+        for (index, segment) in pam_segments().into_iter().enumerate() {
+            let (offset, shift) = segment_field(index);
+            let mode = PamMode::from_bits(self.config.byte(offset) >> shift);
+            self.modes[index] = mode;
+            self.listener.pam_changed(segment, mode);
+        }
+        Ok(())
     }
 }

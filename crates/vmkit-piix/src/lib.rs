@@ -46,6 +46,12 @@ pub mod i440fx;
 pub mod piix3;
 pub mod pm;
 
-pub use i440fx::{pam_segments, I440fx, NoPam, PamListener, PamMode, PamSegment};
-pub use piix3::{pirq_route, IdeNoDrives, PciIntx, Piix3, Piix3Ide, PirqListener};
-pub use pm::{NoPower, Piix4Pm, PowerEvents, PM_TIMER_HZ};
+pub use i440fx::{
+    pam_segments, I440fx, I440fxState, NoPam, PamListener, PamMode, PamSegment,
+    I440FX_STATE_VERSION,
+};
+pub use piix3::{
+    pirq_route, IdeNoDrives, PciIntx, Piix3, Piix3Ide, Piix3State, PirqListener,
+    PIIX3_STATE_VERSION,
+};
+pub use pm::{NoPower, Piix4Pm, PmState, PowerEvents, PM_STATE_VERSION, PM_TIMER_HZ};

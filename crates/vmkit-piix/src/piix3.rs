@@ -7,9 +7,12 @@
 
 use std::sync::{Arc, Mutex};
 
+use serde::{Deserialize, Serialize};
 use vmkit_bus::Space;
 use vmkit_hw::lock;
-use vmkit_pci::{BarDef, BarKind, ConfigSpace, DevFn, Mapping, PciDevice, RegionIndex};
+use vmkit_pci::{
+    BarDef, BarKind, ConfigSpace, ConfigSpaceState, DevFn, Mapping, PciDevice, RegionIndex,
+};
 
 use crate::i440fx::VENDOR_INTEL;
 
@@ -412,5 +415,68 @@ pub fn io_mapping(addr: u64, size: u64) -> Mapping {
         space: Space::Pio,
         addr,
         size,
+    }
+}
+
+/// The layout version of [`Piix3State`].
+pub const PIIX3_STATE_VERSION: u32 = 1;
+
+/// A PIIX3 function as plain data (QEMU's `vmstate_piix3`): its configuration space, which
+/// holds the PIRQ route control registers (the ELCR is the i8259's state).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Piix3State {
+    /// Layout version, [`PIIX3_STATE_VERSION`].
+    pub version: u32,
+    /// Configuration space.
+    pub config: ConfigSpaceState,
+}
+
+fn check_piix3_version(what: &str, version: u32) -> vmkit_pci::Result<()> {
+    if version != PIIX3_STATE_VERSION {
+        return Err(vmkit_pci::Error::InvalidState(format!(
+            "{what} state version {version} is not supported (this build reads version \
+             {PIIX3_STATE_VERSION})"
+        )));
+    }
+    Ok(())
+}
+
+impl Piix3 {
+    /// The bridge's state now.
+    pub fn state(&self) -> Piix3State {
+        Piix3State {
+            version: PIIX3_STATE_VERSION,
+            config: self.config.state(),
+        }
+    }
+
+    /// Takes `state` and tells the [`PirqListener`] all four PIRQ routes (so INTx steering
+    /// is what the restored registers say). Another version or another function's
+    /// configuration is refused and nothing changes.
+    pub fn restore(&mut self, state: &Piix3State) -> vmkit_pci::Result<()> {
+        check_piix3_version("PIIX3", state.version)?;
+        self.config.restore(&state.config)?;
+        if let Some(listener) = &self.listener {
+            for pirq in 0..PIRQ_COUNT {
+                listener.pirq_changed(pirq, self.route(pirq));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Piix3Ide {
+    /// The IDE function's state now (its configuration space: BAR4, command).
+    pub fn state(&self) -> Piix3State {
+        Piix3State {
+            version: PIIX3_STATE_VERSION,
+            config: self.config.state(),
+        }
+    }
+
+    /// Takes `state` (the bus maps BAR4 on its next region update).
+    pub fn restore(&mut self, state: &Piix3State) -> vmkit_pci::Result<()> {
+        check_piix3_version("PIIX3 IDE", state.version)?;
+        self.config.restore(&state.config)
     }
 }

@@ -8,9 +8,10 @@
 
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
 use vmkit_bus::Space;
 use vmkit_hw::{Clock, IrqLine};
-use vmkit_pci::{ConfigSpace, Mapping, PciDevice, RegionIndex};
+use vmkit_pci::{ConfigSpace, ConfigSpaceState, Mapping, PciDevice, RegionIndex};
 
 use crate::i440fx::VENDOR_INTEL;
 
@@ -94,6 +95,8 @@ pub struct Piix4Pm {
     /// Timer ticks when TMROF_STS was last cleared (the carry is bit 23 changing since).
     tmr_ref: u64,
     apm_status: u8,
+    /// Added to the clock (ns): a restored PM timer goes on from the saved time base.
+    ns_bias: i64,
 }
 
 impl std::fmt::Debug for Piix4Pm {
@@ -142,6 +145,7 @@ impl Piix4Pm {
             gpe_en: [0; 2],
             tmr_ref: 0,
             apm_status: 0,
+            ns_bias: 0,
         };
         pm.power_on();
         pm
@@ -175,8 +179,14 @@ impl Piix4Pm {
     }
 
     /// PM timer ticks since the clock's epoch.
+    /// The PM timer's time base in ns (the clock plus the restored bias).
+    fn now_ns(&self) -> u64 {
+        let ns = i128::from(self.clock.now_ns()) + i128::from(self.ns_bias);
+        u64::try_from(ns.max(0)).unwrap_or(u64::MAX)
+    }
+
     fn ticks(&self) -> u64 {
-        let ns = u128::from(self.clock.now_ns());
+        let ns = u128::from(self.now_ns());
         u64::try_from(ns * u128::from(PM_TIMER_HZ) / 1_000_000_000).unwrap_or(u64::MAX)
     }
 
@@ -396,5 +406,85 @@ impl PciDevice for Piix4Pm {
 
     fn reset(&mut self) {
         self.power_on();
+    }
+}
+
+/// The layout version of [`PmState`].
+pub const PM_STATE_VERSION: u32 = 1;
+
+/// The PIIX4 PM function as plain data (QEMU's `vmstate_acpi`): configuration space, the
+/// PM1 event and control registers, GPE0, the APM status port and the PM timer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PmState {
+    /// Layout version, [`PM_STATE_VERSION`].
+    pub version: u32,
+    /// Configuration space (PMBA, PMREGMISC, SMBus base, ...).
+    pub config: ConfigSpaceState,
+    /// The PM timer's time base when saved, in ns (the timer reads `ns * 3.579545 MHz`).
+    pub now_ns: u64,
+    /// PM1a_STS (without the timer carry, which follows from `tmr_ref`).
+    pub pm1_sts: u16,
+    /// PM1a_EN.
+    pub pm1_en: u16,
+    /// PM1a_CNT.
+    pub pm1_cnt: u16,
+    /// GPE0 status bytes.
+    pub gpe_sts: [u8; 2],
+    /// GPE0 enable bytes.
+    pub gpe_en: [u8; 2],
+    /// The timer tick of the last TMROF_STS clear.
+    pub tmr_ref: u64,
+    /// APM status (0xB3).
+    pub apm_status: u8,
+}
+
+impl Piix4Pm {
+    /// The function's state now.
+    pub fn state(&self) -> PmState {
+        PmState {
+            version: PM_STATE_VERSION,
+            config: self.config.state(),
+            now_ns: self.now_ns(),
+            pm1_sts: self.pm1_sts,
+            pm1_en: self.pm1_en,
+            pm1_cnt: self.pm1_cnt,
+            gpe_sts: self.gpe_sts,
+            gpe_en: self.gpe_en,
+            tmr_ref: self.tmr_ref,
+            apm_status: self.apm_status,
+        }
+    }
+
+    /// Takes `state`: the PM timer goes on from the saved time base (however this host's
+    /// clock reads), and the SCI is driven to what the restored registers say. The PM
+    /// I/O block moves when the bus re-reads the regions
+    /// ([`PciBus::update_mappings`](vmkit_pci::PciBus::update_mappings)). Another version
+    /// or another function's configuration is refused and nothing changes.
+    pub fn restore(&mut self, state: &PmState) -> vmkit_pci::Result<()> {
+        if state.version != PM_STATE_VERSION {
+            return Err(vmkit_pci::Error::InvalidState(format!(
+                "PIIX4 PM state version {} is not supported (this build reads version \
+                 {PM_STATE_VERSION})",
+                state.version
+            )));
+        }
+        let bias = i128::from(state.now_ns) - i128::from(self.clock.now_ns());
+        let bias = i64::try_from(bias).map_err(|_| {
+            vmkit_pci::Error::InvalidState(format!(
+                "PIIX4 PM time base {} ns is out of range",
+                state.now_ns
+            ))
+        })?;
+        self.config.restore(&state.config)?;
+        self.ns_bias = bias;
+        self.pm1_sts = state.pm1_sts;
+        self.pm1_en = state.pm1_en & PM1_EN_MASK;
+        self.pm1_cnt = state.pm1_cnt & !SLP_EN;
+        self.gpe_sts = state.gpe_sts;
+        self.gpe_en = state.gpe_en;
+        self.tmr_ref = state.tmr_ref;
+        self.apm_status = state.apm_status;
+        self.update_sci();
+        Ok(())
     }
 }

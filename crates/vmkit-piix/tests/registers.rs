@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use vmkit_bus::Space;
 use vmkit_hw::{ManualClock, RecordingLine};
 use vmkit_pci::{DevFn, PciDevice, RegionIndex};
+use vmkit_piix::i440fx::{PAM_BASE, SMRAM, SMRAM_D_LCK, SMRAM_D_OPEN};
 use vmkit_piix::pm::*;
 use vmkit_piix::*;
 
@@ -391,4 +392,88 @@ fn regions_other_than_the_pm_block_float() {
     pm.region_read(RegionIndex::Bar(0), 0, &mut data);
     assert_eq!(data, [0xff, 0xff]);
     pm.region_write(RegionIndex::Bar(0), 0, &[1]);
+}
+
+#[test]
+fn i440fx_state_brings_the_pam_aliases_and_a_locked_smram_back() {
+    let mut a = I440fx::new(Arc::new(NoPam));
+    a.config_write(PAM_BASE, &[0x30]); // BIOS segment read/write
+    a.config_write(PAM_BASE + 1, &[0x01]); // 0xC0000 read-only
+    a.config_write(SMRAM, &[SMRAM_D_LCK | 0x02]);
+    let json = serde_json::to_string(&a.state()).unwrap();
+
+    let listener = Arc::new(RecordingPam::default());
+    let mut b = I440fx::new(listener.clone());
+    listener.0.lock().unwrap().clear();
+    b.restore(&serde_json::from_str(&json).unwrap()).unwrap();
+    assert_eq!(b.modes(), a.modes());
+    let told = listener.0.lock().unwrap().clone();
+    assert_eq!(told.len(), 13, "every segment is told, changed or not");
+    assert!(told.contains(&(pam_segments()[0], PamMode::ReadWrite)));
+    assert!(told.contains(&(pam_segments()[1], PamMode::ReadOnly)));
+    // Still locked: the guest cannot open SMRAM after the restore.
+    b.config_write(SMRAM, &[SMRAM_D_OPEN]);
+    assert!(!b.smram_open());
+
+    let mut wrong = a.state();
+    wrong.version = 9;
+    assert!(b
+        .restore(&wrong)
+        .unwrap_err()
+        .to_string()
+        .contains("version 9"));
+}
+
+#[derive(Default)]
+struct RecordingPirq(Mutex<Vec<(u8, Option<u8>)>>);
+
+impl PirqListener for RecordingPirq {
+    fn pirq_changed(&self, pirq: u8, irq: Option<u8>) {
+        self.0.lock().unwrap().push((pirq, irq));
+    }
+}
+
+#[test]
+fn piix3_state_reports_the_restored_pirq_routes() {
+    let mut a = Piix3::new();
+    a.config_write(0x60, &[10, 11, 0x80, 5]);
+    let listener = Arc::new(RecordingPirq::default());
+    let mut b = Piix3::new().with_listener(listener.clone());
+    b.restore(&a.state()).unwrap();
+    assert_eq!(
+        *listener.0.lock().unwrap(),
+        vec![(0, Some(10)), (1, Some(11)), (2, None), (3, Some(5))]
+    );
+    // The IDE function's state is not the bridge's.
+    let mut ide = Piix3Ide::new();
+    let err = ide.restore(&a.state()).unwrap_err().to_string();
+    assert!(err.contains("device ID"), "{err}");
+}
+
+#[test]
+fn pm_state_carries_the_timer_on_across_clocks_and_maps_pmba_again() {
+    let (mut a, clock_a, _, _) = pm_fixture();
+    a.set_pm_base(0x600);
+    a.region_write(PM_REGION, 2, &PWRBTN_STS.to_le_bytes()); // PM1a_EN
+    a.power_button();
+    clock_a.set(2_000_000_000);
+    let saved_timer = a.timer();
+    let state: PmState = serde_json::from_str(&serde_json::to_string(&a.state()).unwrap()).unwrap();
+
+    // The destination's clock reads something else entirely.
+    let (mut b, clock_b, sci_b, _) = pm_fixture();
+    clock_b.set(77_000_000_000);
+    b.restore(&state).unwrap();
+    assert_eq!(b.timer(), saved_timer);
+    assert!(
+        sci_b.level(),
+        "the enabled power button still asserts the SCI"
+    );
+    assert_eq!(b.pm_base(), Some(0x600));
+    assert_eq!(b.regions()[0].1.addr, 0x600);
+    clock_b.advance(1_000_000_000);
+    assert_eq!(
+        u64::from(b.timer()),
+        (u64::from(saved_timer) + PM_TIMER_HZ) & 0xff_ffff
+    );
 }

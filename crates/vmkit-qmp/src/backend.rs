@@ -3,7 +3,7 @@
 use serde_json::Value;
 use vmkit_object::ObjectTree;
 
-use crate::protocol::{CpuInfoFast, QmpError, StatusInfo};
+use crate::protocol::{CpuInfoFast, MigrationParameters, QmpError, StatusInfo};
 
 /// What QMP commands do to the VMM. The VMM implements it; the server calls it from the
 /// main-loop thread, one command at a time. Object-safe: the server holds a
@@ -91,5 +91,17 @@ pub trait QmpBackend: Send {
     /// `migrate_cancel`: stops an outgoing migration; the source keeps running.
     fn migrate_cancel(&mut self) -> Result<(), QmpError> {
         Ok(())
+    }
+
+    /// `migrate-set-parameters`: takes the given parameters (the rest keep their values);
+    /// a value out of range is refused with QEMU's message and nothing changes.
+    fn migrate_set_parameters(&mut self, params: &MigrationParameters) -> Result<(), QmpError> {
+        let _ = params;
+        Err(QmpError::generic("migration is not supported by this VMM"))
+    }
+
+    /// `query-migrate-parameters`: QEMU's `MigrationParameters` (the ones the VMM has).
+    fn query_migrate_parameters(&mut self) -> Value {
+        serde_json::json!({})
     }
 }

@@ -104,8 +104,8 @@ mod splitter;
 pub use backend::QmpBackend;
 pub use error::{Error, Result};
 pub use protocol::{
-    greeting_json, version_json, CpuInfoFast, CpuProps, ErrorClass, QmpError, QmpEvent, RunState,
-    ShutdownCause, StatusInfo, PACKAGE, QEMU_VERSION,
+    greeting_json, version_json, CpuInfoFast, CpuProps, ErrorClass, MigrationParameters, QmpError,
+    QmpEvent, RunState, ShutdownCause, StatusInfo, PACKAGE, QEMU_VERSION,
 };
 pub use server::{QmpConfig, QmpEventSender, QmpServer, DEFAULT_MAX_OUTPUT, MAX_SOCKET_PATH};
 pub use session::{command_names, encode_message, error_response, Output, QmpSession};

@@ -425,3 +425,36 @@ mod tests {
         );
     }
 }
+
+/// `migrate-set-parameters`' arguments this crate knows, as QEMU names them; a parameter
+/// the command did not give is `None`. Values are checked as QEMU's QAPI visitor checks a
+/// `uint64` (any JSON integer, a negative one taken modulo 2^64); ranges are the
+/// backend's to check (QEMU's `migrate_params_check`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MigrationParameters {
+    /// `downtime-limit`: the longest the guest may be stopped at the end, in ms.
+    pub downtime_limit: Option<u64>,
+    /// `max-bandwidth`: the migration stream's rate limit, in bytes per second.
+    pub max_bandwidth: Option<u64>,
+}
+
+impl MigrationParameters {
+    /// Reads the parameters from a command's arguments (QEMU's messages for a value that
+    /// is not an unsigned 64-bit integer).
+    pub fn from_args(args: &serde_json::Map<String, serde_json::Value>) -> Result<Self, QmpError> {
+        let uint64 = |name: &str| -> Result<Option<u64>, QmpError> {
+            match args.get(name) {
+                None => Ok(None),
+                Some(v) => v
+                    .as_u64()
+                    .or_else(|| v.as_i64().map(|i| i as u64))
+                    .map(Some)
+                    .ok_or_else(|| QmpError::generic(format!("Parameter '{name}' expects uint64"))),
+            }
+        };
+        Ok(Self {
+            downtime_limit: uint64("downtime-limit")?,
+            max_bandwidth: uint64("max-bandwidth")?,
+        })
+    }
+}

@@ -124,6 +124,14 @@ const COMMANDS: &[(&str, &[Param])] = &[
     ("migrate-incoming", &[required("uri", ParamKind::Str)]),
     ("migrate_cancel", &[]),
     (
+        "migrate-set-parameters",
+        &[
+            optional("downtime-limit", ParamKind::Any),
+            optional("max-bandwidth", ParamKind::Any),
+        ],
+    ),
+    ("query-migrate-parameters", &[]),
+    (
         "set_link",
         &[
             required("name", ParamKind::Str),
@@ -431,6 +439,12 @@ impl QmpSession {
                 backend.migrate_cancel()?;
                 ok()
             }
+            "migrate-set-parameters" => {
+                let params = crate::protocol::MigrationParameters::from_args(args)?;
+                backend.migrate_set_parameters(&params)?;
+                ok()
+            }
+            "query-migrate-parameters" => Ok(backend.query_migrate_parameters()),
             "set_link" => {
                 let up = args.get("up").and_then(Value::as_bool).unwrap_or(false);
                 backend.set_link(str_arg(args, "name"), up)?;
@@ -588,6 +602,7 @@ mod tests {
     struct Recorder {
         calls: Vec<&'static str>,
         paused: bool,
+        params: Vec<crate::protocol::MigrationParameters>,
     }
 
     impl QmpBackend for Recorder {
@@ -618,6 +633,57 @@ mod tests {
         fn query_cpus_fast(&mut self) -> Vec<CpuInfoFast> {
             Vec::new()
         }
+        fn migrate_set_parameters(
+            &mut self,
+            params: &crate::protocol::MigrationParameters,
+        ) -> Result<(), QmpError> {
+            self.params.push(*params);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn migrate_set_parameters_takes_uint64s_as_qemus_visitor_does() {
+        let mut session = QmpSession::default();
+        let mut backend = Recorder::default();
+        run(
+            &mut session,
+            &mut backend,
+            r#"{"execute": "qmp_capabilities"}"#,
+        );
+        let cases = [
+            (
+                r#"{"downtime-limit": "x"}"#,
+                "Parameter 'downtime-limit' expects uint64",
+            ),
+            (
+                r#"{"max-bandwidth": 1.5}"#,
+                "Parameter 'max-bandwidth' expects uint64",
+            ),
+            (r#"{"bogus": 1}"#, "Parameter 'bogus' is unexpected"),
+        ];
+        for (args, desc) in cases {
+            let out = run(
+                &mut session,
+                &mut backend,
+                &format!(r#"{{"execute": "migrate-set-parameters", "arguments": {args}}}"#),
+            );
+            assert_eq!(reply(&out)["error"]["desc"], desc, "{args}");
+        }
+        assert!(backend.params.is_empty(), "nothing reached the backend");
+        let out = run(
+            &mut session,
+            &mut backend,
+            r#"{"execute": "migrate-set-parameters", "arguments": {"downtime-limit": 100, "max-bandwidth": -1}}"#,
+        );
+        assert_eq!(reply(&out), json!({"return": {}}));
+        assert_eq!(
+            backend.params,
+            vec![crate::protocol::MigrationParameters {
+                downtime_limit: Some(100),
+                max_bandwidth: Some(u64::MAX),
+            }]
+        );
     }
 
     #[test]

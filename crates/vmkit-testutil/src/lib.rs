@@ -18,6 +18,7 @@
 
 use iced_x86::code_asm::CodeAssembler;
 use iced_x86::IcedError;
+use vm_memory::MmapRegion;
 
 /// Environment variable that turns a missing or unusable /dev/kvm into a test failure.
 pub const REQUIRE_KVM_ENV: &str = "VMKIT_REQUIRE_KVM";
@@ -52,44 +53,25 @@ macro_rules! require_kvm {
     };
 }
 
-/// Anonymous, page-aligned, zero-filled host memory for a KVM memory slot.
+/// Anonymous, page-aligned, zero-filled host memory for a KVM memory slot (a vm-memory
+/// `MmapRegion`, which owns the mapping).
 #[derive(Debug)]
 pub struct GuestRam {
-    ptr: *mut u8,
+    region: MmapRegion,
     len: usize,
 }
-
-// SAFETY: the mapping is owned by this value; access goes through &self/&mut self (and, for
-// the guest, through KVM, which tests synchronise by running the vCPU on one thread).
-unsafe impl Send for GuestRam {}
-// SAFETY: as above.
-unsafe impl Sync for GuestRam {}
 
 impl GuestRam {
     /// Maps `len` bytes (rounded up to 4 KiB).
     pub fn new(len: usize) -> Self {
         let len = len.div_ceil(4096).max(1) * 4096;
-        // SAFETY: a fresh anonymous private mapping with no address hint.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(ptr, libc::MAP_FAILED, "mmap of {len} bytes failed");
-        Self {
-            ptr: ptr.cast(),
-            len,
-        }
+        let region = MmapRegion::new(len).unwrap_or_else(|e| panic!("mmap of {len} bytes: {e}"));
+        Self { region, len }
     }
 
     /// Host virtual address of the first byte (for a memory slot).
     pub fn host_addr(&self) -> u64 {
-        self.ptr as u64
+        self.region.as_ptr() as u64
     }
 
     /// Length in bytes.
@@ -105,25 +87,18 @@ impl GuestRam {
     /// The memory as bytes.
     pub fn as_slice(&self) -> &[u8] {
         // SAFETY: the mapping is `len` readable bytes owned by self.
-        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+        unsafe { std::slice::from_raw_parts(self.region.as_ptr(), self.len) }
     }
 
     /// The memory as mutable bytes.
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
         // SAFETY: the mapping is `len` writable bytes owned by self, borrowed mutably.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+        unsafe { std::slice::from_raw_parts_mut(self.region.as_ptr(), self.len) }
     }
 
     /// Copies `bytes` to `offset`. Panics if they do not fit (a bug in the test).
     pub fn write(&mut self, offset: usize, bytes: &[u8]) {
         self.as_mut_slice()[offset..offset + bytes.len()].copy_from_slice(bytes);
-    }
-}
-
-impl Drop for GuestRam {
-    fn drop(&mut self) {
-        // SAFETY: unmapping exactly the mapping created in `new`.
-        unsafe { libc::munmap(self.ptr.cast(), self.len) };
     }
 }
 

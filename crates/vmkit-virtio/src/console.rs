@@ -13,7 +13,8 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::chain::{avail_overrun, check_chain, ChainShape};
 use crate::device::{ActivatedQueue, InterruptKind, VirtioDevice, VirtioInterrupt};
-use crate::worker::{drain_eventfd, drain_queue, Worker};
+use crate::worker::{drain_eventfd, drain_queue, position, Worker};
+use crate::QueuePosition;
 use crate::{Error, Result};
 
 /// Size of each of the two queues.
@@ -126,7 +127,7 @@ impl ConsoleInput {
 pub struct Console {
     shared: Arc<Shared>,
     acked: u64,
-    worker: Option<Worker>,
+    worker: Option<Worker<(Queue, Queue)>>,
     sizes: [u16; 2],
 }
 
@@ -337,8 +338,8 @@ impl<M: GuestAddressSpace + Send + 'static> VirtioDevice<M> for Console {
             device: "virtio-console",
             index,
         };
-        let (mut rxq, rx_fd) = rx.ok_or_else(|| missing(0))?;
-        let (mut txq, tx_fd) = tx.ok_or_else(|| missing(1))?;
+        let (rxq, rx_fd) = rx.ok_or_else(|| missing(0))?;
+        let (txq, tx_fd) = tx.ok_or_else(|| missing(1))?;
         let shared = Arc::clone(&self.shared);
         let input_fd = shared.input_event.try_clone().map_err(|source| Error::Io {
             what: "duplicating the console input eventfd",
@@ -355,14 +356,15 @@ impl<M: GuestAddressSpace + Send + 'static> VirtioDevice<M> for Console {
         let _ = input_fd.write(1);
         let mut buf = Vec::new();
         let mut broken = false;
-        let worker = Worker::spawn("virtio-console", &fds, move |token| {
+        let worker = Worker::spawn("virtio-console", &fds, (rxq, txq), move |q, token| {
+            let (rxq, txq) = (&mut q.0, &mut q.1);
             let guard = memory.memory();
             let mem = &*guard;
             match token {
                 TX => {
                     drain_eventfd(&tx_fd);
                     if !broken
-                        && drain_queue(&mut txq, mem, &mut broken, |c, shape| {
+                        && drain_queue(txq, mem, &mut broken, |c, shape| {
                             tx_chain(c, mem, &shared, &mut buf, shape)
                         })
                     {
@@ -371,7 +373,7 @@ impl<M: GuestAddressSpace + Send + 'static> VirtioDevice<M> for Console {
                 }
                 _ => {
                     drain_eventfd(if token == RX { &rx_fd } else { &input_fd });
-                    if !broken && fill_rx(&mut rxq, mem, &shared, &mut broken) {
+                    if !broken && fill_rx(rxq, mem, &shared, &mut broken) {
                         interrupt.trigger(InterruptKind::Queue(0));
                     }
                 }
@@ -387,5 +389,19 @@ impl<M: GuestAddressSpace + Send + 'static> VirtioDevice<M> for Console {
     fn reset(&mut self) -> bool {
         self.acked = 0;
         self.worker.take().is_none_or(|mut w| w.stop())
+    }
+
+    /// Output and input are handled whole inside one worker event: stopping the worker
+    /// leaves nothing in flight (input not yet given to the guest stays buffered).
+    fn quiesce(&mut self) -> Result<Vec<QueuePosition>> {
+        let (rxq, txq) = self
+            .worker
+            .take()
+            .and_then(|mut w| w.stop_and_take())
+            .ok_or(Error::Quiesce {
+                device: "virtio-console",
+                reason: "its worker is not running (or panicked)".into(),
+            })?;
+        Ok(vec![position(0, &rxq), position(1, &txq)])
     }
 }

@@ -116,6 +116,42 @@ pub trait VirtioDevice<M: GuestAddressSpace>: Send {
     /// is now stopped (false: it could not confirm, e.g. its worker panicked). Called on
     /// every virtio reset, active or not.
     fn reset(&mut self) -> bool;
+
+    /// Pauses an active device for a snapshot (QEMU's drain before `vm_stop` saves
+    /// state): every request in flight completes and is on its used ring, the device's
+    /// thread stops, and the device says where each of its queues stands. Chains still in
+    /// an available ring stay there for whoever activates the queue next (this transport
+    /// on a resume, or the destination). The transport activates the device again (with
+    /// queues at these positions) to go on. Default: the device cannot be paused
+    /// ([`Error::Quiesce`](crate::Error::Quiesce)).
+    fn quiesce(&mut self) -> Result<Vec<QueuePosition>> {
+        Err(crate::Error::Quiesce {
+            device: "this virtio device",
+            reason: "it does not implement quiesce (it cannot be saved while active)".into(),
+        })
+    }
+
+    /// After a restore, before activation: the device configuration bytes the saved
+    /// device read back ([`read_config`](Self::read_config) over its whole
+    /// [`config_len`](Self::config_len)), for the fields a driver can write (virtio-blk's
+    /// `writeback`, a legacy virtio-net MAC). Default: nothing (the configuration follows
+    /// from the device's options, which the destination was started with).
+    fn restore_config(&mut self, config: &[u8]) {
+        let _ = config;
+    }
+}
+
+/// Where one queue of a paused device stands: the next available-ring entry the device
+/// reads and the next used-ring entry it writes (the ring addresses and size are the
+/// transport's state).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct QueuePosition {
+    /// The queue's index.
+    pub index: usize,
+    /// `next_avail`.
+    pub next_avail: u16,
+    /// `next_used`.
+    pub next_used: u16,
 }
 
 impl<M: GuestAddressSpace, D: VirtioDevice<M> + ?Sized> VirtioDevice<M> for Box<D> {
@@ -150,5 +186,11 @@ impl<M: GuestAddressSpace, D: VirtioDevice<M> + ?Sized> VirtioDevice<M> for Box<
     }
     fn reset(&mut self) -> bool {
         (**self).reset()
+    }
+    fn quiesce(&mut self) -> Result<Vec<QueuePosition>> {
+        (**self).quiesce()
+    }
+    fn restore_config(&mut self, config: &[u8]) {
+        (**self).restore_config(config)
     }
 }

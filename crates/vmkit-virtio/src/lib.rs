@@ -123,16 +123,16 @@ pub use console::{
     CONSOLE_MAX_TX_CHAIN, CONSOLE_QUEUE_SIZE, VIRTIO_CONSOLE_F_EMERG_WRITE,
     VIRTIO_CONSOLE_F_MULTIPORT, VIRTIO_CONSOLE_F_SIZE,
 };
-pub use device::{ActivatedQueue, InterruptKind, VirtioDevice, VirtioInterrupt};
+pub use device::{ActivatedQueue, InterruptKind, QueuePosition, VirtioDevice, VirtioInterrupt};
 pub use interrupt::{VIRTIO_ISR_CONFIG, VIRTIO_ISR_QUEUE, VIRTIO_NO_VECTOR};
 pub use pci::{
     class_code, common, legacy, transitional_device_id, NotifierHook, QueueNotify,
-    VirtioPciBuilder, VirtioPciDevice, COMMON_CFG_OFFSET, DEVICE_CFG_OFFSET, ISR_CFG_OFFSET,
-    LEGACY_BAR, MODERN_BAR, MODERN_BAR_SIZE, MODERN_REGION_SIZE, MSIX_BAR, NOTIFY_CFG_OFFSET,
-    NOTIFY_OFF_MULTIPLIER, PCI_CAP_ID_VNDR, VIRTIO_PCI_CAP_COMMON_CFG, VIRTIO_PCI_CAP_DEVICE_CFG,
-    VIRTIO_PCI_CAP_ISR_CFG, VIRTIO_PCI_CAP_NOTIFY_CFG, VIRTIO_PCI_CAP_PCI_CFG,
-    VIRTIO_PCI_MODERN_DEVICE_ID_BASE, VIRTIO_PCI_SUBSYSTEM_ID_QEMU, VIRTIO_PCI_VENDOR_ID,
-    VIRTIO_QUEUE_MAX, VIRTIO_QUEUE_SIZE_MAX,
+    VirtioPciBuilder, VirtioPciDevice, VirtioPciState, VirtioQueueState, COMMON_CFG_OFFSET,
+    DEVICE_CFG_OFFSET, ISR_CFG_OFFSET, LEGACY_BAR, MODERN_BAR, MODERN_BAR_SIZE, MODERN_REGION_SIZE,
+    MSIX_BAR, NOTIFY_CFG_OFFSET, NOTIFY_OFF_MULTIPLIER, PCI_CAP_ID_VNDR, VIRTIO_PCI_CAP_COMMON_CFG,
+    VIRTIO_PCI_CAP_DEVICE_CFG, VIRTIO_PCI_CAP_ISR_CFG, VIRTIO_PCI_CAP_NOTIFY_CFG,
+    VIRTIO_PCI_CAP_PCI_CFG, VIRTIO_PCI_MODERN_DEVICE_ID_BASE, VIRTIO_PCI_STATE_VERSION,
+    VIRTIO_PCI_SUBSYSTEM_ID_QEMU, VIRTIO_PCI_VENDOR_ID, VIRTIO_QUEUE_MAX, VIRTIO_QUEUE_SIZE_MAX,
 };
 pub use rng::{EntropySource, HostEntropy, Rng, RNG_MAX_REQUEST, RNG_QUEUE_SIZE};
 
@@ -230,6 +230,17 @@ pub enum Error {
         /// The missing queue.
         index: usize,
     },
+    /// A device could not be paused for a snapshot.
+    #[error("{device}: cannot be paused for a snapshot: {reason}")]
+    Quiesce {
+        /// The device.
+        device: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// A saved transport state this device cannot take.
+    #[error("virtio-pci state: {0}")]
+    InvalidState(String),
     /// A device-specific activation failure.
     #[error("{device}: activation failed: {reason}")]
     Activate {

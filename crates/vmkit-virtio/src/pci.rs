@@ -14,11 +14,12 @@ use vm_memory::GuestAddressSpace;
 use vmkit_hw::{IrqLine, NullLine};
 use vmkit_pci::config::{COMMAND_INTX_DISABLE, STATUS, STATUS_INTERRUPT};
 use vmkit_pci::{
-    BarDef, BarKind, ConfigSpace, MsiSignal, Msix, NullMsiSignal, PciDevice, RegionIndex,
+    BarDef, BarKind, ConfigSpace, ConfigSpaceState, MsiSignal, Msix, MsixState, NullMsiSignal,
+    PciDevice, RegionIndex,
 };
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use crate::device::{ActivatedQueue, InterruptKind, VirtioDevice};
+use crate::device::{ActivatedQueue, InterruptKind, QueuePosition, VirtioDevice};
 use crate::interrupt::{DeviceInterrupt, Interrupts, IrqState};
 use crate::{Error, Result};
 
@@ -403,6 +404,11 @@ pub struct VirtioPciDevice<M: GuestAddressSpace> {
     generation: Arc<AtomicU64>,
     /// Where doorbells go for ioeventfds (`None`: `ioeventfd=off` or no hook).
     notifier_hook: Option<Arc<dyn NotifierHook>>,
+    /// Active, but the device is stopped for a snapshot ([`VirtioPciDevice::pause`]) or
+    /// restored and not started yet; [`VirtioPciDevice::resume`] starts it.
+    paused: bool,
+    /// Restored active: the doorbells still have to be told to the hook at resume.
+    notifiers_pending: bool,
 }
 
 impl<M: GuestAddressSpace> std::fmt::Debug for VirtioPciDevice<M> {
@@ -604,6 +610,8 @@ impl<M: GuestAddressSpace + Send + 'static> VirtioPciDevice<M> {
             legacy_bar_size,
             generation: Arc::new(AtomicU64::new(0)),
             notifier_hook: b.notifier_hook.filter(|_| b.ioeventfd),
+            paused: false,
+            notifiers_pending: false,
         })
     }
 
@@ -795,16 +803,24 @@ impl<M: GuestAddressSpace + Send + 'static> VirtioPciDevice<M> {
     }
 
     fn activate(&mut self) -> Result<()> {
-        let features = match self.acked {
-            Some(f) => f,
-            None => {
-                // A legacy driver: features take effect at DRIVER_OK, masked to the offer.
-                let f = self.driver_features & self.offered;
-                self.device.ack_features(f)?;
-                self.acked = Some(f);
-                f
-            }
-        };
+        if self.acked.is_none() {
+            // A legacy driver: features take effect at DRIVER_OK, masked to the offer.
+            let f = self.driver_features & self.offered;
+            self.device.ack_features(f)?;
+            self.acked = Some(f);
+        }
+        self.start_device()?;
+        self.active = true;
+        self.bump_generation();
+        if let Some(hook) = &self.notifier_hook {
+            hook.notifiers_changed(&self.notify_addresses());
+        }
+        Ok(())
+    }
+
+    /// Hands the enabled queues (at their current positions) to the device.
+    fn start_device(&mut self) -> Result<()> {
+        let features = self.acked.unwrap_or(0);
         let event_idx = features & (1 << VIRTIO_RING_F_EVENT_IDX) != 0;
         let mem = self.memory.memory();
         let mut queues: Vec<ActivatedQueue> = Vec::new();
@@ -830,14 +846,7 @@ impl<M: GuestAddressSpace + Send + 'static> VirtioPciDevice<M> {
             shared: Arc::clone(&self.irq),
             epoch,
         });
-        self.device
-            .activate(self.memory.clone(), interrupt, queues)?;
-        self.active = true;
-        self.bump_generation();
-        if let Some(hook) = &self.notifier_hook {
-            hook.notifiers_changed(&self.notify_addresses());
-        }
-        Ok(())
+        self.device.activate(self.memory.clone(), interrupt, queues)
     }
 
     /// Activation failed: NEEDS_RESET and a configuration interrupt (QEMU's
@@ -862,6 +871,8 @@ impl<M: GuestAddressSpace + Send + 'static> VirtioPciDevice<M> {
             hook.notifiers_changed(&[]);
         }
         let _stopped = self.device.reset();
+        self.paused = false;
+        self.notifiers_pending = false;
         if self.active {
             self.active = false;
             self.bump_generation();
@@ -1272,6 +1283,326 @@ impl<M: GuestAddressSpace + Send + 'static> PciDevice for VirtioPciDevice<M> {
         }
         irq.intx_disabled = false;
         irq.update_line();
+    }
+}
+
+/// The layout version of [`VirtioPciState`].
+pub const VIRTIO_PCI_STATE_VERSION: u32 = 1;
+
+/// One queue as the transport holds it: the driver's configuration and, for an active
+/// device, where the device stands in its rings.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct VirtioQueueState {
+    /// `queue_size`.
+    pub size: u16,
+    /// `queue_enable`.
+    pub ready: bool,
+    /// Descriptor table address.
+    pub desc_table: u64,
+    /// Available (driver) ring address.
+    pub avail_ring: u64,
+    /// Used (device) ring address.
+    pub used_ring: u64,
+    /// The next available-ring entry the device reads.
+    pub next_avail: u16,
+    /// The next used-ring entry the device writes.
+    pub next_used: u16,
+}
+
+/// A virtio PCI function as plain data (QEMU's `virtio_save` with `virtio_pci_save_config`
+/// and `virtio_pci_save_queue`): PCI configuration space, MSI-X table and PBA, the device
+/// status and features, every queue's configuration and position, the vectors, ISR and
+/// the device configuration bytes.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct VirtioPciState {
+    /// Layout version, [`VIRTIO_PCI_STATE_VERSION`].
+    pub version: u32,
+    /// The virtio device type (checked against the destination's).
+    pub device_type: u32,
+    /// Whether the legacy interface is present (checked).
+    pub legacy: bool,
+    /// Whether the modern interface is present (checked).
+    pub modern: bool,
+    /// PCI configuration space.
+    pub config: ConfigSpaceState,
+    /// MSI-X, if the function has it.
+    pub msix: Option<MsixState>,
+    /// `device_status`.
+    pub status: u8,
+    /// `device_feature_select`.
+    pub device_feature_select: u32,
+    /// `driver_feature_select`.
+    pub driver_feature_select: u32,
+    /// The driver's feature bits as written.
+    pub driver_features: u64,
+    /// The features accepted (at `FEATURES_OK` or a legacy `DRIVER_OK`).
+    pub acked: Option<u64>,
+    /// `queue_select`.
+    pub queue_select: u16,
+    /// Every queue, in index order.
+    pub queues: Vec<VirtioQueueState>,
+    /// The device was running (it is started again on the destination).
+    pub active: bool,
+    /// The ISR byte.
+    pub isr: u8,
+    /// `msix_config`.
+    pub config_vector: u16,
+    /// `queue_msix_vector` of every queue.
+    pub queue_vectors: Vec<u16>,
+    /// `DRIVER_OK` was seen (configuration interrupts are delivered).
+    pub driver_ok: bool,
+    /// `config_generation`.
+    pub config_generation: u8,
+    /// The device configuration as the driver reads it.
+    pub device_config: Vec<u8>,
+}
+
+impl<M: GuestAddressSpace + Send + 'static> VirtioPciDevice<M> {
+    /// Stops an active device for a snapshot: its requests in flight complete and reach
+    /// the used rings ([`VirtioDevice::quiesce`]), and the queue positions it reports are
+    /// kept here. Doorbells rung meanwhile wait in their eventfds. Nothing to do for an
+    /// inactive or already paused device. On error the device is as it was.
+    pub fn pause(&mut self) -> Result<()> {
+        if !self.active || self.paused {
+            return Ok(());
+        }
+        let positions = self.device.quiesce()?;
+        self.paused = true;
+        for QueuePosition {
+            index,
+            next_avail,
+            next_used,
+        } in positions
+        {
+            if let Some(slot) = self.queues.get_mut(index) {
+                slot.queue.set_next_avail(next_avail);
+                slot.queue.set_next_used(next_used);
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the device is active but not running (paused, or restored and not resumed).
+    pub fn is_paused(&self) -> bool {
+        self.paused
+    }
+
+    /// Starts a paused (or restored) device again with its queues where they stood; a
+    /// restored device also gets its doorbells' ioeventfds (the [`NotifierHook`]), so
+    /// call it after the machine mapped the function's BARs. A device that fails to start
+    /// goes to `NEEDS_RESET` (as at `DRIVER_OK`) and the error is returned.
+    pub fn resume(&mut self) -> Result<()> {
+        if !self.paused {
+            return Ok(());
+        }
+        self.paused = false;
+        if let Err(e) = self.start_device() {
+            self.fail();
+            return Err(e);
+        }
+        if std::mem::take(&mut self.notifiers_pending) {
+            self.bump_generation();
+            if let Some(hook) = &self.notifier_hook {
+                hook.notifiers_changed(&self.notify_addresses());
+            }
+        }
+        Ok(())
+    }
+
+    /// The function's state. An active device is paused first ([`pause`](Self::pause))
+    /// and stays paused: [`resume`](Self::resume) it to go on.
+    pub fn state(&mut self) -> Result<VirtioPciState> {
+        self.pause()?;
+        let mut device_config = vec![0u8; self.config_len];
+        self.device.read_config(0, &mut device_config);
+        let irq = self.irq.lock();
+        Ok(VirtioPciState {
+            version: VIRTIO_PCI_STATE_VERSION,
+            device_type: self.device_type,
+            legacy: self.legacy,
+            modern: self.modern,
+            config: self.config.state(),
+            msix: irq.msix.as_ref().map(Msix::state),
+            status: with_needs_reset(self.status, irq.needs_reset),
+            device_feature_select: self.device_feature_select,
+            driver_feature_select: self.driver_feature_select,
+            driver_features: self.driver_features,
+            acked: self.acked,
+            queue_select: self.queue_select,
+            queues: self
+                .queues
+                .iter()
+                .map(|s| VirtioQueueState {
+                    size: s.queue.size(),
+                    ready: s.queue.ready(),
+                    desc_table: s.queue.desc_table(),
+                    avail_ring: s.queue.avail_ring(),
+                    used_ring: s.queue.used_ring(),
+                    next_avail: s.queue.next_avail(),
+                    next_used: s.queue.next_used(),
+                })
+                .collect(),
+            active: self.active,
+            isr: irq.isr,
+            config_vector: irq.config_vector,
+            queue_vectors: irq.queue_vectors.clone(),
+            driver_ok: irq.driver_ok,
+            config_generation: irq.config_generation,
+            device_config,
+        })
+    }
+
+    /// Puts the function into `state` (a device built with the same options). The PCI
+    /// configuration, MSI-X (whose routes are reported to the machine's
+    /// [`MsiSignal`](vmkit_pci::MsiSignal)), status, features, queues and vectors are
+    /// taken; the INTx level is driven to the restored ISR. A device that was active is
+    /// left paused: once the machine has mapped the BARs
+    /// ([`PciBus::update_mappings`](vmkit_pci::PciBus::update_mappings)), call
+    /// [`resume`](Self::resume) to start it and place its ioeventfds.
+    ///
+    /// A state of another version, device type, interface set, queue count or MSI-X size
+    /// is refused before anything changes.
+    pub fn restore(&mut self, state: &VirtioPciState) -> Result<()> {
+        let bad = |text: String| Err(Error::InvalidState(text));
+        if state.version != VIRTIO_PCI_STATE_VERSION {
+            return bad(format!(
+                "version {} is not supported (this build reads version \
+                 {VIRTIO_PCI_STATE_VERSION})",
+                state.version
+            ));
+        }
+        if (state.device_type, state.legacy, state.modern)
+            != (self.device_type, self.legacy, self.modern)
+        {
+            return bad(format!(
+                "saved device type {} (legacy {}, modern {}), this function is type {} \
+                 (legacy {}, modern {})",
+                state.device_type,
+                state.legacy,
+                state.modern,
+                self.device_type,
+                self.legacy,
+                self.modern
+            ));
+        }
+        if state.queues.len() != self.queues.len() || state.queue_vectors.len() != self.queues.len()
+        {
+            return bad(format!(
+                "{} queues ({} vectors) saved, this device has {}",
+                state.queues.len(),
+                state.queue_vectors.len(),
+                self.queues.len()
+            ));
+        }
+        let vectors = self.irq.lock().msix.as_ref().map(Msix::vectors);
+        let saved_vectors = state.msix.as_ref().map(|m| m.table.len());
+        if vectors.map(usize::from) != saved_vectors {
+            return bad(format!(
+                "MSI-X with {saved_vectors:?} vectors saved, this function has {vectors:?}"
+            ));
+        }
+        if let Some(m) = &state.msix {
+            if m.pba.len() != m.table.len().div_ceil(64) {
+                return bad(format!(
+                    "MSI-X PBA of {} words for {} vectors",
+                    m.pba.len(),
+                    m.table.len()
+                ));
+            }
+            if m.version != vmkit_pci::PCI_STATE_VERSION {
+                return bad(format!(
+                    "MSI-X state version {} is not supported (this build reads version {})",
+                    m.version,
+                    vmkit_pci::PCI_STATE_VERSION
+                ));
+            }
+        }
+        if let Some(acked) = state.acked {
+            if acked & !self.offered != 0 {
+                return bad(format!(
+                    "saved features {acked:#x} are not all offered here ({:#x})",
+                    self.offered
+                ));
+            }
+        }
+        // Checked first: nothing changes on a bad configuration space.
+        let mut config = self.config.clone();
+        config.restore(&state.config)?;
+        let mut queues = Vec::with_capacity(state.queues.len());
+        for (index, (slot, q)) in self.queues.iter().zip(&state.queues).enumerate() {
+            let mut queue = Queue::new(slot.queue.max_size()).map_err(|_| Error::QueueMaxSize {
+                index,
+                size: q.size,
+            })?;
+            queue.set_size(q.size);
+            let split = |a: u64| (Some(a as u32), Some((a >> 32) as u32));
+            let (lo, hi) = split(q.desc_table);
+            queue.set_desc_table_address(lo, hi);
+            let (lo, hi) = split(q.avail_ring);
+            queue.set_avail_ring_address(lo, hi);
+            let (lo, hi) = split(q.used_ring);
+            queue.set_used_ring_address(lo, hi);
+            queue.set_next_avail(q.next_avail);
+            queue.set_next_used(q.next_used);
+            queue.set_ready(q.ready);
+            if (
+                queue.size(),
+                queue.desc_table(),
+                queue.avail_ring(),
+                queue.used_ring(),
+            ) != (q.size, q.desc_table, q.avail_ring, q.used_ring)
+            {
+                return bad(format!(
+                    "queue {index}: size {} or ring addresses {:#x}/{:#x}/{:#x} are not valid \
+                     for this queue (maximum size {})",
+                    q.size,
+                    q.desc_table,
+                    q.avail_ring,
+                    q.used_ring,
+                    slot.queue.max_size()
+                ));
+            }
+            queues.push(queue);
+        }
+        if self.active {
+            self.virtio_reset();
+        }
+        if let Some(acked) = state.acked {
+            self.device.ack_features(acked)?;
+        }
+        self.device.restore_config(&state.device_config);
+        self.config = config;
+        for (slot, queue) in self.queues.iter_mut().zip(queues) {
+            slot.queue = queue;
+            let _ = slot.eventfd.read();
+        }
+        self.status = state.status;
+        self.device_feature_select = state.device_feature_select;
+        self.driver_feature_select = state.driver_feature_select;
+        self.driver_features = state.driver_features;
+        self.acked = state.acked;
+        self.queue_select = state.queue_select;
+        self.active = state.active;
+        self.paused = state.active;
+        self.notifiers_pending = state.active;
+        let command = self.config.command();
+        let mut irq = self.irq.lock();
+        if let (Some(m), Some(saved)) = (&mut irq.msix, &state.msix) {
+            m.restore(saved)?;
+        }
+        irq.isr = state.isr;
+        irq.config_vector = irq.checked_vector(state.config_vector);
+        let checked: Vec<u16> = state
+            .queue_vectors
+            .iter()
+            .map(|&v| irq.checked_vector(v))
+            .collect();
+        irq.queue_vectors = checked;
+        irq.driver_ok = state.driver_ok;
+        irq.config_generation = state.config_generation;
+        irq.intx_disabled = command & COMMAND_INTX_DISABLE != 0;
+        irq.update_line();
+        Ok(())
     }
 }
 

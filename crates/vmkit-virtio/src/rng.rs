@@ -6,11 +6,12 @@ use std::sync::{Arc, Mutex};
 
 use virtio_bindings::virtio_ids::VIRTIO_ID_RNG;
 use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
-use virtio_queue::DescriptorChain;
+use virtio_queue::{DescriptorChain, Queue};
 use vm_memory::{GuestAddressSpace, GuestMemory};
 
 use crate::device::{ActivatedQueue, InterruptKind, VirtioDevice, VirtioInterrupt};
-use crate::worker::{drain_eventfd, drain_queue, Worker};
+use crate::worker::{drain_eventfd, drain_queue, position, Worker};
+use crate::QueuePosition;
 use crate::{Error, Result};
 
 /// Size of the request queue (QEMU's virtio-rng uses 8; Linux queues one buffer at a
@@ -56,7 +57,7 @@ pub struct Rng {
     source: SharedSource,
     max_request: usize,
     acked: u64,
-    worker: Option<Worker>,
+    worker: Option<Worker<Queue>>,
     sizes: [u16; 1],
 }
 
@@ -166,7 +167,7 @@ impl<M: GuestAddressSpace + Send + 'static> VirtioDevice<M> for Rng {
         queues: Vec<ActivatedQueue>,
     ) -> Result<()> {
         self.worker = None;
-        let Some((0, mut queue, eventfd)) = queues.into_iter().next() else {
+        let Some((0, queue, eventfd)) = queues.into_iter().next() else {
             return Err(Error::MissingQueue {
                 device: "virtio-rng",
                 index: 0,
@@ -179,14 +180,14 @@ impl<M: GuestAddressSpace + Send + 'static> VirtioDevice<M> for Rng {
         // Buffers queued before DRIVER_OK are served at once.
         let _ = eventfd.write(1);
         let mut broken = false;
-        let worker = Worker::spawn("virtio-rng", &[(fd, 0)], move |_| {
+        let worker = Worker::spawn("virtio-rng", &[(fd, 0)], queue, move |queue, _| {
             drain_eventfd(&eventfd);
             if broken {
                 return;
             }
             let guard = memory.memory();
             let mem = &*guard;
-            if drain_queue(&mut queue, mem, &mut broken, |chain, _| {
+            if drain_queue(queue, mem, &mut broken, |chain, _| {
                 fill_chain(chain, mem, &source, limit, &mut buf)
             }) {
                 interrupt.trigger(InterruptKind::Queue(0));
@@ -202,5 +203,19 @@ impl<M: GuestAddressSpace + Send + 'static> VirtioDevice<M> for Rng {
     fn reset(&mut self) -> bool {
         self.acked = 0;
         self.worker.take().is_none_or(|mut w| w.stop())
+    }
+
+    /// Requests are served whole inside one worker event: stopping the worker leaves
+    /// nothing in flight.
+    fn quiesce(&mut self) -> Result<Vec<QueuePosition>> {
+        let queue = self
+            .worker
+            .take()
+            .and_then(|mut w| w.stop_and_take())
+            .ok_or(Error::Quiesce {
+                device: "virtio-rng",
+                reason: "its worker is not running (or panicked)".into(),
+            })?;
+        Ok(vec![position(0, &queue)])
     }
 }

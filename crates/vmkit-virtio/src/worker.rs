@@ -15,21 +15,27 @@ use crate::{Error, Result};
 const KILL: u64 = u64::MAX;
 
 /// A device worker: one thread waiting (epoll) on a set of eventfds, calling a handler
-/// with the token of each fd that fires, until [`stop`](Self::stop) (or drop) writes its
-/// kill eventfd and joins it.
+/// with its state `S` (the device's queues) and the token of each fd that fires, until
+/// [`stop`](Self::stop) (or drop) writes its kill eventfd and joins it;
+/// [`stop_and_take`](Self::stop_and_take) gives the state back (for a snapshot).
 #[derive(Debug)]
-pub(crate) struct Worker {
+pub(crate) struct Worker<S> {
     kill: EventFd,
-    handle: Option<JoinHandle<()>>,
+    handle: Option<JoinHandle<S>>,
 }
 
-impl Worker {
-    /// Starts thread `name` waiting on `fds` (fd, token); `on_event(token)` runs for each
-    /// one that becomes readable (it must drain the fd). The fds must stay open while the
-    /// thread runs (the handler usually owns them).
-    pub(crate) fn spawn<F>(name: &str, fds: &[(RawFd, u64)], mut on_event: F) -> Result<Self>
+impl<S: Send + 'static> Worker<S> {
+    /// Starts thread `name` waiting on `fds` (fd, token); `on_event(&mut state, token)`
+    /// runs for each one that becomes readable (it must drain the fd). The fds must stay
+    /// open while the thread runs (the handler usually owns them).
+    pub(crate) fn spawn<F>(
+        name: &str,
+        fds: &[(RawFd, u64)],
+        mut state: S,
+        mut on_event: F,
+    ) -> Result<Self>
     where
-        F: FnMut(u64) + Send + 'static,
+        F: FnMut(&mut S, u64) + Send + 'static,
     {
         let io = |what: &'static str| move |source| Error::Io { what, source };
         let kill = EventFd::new(EFD_NONBLOCK).map_err(io("creating a worker's kill eventfd"))?;
@@ -54,13 +60,13 @@ impl Worker {
                     let n = match epoll.wait(-1, &mut events) {
                         Ok(n) => n,
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                        Err(_) => return,
+                        Err(_) => return state,
                     };
                     for ev in &events[..n] {
                         if ev.data() == KILL {
-                            return;
+                            return state;
                         }
-                        on_event(ev.data());
+                        on_event(&mut state, ev.data());
                     }
                 }
             })
@@ -80,11 +86,22 @@ impl Worker {
         let _ = self.kill.write(1);
         handle.join().is_ok()
     }
+
+    /// Stops and joins the thread after the event it is handling, and returns its state;
+    /// `None` if it had panicked or was stopped before.
+    pub(crate) fn stop_and_take(&mut self) -> Option<S> {
+        let handle = self.handle.take()?;
+        let _ = self.kill.write(1);
+        handle.join().ok()
+    }
 }
 
-impl Drop for Worker {
+impl<S> Drop for Worker<S> {
     fn drop(&mut self) {
-        self.stop();
+        if let Some(handle) = self.handle.take() {
+            let _ = self.kill.write(1);
+            let _ = handle.join();
+        }
     }
 }
 
@@ -139,4 +156,13 @@ where
         }
     }
     used && queue.needs_notification(mem).unwrap_or(true)
+}
+
+/// Where `queue` (index `index`) stands: the positions a snapshot keeps.
+pub(crate) fn position(index: usize, queue: &Queue) -> crate::QueuePosition {
+    crate::QueuePosition {
+        index,
+        next_avail: queue.next_avail(),
+        next_used: queue.next_used(),
+    }
 }

@@ -8,18 +8,17 @@ use vm_memory::{Bytes, GuestAddress, GuestAddressSpace};
 use vmkit_bus::PioRange;
 use vmkit_chardev::{Chardev, ChardevInput};
 use vmkit_hw::IrqLine;
-use vmkit_isa::{MachineEvents, SerialBackend, SerialHandle, UserspacePic};
+use vmkit_isa::{SerialBackend, SerialHandle, UserspacePic};
 use vmkit_kvm::KvmSystem;
 use vmkit_pc::{
-    BootSource, CpuModel, FirmwareLinux, FlatMode, IrqchipMode, KernelDecompress, LinuxBoot,
-    MemoryLayout, PcConfig, PcMachine,
+    BootSource, CpuModel, FirmwareLinux, FlatMode, LinuxBoot, MemoryLayout, PcConfig, PcMachine,
 };
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::builtin::{builtin_message, BUILTIN_CODE, BUILTIN_ENTRY, BUILTIN_MESSAGE_ADDR};
-use crate::cli::{self, IrqchipOption, KernelDecompressOption, Options, SerialOption};
+use crate::cli::{IrqchipOption, Options, SerialOption};
 use crate::console::SerialInput;
-use crate::control::{Controller, ExitReason, MachineEvent};
+use crate::control::{Controller, ControllerEvents};
 use crate::error::{Error, Result};
 use crate::runtime::{MachineParts, MainLoopAdditions, RunOptions, SetWaker, Vmm};
 use crate::timer::HostTimer;
@@ -55,10 +54,7 @@ pub fn builtin_options() -> (Options, BootSource) {
 /// `-m` RAM is reported with the file and the limit.
 pub fn boot_source(options: &Options) -> Result<BootSource> {
     if let Some(kernel) = options.kernel.as_ref().filter(|_| options.bios.is_none()) {
-        let decompress = match options.kernel_decompress {
-            KernelDecompressOption::Guest => KernelDecompress::Guest,
-            KernelDecompressOption::Host => KernelDecompress::Host,
-        };
+        let decompress = options.kernel_decompress;
         let fail = |e: vmkit_pc::Error| Error::Machine(format!("vmkit: {e}"));
         let linux = LinuxBoot::from_files_within(
             kernel,
@@ -77,36 +73,20 @@ pub fn boot_source(options: &Options) -> Result<BootSource> {
         return Ok(BootSource::FirmwareFile(path.clone()));
     }
     if let Some(flat) = &options.flat {
-        let mode = match flat.mode {
-            cli::FlatMode::Real => FlatMode::Real,
-            cli::FlatMode::Long => FlatMode::Long,
-        };
-        return BootSource::flat_file(&flat.path, flat.addr, flat.entry, mode, options.ram_size)
-            .map_err(|e| Error::Machine(format!("vmkit: -flat: {e}")));
+        return BootSource::flat_file(
+            &flat.path,
+            flat.addr,
+            flat.entry,
+            flat.mode,
+            options.ram_size,
+        )
+        .map_err(|e| Error::Machine(format!("vmkit: -flat: {e}")));
     }
     Err(Error::Machine(
         "vmkit: nothing to run: give -kernel FILE, -bios FILE or -flat FILE (or no options for \
          the built-in guest)"
             .into(),
     ))
-}
-
-/// Guest reset and exit requests from devices, posted to the controller.
-struct ControllerEvents(Arc<Controller>);
-
-impl MachineEvents for ControllerEvents {
-    fn reset_requested(&self) {
-        self.0.post(MachineEvent::Reset);
-    }
-
-    fn exit_requested(&self, status: u32) {
-        self.0
-            .post(MachineEvent::Exit(ExitReason::DebugExit { status }));
-    }
-
-    fn poweroff_requested(&self) {
-        self.0.post(MachineEvent::Exit(ExitReason::PowerOff));
-    }
 }
 
 /// An interrupt line that writes an eventfd on each rising edge (for epoll).
@@ -236,10 +216,7 @@ pub fn start_pc(
         ram_size: options.ram_size,
         smp: options.smp,
         cpu,
-        irqchip: match options.irqchip {
-            IrqchipOption::Kernel => IrqchipMode::Kernel,
-            IrqchipOption::User => IrqchipMode::User,
-        },
+        irqchip: options.irqchip,
         boot,
         com1,
         devices: debugcon_device(options)
@@ -270,6 +247,11 @@ pub fn start_pc(
         options.smp,
         options.irqchip == IrqchipOption::Kernel,
     )?;
+    if options.incoming.is_some() {
+        // `inmigrate` from the first QMP command on (QMP is served before the incoming
+        // thread starts).
+        migration.set_deferred();
+    }
 
     let timer = Arc::new(HostTimer::new(machine.clock)?);
     let notify_timer = Arc::clone(&timer);
@@ -565,6 +547,8 @@ impl<M: GuestAddressSpace + Send + Sync> crate::dump::GuestMemoryReader for Gues
     }
 
     fn write_guest(&self, gpa: u64, data: &[u8]) -> bool {
+        // KVM's dirty log does not see the VMM's own writes: pre-copy is told.
+        crate::migration::note_vmm_write(gpa, data.len());
         self.0.memory().write_slice(data, GuestAddress(gpa)).is_ok()
     }
 
@@ -596,6 +580,7 @@ impl<M: GuestAddressSpace + Send + Sync> crate::dump::GuestMemoryReader for Gues
                 }
             }
         }
+        crate::migration::note_vmm_write(gpa, new.len());
         let memory = self.0.memory();
         match expected.len() {
             8 => exchange::<8>(&*memory, gpa, expected, new, current),

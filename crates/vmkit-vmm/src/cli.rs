@@ -2,6 +2,11 @@
 
 use std::path::PathBuf;
 
+// The machine's own types, under the names the options had: one definition each.
+pub use vmkit_pc::FlatMode;
+pub use vmkit_pc::IrqchipMode as IrqchipOption;
+pub use vmkit_pc::KernelDecompress as KernelDecompressOption;
+
 /// Default RAM, as QEMU's pc machine: 128 MiB.
 pub const DEFAULT_RAM: u64 = 128 << 20;
 
@@ -19,24 +24,6 @@ pub enum SerialOption {
     Chardev(String),
 }
 
-/// Which interrupt controllers run where.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IrqchipOption {
-    /// KVM's in-kernel PIC/IOAPIC/LAPIC and PIT.
-    Kernel,
-    /// vmkit's i8259 and i8254 in the VMM.
-    User,
-}
-
-/// How a flat binary starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FlatMode {
-    /// 16-bit real mode, CS:IP derived from the entry address.
-    Real,
-    /// 64-bit mode with identity paging.
-    Long,
-}
-
 /// A flat binary loaded at an address (`-flat PATH[,addr=A][,entry=E][,mode=real|long]`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FlatOption {
@@ -48,16 +35,6 @@ pub struct FlatOption {
     pub entry: u64,
     /// CPU mode at entry.
     pub mode: FlatMode,
-}
-
-/// Where a bzImage's compressed payload is decompressed (`-kernel-decompress`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum KernelDecompressOption {
-    /// By the kernel itself in the guest, as on real hardware and in QEMU (the default).
-    #[default]
-    Guest,
-    /// By vmkit on the host; the extracted vmlinux is entered at its 64-bit entry point.
-    Host,
 }
 
 /// The QMP control socket (`-qmp unix:PATH,server=on[,wait=on|off]`).

@@ -155,6 +155,25 @@ impl std::fmt::Debug for Shared {
     }
 }
 
+/// The pc machine's [`MachineEvents`](vmkit_isa::MachineEvents) for a [`Controller`]:
+/// guest reset, debug-exit and power-off requests from devices become machine events.
+pub struct ControllerEvents(pub std::sync::Arc<Controller>);
+
+impl vmkit_isa::MachineEvents for ControllerEvents {
+    fn reset_requested(&self) {
+        self.0.post(MachineEvent::Reset);
+    }
+
+    fn exit_requested(&self, status: u32) {
+        self.0
+            .post(MachineEvent::Exit(ExitReason::DebugExit { status }));
+    }
+
+    fn poweroff_requested(&self) {
+        self.0.post(MachineEvent::Exit(ExitReason::PowerOff));
+    }
+}
+
 /// The run-state machine: requests to vCPUs, their acknowledgements, and events back.
 #[derive(Debug)]
 pub struct Controller {

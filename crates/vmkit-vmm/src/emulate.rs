@@ -14,6 +14,7 @@
 //! | `fwait` | nothing to wait for: RIP past it; #MF queued if an unmasked x87 exception is pending (CR0.NE); left alone when CR0.TS and CR0.MP ask for #NM |
 //! | `clac` / `stac` (at CPL 0) | RFLAGS.AC cleared / set (the first instruction of Linux's exception entries) |
 //! | `xrstor`, `xsave`, `xsaveopt`, `xsavec` (and their 64-bit forms) | the guest's XSAVE area read or written through its page tables and the vCPU's extended state moved with `KVM_GET/SET_XSAVE`, as the SDM's chapter 13 describes (standard and compacted forms, RFBM = XCR0 & EDX:EAX, MXCSR's own rule, #GP for a misaligned area, a bad header or a reserved MXCSR bit); see [`xsave`] |
+//! | `ldmxcsr` / `stmxcsr m32` (and `vldmxcsr` / `vstmxcsr`) | MXCSR moved between memory and the vCPU's XSAVE area (#GP for a bit outside MXCSR_MASK; Linux's `kernel_fpu_begin` runs `ldmxcsr` when the initramfs is unpacked) |
 //!
 //! Anything else (or an operand it cannot reach) is left alone: the caller stops the
 //! machine with today's report. Unit tests check each instruction's results against the
@@ -46,11 +47,13 @@ pub enum Finished {
     Xrstor,
     /// `xsave`, `xsaveopt`, `xsavec` and their 64-bit forms.
     Xsave,
+    /// `ldmxcsr` / `stmxcsr` (and their VEX forms).
+    Mxcsr,
 }
 
 impl Finished {
     /// Every kind, for counters.
-    pub const ALL: [Finished; 8] = [
+    pub const ALL: [Finished; 9] = [
         Finished::Int3,
         Finished::Cmpxchg8b,
         Finished::Cmpxchg16b,
@@ -59,6 +62,7 @@ impl Finished {
         Finished::Fwait,
         Finished::Xrstor,
         Finished::Xsave,
+        Finished::Mxcsr,
     ];
 
     /// The counter's name in `query-exits` (e.g. `"finished-cmpxchg16b"`).
@@ -72,6 +76,7 @@ impl Finished {
             Finished::Fwait => "finished-fwait",
             Finished::Xrstor => "finished-xrstor",
             Finished::Xsave => "finished-xsave",
+            Finished::Mxcsr => "finished-mxcsr",
         }
     }
 }
@@ -159,6 +164,14 @@ pub fn finish(cpu: &mut impl Cpu) -> Option<Finished> {
         Mnemonic::Xsavec | Mnemonic::Xsavec64 => {
             let outcome = xsave::xsave(cpu, &instruction, bitness, xsave::Form::Compacted)?;
             return xsave_finished(cpu, &instruction, outcome, Finished::Xsave);
+        }
+        Mnemonic::Ldmxcsr | Mnemonic::Vldmxcsr => {
+            let outcome = xsave::ldmxcsr(cpu, &instruction, bitness)?;
+            return xsave_finished(cpu, &instruction, outcome, Finished::Mxcsr);
+        }
+        Mnemonic::Stmxcsr | Mnemonic::Vstmxcsr => {
+            let outcome = xsave::stmxcsr(cpu, &instruction, bitness)?;
+            return xsave_finished(cpu, &instruction, outcome, Finished::Mxcsr);
         }
         Mnemonic::Wait => {
             const CR0_MP: u64 = 1 << 1;
@@ -874,6 +887,83 @@ mod tests {
         cpu.regs.rdi = AREA as u64;
         (cpu.regs.rax, cpu.regs.rdx) = (rfbm & 0xffff_ffff, rfbm >> 32);
         cpu
+    }
+
+    // ldmxcsr [rsp+4], stmxcsr [rdi]
+    const LDMXCSR_RSP4: [u8; 5] = [0x0f, 0xae, 0x54, 0x24, 0x04];
+    const STMXCSR_RDI: [u8; 3] = [0x0f, 0xae, 0x1f];
+
+    fn sse_cpu(code: &[u8]) -> Model {
+        let mut cpu = Model::long_mode(code);
+        cpu.sregs.cr4 |= 1 << 9;
+        cpu
+    }
+
+    #[test]
+    fn ldmxcsr_loads_mxcsr_and_marks_sse_state_in_use() {
+        let mut cpu = sse_cpu(&LDMXCSR_RSP4);
+        cpu.regs.rsp = 0x4000;
+        cpu.ram[0x4004..0x4008].copy_from_slice(&0x1fa0u32.to_le_bytes());
+        cpu.xsave[160..176].fill(0x77);
+        assert_eq!(finish(&mut cpu), Some(Finished::Mxcsr));
+        assert_eq!(cpu.exception, None);
+        assert_eq!(cpu.regs.rip, CODE + 5);
+        assert_eq!(
+            u32::from_le_bytes(cpu.xsave[24..28].try_into().unwrap()),
+            0x1fa0
+        );
+        assert_eq!(u64_at(&cpu.xsave, 512) & 0b10, 0b10);
+        assert!(cpu.xsave[160..176].iter().all(|&b| b == 0x77), "XMM kept");
+    }
+
+    #[test]
+    fn ldmxcsr_with_a_reserved_bit_raises_gp_and_keeps_mxcsr() {
+        for (mask, value) in [(0u32, 0x40u32), (0xffbf, 0x1_0000), (0xffff, 0x1_0000)] {
+            let mut cpu = sse_cpu(&LDMXCSR_RSP4);
+            cpu.regs.rsp = 0x4000;
+            cpu.ram[0x4004..0x4008].copy_from_slice(&value.to_le_bytes());
+            cpu.xsave[24..28].copy_from_slice(&0x1f80u32.to_le_bytes());
+            cpu.xsave[28..32].copy_from_slice(&mask.to_le_bytes());
+            let before = cpu.xsave.clone();
+            assert_eq!(finish(&mut cpu), Some(Finished::Mxcsr), "{value:#x}");
+            assert_eq!(cpu.exception, Some(13), "{value:#x} under mask {mask:#x}");
+            assert_eq!(cpu.regs.rip, CODE, "#GP is a fault: RIP stays");
+            assert_eq!(cpu.xsave, before);
+        }
+        // With MXCSR_MASK 0xffff, DAZ (bit 6) is allowed.
+        let mut cpu = sse_cpu(&LDMXCSR_RSP4);
+        cpu.regs.rsp = 0x4000;
+        cpu.ram[0x4004..0x4008].copy_from_slice(&0x40u32.to_le_bytes());
+        cpu.xsave[28..32].copy_from_slice(&0xffffu32.to_le_bytes());
+        assert_eq!(finish(&mut cpu), Some(Finished::Mxcsr));
+        assert_eq!(cpu.exception, None);
+    }
+
+    #[test]
+    fn stmxcsr_stores_mxcsr() {
+        let mut cpu = sse_cpu(&STMXCSR_RDI);
+        cpu.regs.rdi = 0x5000;
+        cpu.xsave[24..28].copy_from_slice(&0x1f80u32.to_le_bytes());
+        assert_eq!(finish(&mut cpu), Some(Finished::Mxcsr));
+        assert_eq!(cpu.regs.rip, CODE + 3);
+        assert_eq!(&cpu.ram[0x5000..0x5004], &0x1f80u32.to_le_bytes());
+        let mut read_only = sse_cpu(&STMXCSR_RDI);
+        read_only.writable = false;
+        assert_eq!(finish(&mut read_only), None, "no #PF modelled: left alone");
+    }
+
+    #[test]
+    fn mxcsr_instructions_without_sse_enabled_are_left_to_the_report() {
+        for setup in [
+            |cpu: &mut Model| cpu.sregs.cr4 &= !(1 << 9),
+            |cpu: &mut Model| cpu.sregs.cr0 |= 1 << 3,
+            |cpu: &mut Model| cpu.sregs.cr0 |= 1 << 2,
+        ] {
+            let mut cpu = sse_cpu(&STMXCSR_RDI);
+            setup(&mut cpu);
+            assert_eq!(finish(&mut cpu), None);
+            assert_eq!(cpu.regs.rip, CODE);
+        }
     }
 
     #[test]

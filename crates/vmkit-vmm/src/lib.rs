@@ -63,7 +63,7 @@ pub mod signals;
 pub mod timer;
 pub mod vcpu;
 
-pub use control::{Controller, ExitReason, MachineEvent, RunState};
+pub use control::{Controller, ControllerEvents, ExitReason, MachineEvent, RunState};
 pub use error::{Error, Result};
 pub use runtime::{
     ExitStats, MachineEventObserver, MachineParts, MainLoopAdditions, MainLoopExtension,

@@ -13,18 +13,27 @@
 //! | kind | name    | payload |
 //! |------|---------|---------|
 //! | 1    | config  | JSON `{"ram-size", "smp", "irqchip"}`; the destination must match |
-//! | 2    | ram     | repeated `gpa: u64 LE` + 4096 bytes: the non-zero pages (zero pages are skipped) |
+//! | 2    | ram     | repeated `gpa: u64 LE` + 4096 bytes: the non-zero pages (zero pages are skipped); during pre-copy a page may come again (the later copy wins) |
 //! | 3    | devices | JSON array of `VmStateSection`s, one per object path (vmkit-object) |
 //! | 4    | kvm-vm  | JSON `vmkit_kvm::state::VmState` (irqchip, PIT2, KVM clock) |
 //! | 5    | vcpu    | JSON `vmkit_kvm::state::VcpuState`, one section per vCPU |
+//! | 6    | shadow  | repeated `offset: u64 LE` + 4096 bytes: non-zero pages of `pc.ram` at 0xC0000-0xFFFFF (the shadow RAM behind the PAM segments) |
 //! | 255  | end     | empty |
 //!
 //! A section is at most [`MAX_SECTION`] bytes. A stream with another magic, another version,
 //! a bad checksum, an unknown section kind or no end section is refused with an error that
 //! says which; the destination applies device and vCPU state only after the end section
 //! arrived intact, and it never runs a guest whose load failed (it ends with the error).
-//! RAM is stop-and-copy: the source pauses, sends everything, and stays paused
-//! (`postmigrate`); on any failure it resumes.
+//! RAM of a running guest goes by pre-copy: with KVM's dirty log on `pc.ram`
+//! (`KVM_MEM_LOG_DIRTY_PAGES`, read with `KVM_GET_DIRTY_LOG` through the memory listener)
+//! the whole RAM is sent while the guest runs, then the pages it dirtied, round after
+//! round, until what is left would go within `downtime-limit` at the measured bandwidth;
+//! then the guest stops and the rest goes with the device and vCPU state. Virtio devices
+//! are paused from the start (their writes to guest RAM are not in KVM's log; requests
+//! wait in their rings), and pages vmkit writes for the guest (finished instructions) are
+//! noted separately. A paused guest goes by stop-and-copy. The stream is paced to
+//! `max-bandwidth`. The source stays paused afterwards (`postmigrate`); on any failure
+//! it resumes.
 
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -55,7 +64,14 @@ const SECTION_RAM: u8 = 2;
 const SECTION_DEVICES: u8 = 3;
 const SECTION_KVM_VM: u8 = 4;
 const SECTION_VCPU: u8 = 5;
+const SECTION_SHADOW: u8 = 6;
 const SECTION_END: u8 = 255;
+
+/// `pc.ram` offsets behind the PAM segments (0xC0000-0xFFFFF): shadow RAM, reached only
+/// through the i440FX's aliases, outside every RAM range.
+const SHADOW: std::ops::Range<u64> = 0xc_0000..0x10_0000;
+/// Marks a pending page as a shadow-RAM offset rather than a guest address.
+const SHADOW_FLAG: u64 = 1 << 63;
 
 const PAGE: usize = 4096;
 /// Compared with `==` (memcmp, fast even in debug builds).
@@ -109,6 +125,118 @@ impl MigrationUri {
                  tcp:HOST:PORT or exec:CMD)"
             ))),
         }
+    }
+}
+
+/// Most pre-copy rounds after the first full pass before the guest is stopped anyway.
+pub const MAX_PRECOPY_ROUNDS: u64 = 30;
+
+fn io_fail(e: std::io::Error) -> Error {
+    fail(format!("writing the stream: {e}"))
+}
+
+/// `count` per `elapsed`, per second (`count` itself for no measurable time).
+fn rate(count: u64, elapsed: std::time::Duration) -> u64 {
+    let us = elapsed.as_micros().max(1);
+    u64::try_from(u128::from(count) * 1_000_000 / us).unwrap_or(u64::MAX)
+}
+
+/// Guest pages vmkit itself wrote for the guest (instructions the emulate module
+/// finished, a debugger's writes) while a pre-copy runs: KVM's dirty log sees only the
+/// guest's own writes. `None` while no pre-copy runs.
+static VMM_WRITES: Mutex<Option<Vec<u64>>> = Mutex::new(None);
+
+/// Notes that vmkit wrote `len` bytes of guest memory at `gpa` (for pre-copy).
+pub(crate) fn note_vmm_write(gpa: u64, len: usize) {
+    if let Some(pages) = lock(&VMM_WRITES).as_mut() {
+        let first = gpa / PAGE as u64;
+        let last = (gpa + len.max(1) as u64 - 1) / PAGE as u64;
+        pages.extend((first..=last).map(|p| p * PAGE as u64));
+    }
+}
+
+fn set_vmm_write_log(on: bool) {
+    *lock(&VMM_WRITES) = on.then(Vec::new);
+}
+
+fn take_vmm_writes() -> Vec<u64> {
+    lock(&VMM_WRITES)
+        .as_mut()
+        .map(std::mem::take)
+        .unwrap_or_default()
+}
+
+/// QEMU's default `downtime-limit` (ms).
+pub const DEFAULT_DOWNTIME_LIMIT_MS: u64 = 300;
+/// QEMU's default `max-bandwidth` (bytes/s: 128 MiB/s).
+pub const DEFAULT_MAX_BANDWIDTH: u64 = 128 << 20;
+/// QEMU's largest `downtime-limit` (`MAX_MIGRATE_DOWNTIME`, 2000 s in ms).
+pub const MAX_DOWNTIME_LIMIT_MS: u64 = 2000 * 1000;
+
+/// A writer that keeps the stream at or under `rate` bytes per second (read at every
+/// write, so a new `max-bandwidth` applies to a migration under way, as in QEMU): after
+/// each piece of at most 64 KiB it sleeps until the bytes so far are due. A rate of 0
+/// sends nothing (QEMU's `max-bandwidth` 0 stalls the migration as well).
+struct Throttled<W> {
+    inner: W,
+    rate: Arc<std::sync::atomic::AtomicU64>,
+    start: Instant,
+    /// Bytes accounted since `start` (restarted when the rate changes).
+    sent: u64,
+    at_rate: u64,
+    cancel: Arc<AtomicBool>,
+}
+
+impl<W: Write> Throttled<W> {
+    fn new(inner: W, rate: Arc<std::sync::atomic::AtomicU64>, cancel: Arc<AtomicBool>) -> Self {
+        let at_rate = rate.load(Ordering::Relaxed);
+        Self {
+            inner,
+            rate,
+            start: Instant::now(),
+            sent: 0,
+            at_rate,
+            cancel,
+        }
+    }
+
+    /// Sleeps until `sent` bytes are due at the current rate.
+    fn pace(&mut self) -> std::io::Result<()> {
+        loop {
+            if self.cancel.load(Ordering::Relaxed) {
+                return Err(std::io::Error::other("migration cancelled"));
+            }
+            let rate = self.rate.load(Ordering::Relaxed);
+            if rate != self.at_rate {
+                self.at_rate = rate;
+                self.start = Instant::now();
+                self.sent = 0;
+            }
+            if rate == 0 {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+                continue;
+            }
+            let due = std::time::Duration::from_secs_f64(self.sent as f64 / rate as f64);
+            let elapsed = self.start.elapsed();
+            if elapsed >= due {
+                return Ok(());
+            }
+            // Short sleeps: a rate change or a cancel is seen within 50 ms.
+            std::thread::sleep((due - elapsed).min(std::time::Duration::from_millis(50)));
+        }
+    }
+}
+
+impl<W: Write> Write for Throttled<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.pace()?;
+        let n = self.inner.write(&buf[..buf.len().min(64 << 10)])?;
+        self.sent += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
     }
 }
 
@@ -209,6 +337,15 @@ pub struct MigrationInfo {
     pub stream_bytes: u64,
     /// CRC-32 of the whole RAM as sent (source) or as loaded (destination).
     pub ram_crc32: Option<u32>,
+    /// RAM bytes still to send (the dirty pages of the last sync, during pre-copy).
+    pub ram_remaining: u64,
+    /// Dirty-log syncs so far (1 for a stop-and-copy).
+    pub dirty_sync_count: u64,
+    /// Pages per second the guest dirtied during pre-copy (pages found dirty at the syncs
+    /// over the time dirty logging was on).
+    pub dirty_pages_rate: u64,
+    /// What the downtime would be if the guest stopped now (ms), during pre-copy.
+    pub expected_downtime_ms: Option<u64>,
     /// Why it failed.
     pub error: Option<String>,
 }
@@ -225,13 +362,18 @@ impl MigrationInfo {
             v["ram"] = json!({
                 "transferred": self.ram_transferred,
                 "total": self.ram_total,
-                "remaining": 0,
+                "remaining": self.ram_remaining,
                 "duplicate": self.zero_pages,
                 "normal": self.ram_pages,
                 "normal-bytes": self.ram_transferred,
-                "dirty-sync-count": 1,
-                "dirty-pages-rate": 0,
+                "dirty-sync-count": self.dirty_sync_count.max(1),
+                "dirty-pages-rate": self.dirty_pages_rate,
             });
+            if self.status == "active" {
+                if let Some(e) = self.expected_downtime_ms {
+                    v["expected-downtime"] = json!(e);
+                }
+            }
         }
         if let Some(d) = self.downtime_ms {
             v["downtime"] = json!(d);
@@ -252,8 +394,21 @@ pub struct MachineMigration {
     vm: Arc<Vm>,
     memory: vm_memory::GuestMemoryAtomic<vmkit_memory::GuestMemoryView>,
     ram: Vec<(u64, u64)>,
+    /// The RAM ranges with their offsets in `pc.ram` (dirty-log offsets to addresses).
+    ram_map: Vec<vmkit_pc::RamRange>,
+    /// The address space and the `pc.ram` region whose dirty log pre-copy reads.
+    dirty_source: Option<(
+        Arc<Mutex<vmkit_memory::AddressSpace>>,
+        vmkit_memory::RegionId,
+    )>,
     devices: Arc<VmStateRegistry>,
     after_restore: Box<dyn Fn() + Send + Sync>,
+    /// The virtio functions: paused before RAM is read (their requests in flight land
+    /// first), started again after a failed migration, a `cont`, or a load.
+    virtio: Vec<(String, vmkit_pc::pci_devices::SharedVirtioPci)>,
+    /// The drives, flushed once the stream is out (QEMU's `bdrv_flush_all` at the end of
+    /// a migration), so a destination on another host's view of the file sees every write.
+    drives: Vec<vmkit_block::BlkShutdown>,
     kvm_state: StateContext,
     kernel_irqchip: bool,
     config: Value,
@@ -263,6 +418,12 @@ pub struct MachineMigration {
     migrated: AtomicBool,
     busy: AtomicBool,
     stay_paused: AtomicBool,
+    /// `downtime-limit`, ms.
+    downtime_limit: std::sync::atomic::AtomicU64,
+    /// `max-bandwidth`, bytes/s (shared with the stream's [`Throttled`] writer).
+    max_bandwidth: Arc<std::sync::atomic::AtomicU64>,
+    /// `migrate_cancel` asked the outgoing stream to stop.
+    cancel: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for MachineMigration {
@@ -472,7 +633,129 @@ pub fn register_pc_devices(machine: &vmkit_pc::PcMachine) -> Result<Arc<VmStateR
             )
             .map_err(reg_fail)?;
     }
+    register_pci(&registry, machine)?;
     Ok(registry)
+}
+
+/// After the PCI functions' states were restored: maps the BARs (and so the regions
+/// ioeventfds hang on) as the restored registers decode them, as a guest's configuration
+/// writes would. Map failures are reported on stderr.
+pub fn map_restored_pci(pci: &vmkit_pci::PciBus) {
+    pci.update_all_mappings();
+    for error in pci.take_map_errors() {
+        eprintln!("vmkit: after the load: {error}");
+    }
+}
+
+/// Starts the restored virtio functions (after [`map_restored_pci`]): each device gets its
+/// queues where they stood and its doorbells' ioeventfds; MSI-X routes and irqfds were set
+/// as their states were restored.
+pub fn start_restored_virtio(virtio: &[(String, vmkit_pc::pci_devices::SharedVirtioPci)]) {
+    for (path, transport) in virtio {
+        if let Err(e) = lock(transport).resume() {
+            eprintln!("vmkit: {path}: cannot start the device again: {e}");
+        }
+    }
+}
+
+/// Registers `device`'s state at `path`: `save` and `load` run under its lock.
+fn register_locked<T, S, E>(
+    registry: &VmStateRegistry,
+    path: &str,
+    id: &str,
+    version: u32,
+    device: Arc<Mutex<T>>,
+    save: impl Fn(&mut T) -> std::result::Result<S, E> + Send + Sync + 'static,
+    load: impl Fn(&mut T, &S) -> std::result::Result<(), E> + Send + Sync + 'static,
+) -> Result<()>
+where
+    T: Send + 'static,
+    S: serde::Serialize + serde::de::DeserializeOwned,
+    E: std::fmt::Display,
+{
+    let other = Arc::clone(&device);
+    registry
+        .register(
+            path,
+            id,
+            version,
+            Arc::new(FnHandler {
+                save: move || {
+                    let state = save(&mut lock(&device)).map_err(|e| e.to_string())?;
+                    serde_json::to_value(state).map_err(|e| e.to_string())
+                },
+                load: move |v: &Value| {
+                    let state: S = serde_json::from_value(v.clone()).map_err(|e| e.to_string())?;
+                    load(&mut lock(&other), &state).map_err(|e| e.to_string())
+                },
+            }),
+        )
+        .map_err(|e| fail(e.to_string()))
+}
+
+/// The chipset's PCI functions (i440FX with PAM/SMRAM, PIIX3 with its PIRQ routes, its IDE
+/// function, PIIX4 PM with the PM timer), the configuration mechanism's latch, and every
+/// virtio-pci function under its object path. BARs are mapped again and virtio devices
+/// started by [`MachineMigration::load`]'s last step, once every state is in.
+fn register_pci(registry: &VmStateRegistry, machine: &vmkit_pc::PcMachine) -> Result<()> {
+    let chipset = &machine.chipset;
+    register_locked(
+        registry,
+        "/machine/i440fx",
+        "i440fx",
+        vmkit_piix::I440FX_STATE_VERSION,
+        Arc::clone(&chipset.i440fx),
+        |d| Ok::<_, vmkit_pci::Error>(d.state()),
+        |d, s| d.restore(s),
+    )?;
+    register_locked(
+        registry,
+        "/machine/i440fx/pci-conf",
+        "pci-host",
+        vmkit_pci::PCI_STATE_VERSION,
+        Arc::clone(&chipset.host),
+        |d| Ok::<_, vmkit_pci::Error>(d.state()),
+        |d, s| d.restore(s),
+    )?;
+    register_locked(
+        registry,
+        "/machine/i440fx/pci.0/piix3",
+        "piix3",
+        vmkit_piix::PIIX3_STATE_VERSION,
+        Arc::clone(&chipset.piix3),
+        |d| Ok::<_, vmkit_pci::Error>(d.state()),
+        |d, s| d.restore(s),
+    )?;
+    register_locked(
+        registry,
+        "/machine/i440fx/pci.0/piix3-ide",
+        "piix3-ide",
+        vmkit_piix::PIIX3_STATE_VERSION,
+        Arc::clone(&chipset.ide),
+        |d| Ok::<_, vmkit_pci::Error>(d.state()),
+        |d, s| d.restore(s),
+    )?;
+    register_locked(
+        registry,
+        "/machine/i440fx/pci.0/piix4-pm",
+        "piix4-pm",
+        vmkit_piix::PM_STATE_VERSION,
+        Arc::clone(&chipset.pm),
+        |d| Ok::<_, vmkit_pci::Error>(d.state()),
+        |d, s| d.restore(s),
+    )?;
+    for (path, transport) in vmkit_pc::pci_devices::virtio_transports(&machine.tree) {
+        register_locked(
+            registry,
+            &path,
+            "virtio-pci",
+            vmkit_virtio::VIRTIO_PCI_STATE_VERSION,
+            transport,
+            |d| d.state(),
+            |d, s| d.restore(s),
+        )?;
+    }
+    Ok(())
 }
 
 fn vmkit_hpet_version() -> u32 {
@@ -504,15 +787,22 @@ impl MachineMigration {
             .map(|r| (r.guest_addr, r.size))
             .collect();
         let timers = machine.timers.clone();
+        let virtio = vmkit_pc::pci_devices::virtio_transports(&machine.tree);
+        let pci = machine.chipset.pci.clone();
         Ok(Arc::new(Self {
             controller,
             vm: Arc::clone(&machine.vm),
             memory: machine.guest_memory().clone(),
             ram,
+            ram_map: machine.layout.ram_ranges(),
+            dirty_source: Some((Arc::clone(&machine.memory), machine.ram_regions.ram)),
             devices,
             after_restore: Box::new(move || {
                 timers.service();
+                map_restored_pci(&pci);
             }),
+            virtio,
+            drives: vmkit_pc::pci_devices::block_shutdown_handles(&machine.tree),
             kvm_state: if kernel_irqchip {
                 StateContext::new(kvm)?
             } else {
@@ -530,7 +820,51 @@ impl MachineMigration {
             migrated: AtomicBool::new(false),
             busy: AtomicBool::new(false),
             stay_paused: AtomicBool::new(false),
+            downtime_limit: std::sync::atomic::AtomicU64::new(DEFAULT_DOWNTIME_LIMIT_MS),
+            max_bandwidth: Arc::new(std::sync::atomic::AtomicU64::new(DEFAULT_MAX_BANDWIDTH)),
+            cancel: Arc::new(AtomicBool::new(false)),
         }))
+    }
+
+    /// `migrate-set-parameters`: `downtime-limit` (ms, at most 2000 s) and `max-bandwidth`
+    /// (bytes/s); a value out of range is refused with QEMU's message and nothing changes.
+    /// A new `max-bandwidth` applies to a migration under way too.
+    pub fn set_parameters(
+        &self,
+        downtime_limit: Option<u64>,
+        max_bandwidth: Option<u64>,
+    ) -> std::result::Result<(), String> {
+        if downtime_limit.is_some_and(|d| d > MAX_DOWNTIME_LIMIT_MS) {
+            return Err(
+                "Parameter 'downtime_limit' expects an integer in the range of 0 to \
+                        (2000 * 1000) ms"
+                    .into(),
+            );
+        }
+        if let Some(d) = downtime_limit {
+            self.downtime_limit.store(d, Ordering::SeqCst);
+        }
+        if let Some(b) = max_bandwidth {
+            self.max_bandwidth.store(b, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+
+    /// `migrate_cancel`: an outgoing migration under way stops at its next write (the
+    /// status becomes `cancelled` and the guest runs on, as it was); nothing to do
+    /// otherwise.
+    pub fn cancel(&self) {
+        if self.busy.load(Ordering::SeqCst) && !self.is_incoming() {
+            self.cancel.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// `query-migrate-parameters`: the parameters vmkit has, by QEMU's names.
+    pub fn parameters(&self) -> Value {
+        json!({
+            "downtime-limit": self.downtime_limit.load(Ordering::SeqCst),
+            "max-bandwidth": self.max_bandwidth.load(Ordering::SeqCst),
+        })
     }
 
     /// After an incoming migration, stay paused (`-S`, as QEMU) instead of running.
@@ -573,14 +907,66 @@ impl MachineMigration {
         }
     }
 
-    /// Writes the whole machine to `out`. The machine must be stopped.
+    /// Pauses every active virtio function: its requests in flight complete (in guest
+    /// RAM and on the used rings) and its thread stops, so nothing writes guest RAM or a
+    /// disk while the machine is saved. On error the ones already paused go on again.
+    pub fn pause_devices(&self) -> Result<()> {
+        for (i, (path, transport)) in self.virtio.iter().enumerate() {
+            if let Err(e) = lock(transport).pause() {
+                for (_, t) in &self.virtio[..i] {
+                    let _ = lock(t).resume();
+                }
+                return Err(fail(format!("{path}: {e}")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts the virtio functions [`pause_devices`](Self::pause_devices) (or a load)
+    /// left paused, with their queues where they stood; QMP `cont` calls it.
+    pub fn resume_devices(&self) {
+        start_restored_virtio(&self.virtio);
+    }
+
+    /// Writes the whole machine to `out`. The machine must be stopped. Active virtio
+    /// devices are paused first ([`pause_devices`](Self::pause_devices)) and stay paused:
+    /// [`resume_devices`](Self::resume_devices) starts them again.
     pub fn save(&self, out: impl Write) -> Result<MigrationInfo> {
-        let io = |e: std::io::Error| fail(format!("writing the stream: {e}"));
+        self.quiesce_io()?;
         let mut w = SectionWriter { out, bytes: 0 };
-        w.header().map_err(io)?;
-        w.section(SECTION_CONFIG, self.config.to_string().as_bytes())
-            .map_err(io)?;
         let mut info = MigrationInfo::default();
+        self.write_head(&mut w)?;
+        self.send_all_ram(&mut w, &mut info)?;
+        self.write_tail(&mut w, &mut info)?;
+        Ok(info)
+    }
+
+    /// Pauses the virtio devices and flushes the drives: from here on nothing but the
+    /// guest's vCPUs writes guest RAM or a disk.
+    fn quiesce_io(&self) -> Result<()> {
+        self.pause_devices()?;
+        // Before the stream can end: a destination that loads it sees every write.
+        for drive in &self.drives {
+            // The I/O threads are stopped already (the devices are paused).
+            drive
+                .drain_and_flush()
+                .map_err(|e| fail(format!("flushing a drive: {e}")))?;
+        }
+        Ok(())
+    }
+
+    fn write_head<W: Write>(&self, w: &mut SectionWriter<W>) -> Result<()> {
+        w.header().map_err(io_fail)?;
+        w.section(SECTION_CONFIG, self.config.to_string().as_bytes())
+            .map_err(io_fail)
+    }
+
+    /// Every non-zero page of RAM (pages never faulted in are skipped unread).
+    fn send_all_ram<W: Write>(
+        &self,
+        w: &mut SectionWriter<W>,
+        info: &mut MigrationInfo,
+    ) -> Result<()> {
         let memory = self.memory.memory();
         let mut chunk = vec![0u8; PAGE * PAGES_PER_SECTION];
         let mut payload = Vec::with_capacity((PAGE + 8) * PAGES_PER_SECTION);
@@ -589,7 +975,6 @@ impl MachineMigration {
             let mut gpa = base;
             while gpa < base + size {
                 let len = ((base + size - gpa) as usize).min(chunk.len());
-                // Pages never faulted in are zero: skip them unread.
                 let resident = memory
                     .get_host_address(GuestAddress(gpa))
                     .ok()
@@ -617,14 +1002,102 @@ impl MachineMigration {
                     info.ram_transferred += page.len() as u64;
                 }
                 if !payload.is_empty() {
-                    w.section(SECTION_RAM, &payload).map_err(io)?;
+                    w.section(SECTION_RAM, &payload).map_err(io_fail)?;
                 }
                 gpa += len as u64;
             }
         }
+        let shadow: Vec<u64> = self
+            .shadow_pages()
+            .filter(|&offset| {
+                let mut page = [0u8; PAGE];
+                self.read_shadow(offset, &mut page).is_ok() && page != ZERO_PAGE
+            })
+            .map(|offset| offset | SHADOW_FLAG)
+            .collect();
+        self.send_pages(w, &shadow, info)
+    }
+
+    /// The shadow-RAM page offsets this machine's `pc.ram` has.
+    fn shadow_pages(&self) -> impl Iterator<Item = u64> + '_ {
+        // `pc.ram` reaches past 1 MiB (RAM above the hole is mapped at its offset 1 MiB):
+        // the PAM segments' backing is there.
+        let size = self
+            .ram_map
+            .iter()
+            .map(|r| r.ram_offset + r.size)
+            .max()
+            .unwrap_or(0);
+        let end = if self.dirty_source.is_some() && size > SHADOW.end {
+            SHADOW.end
+        } else {
+            SHADOW.start
+        };
+        (SHADOW.start..end).step_by(PAGE)
+    }
+
+    fn read_shadow(&self, offset: u64, page: &mut [u8; PAGE]) -> Result<()> {
+        let Some((space, region)) = &self.dirty_source else {
+            return Err(fail("this machine has no shadow RAM"));
+        };
+        lock(space)
+            .read_region(*region, offset, page)
+            .map_err(|e| fail(format!("reading shadow RAM at {offset:#x}: {e}")))
+    }
+
+    fn write_shadow(&self, offset: u64, page: &[u8]) -> Result<()> {
+        let Some((space, region)) = &self.dirty_source else {
+            return Err(fail("this machine has no shadow RAM"));
+        };
+        lock(space)
+            .write_region(*region, offset, page)
+            .map_err(|e| fail(format!("writing shadow RAM at {offset:#x}: {e}")))
+    }
+
+    /// The pages at `gpas` (each whole, zero or not: the destination may hold an older
+    /// copy).
+    fn send_pages<W: Write>(
+        &self,
+        w: &mut SectionWriter<W>,
+        gpas: &[u64],
+        info: &mut MigrationInfo,
+    ) -> Result<()> {
+        let memory = self.memory.memory();
+        let mut page = [0u8; PAGE];
+        let (shadow, ram): (Vec<u64>, Vec<u64>) = gpas.iter().partition(|&&g| g & SHADOW_FLAG != 0);
+        for (kind, list) in [(SECTION_RAM, ram), (SECTION_SHADOW, shadow)] {
+            let mut payload = Vec::with_capacity((PAGE + 8) * PAGES_PER_SECTION);
+            for batch in list.chunks(PAGES_PER_SECTION) {
+                payload.clear();
+                for &tagged in batch {
+                    let at = tagged & !SHADOW_FLAG;
+                    if kind == SECTION_SHADOW {
+                        self.read_shadow(at, &mut page)?;
+                    } else {
+                        memory
+                            .read_slice(&mut page, GuestAddress(at))
+                            .map_err(|e| fail(format!("reading guest RAM at {at:#x}: {e}")))?;
+                    }
+                    payload.extend_from_slice(&at.to_le_bytes());
+                    payload.extend_from_slice(&page);
+                    info.ram_pages += 1;
+                    info.ram_transferred += PAGE as u64;
+                }
+                w.section(kind, &payload).map_err(io_fail)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Devices, KVM VM state, every vCPU, the end section; flushes.
+    fn write_tail<W: Write>(
+        &self,
+        w: &mut SectionWriter<W>,
+        info: &mut MigrationInfo,
+    ) -> Result<()> {
         let devices = self.devices.save_all().map_err(|e| fail(e.to_string()))?;
         let devices = serde_json::to_vec(&devices).map_err(|e| fail(e.to_string()))?;
-        w.section(SECTION_DEVICES, &devices).map_err(io)?;
+        w.section(SECTION_DEVICES, &devices).map_err(io_fail)?;
         let vm = self
             .vm
             .save_state(self.kernel_irqchip, self.kernel_irqchip)?;
@@ -632,7 +1105,7 @@ impl MachineMigration {
             SECTION_KVM_VM,
             &serde_json::to_vec(&vm).map_err(|e| fail(e.to_string()))?,
         )
-        .map_err(io)?;
+        .map_err(io_fail)?;
         let ctx = self.kvm_state.clone();
         let vcpus = self.controller.run_on_vcpus(move |_, vcpu| {
             // An exit userspace handled (an IN's data) completes on the next KVM_RUN: do
@@ -646,12 +1119,104 @@ impl MachineMigration {
                 SECTION_VCPU,
                 &serde_json::to_vec(&state).map_err(|e| fail(e.to_string()))?,
             )
-            .map_err(io)?;
+            .map_err(io_fail)?;
         }
-        w.section(SECTION_END, &[]).map_err(io)?;
-        w.out.flush().map_err(io)?;
+        w.section(SECTION_END, &[]).map_err(io_fail)?;
+        w.out.flush().map_err(io_fail)?;
         info.stream_bytes = w.bytes;
-        Ok(info)
+        Ok(())
+    }
+
+    /// The guest addresses of the RAM pages dirtied since the last sync (KVM's dirty log
+    /// of `pc.ram`, plus pages vmkit itself wrote for the guest), sorted.
+    fn sync_dirty(&self) -> Result<Vec<u64>> {
+        let Some((space, region)) = &self.dirty_source else {
+            return Err(fail("this machine has no dirty log"));
+        };
+        let bitmap = lock(space)
+            .sync_dirty_log(*region)
+            .map_err(|e| fail(format!("fetching the dirty log: {e}")))?;
+        let mut gpas: Vec<u64> = bitmap
+            .dirty_addresses()
+            .filter_map(|offset| {
+                if SHADOW.contains(&offset) {
+                    return Some(offset | SHADOW_FLAG);
+                }
+                self.ram_map
+                    .iter()
+                    .find(|r| offset >= r.ram_offset && offset < r.ram_offset + r.size)
+                    .map(|r| r.guest_addr + (offset - r.ram_offset))
+            })
+            .collect();
+        gpas.extend(take_vmm_writes().into_iter().filter(|&g| self.in_ram(g)));
+        gpas.sort_unstable();
+        gpas.dedup();
+        Ok(gpas)
+    }
+
+    fn set_dirty_logging(&self, on: bool) -> Result<()> {
+        let Some((space, region)) = &self.dirty_source else {
+            return Err(fail("this machine has no dirty log"));
+        };
+        set_vmm_write_log(on);
+        lock(space)
+            .set_dirty_logging(*region, on)
+            .map_err(|e| fail(format!("dirty logging: {e}")))
+    }
+
+    /// Pre-copy (QEMU's `ram_save_iterate`): with dirty logging on, every non-zero page goes
+    /// while the guest runs, then the pages it dirtied meanwhile, round after round, until
+    /// what is left would go within `downtime-limit` at the bandwidth measured (or after
+    /// [`MAX_PRECOPY_ROUNDS`], or when a round does not shrink it). Returns the dirty pages
+    /// not sent yet; the caller stops the guest and sends them with one last sync.
+    fn precopy<W: Write>(
+        &self,
+        w: &mut SectionWriter<W>,
+        info: &mut MigrationInfo,
+        start: Instant,
+    ) -> Result<Vec<u64>> {
+        self.set_dirty_logging(true)?;
+        // Forget what was dirtied before: everything goes in the first round.
+        self.sync_dirty()?;
+        let logging = Instant::now();
+        let mut dirtied = 0u64;
+        let round = Instant::now();
+        let before = w.bytes;
+        self.send_all_ram(w, info)?;
+        w.out.flush().map_err(io_fail)?;
+        let mut bandwidth = rate(w.bytes - before, round.elapsed());
+        let mut previous = u64::MAX;
+        let mut rounds = 0;
+        loop {
+            let dirty = self.sync_dirty()?;
+            dirtied += dirty.len() as u64;
+            rounds += 1;
+            let remaining = dirty.len() as u64 * PAGE as u64;
+            let expected_ms = remaining.saturating_mul(1000) / bandwidth.max(1);
+            let limit = self.downtime_limit.load(Ordering::SeqCst);
+            {
+                let mut shared = lock(&self.info);
+                info.dirty_sync_count = rounds + 1;
+                // Pages found dirty per second of logging, over the whole pre-copy.
+                info.dirty_pages_rate = rate(dirtied, logging.elapsed());
+                info.ram_remaining = remaining;
+                info.expected_downtime_ms = Some(expected_ms);
+                info.total_time_ms = start.elapsed().as_millis() as u64;
+                *shared = MigrationInfo {
+                    status: shared.status.clone(),
+                    ..info.clone()
+                };
+            }
+            if expected_ms <= limit || rounds >= MAX_PRECOPY_ROUNDS || remaining >= previous {
+                return Ok(dirty);
+            }
+            previous = remaining;
+            let round = Instant::now();
+            let before = w.bytes;
+            self.send_pages(w, &dirty, info)?;
+            w.out.flush().map_err(io_fail)?;
+            bandwidth = rate(w.bytes - before, round.elapsed()).max(1);
+        }
     }
 
     /// Reads a whole stream from `input` and puts the machine into it. The machine must be
@@ -734,6 +1299,23 @@ impl MachineMigration {
                             .map_err(|e| fail(format!("KVM VM section: {e}")))?,
                     );
                 }
+                SECTION_SHADOW => {
+                    if payload.len() % (PAGE + 8) != 0 {
+                        return Err(fail(format!(
+                            "shadow RAM section {index} has {} bytes, not whole pages",
+                            payload.len()
+                        )));
+                    }
+                    for page in payload.chunks(PAGE + 8) {
+                        let offset = u64::from_le_bytes(page[..8].try_into().unwrap_or([0; 8]));
+                        if !SHADOW.contains(&offset) || offset % PAGE as u64 != 0 {
+                            return Err(fail(format!(
+                                "shadow RAM page at {offset:#x} is outside 0xc0000-0xfffff"
+                            )));
+                        }
+                        self.write_shadow(offset, &page[8..])?;
+                    }
+                }
                 SECTION_VCPU => vcpus.push(
                     serde_json::from_slice(&payload)
                         .map_err(|e| fail(format!("vCPU section {}: {e}", vcpus.len())))?,
@@ -772,6 +1354,9 @@ impl MachineMigration {
             r?;
         }
         (self.after_restore)();
+        // Devices start last: their BARs are mapped (ioeventfds), their MSI-X routes set
+        // and the interrupt controllers loaded.
+        self.resume_devices();
         Ok(())
     }
 
@@ -819,6 +1404,10 @@ impl MachineMigration {
     /// Zeroes every non-zero page of RAM (the destination's own boot image), so that the
     /// pages the stream skips as zero are zero here too.
     fn clear_ram(&self) -> Result<()> {
+        let offsets: Vec<u64> = self.shadow_pages().collect();
+        for offset in offsets {
+            self.write_shadow(offset, &ZERO_PAGE)?;
+        }
         let memory = self.memory.memory();
         let zero = vec![0u8; PAGE];
         let mut page = vec![0u8; PAGE];
@@ -858,6 +1447,7 @@ impl MachineMigration {
         if self.busy.swap(true, Ordering::SeqCst) {
             return Err(fail("There's a migration process in progress"));
         }
+        self.cancel.store(false, Ordering::SeqCst);
         *lock(&self.info) = MigrationInfo::default();
         self.set_status("setup");
         let this = Arc::clone(self);
@@ -872,6 +1462,10 @@ impl MachineMigration {
                         // total-time was taken when the stream ended (before the checksum).
                         let _ = total;
                         this.set_status("completed");
+                    }
+                    Err(_) if this.cancel.load(Ordering::SeqCst) => {
+                        lock(&this.info).total_time_ms = total;
+                        this.set_status("cancelled");
                     }
                     Err(e) => {
                         {
@@ -918,20 +1512,59 @@ impl MachineMigration {
         };
         self.set_status("active");
         let was_running = self.controller.state() == RunState::Running;
-        let stopped = Instant::now();
-        self.controller.pause()?;
-        let result = self.save(BufWriter::with_capacity(1 << 20, sink));
-        let downtime = stopped.elapsed().as_millis() as u64;
+        let sink = Throttled::new(
+            sink,
+            Arc::clone(&self.max_bandwidth),
+            Arc::clone(&self.cancel),
+        );
+        let mut w = SectionWriter {
+            out: BufWriter::with_capacity(1 << 20, sink),
+            bytes: 0,
+        };
+        let mut info = MigrationInfo::default();
+        let mut stopped = None;
+        let precopy = was_running && self.dirty_source.is_some();
+        let result = (|| {
+            self.quiesce_io()?;
+            self.write_head(&mut w)?;
+            let pending = if precopy {
+                Some(self.precopy(&mut w, &mut info, start)?)
+            } else {
+                None
+            };
+            stopped = Some(Instant::now());
+            self.controller.pause()?;
+            match pending {
+                Some(mut pending) => {
+                    // The last round: what the guest dirtied up to its stop.
+                    pending.extend(self.sync_dirty()?);
+                    pending.sort_unstable();
+                    pending.dedup();
+                    info.dirty_sync_count += 1;
+                    self.send_pages(&mut w, &pending, &mut info)?;
+                }
+                None => self.send_all_ram(&mut w, &mut info)?,
+            }
+            self.write_tail(&mut w, &mut info)
+        })();
+        if precopy {
+            if let Err(e) = self.set_dirty_logging(false) {
+                eprintln!("vmkit: {e}");
+            }
+        }
+        let downtime = stopped.map(|s| s.elapsed().as_millis() as u64);
         match result {
-            Ok(stats) => {
-                let mut info = lock(&self.info);
-                *info = MigrationInfo {
-                    status: info.status.clone(),
-                    downtime_ms: Some(downtime),
+            Ok(()) => {
+                let mut shared = lock(&self.info);
+                *shared = MigrationInfo {
+                    status: shared.status.clone(),
+                    downtime_ms: downtime,
                     total_time_ms: start.elapsed().as_millis() as u64,
-                    ..stats
+                    ram_remaining: 0,
+                    dirty_sync_count: info.dirty_sync_count.max(1),
+                    ..info
                 };
-                drop(info);
+                drop(shared);
                 self.migrated.store(true, Ordering::SeqCst);
                 // The source stays stopped: its RAM is what was sent.
                 let crc = self.ram_crc32()?;
@@ -939,6 +1572,7 @@ impl MachineMigration {
                 Ok(())
             }
             Err(e) => {
+                self.resume_devices();
                 if was_running {
                     self.controller.resume()?;
                 }
@@ -1081,6 +1715,27 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("unknown"));
+    }
+
+    #[test]
+    fn the_stream_is_paced_to_max_bandwidth_and_stops_on_cancel() {
+        let rate = Arc::new(std::sync::atomic::AtomicU64::new(1 << 20));
+        let cancel = Arc::new(AtomicBool::new(false));
+        let mut w = Throttled::new(Vec::new(), Arc::clone(&rate), Arc::clone(&cancel));
+        let start = Instant::now();
+        w.write_all(&vec![7u8; 256 << 10]).unwrap();
+        // The first 64 KiB go at once, the other 192 KiB at 1 MiB/s.
+        assert!(start.elapsed() >= std::time::Duration::from_millis(187));
+        assert_eq!(w.inner.len(), 256 << 10);
+        cancel.store(true, Ordering::SeqCst);
+        let err = w.write_all(&[1]).unwrap_err();
+        assert!(err.to_string().contains("cancelled"), "{err}");
+    }
+
+    #[test]
+    fn rates_are_per_second() {
+        assert_eq!(rate(4096, std::time::Duration::from_millis(500)), 8192);
+        assert_eq!(rate(5, std::time::Duration::ZERO), 5_000_000);
     }
 
     #[test]

@@ -65,7 +65,12 @@ impl QmpBackend for VmmBackend {
     }
 
     fn cont(&mut self) -> std::result::Result<(), QmpError> {
-        self.vm()?.controller().resume().map_err(qmp_error)
+        let vm = self.vm()?;
+        if let Some(m) = self.migration.get() {
+            // Devices a migration paused go on with the guest.
+            m.resume_devices();
+        }
+        vm.controller().resume().map_err(qmp_error)
     }
 
     fn system_reset(&mut self) -> std::result::Result<(), QmpError> {
@@ -171,6 +176,31 @@ impl QmpBackend for VmmBackend {
             .get()
             .ok_or_else(|| QmpError::generic("this machine cannot be migrated"))?;
         m.start_incoming(uri).map_err(qmp_error)
+    }
+
+    fn migrate_cancel(&mut self) -> std::result::Result<(), QmpError> {
+        if let Some(m) = self.migration.get() {
+            m.cancel();
+        }
+        Ok(())
+    }
+
+    fn migrate_set_parameters(
+        &mut self,
+        params: &vmkit_qmp::MigrationParameters,
+    ) -> std::result::Result<(), QmpError> {
+        let m = self
+            .migration
+            .get()
+            .ok_or_else(|| QmpError::generic("this machine cannot be migrated"))?;
+        m.set_parameters(params.downtime_limit, params.max_bandwidth)
+            .map_err(QmpError::generic)
+    }
+
+    fn query_migrate_parameters(&mut self) -> Value {
+        self.migration
+            .get()
+            .map_or_else(|| serde_json::json!({}), |m| m.parameters())
     }
 
     fn object_tree(&self) -> Option<&ObjectTree> {

@@ -133,6 +133,42 @@ fn internal_error_text(e: &vmkit_kvm::InternalError) -> String {
     )
 }
 
+/// An exit off the fast path, copied out of the `kvm_run` page so that handling it may use
+/// the vCPU again.
+enum SlowExit {
+    /// An instruction KVM's emulator could not run (KVM_INTERNAL_ERROR_EMULATION).
+    Emulation(vmkit_kvm::InternalError),
+    /// A debug exception with guest debugging on.
+    Debug { dr6: u64 },
+    /// A triple fault.
+    Shutdown,
+    /// KVM_EXIT_SYSTEM_EVENT.
+    SystemEvent(vmkit_kvm::SystemEvent),
+    /// Anything vmkit cannot go on from, described.
+    Failed(String),
+}
+
+impl From<VcpuExit<'_>> for SlowExit {
+    fn from(exit: VcpuExit<'_>) -> Self {
+        match exit {
+            VcpuExit::InternalError(e) if e.suberror == INTERNAL_ERROR_EMULATION => {
+                SlowExit::Emulation(e)
+            }
+            VcpuExit::Debug { dr6, .. } => SlowExit::Debug { dr6 },
+            VcpuExit::Shutdown => SlowExit::Shutdown,
+            VcpuExit::SystemEvent(event) => SlowExit::SystemEvent(event),
+            VcpuExit::InternalError(e) => SlowExit::Failed(internal_error_text(&e)),
+            VcpuExit::FailEntry {
+                hardware_reason,
+                cpu,
+            } => SlowExit::Failed(format!(
+                "VM entry failed: hardware reason {hardware_reason:#x} on host CPU {cpu}"
+            )),
+            other => SlowExit::Failed(format!("unhandled exit {other:?}")),
+        }
+    }
+}
+
 /// Everything one vCPU thread needs.
 pub struct VcpuRunner {
     pub(crate) vcpu: Vcpu,
@@ -149,6 +185,11 @@ pub struct VcpuRunner {
 
 impl VcpuRunner {
     /// Runs until the controller says stop.
+    ///
+    /// The loop below is the whole exit path: a pending request is one atomic load, then
+    /// `KVM_RUN`, the exit decoded once by vmkit-kvm, and port and MMIO accesses go straight
+    /// into this thread's bus handle (which calls the device under its own lock). Every
+    /// other exit leaves the fast path through `SlowExit`.
     pub fn run(mut self) {
         let mut generation = 0u64;
         let mut window = InterruptWindow::new();
@@ -157,31 +198,13 @@ impl VcpuRunner {
         // exit is handled, so a later access to the same device sees them.
         let coalesced = self.vcpu.coalesced_ring().cloned();
         loop {
-            if self.controller.has_request() {
-                match self
-                    .controller
-                    .vcpu_check(self.index, &mut generation, &mut self.vcpu)
-                {
-                    VcpuAction::Exit => {
-                        if let Some(ring) = &coalesced {
-                            drain_coalesced(ring, &mut self.pio, &mut self.mmio);
-                        }
-                        return;
-                    }
-                    VcpuAction::Run => {}
-                    VcpuAction::ResetThenRun => {
-                        if let Err(e) = (self.reset_cpu)(&self.vcpu, self.index) {
-                            self.fail(format!("vCPU {} could not be reset: {e}", self.index));
-                            continue;
-                        }
-                    }
+            if self.controller.has_request()
+                && self.serve_request(&mut generation, &mut debug) == VcpuAction::Exit
+            {
+                if let Some(ring) = &coalesced {
+                    drain_coalesced(ring, &mut self.pio, &mut self.mmio);
                 }
-                debug.on_resume(
-                    &self.controller,
-                    &self.vcpu,
-                    self.index,
-                    self.memory.as_ref(),
-                );
+                return;
             }
             if let Some(pic) = self.pic.as_deref() {
                 if let Err(e) = window.service(&mut self.vcpu, pic) {
@@ -194,13 +217,7 @@ impl VcpuRunner {
             let exit = match self.vcpu.run() {
                 Ok(exit) => exit,
                 Err(e) => {
-                    let text = describe_exit_failure(
-                        &self.vcpu,
-                        self.index,
-                        &format!("KVM_RUN failed: {e}"),
-                        self.memory.as_ref(),
-                    );
-                    self.fail(text);
+                    self.fail_with_state(&format!("KVM_RUN failed: {e}"));
                     continue;
                 }
             };
@@ -208,39 +225,14 @@ impl VcpuRunner {
                 drain_coalesced(ring, &mut self.pio, &mut self.mmio);
             }
             self.stats.count(exit.kind());
-            // An instruction KVM could not emulate: finished here where that can be done
-            // exactly, else reported as any other internal error.
-            // (The error is copied, and its text made only if the instruction stays
-            // unfinished: Linux's SLUB takes this path thousands of times.)
-            let emulation_failure = match &exit {
-                VcpuExit::InternalError(e) if e.suberror == INTERNAL_ERROR_EMULATION => Some(*e),
-                _ => None,
-            };
-            if let Some(error) = emulation_failure {
-                // An int3 the debugger planted is its breakpoint's hit, not the guest's.
-                if debug.on_emulation_failure(
-                    &self.controller,
-                    &self.vcpu,
-                    self.index,
-                    self.memory.as_ref(),
-                ) {
-                    continue;
-                }
-                if !self.finish_instruction() {
-                    let what = internal_error_text(&error);
-                    let text =
-                        describe_exit_failure(&self.vcpu, self.index, &what, self.memory.as_ref());
-                    self.fail(text);
-                }
-                continue;
-            }
-            match exit {
+            let slow = match exit {
                 VcpuExit::IoOut {
                     port, size, data, ..
                 } => {
                     for transfer in data.chunks(usize::from(size.max(1))) {
                         self.pio.write(port, transfer);
                     }
+                    continue;
                 }
                 VcpuExit::IoIn {
                     port, size, data, ..
@@ -248,66 +240,121 @@ impl VcpuRunner {
                     for transfer in data.chunks_mut(usize::from(size.max(1))) {
                         self.pio.read(port, transfer);
                     }
+                    continue;
                 }
                 VcpuExit::MmioWrite { addr, data } => {
                     self.mmio.write(addr, data);
+                    continue;
                 }
                 VcpuExit::MmioRead { addr, data } => {
                     self.mmio.read(addr, data);
+                    continue;
                 }
-                VcpuExit::Interrupted | VcpuExit::IrqWindowOpen => {}
-                VcpuExit::Debug { dr6, .. } => {
-                    debug.on_debug_exit(
-                        &self.controller,
-                        &self.vcpu,
-                        self.index,
-                        dr6,
-                        self.memory.as_ref(),
-                    );
+                VcpuExit::Interrupted | VcpuExit::IrqWindowOpen => continue,
+                VcpuExit::Hlt => {
+                    self.halt_until_interrupt();
+                    continue;
                 }
-                VcpuExit::Hlt => self.halt_until_interrupt(),
-                VcpuExit::Shutdown => {
-                    // A triple fault: the CPU is unusable until the machine resets. Said
-                    // with where it happened: with -no-reboot it is how vmkit ends.
-                    let text = describe_exit_failure(
-                        &self.vcpu,
-                        self.index,
-                        "triple fault (KVM_EXIT_SHUTDOWN): the machine resets, or ends with \
-                         -no-reboot",
-                        self.memory.as_ref(),
-                    );
-                    eprint!("{text}");
-                    self.controller.post(MachineEvent::Reset);
-                    self.wait_for_request();
-                }
-                VcpuExit::SystemEvent(event) => {
-                    let event = match event.kind {
-                        SystemEventKind::Shutdown => MachineEvent::Exit(ExitReason::PowerOff),
-                        SystemEventKind::Reset => MachineEvent::Reset,
-                        SystemEventKind::Wakeup => continue,
-                        SystemEventKind::Crash | SystemEventKind::Other(_) => {
-                            let text =
-                                format!("vCPU {}: guest system event {:?}", self.index, event);
-                            MachineEvent::Exit(ExitReason::InternalError(text))
-                        }
-                    };
-                    self.controller.post(event);
-                    self.wait_for_request();
-                }
-                other => {
-                    let what = match &other {
-                        VcpuExit::InternalError(e) => internal_error_text(e),
-                        VcpuExit::FailEntry { hardware_reason, cpu } => format!(
-                            "VM entry failed: hardware reason {hardware_reason:#x} on host CPU {cpu}"
-                        ),
-                        other => format!("unhandled exit {other:?}"),
-                    };
-                    let text =
-                        describe_exit_failure(&self.vcpu, self.index, &what, self.memory.as_ref());
-                    self.fail(text);
+                other => SlowExit::from(other),
+            };
+            self.slow_exit(slow, &mut debug);
+        }
+    }
+
+    /// What the controller asked for (pause, reset, stop, a debugger's resume) before the
+    /// next `KVM_RUN`.
+    fn serve_request(
+        &mut self,
+        generation: &mut u64,
+        debug: &mut crate::debug::VcpuDebug,
+    ) -> VcpuAction {
+        let action = self
+            .controller
+            .vcpu_check(self.index, generation, &mut self.vcpu);
+        match action {
+            VcpuAction::Exit => return VcpuAction::Exit,
+            VcpuAction::Run => {}
+            VcpuAction::ResetThenRun => {
+                if let Err(e) = (self.reset_cpu)(&self.vcpu, self.index) {
+                    self.fail(format!("vCPU {} could not be reset: {e}", self.index));
+                    return VcpuAction::Run;
                 }
             }
         }
+        debug.on_resume(
+            &self.controller,
+            &self.vcpu,
+            self.index,
+            self.memory.as_ref(),
+        );
+        VcpuAction::Run
+    }
+
+    /// The exits off the fast path: instructions KVM handed back, debug exits, triple
+    /// faults, system events and failures.
+    fn slow_exit(&mut self, exit: SlowExit, debug: &mut crate::debug::VcpuDebug) {
+        match exit {
+            SlowExit::Emulation(error) => {
+                // An int3 the debugger planted is its breakpoint's hit, not the guest's.
+                if debug.on_emulation_failure(
+                    &self.controller,
+                    &self.vcpu,
+                    self.index,
+                    self.memory.as_ref(),
+                ) {
+                    return;
+                }
+                // Finished here where that can be done exactly, else reported as any other
+                // internal error (the text is made only then: Linux's SLUB takes this path
+                // thousands of times).
+                if !self.finish_instruction() {
+                    self.fail_with_state(&internal_error_text(&error));
+                }
+            }
+            SlowExit::Debug { dr6 } => {
+                debug.on_debug_exit(
+                    &self.controller,
+                    &self.vcpu,
+                    self.index,
+                    dr6,
+                    self.memory.as_ref(),
+                );
+            }
+            SlowExit::Shutdown => {
+                // A triple fault: the CPU is unusable until the machine resets. Said with
+                // where it happened: with -no-reboot it is how vmkit ends.
+                let text = describe_exit_failure(
+                    &self.vcpu,
+                    self.index,
+                    "triple fault (KVM_EXIT_SHUTDOWN): the machine resets, or ends with \
+                     -no-reboot",
+                    self.memory.as_ref(),
+                );
+                eprint!("{text}");
+                self.controller.post(MachineEvent::Reset);
+                self.wait_for_request();
+            }
+            SlowExit::SystemEvent(event) => {
+                let event = match event.kind {
+                    SystemEventKind::Shutdown => MachineEvent::Exit(ExitReason::PowerOff),
+                    SystemEventKind::Reset => MachineEvent::Reset,
+                    SystemEventKind::Wakeup => return,
+                    SystemEventKind::Crash | SystemEventKind::Other(_) => {
+                        let text = format!("vCPU {}: guest system event {:?}", self.index, event);
+                        MachineEvent::Exit(ExitReason::InternalError(text))
+                    }
+                };
+                self.controller.post(event);
+                self.wait_for_request();
+            }
+            SlowExit::Failed(what) => self.fail_with_state(&what),
+        }
+    }
+
+    /// [`fail`](Self::fail) with the vCPU's registers and the code at RIP in the text.
+    fn fail_with_state(&mut self, what: &str) {
+        let text = describe_exit_failure(&self.vcpu, self.index, what, self.memory.as_ref());
+        self.fail(text);
     }
 
     /// `hlt` left the guest (no in-kernel irqchip): sleep, without spinning, until an interrupt

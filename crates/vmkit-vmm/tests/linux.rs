@@ -595,3 +595,134 @@ fn real_kernel_decompressing_itself_in_the_guest() {
         &["smpboot: Allowing 2 CPUs"],
     );
 }
+
+/// One entry of a `newc` cpio archive (the initramfs format): a header of 13 hex fields,
+/// the NUL-terminated name and the data, each padded to 4 bytes.
+fn cpio_entry(
+    archive: &mut Vec<u8>,
+    inode: u32,
+    name: &str,
+    mode: u32,
+    rdev: (u32, u32),
+    data: &[u8],
+) {
+    let fields = [
+        inode,
+        mode,
+        0,
+        0,
+        1,
+        0,
+        data.len() as u32,
+        0,
+        0,
+        rdev.0,
+        rdev.1,
+        name.len() as u32 + 1,
+        0,
+    ];
+    archive.extend_from_slice(b"070701");
+    for field in fields {
+        archive.extend_from_slice(format!("{field:08x}").as_bytes());
+    }
+    archive.extend_from_slice(name.as_bytes());
+    archive.push(0);
+    archive.resize(archive.len().next_multiple_of(4), 0);
+    archive.extend_from_slice(data);
+    archive.resize(archive.len().next_multiple_of(4), 0);
+}
+
+/// The marker the initramfs's /init prints once user space runs.
+const INIT_MARKER: &str = "VMKIT-INIT: user space reached";
+
+/// An initramfs with Debian's static busybox as /bin/busybox and an /init script that
+/// prints [`INIT_MARKER`] with the uptime and CPU count, then powers off.
+fn busybox_initramfs(busybox: &Path) -> Vec<u8> {
+    let init = format!(
+        "#!/bin/busybox sh\n\
+         /bin/busybox mount -t proc proc /proc\n\
+         /bin/busybox echo \"{INIT_MARKER}, uptime $(/bin/busybox cat /proc/uptime), cpus \
+         $(/bin/busybox grep -c ^processor /proc/cpuinfo)\"\n\
+         /bin/busybox poweroff -f\n"
+    );
+    let busybox = std::fs::read(busybox).expect("read busybox");
+    let mut archive = Vec::new();
+    cpio_entry(&mut archive, 1, "dev", 0o040755, (0, 0), b"");
+    cpio_entry(&mut archive, 2, "dev/console", 0o020600, (5, 1), b"");
+    cpio_entry(&mut archive, 3, "proc", 0o040755, (0, 0), b"");
+    cpio_entry(&mut archive, 4, "bin", 0o040755, (0, 0), b"");
+    cpio_entry(&mut archive, 5, "bin/busybox", 0o100755, (0, 0), &busybox);
+    cpio_entry(&mut archive, 6, "init", 0o100755, (0, 0), init.as_bytes());
+    cpio_entry(&mut archive, 0, "TRAILER!!!", 0, (0, 0), b"");
+    archive
+}
+
+/// Boots Debian's kernel with only the console options to a busybox /init, which powers
+/// the machine off through ACPI (vmkit exits 0). Guest kernel code is interpreted on this
+/// host: the boot takes about 25 minutes with `-smp 1`, beyond CI's budget, so it runs on
+/// request: `VMKIT_TEST_KERNEL=... cargo test -p vmkit-vmm --test linux -- --ignored
+/// real_kernel_boots_to_busybox_init` (`VMKIT_TEST_SMP=2` for two vCPUs, `VMKIT_TEST_BUSYBOX`
+/// for another busybox than Debian's `/bin/busybox` from busybox-static).
+#[test]
+#[ignore = "a full boot to user space: about 25 minutes on this host; run with --ignored"]
+fn real_kernel_boots_to_busybox_init() {
+    require_kvm!();
+    let test = "real_kernel_boots_to_busybox_init";
+    let Some(kernel) = real_kernel(test) else {
+        return;
+    };
+    let busybox =
+        std::env::var_os("VMKIT_TEST_BUSYBOX").map_or("/bin/busybox".into(), PathBuf::from);
+    let smp = std::env::var("VMKIT_TEST_SMP").unwrap_or_else(|_| "1".into());
+    let initrd = std::env::temp_dir().join(format!("vmkit-{test}-{}.cpio", std::process::id()));
+    std::fs::write(&initrd, busybox_initramfs(&busybox)).unwrap();
+    let serial = guest_file(&format!("linux-init-smp{smp}"), b"");
+    let started = Instant::now();
+    let mut child = vmkit()
+        .arg("-kernel")
+        .arg(&kernel)
+        .arg("-initrd")
+        .arg(&initrd)
+        .args(["-append", "console=ttyS0 earlyprintk=serial,ttyS0"])
+        .args([
+            "-m",
+            "256M",
+            "-smp",
+            &smp,
+            "-kernel-decompress",
+            "host",
+            "-no-reboot",
+        ])
+        .arg("-serial")
+        .arg(format!("file:{}", serial.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start vmkit");
+    // Until vmkit ends by itself: /init's power-off is the end of the run.
+    let text = wait_for_serial(&mut child, &serial, Duration::from_secs(3600), |_| false);
+    let elapsed = started.elapsed();
+    let status = terminate(&mut child);
+    let _ = std::fs::remove_file(&initrd);
+    let mut err = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        use std::io::Read;
+        let _ = pipe.read_to_string(&mut err);
+    }
+    let marker = text.lines().find(|line| line.contains(INIT_MARKER));
+    println!("{test} (-smp {smp}): {elapsed:.1?}, exit status {status:?}, {marker:?}");
+    assert!(
+        marker.is_some(),
+        "no '{INIT_MARKER}' after {elapsed:?}:\n{}\n{err}",
+        text.lines().rev().take(40).collect::<Vec<_>>().join("\n")
+    );
+    assert!(
+        marker.unwrap().ends_with(&format!("cpus {smp}")),
+        "{marker:?}"
+    );
+    assert_eq!(
+        status,
+        Some(0),
+        "power-off through ACPI ends vmkit with 0: {err}"
+    );
+}

@@ -649,3 +649,74 @@ fn ioeventfds_follow_a_moved_bar_and_go_at_machine_reset() {
     machine.chipset.reset();
     assert_eq!(machine.notifiers.ioeventfd_count(), 0);
 }
+
+/// The state of a machine whose guest enabled MSI-X and ran a virtio-rng request, restored
+/// into a second machine: the BARs are mapped where the guest put them, the doorbells are
+/// ioeventfds again and the vector has its GSI route and irqfd, as on the first machine.
+#[test]
+fn restored_pci_state_brings_back_bar_mappings_ioeventfds_and_irqfds() {
+    require_kvm!();
+    use vmkit_vmm::migration::{map_restored_pci, register_pc_devices, start_restored_virtio};
+    let (source, out) =
+        run_pc_until_poweroff(msix_driver(), vmkit_pc::FlatMode::Long, &["virtio-rng-pci"]);
+    assert_eq!(out, b"MN", "{:?}", String::from_utf8_lossy(&out));
+    let sections = register_pc_devices(&source).unwrap().save_all().unwrap();
+    assert!(
+        sections.iter().any(|s| s.id == "virtio-pci"),
+        "{:?}",
+        sections.iter().map(|s| &s.path).collect::<Vec<_>>()
+    );
+    let sections: Vec<vmkit_object::VmStateSection> =
+        serde_json::from_str(&serde_json::to_string(&sections).unwrap()).unwrap();
+
+    // The destination: the same machine, booted but never run.
+    use vmkit_pc::{BootSource, IrqchipMode, PcConfig, PcMachine};
+    let kvm = vmkit_kvm::KvmSystem::open().unwrap();
+    let config = PcConfig {
+        ram_size: 16 << 20,
+        smp: 1,
+        cpu: vmkit_pc::CpuModel::host(),
+        irqchip: IrqchipMode::Kernel,
+        boot: BootSource::Flat {
+            image: msix_driver(),
+            addr: ENTRY,
+            entry: ENTRY,
+            mode: vmkit_pc::FlatMode::Long,
+        },
+        com1: None,
+        devices: vec!["virtio-rng-pci".into()],
+        chardevs: Vec::new(),
+        netdevs: Vec::new(),
+        firmware_linux: None,
+        hpet: false,
+        drives: Vec::new(),
+    };
+    let dest = PcMachine::build(&kvm, config, std::sync::Arc::new(PowerOff::default())).unwrap();
+    assert_eq!(dest.notifiers.ioeventfd_count(), 0);
+    assert_eq!(dest.notifiers.msi_route_count(), 0);
+    register_pc_devices(&dest)
+        .unwrap()
+        .restore_all(&sections)
+        .unwrap();
+    map_restored_pci(&dest.chipset.pci);
+    let virtio = vmkit_pc::pci_devices::virtio_transports(&dest.tree);
+    start_restored_virtio(&virtio);
+
+    let devfn = vmkit_pci::DevFn::new(2, 0);
+    assert_eq!(
+        dest.chipset.pci.mapped(devfn),
+        source.chipset.pci.mapped(devfn),
+        "the BARs are where the guest put them"
+    );
+    assert!(!dest.chipset.pci.mapped(devfn).is_empty());
+    assert_eq!(dest.notifiers.ioeventfd_count(), 2, "{:?}", dest.notifiers);
+    assert_eq!(dest.notifiers.pio_ioeventfd_count(), 1);
+    assert_eq!(
+        dest.notifiers.msi_route_count(),
+        1,
+        "the vector's GSI route and irqfd"
+    );
+    let (_, transport) = &virtio[0];
+    let t = transport.lock().unwrap();
+    assert!(t.is_active() && !t.is_paused() && t.msix_enabled());
+}

@@ -94,8 +94,10 @@
 //! ```
 
 mod bzimage;
-mod elf;
-mod elf_note;
+mod load;
+mod multiboot_boot;
+mod pvh;
+
 pub mod firmware;
 
 use std::io::Cursor;
@@ -112,6 +114,7 @@ use linux_loader::loader::elf::start_info::{
 };
 use linux_loader::loader::{BzImage, Elf, KernelLoader};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
+use vmkit_kernel::elf;
 use vmkit_kernel::multiboot::{self, MemoryRegion, Module, MultibootKernel, PlanConfig};
 use vmkit_kvm::Vcpu;
 
@@ -126,6 +129,10 @@ pub use bzimage::{
     SETUP_HEADER_OFFSET, TYPE_OF_LOADER, XLF_KERNEL_64,
 };
 pub use firmware::FirmwareLinux;
+pub use load::load_linux;
+use load::write_bytes;
+pub use multiboot_boot::MULTIBOOT_STUB_ADDR;
+use multiboot_boot::{load_multiboot, MULTIBOOT_RESERVED};
 
 /// Guest-physical address of the zero page (`struct boot_params`, 4 KiB).
 pub const ZERO_PAGE_ADDR: u64 = 0x7000;
@@ -389,9 +396,9 @@ impl LinuxBoot {
         let (kernel, image) = if let Some(multiboot) = multiboot {
             (kernel, Image::Multiboot(multiboot))
         } else if elf::is_elf(&kernel) {
-            let parsed = elf::parse(&kernel).map_err(image_error)?;
+            let parsed = elf::parse(&kernel).map_err(|e| image_error(e.to_string()))?;
             check_elf_placement(&parsed).map_err(image_error)?;
-            let pvh_entry = elf_note::pvh_entry(&kernel).map_err(image_error)?;
+            let pvh_entry = elf::pvh_entry(&kernel).map_err(|e| image_error(e.to_string()))?;
             let image = Image::Elf {
                 elf: parsed,
                 pvh_entry,
@@ -405,6 +412,7 @@ impl LinuxBoot {
                 KernelDecompress::Host => {
                     let vmlinux = decompress_on_host(&kernel_path, &kernel)?;
                     let parsed = elf::parse(&vmlinux)
+                        .map_err(|e| e.to_string())
                         .and_then(|parsed| check_elf_placement(&parsed).map(|()| parsed))
                         .map_err(|why| {
                             image_error(format!("the vmlinux decompressed on the host: {why}"))
@@ -845,225 +853,6 @@ fn decompress_on_host(path: &Path, bzimage: &[u8]) -> Result<Vec<u8>> {
     })
 }
 
-fn write_bytes<M: GuestMemoryBackend>(
-    memory: &M,
-    what: &'static str,
-    addr: u64,
-    bytes: &[u8],
-) -> Result<()> {
-    memory
-        .write_slice(bytes, GuestAddress(addr))
-        .map_err(|source| Error::GuestMemory { what, addr, source })
-}
-
-/// Loads `boot` into `memory` as [`LinuxBoot::plan`] places it for `layout`: the kernel
-/// (through linux-loader's `BzImage`/`Elf` loaders), the initrd, the command line, the zero
-/// page or PVH start info, and the boot GDT/IDT/TSS and page tables the entry needs. Returns
-/// the plan, whose [`regs`](LoadedLinux::regs)/[`sregs`](LoadedLinux::sregs) start the
-/// kernel.
-pub fn load_linux<M: GuestMemoryBackend>(
-    memory: &M,
-    layout: &MemoryLayout,
-    boot: &LinuxBoot,
-) -> Result<LoadedLinux> {
-    if let Image::Multiboot(kernel) = &boot.image {
-        return load_multiboot(memory, layout, boot, kernel);
-    }
-    let plan = boot.plan(layout)?;
-    let loader_error = |e: linux_loader::loader::Error| Error::KernelImage {
-        path: boot.kernel_path.clone(),
-        reason: format!("linux-loader refused it: {e}"),
-    };
-    let high_memory = Some(GuestAddress(HIGH_MEMORY_START));
-    match &boot.image {
-        Image::BzImage(header) => {
-            // Only the setup and protected-mode parts: anything after them (e.g. a signature)
-            // is not the kernel's.
-            let image = boot
-                .kernel
-                .get(..header.setup_size + header.kernel_size)
-                .unwrap_or(&boot.kernel);
-            BzImage::load(
-                memory,
-                Some(GuestAddress(plan.kernel_start)),
-                &mut Cursor::new(image),
-                high_memory,
-            )
-            .map_err(loader_error)?;
-        }
-        Image::Multiboot(_) => {}
-        Image::Elf { elf, .. } => {
-            Elf::load(memory, None, &mut Cursor::new(&*boot.kernel), high_memory)
-                .map_err(loader_error)?;
-            // linux-loader copies p_filesz bytes; the rest of each segment is zero (again,
-            // after a reset).
-            for segment in &elf.segments {
-                let tail = segment.memsz - segment.filesz;
-                if tail > 0 {
-                    let zeros = vec![0u8; usize::try_from(tail).unwrap_or(0)];
-                    write_bytes(memory, "kernel BSS", segment.paddr + segment.filesz, &zeros)?;
-                }
-            }
-        }
-    }
-    if let (Some((addr, _)), Some((_, bytes))) = (plan.initrd, &boot.initrd) {
-        write_bytes(memory, "initrd", addr, bytes)?;
-    }
-    let mut cmdline = boot.cmdline.as_bytes().to_vec();
-    cmdline.push(0);
-    write_bytes(memory, "kernel command line", plan.cmdline_addr, &cmdline)?;
-
-    let e820 = layout.e820();
-    match plan.entry {
-        LinuxEntry::Long64 { .. } | LinuxEntry::Protected32 { .. } => {
-            let params = boot.zero_page(&plan, &e820)?;
-            write_bytes(
-                memory,
-                "zero page",
-                ZERO_PAGE_ADDR,
-                &[0; ZERO_PAGE_SIZE as usize],
-            )?;
-            LinuxBootConfigurator::write_bootparams(
-                &BootParams::new(&params, GuestAddress(ZERO_PAGE_ADDR)),
-                memory,
-            )
-            .map_err(|e| Error::Config(format!("cannot write the zero page: {e}")))?;
-        }
-        LinuxEntry::Pvh { .. } => write_pvh_start_info(memory, &plan, &e820)?,
-        LinuxEntry::Multiboot { .. } => {}
-    }
-    match plan.entry {
-        LinuxEntry::Long64 { .. } => {
-            boot::write_long_mode_tables(memory, &IdentityMap::default())?;
-        }
-        LinuxEntry::Protected32 { .. } | LinuxEntry::Pvh { .. } | LinuxEntry::Multiboot { .. } => {
-            boot::write_protected_mode_tables(memory)?;
-        }
-    }
-    Ok(plan)
-}
-
-/// Loader areas a multiboot image must not overlap: the real-mode IVT and BDA, the boot
-/// GDT/IDT/TSS and the entry stub with its interrupt handlers ([`MULTIBOOT_STUB_ADDR`]).
-const MULTIBOOT_RESERVED: [(u64, u64); 1] = [(0, MULTIBOOT_STUB_END)];
-
-/// Where the boot vCPU of a multiboot kernel starts, in real mode: a stub that leaves the
-/// interrupt controllers as SeaBIOS does before QEMU's multiboot option ROM runs, then enters
-/// the kernel as that ROM does.
-pub const MULTIBOOT_STUB_ADDR: u64 = 0x600;
-const MULTIBOOT_STUB_END: u64 = 0x700;
-const STUB_IRQ_MASTER: u64 = 0x6c0;
-const STUB_IRQ_SLAVE: u64 = 0x6c8;
-const STUB_IRET: u64 = 0x6d8;
-const STUB_GDT_DESC: u64 = 0x6f0;
-/// The PIC masks SeaBIOS leaves for the devices this machine has: timer, keyboard and the
-/// cascade on the master; RTC and mouse on the slave.
-const STUB_PIC_MASKS: (u8, u8) = (0xf8, 0xee);
-
-/// The multiboot entry stub (16-bit code at [`MULTIBOOT_STUB_ADDR`], then 32-bit code): the
-/// 8259A pair initialised as SeaBIOS does (vectors 0x08 and 0x70, [`STUB_PIC_MASKS`]), PIT
-/// channel 0 in mode 3 with count 0 (18.2 Hz), then as QEMU's multiboot.bin: the flat GDT,
-/// CR0.PE, far jump to 32-bit code, data segments flat, EAX = 0x2BADB002, EBX = the
-/// information, ESP = `esp`, jump to `eip`.
-fn multiboot_stub(eip: u32, esp: u32, info: u32) -> Vec<u8> {
-    let mut code = vec![0xfa, 0xfc]; // cli; cld
-    let (master_mask, slave_mask) = STUB_PIC_MASKS;
-    for (port, value) in [
-        (0x20u8, 0x11u8),
-        (0xa0, 0x11),
-        (0x21, 0x08),
-        (0xa1, 0x70),
-        (0x21, 0x04),
-        (0xa1, 0x02),
-        (0x21, 0x01),
-        (0xa1, 0x01),
-        (0x21, master_mask),
-        (0xa1, slave_mask),
-        (0x43, 0x36),
-        (0x40, 0x00),
-        (0x40, 0x00),
-    ] {
-        code.extend_from_slice(&[0xb0, value, 0xe6, port]); // mov al, value; out port, al
-    }
-    code.extend_from_slice(&[0x66, 0x0f, 0x01, 0x16]); // o32 lgdt [disp16]
-    code.extend_from_slice(&(STUB_GDT_DESC as u16).to_le_bytes());
-    code.extend_from_slice(&[0x0f, 0x20, 0xc0]); // mov eax, cr0
-    code.extend_from_slice(&[0x66, 0x83, 0xc8, 0x01]); // or eax, 1
-    code.extend_from_slice(&[0x0f, 0x22, 0xc0]); // mov cr0, eax
-    let far_jump_at = code.len();
-    code.extend_from_slice(&[0x66, 0xea, 0, 0, 0, 0]); // o32 jmp far ptr16:32
-    code.extend_from_slice(&boot::BOOT_CS.to_le_bytes());
-    let pm32 = MULTIBOOT_STUB_ADDR as u32 + code.len() as u32;
-    code[far_jump_at + 2..far_jump_at + 6].copy_from_slice(&pm32.to_le_bytes());
-    code.push(0xb8); // mov eax, BOOT_DS
-    code.extend_from_slice(&u32::from(boot::BOOT_DS).to_le_bytes());
-    for modrm in [0xd8, 0xc0, 0xd0, 0xe0, 0xe8] {
-        code.extend_from_slice(&[0x8e, modrm]); // mov ds/es/ss/fs/gs, ax
-    }
-    code.push(0xbc); // mov esp, imm32
-    code.extend_from_slice(&esp.to_le_bytes());
-    code.push(0xbb); // mov ebx, imm32
-    code.extend_from_slice(&info.to_le_bytes());
-    code.push(0xb8); // mov eax, imm32
-    code.extend_from_slice(&multiboot::BOOTLOADER_MAGIC.to_le_bytes());
-    code.push(0x68); // push imm32
-    code.extend_from_slice(&eip.to_le_bytes());
-    code.push(0xc3); // ret
-    code
-}
-
-/// Writes the real-mode IVT (every vector to an IRET; IRQ vectors to handlers that send the
-/// 8259A an EOI, as a BIOS's do), the handlers, the entry stub and its GDT pointer.
-fn write_multiboot_stub<M: GuestMemoryBackend>(memory: &M, loaded: &LoadedLinux) -> Result<()> {
-    let LinuxEntry::Multiboot { eip, esp } = loaded.entry else {
-        return Ok(());
-    };
-    let info = u32::try_from(loaded.boot_info_addr).unwrap_or(u32::MAX);
-    let mut ivt = Vec::with_capacity(1024);
-    for vector in 0..256u64 {
-        let handler = match vector {
-            0x08..=0x0f => STUB_IRQ_MASTER,
-            0x70..=0x77 => STUB_IRQ_SLAVE,
-            _ => STUB_IRET,
-        };
-        ivt.extend_from_slice(&(handler as u16).to_le_bytes());
-        ivt.extend_from_slice(&0u16.to_le_bytes());
-    }
-    write_bytes(memory, "multiboot real-mode IVT", 0, &ivt)?;
-    // push ax; mov al, 0x20; out 0x20, al; pop ax; iret — and the slave's, EOI to both.
-    let master = [0x50, 0xb0, 0x20, 0xe6, 0x20, 0x58, 0xcf];
-    let slave = [0x50, 0xb0, 0x20, 0xe6, 0xa0, 0xe6, 0x20, 0x58, 0xcf];
-    write_bytes(memory, "multiboot IRQ handler", STUB_IRQ_MASTER, &master)?;
-    write_bytes(memory, "multiboot IRQ handler", STUB_IRQ_SLAVE, &slave)?;
-    write_bytes(memory, "multiboot IRQ handler", STUB_IRET, &[0xcf])?;
-    let gdt_limit = (boot::protected_mode_gdt(0).len() * 8 - 1) as u16;
-    let mut descriptor = gdt_limit.to_le_bytes().to_vec();
-    descriptor.extend_from_slice(&(boot::BOOT_GDT_ADDR as u32).to_le_bytes());
-    write_bytes(memory, "multiboot GDT pointer", STUB_GDT_DESC, &descriptor)?;
-    let stub = multiboot_stub(eip, esp, info);
-    write_bytes(memory, "multiboot entry stub", MULTIBOOT_STUB_ADDR, &stub)
-}
-
-/// Loads a multiboot kernel as QEMU's multiboot loader and option ROM do: the segments (bss
-/// zeroed), the memory map, module list, command lines and modules, the information, and the
-/// flat 32-bit GDT for the protected-mode entry.
-fn load_multiboot<M: GuestMemoryBackend>(
-    memory: &M,
-    layout: &MemoryLayout,
-    boot: &LinuxBoot,
-    kernel: &MultibootKernel,
-) -> Result<LoadedLinux> {
-    let loaded = boot.plan(layout)?;
-    let plan = boot.multiboot_plan(kernel, layout)?;
-    let modules = boot.multiboot_modules();
-    plan.write(&boot.kernel, &modules, |what, addr, bytes| {
-        write_bytes(memory, what, addr, bytes)
-    })?;
-    boot::write_protected_mode_tables(memory)?;
-    write_multiboot_stub(memory, &loaded)?;
-    Ok(loaded)
-}
-
 /// Whether `image` is a 64-bit ELF file (the vmlinux path, even with a multiboot header).
 fn is_elf64(image: &[u8]) -> bool {
     elf::is_elf(image) && image.get(4) == Some(&2)
@@ -1072,58 +861,6 @@ fn is_elf64(image: &[u8]) -> bool {
 /// Whether `image` has a bzImage's "HdrS" magic (the Linux path wins, as in QEMU).
 fn has_hdrs(image: &[u8]) -> bool {
     image.get(0x202..0x206) == Some(&HDRS_MAGIC.to_le_bytes()[..])
-}
-
-fn write_pvh_start_info<M: GuestMemoryBackend>(
-    memory: &M,
-    plan: &LoadedLinux,
-    e820: &E820Map,
-) -> Result<()> {
-    if e820.len() > PVH_MEMMAP_MAX_ENTRIES {
-        return Err(Error::Config(format!(
-            "the e820 map has {} entries, more than the {PVH_MEMMAP_MAX_ENTRIES} PVH's memory \
-             map has room for",
-            e820.len()
-        )));
-    }
-    let memmap: Vec<hvm_memmap_table_entry> = e820
-        .entries()
-        .iter()
-        .map(|entry| hvm_memmap_table_entry {
-            addr: entry.addr,
-            size: entry.size,
-            type_: entry.kind.code(),
-            reserved: 0,
-        })
-        .collect();
-    let mut start_info = hvm_start_info {
-        magic: XEN_HVM_START_MAGIC,
-        version: 1,
-        cmdline_paddr: plan.cmdline_addr,
-        memmap_paddr: PVH_MEMMAP_ADDR,
-        memmap_entries: u32::try_from(memmap.len()).unwrap_or(u32::MAX),
-        ..Default::default()
-    };
-    let modules: Vec<hvm_modlist_entry> = plan
-        .initrd
-        .iter()
-        .map(|(addr, size)| hvm_modlist_entry {
-            paddr: *addr,
-            size: *size,
-            ..Default::default()
-        })
-        .collect();
-    start_info.nr_modules = u32::try_from(modules.len()).unwrap_or(0);
-    if !modules.is_empty() {
-        start_info.modlist_paddr = PVH_MODLIST_ADDR;
-    }
-    let mut params = BootParams::new(&start_info, GuestAddress(PVH_START_INFO_ADDR));
-    params.set_sections(&memmap, GuestAddress(PVH_MEMMAP_ADDR));
-    if !modules.is_empty() {
-        params.set_modules(&modules, GuestAddress(PVH_MODLIST_ADDR));
-    }
-    PvhBootConfigurator::write_bootparams(&params, memory)
-        .map_err(|e| Error::Config(format!("cannot write the PVH start info: {e}")))
 }
 
 /// Puts the boot vCPU at the kernel's entry as `loaded` describes (general, segment and
@@ -1140,24 +877,4 @@ pub fn set_linux_entry(vcpu: &Vcpu, loaded: &LoadedLinux) -> Result<()> {
     vcpu.set_regs(&loaded.regs())?;
     vcpu.set_fpu(&boot::initial_fpu())?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_multiboot_stub_fits_below_its_handlers_and_ends_in_the_jump_to_the_kernel() {
-        let stub = multiboot_stub(0x40_00bc, 0x107_0000, 0x9500);
-        assert!(MULTIBOOT_STUB_ADDR + stub.len() as u64 <= STUB_IRQ_MASTER);
-        let tail = &stub[stub.len() - 16..];
-        // mov ebx, info; mov eax, 0x2BADB002; push eip; ret
-        assert_eq!(tail[0], 0xbb);
-        assert_eq!(&tail[1..5], &0x9500u32.to_le_bytes());
-        assert_eq!(tail[5], 0xb8);
-        assert_eq!(&tail[6..10], &0x2bad_b002u32.to_le_bytes());
-        assert_eq!(tail[10], 0x68);
-        assert_eq!(&tail[11..15], &0x40_00bcu32.to_le_bytes());
-        assert_eq!(tail[15], 0xc3);
-    }
 }

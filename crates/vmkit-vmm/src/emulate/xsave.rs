@@ -39,8 +39,12 @@ const MXCSR_INIT: u32 = 0x1f80;
 const MXCSR_DEFAULT_MASK: u32 = 0xffbf;
 /// x87 FCW's initial value.
 const FCW_INIT: u16 = 0x037f;
+const CR0_EM: u64 = 1 << 2;
 const CR0_TS: u64 = 1 << 3;
+const CR4_OSFXSR: u64 = 1 << 9;
 const CR4_OSXSAVE: u64 = 1 << 18;
+/// XSTATE_BV's SSE bit: MXCSR is part of the SSE component.
+const XSTATE_SSE: u64 = 1 << 1;
 
 /// How an instruction ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +62,50 @@ pub enum Form {
     Standard,
     /// XSAVEC.
     Compacted,
+}
+
+/// LDMXCSR / VLDMXCSR m32 (SDM vol. 2): MXCSR from memory; #GP(0) for a reserved bit
+/// (one outside MXCSR_MASK). #UD (CR0.EM or no CR4.OSFXSR) and #NM (CR0.TS) are left to
+/// the report. MXCSR is part of the SSE component, so its XSTATE_BV bit is set (KVM loads
+/// MXCSR only then); the XMM registers KVM's area holds go back unchanged.
+pub fn ldmxcsr(cpu: &mut impl Cpu, instruction: &Instruction, bitness: u32) -> Option<Outcome> {
+    sse_usable(cpu)?;
+    let (gpa, _) = super::memory_operand(cpu, instruction, 0, bitness, 4)?;
+    let mut value = [0u8; 4];
+    if !cpu.read(gpa, &mut value) {
+        return None;
+    }
+    let value = u32::from_le_bytes(value);
+    let area = cpu.xsave_area()?;
+    let mask = match u32_at(area, MXCSR_MASK) {
+        0 => MXCSR_DEFAULT_MASK,
+        mask => mask,
+    };
+    if value & !mask != 0 {
+        return cpu.queue_general_protection().then_some(Outcome::Faulted);
+    }
+    area[MXCSR..MXCSR + 4].copy_from_slice(&value.to_le_bytes());
+    let xstate_bv = u64_at(area, XSTATE_BV) | XSTATE_SSE;
+    area[XSTATE_BV..XSTATE_BV + 8].copy_from_slice(&xstate_bv.to_le_bytes());
+    Some(Outcome::Done)
+}
+
+/// STMXCSR / VSTMXCSR m32: MXCSR to memory (a writable page, else left to the report).
+pub fn stmxcsr(cpu: &mut impl Cpu, instruction: &Instruction, bitness: u32) -> Option<Outcome> {
+    sse_usable(cpu)?;
+    let (gpa, writable) = super::memory_operand(cpu, instruction, 0, bitness, 4)?;
+    if !writable {
+        return None;
+    }
+    let value = u32_at(cpu.xsave_area()?, MXCSR);
+    cpu.write(gpa, &value.to_le_bytes())
+        .then_some(Outcome::Done)
+}
+
+/// `Some` if SSE instructions run: CR0.EM clear, CR4.OSFXSR set, CR0.TS clear.
+fn sse_usable(cpu: &impl Cpu) -> Option<()> {
+    let sregs = cpu.sregs();
+    (sregs.cr0 & (CR0_EM | CR0_TS) == 0 && sregs.cr4 & CR4_OSFXSR != 0).then_some(())
 }
 
 /// This host's CPUID for component `index`, `None` for an unsupported one.
