@@ -346,6 +346,36 @@ fn images(exits: u32) -> Result<Vec<Images>> {
         .collect()
 }
 
+/// `--migration`: vmkit unless `--only qemu`, QEMU when it is installed and not excluded.
+fn run_migration(options: &Options) -> Result<String> {
+    let vmkit = match options.includes(Only::Vmkit) {
+        true => Some(locate_vmkit(options.vmkit.as_deref()).map_err(Error::Usage)?),
+        false => None,
+    };
+    let mut header = format!("vmkit-bench --migration\nhost: {}\n", host_description());
+    let qemu = match options.includes(Only::Qemu) {
+        true => match qemu_version(&options.qemu) {
+            Ok(version) => {
+                let _ = writeln!(header, "QEMU: {version}");
+                Some(options.qemu.clone())
+            }
+            Err(e) => {
+                let _ = writeln!(header, "QEMU skipped: {e}");
+                None
+            }
+        },
+        false => None,
+    };
+    let _ = writeln!(header, "load average before: {}\n", load_average());
+    let report = crate::migrate::run(&crate::migrate::MigrationBench {
+        vmkit,
+        qemu,
+        runs: options.runs,
+        sizes_mib: crate::migrate::SIZES_MIB.to_vec(),
+    })?;
+    Ok(header + &report)
+}
+
 /// Runs the benchmark and returns the report.
 pub fn run(options: &Options) -> Result<String> {
     if let Some(bios) = &options.seabios {
@@ -354,6 +384,9 @@ pub fn run(options: &Options) -> Result<String> {
             .ok()
             .map(|_| options.qemu.as_path());
         return crate::firmware::run(&vmkit, qemu, bios, options.runs);
+    }
+    if options.migration {
+        return run_migration(options);
     }
     let load_before = load_average();
     let Setup {

@@ -27,6 +27,8 @@ options:
   --seabios         instead: time Debian's SeaBIOS from process start to its boot step,
                     vmkit vs QEMU on the same command line (--runs runs each)
   --bios PATH       the same with another SeaBIOS image
+  --migration       instead: live migration, vmkit vs QEMU on the same guest (256 MiB and
+                    2 GiB, idle and dirtying): total time and downtime (--runs runs each)
   --no-scaling      skip the 1-vCPU / 2-vCPU scaling runs
   --vmkit PATH      the vmkit binary (default: `vmkit` next to this binary, built with
                     cargo first when this binary runs from a cargo target directory)
@@ -68,6 +70,8 @@ pub struct Options {
     pub qemu: PathBuf,
     /// `--seabios [BIOS]`: time SeaBIOS's boot instead of exit dispatch.
     pub seabios: Option<PathBuf>,
+    /// `--migration`: live migration instead of exit dispatch.
+    pub migration: bool,
 }
 
 impl Default for Options {
@@ -81,6 +85,7 @@ impl Default for Options {
             vmkit: None,
             qemu: PathBuf::from("qemu-system-x86_64"),
             seabios: None,
+            migration: false,
         }
     }
 }
@@ -144,6 +149,7 @@ where
             }
             "--bios" => options.seabios = Some(PathBuf::from(value("--bios")?)),
             "--no-scaling" => options.scaling = false,
+            "--migration" => options.migration = true,
             "--vmkit" => options.vmkit = Some(PathBuf::from(value("--vmkit")?)),
             "--qemu" => options.qemu = PathBuf::from(value("--qemu")?),
             RAW_CHILD_OPTION => {
