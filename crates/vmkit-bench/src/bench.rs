@@ -380,6 +380,36 @@ fn run_virtio_blk(options: &Options) -> Result<String> {
     Ok(report)
 }
 
+/// `--migration`: vmkit unless `--only qemu`, QEMU when it is installed and not excluded.
+fn run_migration(options: &Options) -> Result<String> {
+    let vmkit = match options.includes(Only::Vmkit) {
+        true => Some(locate_vmkit(options.vmkit.as_deref()).map_err(Error::Usage)?),
+        false => None,
+    };
+    let mut header = format!("vmkit-bench --migration\nhost: {}\n", host_description());
+    let qemu = match options.includes(Only::Qemu) {
+        true => match qemu_version(&options.qemu) {
+            Ok(version) => {
+                let _ = writeln!(header, "QEMU: {version}");
+                Some(options.qemu.clone())
+            }
+            Err(e) => {
+                let _ = writeln!(header, "QEMU skipped: {e}");
+                None
+            }
+        },
+        false => None,
+    };
+    let _ = writeln!(header, "load average before: {}\n", load_average());
+    let report = crate::migrate::run(&crate::migrate::MigrationBench {
+        vmkit,
+        qemu,
+        runs: options.runs,
+        sizes_mib: crate::migrate::SIZES_MIB.to_vec(),
+    })?;
+    Ok(header + &report)
+}
+
 /// Runs the benchmark and returns the report.
 pub fn run(options: &Options) -> Result<String> {
     if let Some(bios) = &options.seabios {
@@ -391,6 +421,9 @@ pub fn run(options: &Options) -> Result<String> {
     }
     if options.virtio_blk {
         return run_virtio_blk(options);
+    }
+    if options.migration {
+        return run_migration(options);
     }
     let load_before = load_average();
     let Setup {

@@ -36,6 +36,8 @@ options:
                     file (--runs runs each; --only vmkit or qemu for one side)
   --requests N      requests (or doorbells) per --virtio-blk run (default 20000; 300 with --quick)
   --cache MODE      the --virtio-blk drive's cache= (writeback or none; default writeback)
+  --migration       instead: live migration, vmkit vs QEMU on the same guest (256 MiB and
+                    2 GiB, idle and dirtying): total time and downtime (--runs runs each)
   --no-scaling      skip the 1-vCPU / 2-vCPU scaling runs
   --vmkit PATH      the vmkit binary (default: `vmkit` next to this binary, built with
                     cargo first when this binary runs from a cargo target directory)
@@ -83,6 +85,8 @@ pub struct Options {
     pub requests: u32,
     /// The `--virtio-blk` drive's `cache=`.
     pub cache: String,
+    /// `--migration`: live migration instead of exit dispatch.
+    pub migration: bool,
 }
 
 impl Default for Options {
@@ -99,6 +103,7 @@ impl Default for Options {
             virtio_blk: false,
             requests: DEFAULT_REQUESTS,
             cache: "writeback".into(),
+            migration: false,
         }
     }
 }
@@ -177,6 +182,7 @@ where
                     }
                 }
             }
+            "--migration" => options.migration = true,
             "--vmkit" => options.vmkit = Some(PathBuf::from(value("--vmkit")?)),
             "--qemu" => options.qemu = PathBuf::from(value("--qemu")?),
             RAW_CHILD_OPTION => {

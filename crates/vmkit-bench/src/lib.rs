@@ -44,6 +44,7 @@ pub mod firmware;
 pub mod guest;
 mod host;
 pub mod inprocess;
+pub mod migrate;
 pub mod process;
 pub mod raw;
 mod report;
