@@ -346,6 +346,70 @@ fn images(exits: u32) -> Result<Vec<Images>> {
         .collect()
 }
 
+/// `--virtio-blk`: vmkit unless `--only qemu`, QEMU when it is installed and not excluded by
+/// `--only vmkit` (or `--only raw`, which has no virtio-blk side).
+fn run_virtio_blk(options: &Options) -> Result<String> {
+    let vmkit = if options.includes(Only::Vmkit) {
+        Some(locate_vmkit(options.vmkit.as_deref()).map_err(Error::Usage)?)
+    } else {
+        None
+    };
+    let mut note = None;
+    let qemu = if options.includes(Only::Qemu) {
+        match qemu_version(&options.qemu) {
+            Ok(version) => Some(version),
+            Err(e) => {
+                note = Some(format!("QEMU skipped: {e}\n"));
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let blk = crate::blk::BlkOptions {
+        requests: options.requests,
+        runs: options.runs,
+        cache: options.cache.clone(),
+        vmkit,
+        qemu: qemu.as_ref().map(|_| options.qemu.clone()),
+    };
+    let mut report = crate::blk::run(&blk, qemu.as_deref())?;
+    if let Some(note) = note {
+        report.push_str(&note);
+    }
+    Ok(report)
+}
+
+/// `--migration`: vmkit unless `--only qemu`, QEMU when it is installed and not excluded.
+fn run_migration(options: &Options) -> Result<String> {
+    let vmkit = match options.includes(Only::Vmkit) {
+        true => Some(locate_vmkit(options.vmkit.as_deref()).map_err(Error::Usage)?),
+        false => None,
+    };
+    let mut header = format!("vmkit-bench --migration\nhost: {}\n", host_description());
+    let qemu = match options.includes(Only::Qemu) {
+        true => match qemu_version(&options.qemu) {
+            Ok(version) => {
+                let _ = writeln!(header, "QEMU: {version}");
+                Some(options.qemu.clone())
+            }
+            Err(e) => {
+                let _ = writeln!(header, "QEMU skipped: {e}");
+                None
+            }
+        },
+        false => None,
+    };
+    let _ = writeln!(header, "load average before: {}\n", load_average());
+    let report = crate::migrate::run(&crate::migrate::MigrationBench {
+        vmkit,
+        qemu,
+        runs: options.runs,
+        sizes_mib: crate::migrate::SIZES_MIB.to_vec(),
+    })?;
+    Ok(header + &report)
+}
+
 /// Runs the benchmark and returns the report.
 pub fn run(options: &Options) -> Result<String> {
     if let Some(bios) = &options.seabios {
@@ -354,6 +418,12 @@ pub fn run(options: &Options) -> Result<String> {
             .ok()
             .map(|_| options.qemu.as_path());
         return crate::firmware::run(&vmkit, qemu, bios, options.runs);
+    }
+    if options.virtio_blk {
+        return run_virtio_blk(options);
+    }
+    if options.migration {
+        return run_migration(options);
     }
     let load_before = load_average();
     let Setup {

@@ -12,6 +12,10 @@ pub const DEFAULT_RUNS: usize = 5;
 pub const QUICK_EXITS: u32 = 2_000;
 /// Runs per figure with `--quick`.
 pub const QUICK_RUNS: usize = 2;
+/// Requests per `--virtio-blk` run by default.
+pub const DEFAULT_REQUESTS: u32 = 20_000;
+/// Requests per `--virtio-blk` run with `--quick`.
+pub const QUICK_REQUESTS: u32 = 300;
 
 /// The help text.
 pub const USAGE: &str = "\
@@ -27,6 +31,13 @@ options:
   --seabios         instead: time Debian's SeaBIOS from process start to its boot step,
                     vmkit vs QEMU on the same command line (--runs runs each)
   --bios PATH       the same with another SeaBIOS image
+  --virtio-blk      instead: virtio-blk-pci 4 KiB sequential and random reads and doorbells,
+                    ioeventfd=on and off, vmkit vs QEMU with the same guest kernel and disk
+                    file (--runs runs each; --only vmkit or qemu for one side)
+  --requests N      requests (or doorbells) per --virtio-blk run (default 20000; 300 with --quick)
+  --cache MODE      the --virtio-blk drive's cache= (writeback or none; default writeback)
+  --migration       instead: live migration, vmkit vs QEMU on the same guest (256 MiB and
+                    2 GiB, idle and dirtying): total time and downtime (--runs runs each)
   --no-scaling      skip the 1-vCPU / 2-vCPU scaling runs
   --vmkit PATH      the vmkit binary (default: `vmkit` next to this binary, built with
                     cargo first when this binary runs from a cargo target directory)
@@ -68,6 +79,14 @@ pub struct Options {
     pub qemu: PathBuf,
     /// `--seabios [BIOS]`: time SeaBIOS's boot instead of exit dispatch.
     pub seabios: Option<PathBuf>,
+    /// `--virtio-blk`: the virtio-blk comparison instead of exit dispatch.
+    pub virtio_blk: bool,
+    /// Requests per `--virtio-blk` run.
+    pub requests: u32,
+    /// The `--virtio-blk` drive's `cache=`.
+    pub cache: String,
+    /// `--migration`: live migration instead of exit dispatch.
+    pub migration: bool,
 }
 
 impl Default for Options {
@@ -81,6 +100,10 @@ impl Default for Options {
             vmkit: None,
             qemu: PathBuf::from("qemu-system-x86_64"),
             seabios: None,
+            virtio_blk: false,
+            requests: DEFAULT_REQUESTS,
+            cache: "writeback".into(),
+            migration: false,
         }
     }
 }
@@ -116,6 +139,7 @@ where
     let mut options = Options::default();
     let mut exits = None;
     let mut runs = None;
+    let mut requests = None;
     let mut args = args.into_iter().map(Into::into);
     while let Some(arg) = args.next() {
         let mut value = |name: &str| {
@@ -144,6 +168,21 @@ where
             }
             "--bios" => options.seabios = Some(PathBuf::from(value("--bios")?)),
             "--no-scaling" => options.scaling = false,
+            "--virtio-blk" => options.virtio_blk = true,
+            "--requests" => {
+                requests = Some(parse_number::<u32>("--requests", &value("--requests")?)?)
+            }
+            "--cache" => {
+                options.cache = match value("--cache")?.as_str() {
+                    mode @ ("writeback" | "none") => mode.to_string(),
+                    other => {
+                        return Err(Error::Usage(format!(
+                            "--cache {other}: expected writeback or none"
+                        )))
+                    }
+                }
+            }
+            "--migration" => options.migration = true,
             "--vmkit" => options.vmkit = Some(PathBuf::from(value("--vmkit")?)),
             "--qemu" => options.qemu = PathBuf::from(value("--qemu")?),
             RAW_CHILD_OPTION => {
@@ -159,6 +198,13 @@ where
     if options.quick {
         options.exits = QUICK_EXITS;
         options.runs = QUICK_RUNS;
+        options.requests = QUICK_REQUESTS;
+    }
+    if let Some(requests) = requests {
+        options.requests = requests;
+    }
+    if options.requests == 0 {
+        return Err(Error::Usage("--requests must be at least 1".into()));
     }
     if let Some(exits) = exits {
         options.exits = exits;
@@ -224,6 +270,11 @@ mod tests {
         assert_eq!((o.exits, o.runs, o.quick), (QUICK_EXITS, QUICK_RUNS, true));
         let o = run(&["--exits", "500", "--quick"]);
         assert_eq!((o.exits, o.runs), (500, QUICK_RUNS));
+        let o = run(&["--virtio-blk", "--quick", "--cache", "none"]);
+        assert!(o.virtio_blk);
+        assert_eq!((o.requests, o.cache.as_str()), (QUICK_REQUESTS, "none"));
+        let o = run(&["--virtio-blk", "--requests", "1_000"]);
+        assert_eq!((o.requests, o.runs), (1000, DEFAULT_RUNS));
     }
 
     #[test]
@@ -245,6 +296,8 @@ mod tests {
             (&["--exits", "1"][..], "at least 2"),
             (&["--runs", "0"][..], "at least 1"),
             (&["--only", "kvmtool"][..], "expected raw, vmkit or qemu"),
+            (&["--cache", "unsafe"][..], "expected writeback or none"),
+            (&["--requests", "0"][..], "at least 1"),
         ] {
             let e = parse(args.iter().copied()).unwrap_err().to_string();
             assert!(e.contains(needle), "{args:?}: {e}");

@@ -37,11 +37,14 @@
 //! ```
 
 pub mod bench;
+pub mod blk;
+pub mod blk_guest;
 pub mod cli;
 pub mod firmware;
 pub mod guest;
 mod host;
 pub mod inprocess;
+pub mod migrate;
 pub mod process;
 pub mod raw;
 mod report;

@@ -114,9 +114,14 @@ impl Default for BlkOptions {
 /// Requests: `IN`, `OUT`, `FLUSH`, `GET_ID`, `DISCARD`, `WRITE_ZEROES` (the last two only
 /// once negotiated); anything else is `UNSUPP`. A transfer that is not whole sectors, runs
 /// past the capacity, exceeds [`BLK_MAX_REQUEST_BYTES`] or fails in the backend (including
-/// a write to a read-only drive) completes with `IOERR`. A chain without a writable
-/// status byte, or with buffers outside guest memory, completes with used length 0 and no
-/// status (there is nowhere to put one). Nothing a driver builds makes the device panic.
+/// a write to a read-only drive) completes with `IOERR`, as does a header shorter than 16
+/// bytes. A chain without a writable status byte, or one that fails
+/// [`vmkit_virtio::check_chain`] (a loop or more descriptors than the queue holds, a
+/// zero-length descriptor, a buffer outside guest memory, a readable descriptor after a
+/// writable one) has nowhere to put a status: it is not completed, the queue is served no
+/// more and the transport reports `NEEDS_RESET` with a configuration interrupt (QEMU's
+/// `virtio_error`) until the driver resets the device. Nothing a driver builds makes the
+/// device panic.
 ///
 /// The write cache (the config's `writeback`) starts as the drive's `cache=` says; a
 /// driver that negotiates neither `FLUSH` nor `CONFIG_WCE` gets writethrough, one that
@@ -340,7 +345,7 @@ enum Start {
     Now(u8, Vec<u8>),
     /// Run on the pool.
     Submit(Op),
-    /// No status byte to write: used length 0.
+    /// No status byte to write: the device needs a reset.
     Drop,
 }
 
@@ -565,6 +570,9 @@ fn io_loop<M: GuestAddressSpace>(
     let mut inflight = 0usize;
     let mut spare: Vec<Vec<u8>> = Vec::new();
     let mut stopping = false;
+    // A malformed chain stops the queue until the driver resets the device.
+    let mut broken = false;
+    let mut reported = false;
     let mut events = vec![EpollEvent::default(); 4];
     loop {
         if stopping && inflight == 0 {
@@ -586,18 +594,22 @@ fn io_loop<M: GuestAddressSpace>(
                     let _ = kill.read();
                     stopping = true;
                 }
-                TOKEN_QUEUE if !stopping => {
+                TOKEN_QUEUE if !stopping && !broken => {
                     let _ = queue_fd.read();
-                    loop {
+                    while !broken {
                         let _ = queue.disable_notification(mem);
                         let mut progress = false;
                         while let Some(chain) = queue.pop_descriptor_chain(guard.clone()) {
                             progress = true;
                             let head = chain.head_index();
+                            if vmkit_virtio::check_chain(&chain, mem).is_err() {
+                                broken = true;
+                                break;
+                            }
                             let (status, data) = match begin(&chain, mem, &ctx, &mut spare) {
                                 Start::Drop => {
-                                    notify |= queue.add_used(mem, head, 0).is_ok();
-                                    continue;
+                                    broken = true;
+                                    break;
                                 }
                                 Start::Now(status, data) => (status, data),
                                 Start::Submit(op) => {
@@ -619,6 +631,12 @@ fn io_loop<M: GuestAddressSpace>(
                             };
                             let len = finish(chain, mem, status, &data);
                             notify |= queue.add_used(mem, head, len).is_ok();
+                        }
+                        if vmkit_virtio::avail_overrun(&queue, mem) {
+                            broken = true;
+                        }
+                        if broken {
+                            break;
                         }
                         match queue.enable_notification(mem) {
                             Ok(true) if progress => continue,
@@ -653,6 +671,10 @@ fn io_loop<M: GuestAddressSpace>(
             }
             if notify && queue.needs_notification(mem).unwrap_or(true) {
                 interrupt.trigger(InterruptKind::Queue(0));
+            }
+            if broken && !reported {
+                reported = true;
+                interrupt.needs_reset();
             }
         }
     }

@@ -294,15 +294,61 @@ fn reset_and_drop_wait_for_requests_in_flight() {
     }
 }
 
-#[test]
-fn malformed_chains_complete_without_a_status_or_with_ioerr() {
+/// Starts a fresh device, lets `build` put one bad request on the ring, and checks the
+/// defined result: no completion, one NEEDS_RESET request, the queue served no more (a
+/// good request after it stays pending), the backend untouched; then a reset and a fresh
+/// activation serve requests again.
+fn needs_reset_after(what: &str, build: impl FnOnce(&mut Driver)) {
     let backend = Arc::new(MemoryBackend::new(8 * 512));
     let mut b = Bench::start(VirtioBlk::new(backend.clone()), 0);
-    // No writable descriptor at all: used length 0.
-    b.driver.add_chain(&[(HEADER, 16, false)]);
+    build(&mut b.driver);
     b.notify.write(1).unwrap();
-    assert_eq!(b.driver.wait_used(1)[0].1, 0);
-    // A header of 8 bytes: IOERR in the status byte.
+    b.irqs.wait_needs_reset();
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(
+        b.driver.used_idx(),
+        0,
+        "{what}: the bad chain is not completed"
+    );
+    assert_eq!(b.irqs.1.load(Ordering::SeqCst), 1, "{what}: asked once");
+    // A good write after it is not served: the queue is stopped until a reset.
+    b.mem()
+        .write_slice(&[0u8; 16], GuestAddress(HEADER + 0x100))
+        .unwrap();
+    b.mem()
+        .write_obj(T_OUT, GuestAddress(HEADER + 0x100))
+        .unwrap();
+    b.mem()
+        .write_slice(&[0x77; 512], GuestAddress(DATA))
+        .unwrap();
+    b.driver.add_chain(&[
+        (HEADER + 0x100, 16, false),
+        (DATA, 512, false),
+        (STATUS, 1, true),
+    ]);
+    b.notify.write(1).unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(b.driver.used_idx(), 0, "{what}: nothing served after it");
+    assert!(
+        backend_bytes(&*backend).iter().all(|&x| x == 0),
+        "{what}: the disk is untouched"
+    );
+    assert!(b.reset(), "{what}: the device stops");
+    let mut b = Bench::start(VirtioBlk::new(backend.clone()), 0);
+    assert_eq!(
+        b.request(T_IN, 0, &[], 512).0,
+        S_OK,
+        "{what}: works after a reset"
+    );
+    assert!(b.reset());
+}
+
+#[test]
+fn malformed_chains_end_in_needs_reset_and_bad_requests_in_ioerr() {
+    // Request-level errors with a writable status byte: IOERR.
+    let backend = Arc::new(MemoryBackend::new(8 * 512));
+    let mut b = Bench::start(VirtioBlk::new(backend.clone()), 0);
+    // A header of 8 bytes.
     b.mem().write_obj(0xeeu8, GuestAddress(STATUS)).unwrap();
     b.driver.add_chain(&[(HEADER, 8, false), (STATUS, 1, true)]);
     b.notify.write(1).unwrap();
@@ -311,24 +357,76 @@ fn malformed_chains_complete_without_a_status_or_with_ioerr() {
         b.mem().read_obj::<u8>(GuestAddress(STATUS)).unwrap(),
         S_IOERR
     );
-    // A data buffer outside guest memory: nowhere valid to write, used length 0.
-    b.driver
-        .add_chain(&[(HEADER, 16, false), (1 << 40, 512, true), (STATUS, 1, true)]);
-    b.notify.write(1).unwrap();
-    assert_eq!(b.driver.wait_used(1)[0].1, 0);
-    // A loop: descriptor 200 points at itself.
-    b.driver.write_desc(200, HEADER, 16, NEXT, 200);
-    b.driver.publish(200);
-    b.notify.write(1).unwrap();
-    assert_eq!(b.driver.wait_used(1).len(), 1);
     // Header, data and status in one writable descriptor, with the header readable
     // nowhere: IOERR.
     b.driver.add_chain(&[(STATUS, 600, true)]);
     b.notify.write(1).unwrap();
     assert_eq!(b.driver.wait_used(1)[0].1, 1);
-    // The device still works.
-    assert_eq!(b.request(T_IN, 0, &[], 512).0, S_OK);
+    // A read far past the capacity (a huge sector): IOERR.
+    assert_eq!(b.request(T_IN, u64::MAX - 1, &[], 512).0, S_IOERR);
+    assert_eq!(
+        b.irqs.1.load(Ordering::SeqCst),
+        0,
+        "no NEEDS_RESET for these"
+    );
     assert!(b.reset());
+
+    // Chains with nowhere to put a status, or structurally broken: NEEDS_RESET.
+    needs_reset_after("no writable descriptor", |d| {
+        d.add_chain(&[(HEADER, 16, false)]);
+    });
+    needs_reset_after("status device-readable (wrong direction)", |d| {
+        d.add_chain(&[(HEADER, 16, false), (DATA, 512, true), (STATUS, 1, false)]);
+    });
+    needs_reset_after("a data buffer outside guest memory", |d| {
+        d.add_chain(&[(HEADER, 16, false), (1 << 40, 512, true), (STATUS, 1, true)]);
+    });
+    needs_reset_after("a buffer straddling the end of guest memory", |d| {
+        d.add_chain(&[
+            (HEADER, 16, false),
+            ((8 << 20) - 256, 512, true),
+            (STATUS, 1, true),
+        ]);
+    });
+    needs_reset_after("a huge length", |d| {
+        d.add_chain(&[
+            (HEADER, 16, false),
+            (DATA, u32::MAX, true),
+            (STATUS, 1, true),
+        ]);
+    });
+    needs_reset_after("a zero-length data descriptor", |d| {
+        d.add_chain(&[(HEADER, 16, false), (DATA, 0, true), (STATUS, 1, true)]);
+    });
+    needs_reset_after("a descriptor pointing at itself", |d| {
+        d.write_desc(200, HEADER, 16, NEXT, 200);
+        d.publish(200);
+    });
+    needs_reset_after(
+        "a loop through the whole table (more than queue-size descriptors)",
+        |d| {
+            for i in 0..d.size {
+                d.write_desc(i, HEADER, 16, NEXT, (i + 1) % d.size);
+            }
+            d.publish(0);
+        },
+    );
+    needs_reset_after("next outside the table", |d| {
+        d.write_desc(0, HEADER, 16, NEXT, 300);
+        d.publish(0);
+    });
+    needs_reset_after("a head index past the table", |d| {
+        d.publish(400);
+    });
+    needs_reset_after("avail idx moved more than queue-size entries", |d| {
+        d.mem
+            .write_obj(1000u16, GuestAddress(d.avail_addr() + 2))
+            .unwrap();
+    });
+    needs_reset_after("an indirect table outside guest memory", |d| {
+        d.write_desc(0, 1 << 40, 48, INDIRECT, 0);
+        d.publish(0);
+    });
 }
 
 #[test]

@@ -58,8 +58,9 @@ pub struct NetStats {
     /// Transmit chains dropped: link down, malformed, too short or too long, or a backend
     /// error.
     pub tx_dropped: AtomicU64,
-    /// Receive chains the guest built wrong (outside guest memory, no room for the header),
-    /// completed with length 0.
+    /// Receive chains the guest built wrong: too small for the header (completed with
+    /// length 0), or malformed (outside guest memory, a loop, zero-length or read-only
+    /// buffers: not completed, the device then needs a reset).
     pub rx_bad_chains: AtomicU64,
 }
 
@@ -134,8 +135,12 @@ fn lock_backend(backend: &SharedBackend) -> MutexGuard<'_, Box<dyn NetBackend>> 
 /// Receive has back-pressure: when the guest has no buffer for a frame, the frame waits
 /// in the device and the backend is not read again until the guest adds buffers, so no
 /// frame is lost to a slow guest. Without `MRG_RXBUF` a frame larger than the guest's
-/// buffer is dropped, as QEMU does (the buffer is kept). Malformed chains end with used
-/// length 0; nothing a guest writes in its rings panics the device.
+/// buffer is dropped, as QEMU does (the buffer is kept). A receive chain too small for the
+/// header completes with length 0; a malformed chain ([`vmkit_virtio::check_chain`], or
+/// a receive chain with nothing writable, a transmit chain with nothing readable) is not
+/// completed, both queues stop and the transport reports `NEEDS_RESET` with a
+/// configuration interrupt until the driver resets the device; nothing a guest writes in
+/// its rings panics the device.
 pub struct VirtioNet {
     backend: SharedBackend,
     mac: [u8; 6],
@@ -312,6 +317,9 @@ pub(crate) struct NetQueues {
     pub(crate) tx_blocked: bool,
     /// The transmit budget ran out with chains left.
     pub(crate) tx_more: bool,
+    /// A malformed chain ([`vmkit_virtio::check_chain`], or no buffer in the direction the
+    /// queue needs) stopped both queues until the driver resets the device (NEEDS_RESET).
+    pub(crate) broken: bool,
 }
 
 impl NetQueues {
@@ -336,6 +344,7 @@ impl NetQueues {
             rx_polling: true,
             tx_blocked: false,
             tx_more: false,
+            broken: false,
         }
     }
 
@@ -351,6 +360,9 @@ impl NetQueues {
         mem: &MM,
         backend: &mut dyn NetBackend,
     ) -> bool {
+        if self.broken {
+            return false;
+        }
         let bh = backend.vnet_hdr_len();
         let mut used = false;
         for _ in 0..BUDGET {
@@ -426,6 +438,11 @@ impl NetQueues {
                 return (Delivery::Dropped, used);
             }
             let Some(chain) = self.rx.pop_descriptor_chain(mem) else {
+                if vmkit_virtio::avail_overrun(&self.rx, mem) {
+                    bump(&self.stats.rx_bad_chains);
+                    self.broken = true;
+                    return (Delivery::NoBuffers, used);
+                }
                 if !rechecked && matches!(self.rx.enable_notification(mem), Ok(true)) {
                     rechecked = true;
                     continue;
@@ -437,6 +454,11 @@ impl NetQueues {
             };
             rechecked = false;
             let head = chain.head_index();
+            if !vmkit_virtio::check_chain(&chain, mem).is_ok_and(|shape| shape.writable > 0) {
+                bump(&self.stats.rx_bad_chains);
+                self.broken = true;
+                return (Delivery::NoBuffers, used);
+            }
             let writer = chain.writer(mem).ok();
             let room = writer.as_ref().map_or(0, |w| w.available_bytes());
             if chains.is_empty() && room < hdr_len {
@@ -495,7 +517,7 @@ impl NetQueues {
         backend: &mut dyn NetBackend,
     ) -> bool {
         self.tx_more = false;
-        if self.tx_blocked {
+        if self.tx_blocked || self.broken {
             return false;
         }
         let mut used = false;
@@ -511,6 +533,11 @@ impl NetQueues {
                 }
                 budget -= 1;
                 let head = chain.head_index();
+                if !vmkit_virtio::check_chain(&chain, mem).is_ok_and(|shape| shape.readable > 0) {
+                    bump(&self.stats.tx_dropped);
+                    self.broken = true;
+                    break 'passes;
+                }
                 match self.tx_chain(chain, mem, backend) {
                     TxOutcome::Done => {
                         used |= self.tx.add_used(mem, head, 0).is_ok();
@@ -522,6 +549,10 @@ impl NetQueues {
                         break 'passes;
                     }
                 }
+            }
+            if vmkit_virtio::avail_overrun(&self.tx, mem) {
+                self.broken = true;
+                break;
             }
             match self.tx.enable_notification(mem) {
                 Ok(true) if progress => continue,
@@ -746,6 +777,7 @@ impl<M: GuestAddressSpace + Send + 'static> VirtioDevice<M> for VirtioNet {
             vmkit_hw::thread::spawn(vmkit_hw::thread::ThreadRole::Net, "virtio-net", move || {
                 let _keep = kill_fd;
                 let mut registered: Option<EventSet> = None;
+                let mut reported = false;
                 let mut events = vec![EpollEvent::default(); 8];
                 loop {
                     // Poll the backend fd only for what the queues can take now.
@@ -811,6 +843,10 @@ impl<M: GuestAddressSpace + Send + 'static> VirtioDevice<M> for VirtioNet {
                     if do_rx && queues.process_rx(mem, &mut **backend) {
                         interrupt.trigger(InterruptKind::Queue(0));
                     }
+                    if queues.broken && !reported {
+                        reported = true;
+                        interrupt.needs_reset();
+                    }
                 }
             })
             .map_err(io_error("spawning the virtio-net worker thread"))?;
@@ -873,5 +909,9 @@ pub(crate) mod testing {
 
     pub(crate) fn pending(q: &NetQueues) -> bool {
         q.pending.is_some()
+    }
+
+    pub(crate) fn broken(q: &NetQueues) -> bool {
+        q.broken
     }
 }

@@ -299,6 +299,100 @@ fn without_mergeable_buffers_a_frame_too_large_is_dropped_and_the_buffer_kept() 
     assert_eq!(used(&mem, &rx, 0), (1, 0, 60));
 }
 
+/// Bad chains on either queue: not completed, the queues stop (`broken`, which the worker
+/// turns into NEEDS_RESET), nothing reaches the backend, and a received frame is kept.
+#[test]
+fn malformed_chains_stop_the_queues_without_completing() {
+    const INDIRECT: u16 = 4;
+    let cases: [(&str, bool, Vec<RawDescriptor>); 9] = [
+        ("tx outside memory", true, vec![desc(0x4000_0000, 74, 0, 0)]),
+        ("tx huge length", true, vec![desc(0x8000, u32::MAX, 0, 0)]),
+        (
+            "tx zero length",
+            true,
+            vec![desc(0x8000, 12, NEXT, 1), desc(0x9000, 0, 0, 0)],
+        ),
+        (
+            "tx device-writable (wrong direction)",
+            true,
+            vec![desc(0x8000, 74, WRITE, 0)],
+        ),
+        (
+            "tx loop",
+            true,
+            vec![desc(0x8000, 12, NEXT, 1), desc(0x9000, 60, NEXT, 0)],
+        ),
+        (
+            "rx outside memory",
+            false,
+            vec![desc(0x4000_0000, 2048, WRITE, 0)],
+        ),
+        (
+            "rx read-only (wrong direction)",
+            false,
+            vec![desc(0x10000, 2048, 0, 0)],
+        ),
+        (
+            "rx readable after writable",
+            false,
+            vec![
+                desc(0x10000, 1024, WRITE | NEXT, 1),
+                desc(0x11000, 1024, 0, 0),
+            ],
+        ),
+        (
+            "rx indirect table outside memory",
+            false,
+            vec![desc(0x4000_0000, 64, INDIRECT, 0)],
+        ),
+    ];
+    for (what, tx_side, chain) in cases {
+        let mem = memory();
+        let rx = MockSplitQueue::create(&mem, GuestAddress(0x1000), 16);
+        let tx = MockSplitQueue::create(&mem, GuestAddress(0x4000), 16);
+        let vq = if tx_side { &tx } else { &rx };
+        vq.add_desc_chains(&chain, 0).unwrap();
+        let mut q = testing::queues(
+            rx.create_queue().unwrap(),
+            tx.create_queue().unwrap(),
+            VERSION_1,
+            true,
+        );
+        let mut backend = MockBackend {
+            hdr: VNET_HDR_LEN,
+            ..Default::default()
+        };
+        backend.incoming.push_back(vec![0u8; 12 + 60]);
+        assert!(!q.process_tx(&mem, &mut backend), "{what}");
+        assert!(!q.process_rx(&mem, &mut backend), "{what}");
+        assert!(testing::broken(&q), "{what}: the queues stop");
+        assert_eq!(used(&mem, vq, 0).0, 0, "{what}: not completed");
+        assert!(backend.sent.is_empty(), "{what}: nothing sent");
+        if !tx_side {
+            assert!(testing::pending(&q), "{what}: the frame is kept");
+        }
+        // Stopped: a good transmit chain after it is not served either.
+        tx.add_desc_chains(&[desc(0x8000, 74, 0, 0)], 1).unwrap();
+        assert!(!q.process_tx(&mem, &mut backend), "{what}");
+        assert!(backend.sent.is_empty(), "{what}: stopped until a reset");
+    }
+    // avail idx far ahead of the device on the transmit queue.
+    let mem = memory();
+    let rx = MockSplitQueue::create(&mem, GuestAddress(0x1000), 16);
+    let tx = MockSplitQueue::create(&mem, GuestAddress(0x4000), 16);
+    mem.write_obj(1000u16, GuestAddress(tx.avail_addr().0 + 2))
+        .unwrap();
+    let mut q = testing::queues(
+        rx.create_queue().unwrap(),
+        tx.create_queue().unwrap(),
+        VERSION_1,
+        true,
+    );
+    let mut backend = MockBackend::default();
+    assert!(!q.process_tx(&mem, &mut backend));
+    assert!(testing::broken(&q), "avail overrun stops the queues");
+}
+
 #[test]
 fn link_down_drops_both_ways_as_qemu() {
     let mem = memory();
@@ -437,6 +531,89 @@ mod transport {
         // Reset stops the worker; the link handle stays usable.
         w(&mut dev, common::DEVICE_STATUS, 0, 1);
         assert!(link.set_up(false));
+    }
+
+    #[test]
+    fn a_malformed_transmit_chain_sets_needs_reset_until_the_driver_resets() {
+        let (wire, host) = UnixDatagram::pair().unwrap();
+        host.set_nonblocking(true).unwrap();
+        let net = crate::VirtioNet::new(
+            Box::new(crate::DatagramBackend::new(wire).unwrap()),
+            crate::default_mac(2),
+        )
+        .unwrap();
+        let mem = Arc::new(memory());
+        let line = Arc::new(Line(AtomicBool::new(false)));
+        let mut dev = VirtioPciBuilder::new()
+            .disable_legacy(true)
+            .vectors(0)
+            .intx(line.clone())
+            .build(Box::new(net), mem.clone())
+            .unwrap();
+        let bar4 = RegionIndex::Bar(4);
+        let w = |dev: &mut vmkit_virtio::VirtioPciDevice<_>, off: u64, v: u64, len: usize| {
+            dev.region_write(bar4, off, &v.to_le_bytes()[..len])
+        };
+        let start = |dev: &mut vmkit_virtio::VirtioPciDevice<_>| {
+            let rxq = MockSplitQueue::create(&*mem, GuestAddress(0x1000), 16);
+            let txq = MockSplitQueue::create(&*mem, GuestAddress(0x4000), 16);
+            w(dev, common::DEVICE_STATUS, 3, 1);
+            w(dev, common::DRIVER_FEATURE_SELECT, 1, 4);
+            w(dev, common::DRIVER_FEATURE, 1, 4);
+            w(dev, common::DEVICE_STATUS, 11, 1);
+            for (q, vq) in [(0u64, &rxq), (1, &txq)] {
+                w(dev, common::QUEUE_SELECT, q, 2);
+                w(dev, common::QUEUE_SIZE, 16, 2);
+                w(dev, common::QUEUE_DESC_LO, vq.desc_table_addr().0, 4);
+                w(dev, common::QUEUE_DRIVER_LO, vq.avail_addr().0, 4);
+                w(dev, common::QUEUE_DEVICE_LO, vq.used_addr().0, 4);
+                w(dev, common::QUEUE_ENABLE, 1, 2);
+            }
+            w(dev, common::DEVICE_STATUS, 15, 1);
+            (rxq, txq)
+        };
+        let status = |dev: &mut vmkit_virtio::VirtioPciDevice<_>| {
+            let mut s = [0u8];
+            dev.region_read(bar4, common::DEVICE_STATUS, &mut s);
+            s[0]
+        };
+        let (_rxq, txq) = start(&mut dev);
+        // A transmit buffer outside guest memory.
+        txq.add_desc_chains(&[desc(0x4000_0000, 74, 0, 0)], 0)
+            .unwrap();
+        w(&mut dev, 0x3000 + 4, 1, 2); // queue 1's doorbell
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while status(&mut dev) & 0x40 == 0 {
+            assert!(Instant::now() < deadline, "no NEEDS_RESET");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(status(&mut dev), 15 | 0x40);
+        assert!(line.0.load(Ordering::SeqCst), "a configuration interrupt");
+        let mut isr = [0u8];
+        dev.region_read(bar4, 0x1000, &mut isr);
+        assert_eq!(isr, [2]);
+        assert_eq!(used(&mem, &txq, 0).0, 0, "not completed");
+        // The driver cannot clear it; a reset does, and the device works again.
+        w(&mut dev, common::DEVICE_STATUS, 15, 1);
+        assert_eq!(status(&mut dev) & 0x40, 0x40);
+        w(&mut dev, common::DEVICE_STATUS, 0, 1);
+        assert_eq!(status(&mut dev), 0);
+        let (_rxq, txq) = start(&mut dev);
+        mem.write_slice(&[0u8; 12], GuestAddress(0x8000)).unwrap();
+        mem.write_slice(&frame(60, 4), GuestAddress(0x800c))
+            .unwrap();
+        txq.add_desc_chains(&[desc(0x8000, 72, 0, 0)], 0).unwrap();
+        w(&mut dev, 0x3000 + 4, 1, 2);
+        let mut got = [0u8; 100];
+        let n = loop {
+            if let Ok(n) = host.recv(&mut got) {
+                break n;
+            }
+            assert!(Instant::now() < deadline, "no frame after the reset");
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        assert_eq!(&got[..n], &frame(60, 4)[..]);
+        w(&mut dev, common::DEVICE_STATUS, 0, 1);
     }
 }
 

@@ -11,6 +11,7 @@ use virtio_queue::{Queue, QueueT};
 use vm_memory::{GuestAddressSpace, GuestMemory};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
+use crate::chain::{avail_overrun, check_chain, ChainShape};
 use crate::device::{ActivatedQueue, InterruptKind, VirtioDevice, VirtioInterrupt};
 use crate::worker::{drain_eventfd, drain_queue, position, Worker};
 use crate::QueuePosition;
@@ -184,17 +185,27 @@ impl Console {
 }
 
 /// Moves buffered input into receive chains; returns whether the driver wants an
-/// interrupt.
-fn fill_rx<MM: GuestMemory>(queue: &mut Queue, mem: &MM, shared: &Shared) -> bool {
+/// interrupt. A malformed chain ([`check_chain`]) or one with no writable byte sets
+/// `*broken` and is not completed.
+fn fill_rx<MM: GuestMemory>(
+    queue: &mut Queue,
+    mem: &MM,
+    shared: &Shared,
+    broken: &mut bool,
+) -> bool {
     let mut used = false;
     let mut rechecked = false;
-    loop {
+    while !*broken {
         let mut input = shared.input();
         if input.bytes.is_empty() {
             break;
         }
         let Some(chain) = queue.pop_descriptor_chain(mem) else {
             drop(input);
+            if avail_overrun(queue, mem) {
+                *broken = true;
+                break;
+            }
             // Out of buffers: ask for a notification, and look once more in case the
             // driver added some meanwhile.
             match queue.enable_notification(mem) {
@@ -207,6 +218,10 @@ fn fill_rx<MM: GuestMemory>(queue: &mut Queue, mem: &MM, shared: &Shared) -> boo
         };
         rechecked = false;
         let head = chain.head_index();
+        if !check_chain(&chain, mem).is_ok_and(|shape| shape.writable > 0) {
+            *broken = true;
+            break;
+        }
         let written = match chain.writer(mem) {
             Ok(mut writer) => {
                 let n = writer.available_bytes().min(input.bytes.len());
@@ -240,10 +255,13 @@ fn tx_chain<MM: GuestMemory>(
     mem: &MM,
     shared: &Shared,
     buf: &mut Vec<u8>,
-) -> u32 {
-    let Ok(reader) = chain.reader(mem) else {
-        return 0;
-    };
+    shape: ChainShape,
+) -> Option<u32> {
+    // A transmit buffer the device cannot read is the driver's error.
+    if shape.readable == 0 {
+        return None;
+    }
+    let reader = chain.reader(mem).ok()?;
     buf.clear();
     let _ = reader.take(CONSOLE_MAX_TX_CHAIN as u64).read_to_end(buf);
     if !buf.is_empty() {
@@ -251,7 +269,7 @@ fn tx_chain<MM: GuestMemory>(
         let _ = out.write_all(buf);
         let _ = out.flush();
     }
-    0
+    Some(0)
 }
 
 impl<M: GuestAddressSpace + Send + 'static> VirtioDevice<M> for Console {
@@ -337,6 +355,7 @@ impl<M: GuestAddressSpace + Send + 'static> VirtioDevice<M> for Console {
         let _ = tx_fd.write(1);
         let _ = input_fd.write(1);
         let mut buf = Vec::new();
+        let mut broken = false;
         let worker = Worker::spawn("virtio-console", &fds, (rxq, txq), move |q, token| {
             let (rxq, txq) = (&mut q.0, &mut q.1);
             let guard = memory.memory();
@@ -344,16 +363,23 @@ impl<M: GuestAddressSpace + Send + 'static> VirtioDevice<M> for Console {
             match token {
                 TX => {
                     drain_eventfd(&tx_fd);
-                    if drain_queue(txq, mem, |c| tx_chain(c, mem, &shared, &mut buf)) {
+                    if !broken
+                        && drain_queue(txq, mem, &mut broken, |c, shape| {
+                            tx_chain(c, mem, &shared, &mut buf, shape)
+                        })
+                    {
                         interrupt.trigger(InterruptKind::Queue(1));
                     }
                 }
                 _ => {
                     drain_eventfd(if token == RX { &rx_fd } else { &input_fd });
-                    if fill_rx(rxq, mem, &shared) {
+                    if !broken && fill_rx(rxq, mem, &shared, &mut broken) {
                         interrupt.trigger(InterruptKind::Queue(0));
                     }
                 }
+            }
+            if broken {
+                interrupt.needs_reset();
             }
         })?;
         self.worker = Some(worker);

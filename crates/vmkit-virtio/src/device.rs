@@ -25,11 +25,23 @@ pub enum InterruptKind {
 pub trait VirtioInterrupt: Send + Sync {
     /// Signals `kind` to the driver.
     fn trigger(&self, kind: InterruptKind);
+
+    /// The device met something it cannot go on from (a malformed descriptor chain,
+    /// [`check_chain`](crate::check_chain)) and has stopped serving its queues: the
+    /// transport sets `NEEDS_RESET` in the device status and raises a configuration
+    /// interrupt (QEMU's `virtio_error`), until the driver resets the device. The default,
+    /// for transports without that status bit, only raises the configuration interrupt.
+    fn needs_reset(&self) {
+        self.trigger(InterruptKind::Config)
+    }
 }
 
 impl<T: VirtioInterrupt + ?Sized> VirtioInterrupt for Arc<T> {
     fn trigger(&self, kind: InterruptKind) {
         (**self).trigger(kind)
+    }
+    fn needs_reset(&self) {
+        (**self).needs_reset()
     }
 }
 

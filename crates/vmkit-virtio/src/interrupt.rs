@@ -29,6 +29,8 @@ pub(crate) struct IrqState {
     /// DRIVER_OK is set (configuration interrupts are dropped before, as in QEMU).
     pub(crate) driver_ok: bool,
     pub(crate) config_generation: u8,
+    /// The device asked for a reset (NEEDS_RESET reads back set until the next reset).
+    pub(crate) needs_reset: bool,
 }
 
 impl IrqState {
@@ -44,6 +46,7 @@ impl IrqState {
             epoch: 0,
             driver_ok: false,
             config_generation: 0,
+            needs_reset: false,
         }
     }
 
@@ -133,6 +136,14 @@ impl VirtioInterrupt for DeviceInterrupt {
         let mut s = self.shared.lock();
         if s.epoch == self.epoch {
             s.raise(kind);
+        }
+    }
+
+    fn needs_reset(&self) {
+        let mut s = self.shared.lock();
+        if s.epoch == self.epoch && !s.needs_reset {
+            s.needs_reset = true;
+            s.raise(InterruptKind::Config);
         }
     }
 }

@@ -41,7 +41,9 @@
 //! - Status: writing 0 resets (the device stops, queues and vectors return to defaults);
 //!   `FEATURES_OK` stays clear if the driver's features are not a subset of the offer or
 //!   the device refuses them; `DRIVER_OK` activates; a failed activation sets
-//!   `NEEDS_RESET` and raises a configuration interrupt. Status bits only accumulate
+//!   `NEEDS_RESET` and raises a configuration interrupt, as does a device that met a
+//!   malformed descriptor chain ([`check_chain`], [`VirtioInterrupt::needs_reset`]): the
+//!   chain is not completed and the device serves its queues no more until the reset. Status bits only accumulate
 //!   until a reset (a driver cannot clear them, as the spec requires). Feature writes after
 //!   `FEATURES_OK` and queue writes while running are ignored.
 //! - Legacy: host features are bits 0..31 (no `VERSION_1`); a legacy driver's features
@@ -107,6 +109,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod chain;
 mod console;
 mod device;
 mod interrupt;
@@ -114,6 +117,7 @@ mod pci;
 mod rng;
 mod worker;
 
+pub use chain::{avail_overrun, check_chain, ChainError, ChainShape};
 pub use console::{
     Console, ConsoleInput, CONSOLE_CONFIG_EMERG_WR, CONSOLE_CONFIG_LEN, CONSOLE_INPUT_CAPACITY,
     CONSOLE_MAX_TX_CHAIN, CONSOLE_QUEUE_SIZE, VIRTIO_CONSOLE_F_EMERG_WRITE,

@@ -645,9 +645,9 @@ impl<M: GuestAddressSpace + Send + 'static> VirtioPciDevice<M> {
         self.acked
     }
 
-    /// The device status byte.
+    /// The device status byte (with `NEEDS_RESET` once the device asked for a reset).
     pub fn status(&self) -> u8 {
-        self.status
+        with_needs_reset(self.status, self.irq.lock().needs_reset)
     }
 
     /// Whether the device is running (activated at `DRIVER_OK`, not reset since).
@@ -863,6 +863,7 @@ impl<M: GuestAddressSpace + Send + 'static> VirtioPciDevice<M> {
             let mut irq = self.irq.lock();
             irq.epoch = irq.epoch.wrapping_add(1);
             irq.driver_ok = false;
+            irq.needs_reset = false;
         }
         // The ioeventfds go first (QEMU's virtio_pci_stop_ioeventfd): doorbells from here
         // on exit and find the device inactive.
@@ -929,7 +930,7 @@ impl<M: GuestAddressSpace + Send + 'static> VirtioPciDevice<M> {
             },
             MSIX_CONFIG => u64::from(irq.config_vector),
             NUM_QUEUES => self.queues.len() as u64,
-            DEVICE_STATUS => u64::from(self.status),
+            DEVICE_STATUS => u64::from(with_needs_reset(self.status, irq.needs_reset)),
             CONFIG_GENERATION => u64::from(irq.config_generation),
             QUEUE_SELECT => u64::from(self.queue_select),
             QUEUE_SIZE => q.map_or(0, |s| u64::from(s.queue.size())),
@@ -1089,7 +1090,7 @@ impl<M: GuestAddressSpace + Send + 'static> VirtioPciDevice<M> {
             legacy::QUEUE_PFN => q.map_or(0, |s| s.queue.desc_table() >> legacy::QUEUE_ADDR_SHIFT),
             legacy::QUEUE_NUM => q.map_or(0, |s| u64::from(s.queue.size())),
             legacy::QUEUE_SEL => u64::from(self.queue_select),
-            legacy::STATUS => u64::from(self.status),
+            legacy::STATUS => u64::from(self.status()),
             legacy::ISR => u64::from(self.irq.lock().take_isr()),
             legacy::MSI_CONFIG_VECTOR => u64::from(self.irq.lock().config_vector),
             legacy::MSI_QUEUE_VECTOR => {
@@ -1422,7 +1423,7 @@ impl<M: GuestAddressSpace + Send + 'static> VirtioPciDevice<M> {
             modern: self.modern,
             config: self.config.state(),
             msix: irq.msix.as_ref().map(Msix::state),
-            status: self.status,
+            status: with_needs_reset(self.status, irq.needs_reset),
             device_feature_select: self.device_feature_select,
             driver_feature_select: self.driver_feature_select,
             driver_features: self.driver_features,
@@ -1602,5 +1603,14 @@ impl<M: GuestAddressSpace + Send + 'static> VirtioPciDevice<M> {
         irq.intx_disabled = command & COMMAND_INTX_DISABLE != 0;
         irq.update_line();
         Ok(())
+    }
+}
+
+/// `status` with NEEDS_RESET when the device asked for a reset.
+fn with_needs_reset(status: u8, needs_reset: bool) -> u8 {
+    if needs_reset {
+        status | VIRTIO_CONFIG_S_NEEDS_RESET as u8
+    } else {
+        status
     }
 }

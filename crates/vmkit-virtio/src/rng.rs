@@ -49,8 +49,10 @@ type SharedSource = Arc<Mutex<Box<dyn EntropySource>>>;
 /// [`EntropySource`] ([`HostEntropy`] by default). Its worker thread starts at activation
 /// and stops at reset or drop.
 ///
-/// A request gets `min(writable bytes, max_request)` bytes; a chain with no writable
-/// descriptor, or one pointing outside guest memory, completes with used length 0.
+/// A request gets `min(writable bytes, max_request)` bytes. A chain with no writable
+/// descriptor, or one that fails [`check_chain`](crate::check_chain) (outside guest
+/// memory, a loop, a zero-length descriptor, ...), is not completed: the device stops and
+/// the transport reports `NEEDS_RESET` with a configuration interrupt.
 pub struct Rng {
     source: SharedSource,
     max_request: usize,
@@ -109,19 +111,19 @@ impl Rng {
     }
 }
 
+/// Fills the chain's writable part (up to `limit`); `None` when it has none (a request
+/// the device cannot serve: NEEDS_RESET). A failing entropy source completes it empty.
 fn fill_chain<MM: GuestMemory>(
     chain: DescriptorChain<&MM>,
     mem: &MM,
     source: &SharedSource,
     limit: usize,
     buf: &mut Vec<u8>,
-) -> u32 {
-    let Ok(mut writer) = chain.writer(mem) else {
-        return 0;
-    };
+) -> Option<u32> {
+    let mut writer = chain.writer(mem).ok()?;
     let n = writer.available_bytes().min(limit);
     if n == 0 {
-        return 0;
+        return None;
     }
     buf.resize(n, 0);
     let filled = source
@@ -129,11 +131,11 @@ fn fill_chain<MM: GuestMemory>(
         .unwrap_or_else(|e| e.into_inner())
         .fill(&mut buf[..n]);
     if filled.is_err() {
-        return 0;
+        return Some(0);
     }
     let _ = writer.write_all(&buf[..n]);
     // n <= limit, and a chain is at most 4 GiB.
-    u32::try_from(writer.bytes_written()).unwrap_or(u32::MAX)
+    Some(u32::try_from(writer.bytes_written()).unwrap_or(u32::MAX))
 }
 
 impl<M: GuestAddressSpace + Send + 'static> VirtioDevice<M> for Rng {
@@ -177,14 +179,21 @@ impl<M: GuestAddressSpace + Send + 'static> VirtioDevice<M> for Rng {
         let mut buf = Vec::new();
         // Buffers queued before DRIVER_OK are served at once.
         let _ = eventfd.write(1);
+        let mut broken = false;
         let worker = Worker::spawn("virtio-rng", &[(fd, 0)], queue, move |queue, _| {
             drain_eventfd(&eventfd);
+            if broken {
+                return;
+            }
             let guard = memory.memory();
             let mem = &*guard;
-            if drain_queue(queue, mem, |chain| {
+            if drain_queue(queue, mem, &mut broken, |chain, _| {
                 fill_chain(chain, mem, &source, limit, &mut buf)
             }) {
                 interrupt.trigger(InterruptKind::Queue(0));
+            }
+            if broken {
+                interrupt.needs_reset();
             }
         })?;
         self.worker = Some(worker);

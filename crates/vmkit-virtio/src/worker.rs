@@ -9,6 +9,7 @@ use vm_memory::GuestMemory;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
+use crate::chain::{avail_overrun, check_chain, ChainShape};
 use crate::{Error, Result};
 
 const KILL: u64 = u64::MAX;
@@ -108,24 +109,45 @@ pub(crate) fn drain_eventfd(fd: &EventFd) {
     let _ = fd.read();
 }
 
-/// Pops every available chain of `queue`, hands each to `handle` (which returns the
-/// number of bytes the device wrote into it) and puts it on the used ring, re-checking
-/// after re-enabling notifications (`EVENT_IDX`); stops when a pass makes no progress, so
-/// a corrupt avail ring cannot spin it. Returns whether the driver wants an interrupt.
-pub(crate) fn drain_queue<MM, F>(queue: &mut Queue, mem: &MM, mut handle: F) -> bool
+/// Pops every available chain of `queue`, checks it ([`check_chain`]), hands each to
+/// `handle` (which returns the number of bytes the device wrote into it) and puts it on the
+/// used ring, re-checking after re-enabling notifications (`EVENT_IDX`); stops when a pass
+/// makes no progress, so a corrupt avail ring cannot spin it. A chain that fails the check,
+/// or that `handle` refuses (`None`: nothing the device needs is there, e.g. no writable
+/// byte), is not completed: `*broken` is set and draining stops (the caller then asks the
+/// transport for NEEDS_RESET and serves the queue no more until a reset). Returns whether
+/// the driver wants an interrupt.
+pub(crate) fn drain_queue<MM, F>(
+    queue: &mut Queue,
+    mem: &MM,
+    broken: &mut bool,
+    mut handle: F,
+) -> bool
 where
     MM: GuestMemory,
-    F: FnMut(DescriptorChain<&MM>) -> u32,
+    F: FnMut(DescriptorChain<&MM>, ChainShape) -> Option<u32>,
 {
     let mut used = false;
-    loop {
+    while !*broken {
         let _ = queue.disable_notification(mem);
         let mut progress = false;
         while let Some(chain) = queue.pop_descriptor_chain(mem) {
             let head = chain.head_index();
-            let len = handle(chain);
+            let Some(len) = check_chain(&chain, mem)
+                .ok()
+                .and_then(|shape| handle(chain, shape))
+            else {
+                *broken = true;
+                break;
+            };
             used |= queue.add_used(mem, head, len).is_ok();
             progress = true;
+        }
+        if avail_overrun(queue, mem) {
+            *broken = true;
+        }
+        if *broken {
+            break;
         }
         match queue.enable_notification(mem) {
             Ok(true) if progress => continue,

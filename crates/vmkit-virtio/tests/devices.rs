@@ -1,5 +1,7 @@
 //! virtio-console both ways with input flow control, emergency writes, and bad descriptor
-//! chains on both devices: every one ends in a defined used element, never a panic.
+//! chains on both devices: a loop, a buffer outside guest memory, zero or huge lengths, the
+//! wrong direction end in NEEDS_RESET with a configuration interrupt (never a panic, a hang
+//! or a completion with made-up data), and the device works again after a reset.
 
 mod common;
 
@@ -170,9 +172,38 @@ fn rng_harness() -> Harness {
     Harness::new(dev, VirtioPciBuilder::new())
 }
 
-/// Runs one chain (descriptors at table slots 0..) through a fresh rng and returns its
-/// used element.
-fn rng_one(descs: &[(u16, vmkit_virtio_test_desc::D)]) -> (u32, u32) {
+/// How a chain ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    /// Completed: (id, used length).
+    Used(u32, u32),
+    /// Not completed; the device set NEEDS_RESET and raised a configuration interrupt.
+    NeedsReset,
+}
+
+/// Waits until the used ring at `used` has one entry or the device set NEEDS_RESET; for
+/// the latter, checks that the configuration interrupt (ISR bit 1) came, that the chain
+/// stays uncompleted, and that a reset clears NEEDS_RESET.
+fn outcome(h: &mut Harness, used: GuestAddress) -> Outcome {
+    let mem = h.mem.clone();
+    wait_for("a used entry or NEEDS_RESET", || {
+        used_idx(&mem, used) == 1 || h.dev.status() & NEEDS_RESET != 0
+    });
+    if used_idx(&mem, used) == 1 {
+        assert_eq!(h.status() & NEEDS_RESET, 0);
+        return Outcome::Used(used_elem(&mem, used, 0).0, used_elem(&mem, used, 0).1);
+    }
+    assert_eq!(h.dev.isr() & 2, 2, "a configuration interrupt");
+    assert!(h.line.level(), "INTx raised for it");
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    assert_eq!(used_idx(&mem, used), 0, "the bad chain is not completed");
+    h.set_status(0);
+    assert_eq!(h.status(), 0, "a reset clears NEEDS_RESET");
+    Outcome::NeedsReset
+}
+
+/// Runs one chain (descriptors at table slots 0..) through a fresh rng.
+fn rng_one(descs: &[(u16, vmkit_virtio_test_desc::D)]) -> Outcome {
     let mut h = rng_harness();
     let mem = h.mem.clone();
     const D: u64 = 0x1000;
@@ -184,8 +215,21 @@ fn rng_one(descs: &[(u16, vmkit_virtio_test_desc::D)]) -> (u32, u32) {
     let raw: Vec<_> = descs.iter().map(|(i, d)| (*i, d.raw())).collect();
     publish(&mem, D, A, QSIZE, &raw, descs[0].0);
     h.notify(0);
-    wait_for("used", || used_idx(&mem, GuestAddress(U)) == 1);
-    used_elem(&mem, GuestAddress(U), 0)
+    let result = outcome(&mut h, GuestAddress(U));
+    if result == Outcome::NeedsReset {
+        // After the reset the device serves a good request again.
+        h.negotiate(VERSION_1);
+        h.setup_queue(0, QSIZE, D, A, U);
+        h.driver_ok();
+        mem.write_obj(0u16, GuestAddress(A + 2)).unwrap();
+        publish(&mem, D, A, QSIZE, &[(0, desc(0x10000, 4, WRITE, 0))], 0);
+        h.notify(0);
+        wait_for("the request after the reset", || {
+            used_idx(&mem, GuestAddress(U)) == 1
+        });
+        assert_eq!(used_elem(&mem, GuestAddress(U), 0), (0, 4));
+    }
+    result
 }
 
 mod vmkit_virtio_test_desc {
@@ -200,37 +244,56 @@ mod vmkit_virtio_test_desc {
 use vmkit_virtio_test_desc::D;
 
 #[test]
-fn bad_chains_complete_with_defined_lengths() {
-    // Outside guest memory.
-    assert_eq!(rng_one(&[(0, D(0x4000_0000, 64, WRITE, 0))]), (0, 0));
-    // Straddling the end of memory.
-    assert_eq!(rng_one(&[(0, D((1 << 20) - 8, 64, WRITE, 0))]), (0, 0));
-    // Zero length.
-    assert_eq!(rng_one(&[(0, D(0x10000, 0, WRITE, 0))]), (0, 0));
-    // Huge length: outside memory as a whole.
-    assert_eq!(rng_one(&[(0, D(0x10000, u32::MAX, WRITE, 0))]), (0, 0));
-    // Wrong direction: device-readable only.
-    assert_eq!(rng_one(&[(0, D(0x10000, 64, 0, 0))]), (0, 0));
-    // A loop 0 -> 1 -> 0: the chain ends after queue-size descriptors.
-    let (id, len) = rng_one(&[
-        (0, D(0x10000, 8, WRITE | NEXT, 1)),
-        (1, D(0x11000, 8, WRITE | NEXT, 0)),
-    ]);
-    assert_eq!(id, 0);
+fn bad_chains_end_in_needs_reset_and_good_ones_complete() {
+    use Outcome::*;
+    // Control: two writable descriptors are filled.
     assert_eq!(
-        len,
-        u32::from(QSIZE) * 8,
-        "16 descriptors of 8 bytes, then the TTL ends it"
+        rng_one(&[
+            (0, D(0x10000, 8, WRITE | NEXT, 1)),
+            (1, D(0x11000, 8, WRITE, 0))
+        ]),
+        Used(0, 16)
     );
+    // Outside guest memory.
+    assert_eq!(rng_one(&[(0, D(0x4000_0000, 64, WRITE, 0))]), NeedsReset);
+    // Straddling the end of memory.
+    assert_eq!(rng_one(&[(0, D((1 << 20) - 8, 64, WRITE, 0))]), NeedsReset);
+    // Zero length.
+    assert_eq!(rng_one(&[(0, D(0x10000, 0, WRITE, 0))]), NeedsReset);
+    // Huge length: outside memory as a whole.
+    assert_eq!(rng_one(&[(0, D(0x10000, u32::MAX, WRITE, 0))]), NeedsReset);
+    // Wrong direction: device-readable only, nothing to fill.
+    assert_eq!(rng_one(&[(0, D(0x10000, 64, 0, 0))]), NeedsReset);
+    // A device-readable descriptor after a writable one.
+    assert_eq!(
+        rng_one(&[
+            (0, D(0x10000, 8, WRITE | NEXT, 1)),
+            (1, D(0x11000, 8, 0, 0))
+        ]),
+        NeedsReset
+    );
+    // A loop 0 -> 1 -> 0: more descriptors than the queue holds.
+    assert_eq!(
+        rng_one(&[
+            (0, D(0x10000, 8, WRITE | NEXT, 1)),
+            (1, D(0x11000, 8, WRITE | NEXT, 0)),
+        ]),
+        NeedsReset
+    );
+    // A descriptor pointing at itself.
+    assert_eq!(rng_one(&[(3, D(0x10000, 8, WRITE | NEXT, 3))]), NeedsReset);
     // next out of the table.
-    assert_eq!(rng_one(&[(0, D(0x10000, 8, WRITE | NEXT, 200))]), (0, 8));
-    // An indirect table pointing outside memory / with a bad length.
-    assert_eq!(rng_one(&[(0, D(0x4000_0000, 32, 4, 0))]), (0, 0));
-    assert_eq!(rng_one(&[(0, D(0x10000, 17, 4, 0))]), (0, 0));
+    assert_eq!(
+        rng_one(&[(0, D(0x10000, 8, WRITE | NEXT, 200))]),
+        NeedsReset
+    );
+    // An indirect table outside memory / with a bad length.
+    assert_eq!(rng_one(&[(0, D(0x4000_0000, 32, 4, 0))]), NeedsReset);
+    assert_eq!(rng_one(&[(0, D(0x10000, 17, 4, 0))]), NeedsReset);
 }
 
 #[test]
-fn a_corrupt_avail_ring_does_not_hang_the_worker() {
+fn a_corrupt_avail_ring_ends_in_needs_reset_without_hanging_the_worker() {
     let mut h = rng_harness();
     let mem = h.mem.clone();
     h.negotiate(VERSION_1);
@@ -239,49 +302,62 @@ fn a_corrupt_avail_ring_does_not_hang_the_worker() {
     // avail.idx claims 1000 entries in a 16-entry ring.
     mem.write_obj(1000u16, GuestAddress(0x2002)).unwrap();
     h.notify(0);
-    // A head index out of range in the next sane state.
+    assert_eq!(outcome(&mut h, GuestAddress(0x3000)), Outcome::NeedsReset);
+    // A head index out of range.
     mem.write_obj(0u16, GuestAddress(0x2002)).unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(20));
-    // The worker still answers a reset promptly.
-    h.set_status(0);
-    assert_eq!(h.status(), 0);
     h.negotiate(VERSION_1);
     h.setup_queue(0, QSIZE, 0x1000, 0x2000, 0x3000);
     h.driver_ok();
     mem.write_obj(40u16, GuestAddress(0x2004)).unwrap(); // head 40 >= size
     mem.write_obj(1u16, GuestAddress(0x2002)).unwrap();
     h.notify(0);
-    std::thread::sleep(std::time::Duration::from_millis(20));
-    assert_eq!(
-        used_idx(&mem, GuestAddress(0x3000)),
-        0,
-        "an invalid head is not used"
-    );
-    h.set_status(0);
+    assert_eq!(outcome(&mut h, GuestAddress(0x3000)), Outcome::NeedsReset);
     assert!(!h.dev.is_active());
 }
 
 #[test]
-fn console_tx_bad_chain_writes_nothing() {
+fn console_bad_chains_end_in_needs_reset_on_both_queues() {
     let (mut h, sink, input) = console(64);
     let mem = h.mem.clone();
-    let rx = MockSplitQueue::create(&*mem, GuestAddress(RX_BASE), QSIZE);
-    let tx = MockSplitQueue::create(&*mem, GuestAddress(TX_BASE), QSIZE);
-    h.negotiate(VERSION_1);
-    h.setup_mock(0, &rx, QSIZE);
-    h.setup_mock(1, &tx, QSIZE);
-    h.driver_ok();
+    let start = |h: &mut Harness| {
+        let rx = MockSplitQueue::create(&*mem, GuestAddress(RX_BASE), QSIZE);
+        let tx = MockSplitQueue::create(&*mem, GuestAddress(TX_BASE), QSIZE);
+        h.negotiate(VERSION_1);
+        h.setup_mock(0, &rx, QSIZE);
+        h.setup_mock(1, &tx, QSIZE);
+        h.driver_ok();
+        (rx, tx)
+    };
+    // tx: a buffer outside guest memory.
+    let (_rx, tx) = start(&mut h);
     tx.add_desc_chains(&[desc(0x4000_0000, 16, 0, 0)], 0)
         .unwrap();
     h.notify(1);
-    let u = tx.used_addr();
-    wait_for("used", || used_idx(&mem, u) == 1);
+    assert_eq!(outcome(&mut h, tx.used_addr()), Outcome::NeedsReset);
     assert!(sink.bytes().is_empty());
-    // rx: a buffer the device may not write (read-only) is used with length 0.
+    // tx: a device-writable buffer (wrong direction).
+    let (_rx, tx) = start(&mut h);
+    tx.add_desc_chains(&[desc(0x30000, 16, WRITE, 0)], 0)
+        .unwrap();
+    h.notify(1);
+    assert_eq!(outcome(&mut h, tx.used_addr()), Outcome::NeedsReset);
+    // rx: a buffer the device may not write (read-only): the byte waits.
+    let (rx, _tx) = start(&mut h);
     rx.add_desc_chains(&[desc(0x30000, 16, 0, 0)], 0).unwrap();
     input.enqueue(b"x");
-    let ru = rx.used_addr();
-    wait_for("rx used", || used_idx(&mem, ru) == 1);
-    assert_eq!(used_elem(&mem, ru, 0), (0, 0));
+    assert_eq!(outcome(&mut h, rx.used_addr()), Outcome::NeedsReset);
     assert_eq!(input.pending(), 1, "the byte waits for a usable buffer");
+    // rx: a zero-length buffer.
+    let (rx, _tx) = start(&mut h);
+    rx.add_desc_chains(&[desc(0x30000, 0, WRITE, 0)], 0)
+        .unwrap();
+    h.notify(0);
+    assert_eq!(outcome(&mut h, rx.used_addr()), Outcome::NeedsReset);
+    // After a reset a good buffer takes the byte.
+    let (rx, _tx) = start(&mut h);
+    rx.add_desc_chains(&[desc(0x30000, 16, WRITE, 0)], 0)
+        .unwrap();
+    h.notify(0);
+    assert_eq!(outcome(&mut h, rx.used_addr()), Outcome::Used(0, 1));
+    assert_eq!(mem.read_obj::<u8>(GuestAddress(0x30000)).unwrap(), b'x');
 }

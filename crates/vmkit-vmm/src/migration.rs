@@ -1618,12 +1618,14 @@ impl MachineMigration {
             }
             self.write_tail(&mut w, &mut info)
         })();
+        // Downtime as QEMU counts it: from the stop to the end of the stream, before the
+        // clean-up (turning dirty logging off makes KVM rebuild the slot's mappings).
+        let downtime = stopped.map(|s| s.elapsed().as_millis() as u64);
         if precopy {
             if let Err(e) = self.set_dirty_logging(false) {
                 eprintln!("vmkit: {e}");
             }
         }
-        let downtime = stopped.map(|s| s.elapsed().as_millis() as u64);
         match result {
             Ok(()) => {
                 let mut shared = lock(&self.info);

@@ -45,13 +45,28 @@ pub fn memory() -> Mem {
     Arc::new(GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 8 << 20)]).unwrap())
 }
 
+/// Counts queue interrupts (`.0`) and NEEDS_RESET requests (`.1`).
 #[derive(Default)]
-pub struct Irqs(pub AtomicUsize);
+pub struct Irqs(pub AtomicUsize, pub AtomicUsize);
 
 impl VirtioInterrupt for Irqs {
     fn trigger(&self, kind: InterruptKind) {
         assert_eq!(kind, InterruptKind::Queue(0));
         self.0.fetch_add(1, Ordering::SeqCst);
+    }
+    fn needs_reset(&self) {
+        self.1.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+impl Irqs {
+    /// Waits (up to 20 s) until the device asked for a reset.
+    pub fn wait_needs_reset(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.1.load(Ordering::SeqCst) == 0 {
+            assert!(Instant::now() < deadline, "no NEEDS_RESET");
+            std::thread::yield_now();
+        }
     }
 }
 
