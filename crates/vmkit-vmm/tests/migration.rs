@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
+use common::migrate::{qmp_arg, scratch_path, Vmkit};
 use common::*;
 use serde_json::{json, Value};
 
@@ -157,19 +158,7 @@ fn build_counter_guest(segments: u32, dirty_per_tick: u32, shadow: bool) -> Path
 }
 
 fn scratch(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("mig-{name}-{}", std::process::id()))
-}
-
-/// A vmkit child, killed if the test ends before it does.
-struct Vmkit(Child);
-
-impl Drop for Vmkit {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
+    scratch_path("mig", name)
 }
 
 fn start(guest: &Path, irqchip: &str, mem: &str, out: &Path, extra: &[String]) -> Vmkit {
@@ -185,13 +174,6 @@ fn start(guest: &Path, irqchip: &str, mem: &str, out: &Path, extra: &[String]) -
         .spawn()
         .expect("start vmkit");
     Vmkit(child)
-}
-
-fn qmp_arg(socket: &Path) -> [String; 2] {
-    [
-        "-qmp".into(),
-        format!("unix:{},server=on,wait=off", socket.display()),
-    ]
 }
 
 struct Qmp {

@@ -16,9 +16,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use common::migrate::{qmp_arg, scratch_path, Vmkit};
 use common::virtio_legacy::*;
 use common::*;
 use serde_json::json;
@@ -167,19 +168,7 @@ fn blk_loop_guest() -> PathBuf {
 }
 
 fn scratch(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("migblk-{name}-{}", std::process::id()))
-}
-
-/// A vmkit child, killed if the test ends before it does.
-struct Vmkit(Child);
-
-impl Drop for Vmkit {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
+    scratch_path("migblk", name)
 }
 
 impl Vmkit {
@@ -226,13 +215,6 @@ fn start(guest: &Path, disk: &Path, out: &Path, irqchip: &str, extra: &[String])
         .spawn()
         .expect("start vmkit");
     Vmkit(child)
-}
-
-fn qmp_arg(socket: &Path) -> [String; 2] {
-    [
-        "-qmp".into(),
-        format!("unix:{},server=on,wait=off", socket.display()),
-    ]
 }
 
 /// The guest's complete lines after its "V": (number, whether it was marked `!`).

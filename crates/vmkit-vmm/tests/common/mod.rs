@@ -11,6 +11,7 @@ pub use vmkit_testutil::iced_x86::code_asm::*;
 pub use vmkit_testutil::{assemble, require_kvm};
 
 /// The legacy virtio driver kit (multi-descriptor chains, several requests).
+pub mod migrate;
 pub mod virtio_legacy;
 
 /// Load address and entry of every real-mode test guest.
