@@ -146,87 +146,13 @@ pub fn start_pc(
 
     let room_fd = EventFd::new(EFD_NONBLOCK).map_err(Error::EventFd)?;
     let chardevs = open_chardevs(options)?;
-    let mut backends = Vec::new();
-    let mut inputs = Vec::new();
-    for (id, chardev) in &chardevs {
-        let room = EventFd::new(EFD_NONBLOCK).map_err(Error::EventFd)?;
-        let line = EventFdLine {
-            fd: room.try_clone().map_err(Error::EventFd)?,
-            level: AtomicBool::new(false),
-        };
-        let backend = SerialBackend::new(chardev.writer()).with_rx_room(Arc::new(line));
-        backends.push((id.clone(), backend));
-        if chardev.has_input() {
-            inputs.push((id.clone(), Arc::clone(chardev), room));
-        }
-    }
-    let com1 = match &options.serial {
-        SerialOption::Chardev(id) => {
-            let index = backends.iter().position(|(b, _)| b == id).ok_or_else(|| {
-                Error::Machine(format!("vmkit: -serial chardev:{id}: no such -chardev"))
-            })?;
-            Some(backends.remove(index).1)
-        }
-        SerialOption::Stdio => {
-            let line = EventFdLine {
-                fd: room_fd.try_clone().map_err(Error::EventFd)?,
-                level: AtomicBool::new(false),
-            };
-            Some(SerialBackend {
-                output: Box::new(std::io::stdout()) as Box<dyn Write + Send>,
-                rx_room: Some(Arc::new(line)),
-            })
-        }
-        SerialOption::File(path) => {
-            let file = std::fs::File::create(path).map_err(|source| {
-                Error::Machine(format!("vmkit: -serial file:{}: {source}", path.display()))
-            })?;
-            Some(SerialBackend::new(file))
-        }
-        SerialOption::None => None,
-    };
-    let stdio_console = options.serial == SerialOption::Stdio;
-    let mut netdevs = Vec::new();
-    for spec in &options.netdevs {
-        let backend = spec
-            .open()
-            .map_err(|e| Error::Machine(format!("vmkit: -netdev id={}: {e}", spec.id)))?;
-        netdevs.push((spec.id.clone(), backend));
-    }
-
-    let cpu = CpuModel::parse(&options.cpu.to_text())
-        .map_err(|e| Error::Machine(format!("vmkit: -cpu: {e}")))?;
-    let firmware_linux = match (&options.kernel, &options.bios) {
-        (Some(kernel), Some(_)) => Some(Box::new(
-            FirmwareLinux::from_files(
-                kernel,
-                options.initrd.as_deref(),
-                options.append.as_deref().unwrap_or_default(),
-                options.ram_size,
-            )
-            .map_err(|e| Error::Machine(format!("vmkit: {e}")))?,
-        )),
-        _ => None,
-    };
-    let drives = open_drives(options)?;
-    let config = PcConfig {
-        drives,
-        firmware_linux,
-        hpet: options.hpet,
-        ram_size: options.ram_size,
-        smp: options.smp,
-        cpu,
-        irqchip: options.irqchip,
-        boot,
+    let SerialWiring {
+        backends,
+        inputs,
         com1,
-        devices: debugcon_device(options)
-            .into_iter()
-            .chain(options.devices.iter().cloned())
-            .chain(virtio_drive_devices(options))
-            .collect(),
-        chardevs: backends,
-        netdevs,
-    };
+    } = wire_serial_backends(options, &chardevs, &room_fd)?;
+    let stdio_console = options.serial == SerialOption::Stdio;
+    let config = pc_config(options, boot, backends, com1)?;
     let mut machine = PcMachine::build(
         &kvm,
         config,
@@ -279,26 +205,7 @@ pub fn start_pc(
     let reset_cpu = machine.reset_cpu_fn();
     let pic = machine.pic.clone();
     // QMP: bind before the guest starts; with wait=on, hold it until a client connects.
-    let qmp = match &options.qmp {
-        Some(qmp) => {
-            let attachment = crate::qmp::QmpAttachment::bind(
-                &qmp.path,
-                Some(machine.tree.clone()),
-                options.no_reboot,
-                Some({
-                    let chipset = Arc::clone(&machine.chipset);
-                    Arc::new(move || chipset.power_button()) as crate::qmp::PowerButton
-                }),
-            )?;
-            attachment.set_migration(Arc::clone(&migration));
-            migration.set_event_sender(attachment.event_sender());
-            if qmp.wait {
-                attachment.wait_for_client()?;
-            }
-            Some(attachment)
-        }
-        None => None,
-    };
+    let qmp = bind_qmp(options, &machine, &migration)?;
     // -gdb: bind before the guest starts, as QEMU; serve once the VM exists.
     let gdb = match &options.gdb {
         Some(addr) => {
@@ -359,25 +266,167 @@ pub fn start_pc(
         additions,
     )?;
     if let Some(uri) = incoming_uri {
-        match uri {
-            crate::migration::MigrationUri::Defer => {}
-            uri => {
-                let incoming = Arc::clone(&migration);
-                crate::seccomp::spawn(
-                    crate::seccomp::ThreadKind::Migration,
-                    "vmkit-incoming",
-                    move || {
-                        let _ = incoming.run_incoming(&uri);
-                    },
-                )
-                .map_err(|source| Error::Thread {
-                    name: "vmkit-incoming".into(),
-                    source,
-                })?;
-            }
-        }
+        start_incoming(uri, &migration)?;
     }
     Ok(vmm)
+}
+
+/// The serial backends of the `-chardev`s (each with a room line for flow control), the
+/// chardevs with input for the main loop, and COM1's backend as `-serial` says.
+struct SerialWiring {
+    backends: Vec<(String, SerialBackend)>,
+    inputs: Vec<(String, Arc<Chardev>, EventFd)>,
+    com1: Option<SerialBackend>,
+}
+
+fn wire_serial_backends(
+    options: &Options,
+    chardevs: &[(String, Arc<Chardev>)],
+    room_fd: &EventFd,
+) -> Result<SerialWiring> {
+    let mut backends = Vec::new();
+    let mut inputs = Vec::new();
+    for (id, chardev) in chardevs {
+        let room = EventFd::new(EFD_NONBLOCK).map_err(Error::EventFd)?;
+        let line = EventFdLine {
+            fd: room.try_clone().map_err(Error::EventFd)?,
+            level: AtomicBool::new(false),
+        };
+        let backend = SerialBackend::new(chardev.writer()).with_rx_room(Arc::new(line));
+        backends.push((id.clone(), backend));
+        if chardev.has_input() {
+            inputs.push((id.clone(), Arc::clone(chardev), room));
+        }
+    }
+    let com1 = match &options.serial {
+        SerialOption::Chardev(id) => {
+            let index = backends.iter().position(|(b, _)| b == id).ok_or_else(|| {
+                Error::Machine(format!("vmkit: -serial chardev:{id}: no such -chardev"))
+            })?;
+            Some(backends.remove(index).1)
+        }
+        SerialOption::Stdio => {
+            let line = EventFdLine {
+                fd: room_fd.try_clone().map_err(Error::EventFd)?,
+                level: AtomicBool::new(false),
+            };
+            Some(SerialBackend {
+                output: Box::new(std::io::stdout()) as Box<dyn Write + Send>,
+                rx_room: Some(Arc::new(line)),
+            })
+        }
+        SerialOption::File(path) => {
+            let file = std::fs::File::create(path).map_err(|source| {
+                Error::Machine(format!("vmkit: -serial file:{}: {source}", path.display()))
+            })?;
+            Some(SerialBackend::new(file))
+        }
+        SerialOption::None => None,
+    };
+    Ok(SerialWiring {
+        backends,
+        inputs,
+        com1,
+    })
+}
+
+/// The machine's configuration from the options: CPU model, netdevs and drives opened, a
+/// kernel for the firmware, and the device list (debugcon, `-device`, `-drive if=virtio`).
+fn pc_config(
+    options: &Options,
+    boot: BootSource,
+    chardevs: Vec<(String, SerialBackend)>,
+    com1: Option<SerialBackend>,
+) -> Result<PcConfig> {
+    let mut netdevs = Vec::new();
+    for spec in &options.netdevs {
+        let backend = spec
+            .open()
+            .map_err(|e| Error::Machine(format!("vmkit: -netdev id={}: {e}", spec.id)))?;
+        netdevs.push((spec.id.clone(), backend));
+    }
+    let cpu = CpuModel::parse(&options.cpu.to_text())
+        .map_err(|e| Error::Machine(format!("vmkit: -cpu: {e}")))?;
+    let firmware_linux = match (&options.kernel, &options.bios) {
+        (Some(kernel), Some(_)) => Some(Box::new(
+            FirmwareLinux::from_files(
+                kernel,
+                options.initrd.as_deref(),
+                options.append.as_deref().unwrap_or_default(),
+                options.ram_size,
+            )
+            .map_err(|e| Error::Machine(format!("vmkit: {e}")))?,
+        )),
+        _ => None,
+    };
+    Ok(PcConfig {
+        drives: open_drives(options)?,
+        firmware_linux,
+        hpet: options.hpet,
+        ram_size: options.ram_size,
+        smp: options.smp,
+        cpu,
+        irqchip: options.irqchip,
+        boot,
+        com1,
+        devices: debugcon_device(options)
+            .into_iter()
+            .chain(options.devices.iter().cloned())
+            .chain(virtio_drive_devices(options))
+            .collect(),
+        chardevs,
+        netdevs,
+    })
+}
+
+/// Binds `-qmp` (and with `wait=on` waits for its client), wired to the machine's tree,
+/// power button and migration.
+fn bind_qmp(
+    options: &Options,
+    machine: &PcMachine,
+    migration: &Arc<crate::migration::MachineMigration>,
+) -> Result<Option<crate::qmp::QmpAttachment>> {
+    let Some(qmp) = &options.qmp else {
+        return Ok(None);
+    };
+    let attachment = crate::qmp::QmpAttachment::bind(
+        &qmp.path,
+        Some(machine.tree.clone()),
+        options.no_reboot,
+        Some({
+            let chipset = Arc::clone(&machine.chipset);
+            Arc::new(move || chipset.power_button()) as crate::qmp::PowerButton
+        }),
+    )?;
+    attachment.set_migration(Arc::clone(migration));
+    migration.set_event_sender(attachment.event_sender());
+    if qmp.wait {
+        attachment.wait_for_client()?;
+    }
+    Ok(Some(attachment))
+}
+
+/// `-incoming URI` (not `defer`): receives the machine's state on its own thread.
+fn start_incoming(
+    uri: crate::migration::MigrationUri,
+    migration: &Arc<crate::migration::MachineMigration>,
+) -> Result<()> {
+    if let crate::migration::MigrationUri::Defer = uri {
+        return Ok(());
+    }
+    let incoming = Arc::clone(migration);
+    crate::seccomp::spawn(
+        crate::seccomp::ThreadKind::Migration,
+        "vmkit-incoming",
+        move || {
+            let _ = incoming.run_incoming(&uri);
+        },
+    )
+    .map_err(|source| Error::Thread {
+        name: "vmkit-incoming".into(),
+        source,
+    })?;
+    Ok(())
 }
 
 /// Opens every `-chardev` (and the chardevs `-serial`/`-debugcon` short forms describe)

@@ -535,6 +535,70 @@ fn assign_drive_ids(drives: &mut [vmkit_block::DriveSpec]) -> Result<(), CliErro
     Ok(())
 }
 
+/// `-machine TYPE[,hpet=on|off]`: vmkit's `pc` only. `Ok(true)` asks for `-machine help`.
+fn parse_machine(text: &str, options: &mut Options) -> Result<bool, CliError> {
+    let machine = text.split(',').next().unwrap_or_default();
+    match machine {
+        "help" | "?" => return Ok(true),
+        "pc" | "" => {}
+        other if other.starts_with("type=pc") => {}
+        other => {
+            return Err(error(
+                "-machine",
+                format!("'{other}': unsupported machine type (-machine help lists them)"),
+            ))
+        }
+    }
+    for property in text.split(',').skip(1) {
+        match property {
+            "hpet=on" => options.hpet = true,
+            "hpet=off" => options.hpet = false,
+            other => {
+                return Err(error(
+                    "-machine",
+                    format!("'{other}': unsupported property (vmkit's pc has hpet=on|off)"),
+                ))
+            }
+        }
+    }
+    Ok(false)
+}
+
+/// `-smp N` or `-smp cpus=N[,...]`, 1 to 255.
+fn parse_smp(text: &str) -> Result<usize, CliError> {
+    text.split(',')
+        .next()
+        .and_then(|n| n.strip_prefix("cpus=").unwrap_or(n).parse::<usize>().ok())
+        .filter(|n| (1..=255).contains(n))
+        .ok_or_else(|| error("-smp", format!("'{text}': expected 1 to 255")))
+}
+
+/// Options that need or exclude each other, named as QEMU does.
+fn check_combinations(options: &Options, kernel_decompress_given: bool) -> Result<(), CliError> {
+    if options.bios.is_some() && options.flat.is_some() {
+        return Err(error("-flat", "cannot be combined with -bios"));
+    }
+    if options.initrd.is_some() && options.kernel.is_none() {
+        return Err(error("-initrd", "needs -kernel"));
+    }
+    if options.append.is_some() && options.kernel.is_none() {
+        return Err(error("-append", "needs -kernel"));
+    }
+    if kernel_decompress_given && options.kernel.is_none() {
+        return Err(error("-kernel-decompress", "needs -kernel"));
+    }
+    if options.kernel.is_some() && options.flat.is_some() {
+        return Err(error("-kernel", "cannot be combined with -flat"));
+    }
+    if kernel_decompress_given && options.bios.is_some() {
+        return Err(error(
+            "-kernel-decompress",
+            "does not apply with -bios: the firmware boots the bzImage, which decompresses itself",
+        ));
+    }
+    Ok(())
+}
+
 /// Parses the arguments after the program name.
 pub fn parse<I, S>(args: I) -> Result<Command, CliError>
 where
@@ -567,47 +631,12 @@ where
             "-h" | "-help" | "--help" => return Ok(Command::Help),
             "-version" | "--version" => return Ok(Command::Version),
             "-machine" | "-M" => {
-                let text = value("a machine type")?;
-                let machine = text.split(',').next().unwrap_or_default();
-                match machine {
-                    "help" | "?" => return Ok(Command::MachineHelp),
-                    "pc" | "" => {}
-                    other if other.starts_with("type=pc") => {}
-                    other => {
-                        return Err(error(
-                            "-machine",
-                            format!(
-                                "'{other}': unsupported machine type (-machine help lists them)"
-                            ),
-                        ))
-                    }
-                }
-                for property in text.split(',').skip(1) {
-                    match property {
-                        "hpet=on" => options.hpet = true,
-                        "hpet=off" => options.hpet = false,
-                        other => {
-                            return Err(error(
-                                "-machine",
-                                format!(
-                                    "'{other}': unsupported property (vmkit's pc has hpet=on|off)"
-                                ),
-                            ))
-                        }
-                    }
+                if parse_machine(&value("a machine type")?, &mut options)? {
+                    return Ok(Command::MachineHelp);
                 }
             }
             "-m" => options.ram_size = parse_size("-m", &value("a size")?)?,
-            "-smp" => {
-                let text = value("a vCPU count")?;
-                let count = text
-                    .split(',')
-                    .next()
-                    .and_then(|n| n.strip_prefix("cpus=").unwrap_or(n).parse::<usize>().ok())
-                    .filter(|n| (1..=255).contains(n))
-                    .ok_or_else(|| error("-smp", format!("'{text}': expected 1 to 255")))?;
-                options.smp = count;
-            }
+            "-smp" => options.smp = parse_smp(&value("a vCPU count")?)?,
             "-bios" => options.bios = Some(PathBuf::from(value("a file")?)),
             "-flat" => options.flat = Some(parse_flat(&value("a file")?)?),
             "-kernel" => options.kernel = Some(PathBuf::from(value("a file")?)),
@@ -726,27 +755,7 @@ where
     }
     options.chardevs = chardevs.iter().cloned().collect();
     assign_drive_ids(&mut options.drives)?;
-    if options.bios.is_some() && options.flat.is_some() {
-        return Err(error("-flat", "cannot be combined with -bios"));
-    }
-    if options.initrd.is_some() && options.kernel.is_none() {
-        return Err(error("-initrd", "needs -kernel"));
-    }
-    if options.append.is_some() && options.kernel.is_none() {
-        return Err(error("-append", "needs -kernel"));
-    }
-    if kernel_decompress_given && options.kernel.is_none() {
-        return Err(error("-kernel-decompress", "needs -kernel"));
-    }
-    if options.kernel.is_some() && options.flat.is_some() {
-        return Err(error("-kernel", "cannot be combined with -flat"));
-    }
-    if kernel_decompress_given && options.bios.is_some() {
-        return Err(error(
-            "-kernel-decompress",
-            "does not apply with -bios: the firmware boots the bzImage, which decompresses itself",
-        ));
-    }
+    check_combinations(&options, kernel_decompress_given)?;
     Ok(Command::Run(Box::new(options)))
 }
 

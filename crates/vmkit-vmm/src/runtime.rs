@@ -270,14 +270,7 @@ impl Vmm {
             ));
         }
         if let (Some(set_waker), Some((_, kicker, halt))) = (set_boot_cpu_waker, runners.first()) {
-            let kicker = kicker.clone();
-            let halt = Arc::clone(halt);
-            set_waker(Arc::new(move || {
-                // A vCPU asleep in `hlt` only needs waking; one in the guest needs a kick.
-                if !halt.wake() {
-                    let _ = kicker.kick();
-                }
-            }));
+            set_waker(boot_cpu_waker(kicker.clone(), Arc::clone(halt)));
         }
 
         let thread_ids = Arc::new(Mutex::new(vec![0; runners.len()]));
@@ -291,25 +284,10 @@ impl Vmm {
             thread_ids: Arc::clone(&thread_ids),
             memory: Arc::clone(&memory),
         };
-        let mut vcpu_threads = Vec::with_capacity(runners.len());
-        for (runner, _, _) in runners {
-            let name = format!("vmkit-vcpu{}", runner.index);
-            let ids = Arc::clone(&thread_ids);
-            let thread =
-                crate::seccomp::spawn(crate::seccomp::ThreadKind::Vcpu, &name, move || {
-                    let tid = vmkit_kvm::kick::current_thread_id();
-                    if let Some(slot) = ids
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .get_mut(runner.index)
-                    {
-                        *slot = tid;
-                    }
-                    runner.run()
-                })
-                .map_err(|source| Error::Thread { name, source })?;
-            vcpu_threads.push(thread);
-        }
+        let vcpu_threads = spawn_vcpu_threads(
+            runners.into_iter().map(|(runner, _, _)| runner).collect(),
+            &thread_ids,
+        )?;
 
         let extra_subscribers: Vec<MainLoopSubscriber> = additions
             .extensions
@@ -586,4 +564,41 @@ impl MutEventSubscriber for MainLoop {
             _ => {}
         }
     }
+}
+
+/// Starts one thread per vCPU (each under the vCPU seccomp filter), recording its thread id
+/// in `thread_ids` for kicks and `query-cpus-fast`.
+fn spawn_vcpu_threads(
+    runners: Vec<VcpuRunner>,
+    thread_ids: &Arc<Mutex<Vec<i32>>>,
+) -> Result<Vec<std::thread::JoinHandle<()>>> {
+    let mut vcpu_threads = Vec::with_capacity(runners.len());
+    for runner in runners {
+        let name = format!("vmkit-vcpu{}", runner.index);
+        let ids = Arc::clone(thread_ids);
+        let thread = crate::seccomp::spawn(crate::seccomp::ThreadKind::Vcpu, &name, move || {
+            let tid = vmkit_kvm::kick::current_thread_id();
+            if let Some(slot) = ids
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get_mut(runner.index)
+            {
+                *slot = tid;
+            }
+            runner.run()
+        })
+        .map_err(|source| Error::Thread { name, source })?;
+        vcpu_threads.push(thread);
+    }
+    Ok(vcpu_threads)
+}
+
+/// What the userspace PIC calls when INTR rises: a vCPU asleep in `hlt` only needs waking;
+/// one in the guest needs a kick.
+fn boot_cpu_waker(kicker: vmkit_kvm::VcpuKicker, halt: Arc<HaltWaiter>) -> Waker {
+    Arc::new(move || {
+        if !halt.wake() {
+            let _ = kicker.kick();
+        }
+    })
 }
