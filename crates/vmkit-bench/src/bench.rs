@@ -382,13 +382,14 @@ fn run_virtio_blk(options: &Options) -> Result<String> {
 
 /// `--migration`: vmkit unless `--only qemu`, QEMU when it is installed and not excluded.
 fn run_migration(options: &Options) -> Result<String> {
-    let vmkit = match options.includes(Only::Vmkit) {
-        true => Some(locate_vmkit(options.vmkit.as_deref()).map_err(Error::Usage)?),
-        false => None,
+    let vmkit = if options.includes(Only::Vmkit) {
+        Some(locate_vmkit(options.vmkit.as_deref()).map_err(Error::Usage)?)
+    } else {
+        None
     };
     let mut header = format!("vmkit-bench --migration\nhost: {}\n", host_description());
-    let qemu = match options.includes(Only::Qemu) {
-        true => match qemu_version(&options.qemu) {
+    let qemu = if options.includes(Only::Qemu) {
+        match qemu_version(&options.qemu) {
             Ok(version) => {
                 let _ = writeln!(header, "QEMU: {version}");
                 Some(options.qemu.clone())
@@ -397,8 +398,9 @@ fn run_migration(options: &Options) -> Result<String> {
                 let _ = writeln!(header, "QEMU skipped: {e}");
                 None
             }
-        },
-        false => None,
+        }
+    } else {
+        None
     };
     let _ = writeln!(header, "load average before: {}\n", load_average());
     let report = crate::migrate::run(&crate::migrate::MigrationBench {

@@ -169,6 +169,16 @@ impl From<VcpuExit<'_>> for SlowExit {
     }
 }
 
+/// What [`VcpuRunner::serve_request`] leaves the loop to do.
+enum Served {
+    /// Enter the guest.
+    Run,
+    /// Stop the thread.
+    Exit,
+    /// Look at the requests again before entering (a failure was just posted).
+    Recheck,
+}
+
 /// Everything one vCPU thread needs.
 pub struct VcpuRunner {
     pub(crate) vcpu: Vcpu,
@@ -198,13 +208,18 @@ impl VcpuRunner {
         // exit is handled, so a later access to the same device sees them.
         let coalesced = self.vcpu.coalesced_ring().cloned();
         loop {
-            if self.controller.has_request()
-                && self.serve_request(&mut generation, &mut debug) == VcpuAction::Exit
-            {
-                if let Some(ring) = &coalesced {
-                    drain_coalesced(ring, &mut self.pio, &mut self.mmio);
+            if self.controller.has_request() {
+                match self.serve_request(&mut generation, &mut debug) {
+                    Served::Exit => {
+                        if let Some(ring) = &coalesced {
+                            drain_coalesced(ring, &mut self.pio, &mut self.mmio);
+                        }
+                        return;
+                    }
+                    // The reset failed and the failure is posted: check again, do not run.
+                    Served::Recheck => continue,
+                    Served::Run => {}
                 }
-                return;
             }
             if let Some(pic) = self.pic.as_deref() {
                 if let Err(e) = window.service(&mut self.vcpu, pic) {
@@ -267,17 +282,17 @@ impl VcpuRunner {
         &mut self,
         generation: &mut u64,
         debug: &mut crate::debug::VcpuDebug,
-    ) -> VcpuAction {
+    ) -> Served {
         let action = self
             .controller
             .vcpu_check(self.index, generation, &mut self.vcpu);
         match action {
-            VcpuAction::Exit => return VcpuAction::Exit,
+            VcpuAction::Exit => return Served::Exit,
             VcpuAction::Run => {}
             VcpuAction::ResetThenRun => {
                 if let Err(e) = (self.reset_cpu)(&self.vcpu, self.index) {
                     self.fail(format!("vCPU {} could not be reset: {e}", self.index));
-                    return VcpuAction::Run;
+                    return Served::Recheck;
                 }
             }
         }
@@ -287,7 +302,7 @@ impl VcpuRunner {
             self.index,
             self.memory.as_ref(),
         );
-        VcpuAction::Run
+        Served::Run
     }
 
     /// The exits off the fast path: instructions KVM handed back, debug exits, triple
